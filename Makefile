@@ -1,0 +1,41 @@
+# Swin Transformer -> TensorRT. `make engine VARIANT=T` runs the pipeline, `make test` the tests.
+# Both set up .venv from this repository's own pinned files first.
+
+VARIANT   ?= T
+BATCH     ?= 1,8,32
+PYTHON    ?= $(shell command -v python3.11 || command -v python3)
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
+MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
+comma     := ,
+
+.PHONY: venv onnx engine test lint plugin clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test,rtx]'
+	@touch $@
+
+onnx: venv
+	$(PY) -m pipeline onnx --variant $(VARIANT) --max-batch $(MAX_BATCH) --out-dir $(BUILD_DIR) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+# The precision, build and verify stages land with their issues; until then `engine` stops after the ONNX stages.
+engine: onnx
+	@echo "engine: wrote $(BUILD_DIR)/model.onnx, model.swin.onnx and surgery.json;" \
+	      "the engine build stage is not implemented yet, so no .engine file was written."
+
+test: venv
+	$(PY) -m ruff check pipeline calib tests benchmarks
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(PY) -m ruff check pipeline calib tests benchmarks
+
+clean:
+	rm -rf build

@@ -1,0 +1,118 @@
+"""CPU reference of the ``SwinWindowAttention`` node: the exact contract the TensorRT plugin implements.
+
+One node does everything in a (shifted) window-attention block that depends on token position:
+cyclic shift, window gather, the shift mask, the relative-position bias, softmax, P·V, window
+reverse and the back-shift. The GEMMs around it (qkv and proj) stay ordinary ONNX MatMul+Add.
+See ``plugins/swin_window_attention/README.md`` for the node contract.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+PLUGIN_OP = "SwinWindowAttention"
+PLUGIN_DOMAIN = "trt.plugins"
+PLUGIN_VERSION = "1"
+#: Added to the score of a key in another shift region; the value official Swin, timm and torchvision use.
+MASK_VALUE = -100.0
+#: Attribute names of the node, in the order the plugin creator declares them.
+ATTRIBUTES = ("height", "width", "window_size", "shift_size", "num_heads", "scale")
+
+
+def padded_size(size: int, window_size: int) -> int:
+    """Length of one axis after padding it up to a multiple of the window."""
+    return -(-size // window_size) * window_size
+
+
+@functools.lru_cache(maxsize=64)
+def window_token_index(height: int, width: int, window_size: int, shift_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map each window slot to its source token, and give each slot its shift region.
+
+    Returns ``(source, region)``, both ``int64[num_windows, window_size**2]``:
+    ``source`` is the token index ``h * width + w`` in image order, or -1 for a padded slot;
+    ``region`` is the shift-mask region id (all 0 when ``shift_size`` is 0).
+    Window slot ``(y, x)`` of the shifted, padded map holds padded-map position
+    ``((y + s) % Hp, (x + s) % Wp)``: the cyclic shift by ``-s`` happens after padding, as in official Swin.
+    """
+    m, s = window_size, shift_size
+    hp, wp = padded_size(height, m), padded_size(width, m)
+    y = np.arange(hp)
+    x = np.arange(wp)
+    h = (y + s) % hp
+    w = (x + s) % wp
+    source = np.where((h[:, None] < height) & (w[None, :] < width), h[:, None] * width + w[None, :], -1)
+
+    def region_1d(coord: np.ndarray, length: int) -> np.ndarray:
+        if s == 0:
+            return np.zeros_like(coord)
+        return np.where(coord < length - m, 0, np.where(coord < length - s, 1, 2))
+
+    region = region_1d(y, hp)[:, None] * 3 + region_1d(x, wp)[None, :]
+
+    def to_windows(a: np.ndarray) -> np.ndarray:
+        return a.reshape(hp // m, m, wp // m, m).transpose(0, 2, 1, 3).reshape(-1, m * m)
+
+    return to_windows(source), to_windows(region)
+
+
+def shift_mask(height: int, width: int, window_size: int, shift_size: int) -> np.ndarray:
+    """The additive shift mask ``float32[num_windows, N, N]`` (0 or ``MASK_VALUE``)."""
+    _, region = window_token_index(height, width, window_size, shift_size)
+    return np.where(region[:, :, None] != region[:, None, :], MASK_VALUE, 0.0).astype(np.float32)
+
+
+def validate_attributes(qkv_shape: tuple[int, ...], rel_bias_shape: tuple[int, ...], height: int, width: int,
+                        window_size: int, shift_size: int, num_heads: int) -> int:
+    """Check a node's shapes and attributes against each other; return the channel count C."""
+    if window_size <= 0 or not 0 <= shift_size < window_size:
+        raise ValueError(f"{PLUGIN_OP}: need window_size > 0 and 0 <= shift_size < window_size, "
+                         f"got window_size={window_size}, shift_size={shift_size}")
+    if len(qkv_shape) != 3 or qkv_shape[2] % 3:
+        raise ValueError(f"{PLUGIN_OP}: qkv must be [B, H*W, 3C], got shape {list(qkv_shape)}")
+    if qkv_shape[1] != height * width:
+        raise ValueError(f"{PLUGIN_OP}: qkv has {qkv_shape[1]} tokens but height*width = {height}*{width}")
+    channels = qkv_shape[2] // 3
+    if num_heads <= 0 or channels % num_heads:
+        raise ValueError(f"{PLUGIN_OP}: num_heads={num_heads} does not divide C={channels}")
+    n = window_size * window_size
+    if tuple(rel_bias_shape) != (num_heads, n, n):
+        raise ValueError(f"{PLUGIN_OP}: rel_bias must be [{num_heads}, {n}, {n}], got {list(rel_bias_shape)}")
+    return channels
+
+
+def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: np.ndarray, *, height: int,
+                               width: int, window_size: int, shift_size: int, num_heads: int,
+                               scale: float) -> np.ndarray:
+    """Evaluate one ``SwinWindowAttention`` node in float32.
+
+    ``qkv``: ``[B, H*W, 3C]`` tokens in image order, channels ``[q | k | v]`` each ``[heads, head_dim]``;
+    ``rel_bias``: ``[heads, N, N]``; ``qkv_bias``: ``[3C]``, the q/k/v of padded tokens.
+    Returns ``[B, H*W, C]`` in image order.
+    """
+    channels = validate_attributes(qkv.shape, rel_bias.shape, height, width, window_size, shift_size, num_heads)
+    batch = qkv.shape[0]
+    head_dim = channels // num_heads
+    source, region = window_token_index(height, width, window_size, shift_size)
+    num_windows, n = source.shape
+
+    padded = np.concatenate([qkv.astype(np.float32), np.broadcast_to(qkv_bias.astype(np.float32),
+                                                                      (batch, 1, 3 * channels))], axis=1)
+    tokens = padded[:, np.where(source < 0, height * width, source)]  # [B, nW, N, 3C]
+    tokens = tokens.reshape(batch, num_windows, n, 3, num_heads, head_dim)
+    q, k, v = (tokens[:, :, :, i].transpose(0, 1, 3, 2, 4) for i in range(3))  # [B, nW, heads, N, hd]
+
+    scores = np.matmul(q * np.float32(scale), k.transpose(0, 1, 2, 4, 3)) + rel_bias.astype(np.float32)
+    if shift_size:
+        scores = scores + shift_mask(height, width, window_size, shift_size)[None, :, None]
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    probs = np.exp(scores)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    out = np.matmul(probs, v).transpose(0, 1, 3, 2, 4).reshape(batch, num_windows * n, channels)
+
+    result = np.empty((batch, height * width, channels), dtype=np.float32)
+    flat_source = source.reshape(-1)
+    real = flat_source >= 0
+    result[:, flat_source[real]] = out[:, real]
+    return result
