@@ -9,8 +9,11 @@ See ``plugins/swin_window_attention/README.md`` for the node contract.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 PLUGIN_OP = "SwinWindowAttention"
 PLUGIN_DOMAIN = "trt.plugins"
@@ -94,7 +97,7 @@ def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: 
     channels = validate_attributes(qkv.shape, rel_bias.shape, height, width, window_size, shift_size, num_heads)
     batch = qkv.shape[0]
     head_dim = channels // num_heads
-    source, region = window_token_index(height, width, window_size, shift_size)
+    source, _region = window_token_index(height, width, window_size, shift_size)
     num_windows, n = source.shape
 
     padded = np.concatenate([qkv.astype(np.float32), np.broadcast_to(qkv_bias.astype(np.float32),
@@ -116,3 +119,47 @@ def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: 
     real = flat_source >= 0
     result[:, flat_source[real]] = out[:, real]
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# onnxruntime execution of original and surgered graphs
+
+#: onnxruntime-extensions runs Python custom ops only from this domain.
+ORT_CUSTOM_DOMAIN = "ai.onnx.contrib"
+
+
+@functools.cache
+def _register_ort_custom_op() -> str:
+    """Register the reference as an onnxruntime-extensions op once; return the extensions library path."""
+    from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
+
+    int_attr, float_attr, str_attr = PyCustomOpDef.dt_int64, PyCustomOpDef.dt_float, PyCustomOpDef.dt_string
+    attrs = {name: float_attr if name == "scale" else int_attr for name in ATTRIBUTES}
+    attrs |= {"plugin_version": str_attr, "plugin_namespace": str_attr}
+
+    @onnx_op(op_type=PLUGIN_OP, inputs=[PyCustomOpDef.dt_float] * 3, outputs=[PyCustomOpDef.dt_float], attrs=attrs)
+    def swin_window_attention(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: np.ndarray,
+                              **attributes: int | float | str) -> np.ndarray:
+        kwargs = {name: attributes[name] for name in ATTRIBUTES}
+        return window_attention_reference(qkv, rel_bias, qkv_bias, **kwargs)
+
+    return get_library_path()
+
+
+def ort_session(path: str | Path, intra_op_threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for an original or surgered model.
+
+    ``SwinWindowAttention`` nodes run through :func:`window_attention_reference` (an
+    onnxruntime-extensions Python op, which needs float32 I/O and the ``ai.onnx.contrib`` domain,
+    so the nodes are re-homed in memory; the file is untouched).
+    """
+    model = onnx.load(str(path))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    plugin_nodes = [n for n in model.graph.node if n.op_type == PLUGIN_OP]
+    if plugin_nodes:
+        options.register_custom_ops_library(_register_ort_custom_op())
+        for node in plugin_nodes:
+            node.domain = ORT_CUSTOM_DOMAIN
+        model.opset_import.append(onnx.helper.make_opsetid(ORT_CUSTOM_DOMAIN, 1))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

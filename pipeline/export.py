@@ -1,0 +1,105 @@
+"""Stage 2: PyTorch module → ONNX through torch.export, checked before it is written.
+
+The graph has a dynamic batch dimension (declared maximum ``max_batch``), opset ≥ 17 so every
+LayerNorm is one ``LayerNormalization`` node, and it is accepted only if ``onnx.checker`` passes
+and onnxruntime reproduces PyTorch at two batch sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from pipeline.artifacts import atomic_path
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+DEFAULT_OPSET = 18
+#: onnxruntime vs PyTorch, relative to the output's magnitude (FP32 on the CPU agrees to ~1e-6).
+EXPORT_TOLERANCE = 1e-4
+
+
+def _output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    with torch.no_grad():
+        out = model(example)
+    if isinstance(out, torch.Tensor):
+        return ["logits"]
+    return [f"features.{i}" for i in range(len(out))]
+
+
+def _torch_outputs(model: nn.Module, images: torch.Tensor) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = model(images)
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    return [o.float().numpy() for o in outs]
+
+
+def check_against_torch(model: nn.Module, onnx_path: str | Path, img_size: tuple[int, int],
+                        batches: tuple[int, ...]) -> float:
+    """Run the ONNX file in onnxruntime and PyTorch at each batch size; return the worst relative error."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for batch in batches:
+        images = torch.randn(batch, 3, *img_size, generator=generator)
+        expected = _torch_outputs(model, images)
+        actual = session.run(None, {INPUT_NAME: images.numpy()})
+        for name, e, a in zip((o.name for o in session.get_outputs()), expected, actual, strict=True):
+            if e.shape != a.shape:
+                raise PipelineError(f"export check: output {name} has shape {a.shape} in onnxruntime but "
+                                    f"{e.shape} in PyTorch at batch {batch}")
+            error = float(np.abs(e - a).max() / max(1.0, float(np.abs(e).max())))
+            worst = max(worst, error)
+            if error > EXPORT_TOLERANCE:
+                raise PipelineError(f"export check: onnxruntime differs from PyTorch by {error:.2e} (relative) on "
+                                    f"output {name} at batch {batch}, above {EXPORT_TOLERANCE:.0e}; the exported "
+                                    "graph is wrong, so nothing was written")
+    return worst
+
+
+def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, int] = 224, max_batch: int = 32,
+                opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``model`` to ``path`` with a dynamic batch in ``[1, max_batch]`` and verify it.
+
+    Works for our Swin models and for timm/torchvision ones. The file is written only after it
+    passes ``onnx.checker`` and matches PyTorch in onnxruntime at batch 1 and 3 (or ``max_batch``).
+    """
+    if opset < 17:
+        raise PipelineError(f"opset {opset} is too old: LayerNormalization needs opset 17 or newer")
+    if max_batch < 1:
+        raise PipelineError(f"max_batch must be at least 1, got {max_batch}")
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    model = model.eval()
+    # torch.export specializes a batch of 1; torchvision's classifier head needs an example batch >= 2.
+    example = torch.randn(min(2, max_batch) if max_batch > 1 else 1, 3, *size)
+    batch_dim = torch.export.Dim("batch", min=1, max=max_batch) if max_batch > 1 else None
+    names = _output_names(model, example)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=names,
+            dynamic_shapes=({0: batch_dim},) if batch_dim is not None else None, verbose=False,
+        )
+    proto = program.model_proto
+    variant = getattr(model, "variant", None)
+    onnx.helper.set_model_props(proto, {
+        "swin_trt.stage": "export",
+        "swin_trt.img_size": f"{size[0]}x{size[1]}",
+        "swin_trt.max_batch": str(max_batch),
+        **({"swin_trt.variant": variant} if variant else {}),
+    })
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+        worst = check_against_torch(model, tmp, size, tuple(sorted({1, min(3, max_batch)})))
+        log.info("exported %s: onnxruntime matches PyTorch to %.1e", path, worst)
+    return Path(path)

@@ -1,0 +1,37 @@
+"""Swin Transformer models: ``build_swin`` and checkpoint loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.swin import VARIANTS, SwinConfig, SwinTransformer
+
+__all__ = ["VARIANTS", "SwinConfig", "SwinTransformer", "build_swin", "load_checkpoint", "variant_config"]
+
+
+def variant_config(variant: str) -> SwinConfig:
+    key = variant.upper()
+    if key not in VARIANTS:
+        raise PipelineError(f"unknown Swin variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return VARIANTS[key]
+
+
+def build_swin(variant: str, checkpoint: str | Path | None = None, img_size: int | None = None,
+               features_only: bool = False) -> nn.Module:
+    """Build Swin-``variant`` (T, S, B, L, B384, L384) in eval mode, optionally loading a checkpoint.
+
+    ``img_size`` only records the resolution the model is meant for (export uses it); the model
+    itself accepts any input size.
+    """
+    config = variant_config(variant)
+    if img_size is not None:
+        config = SwinConfig(**{**config.__dict__, "img_size": img_size})
+    model = SwinTransformer(config, features_only=features_only)
+    model.variant = variant.upper()
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model.eval()

@@ -1,0 +1,123 @@
+"""Load official, timm and torchvision Swin checkpoints (``.pth``/``.pt`` or ``.safetensors``).
+
+Names are mapped onto the official microsoft/Swin-Transformer layout (DESIGN.md §6), then the
+state dict must match the model exactly: a checkpoint of another variant, or one with missing or
+unexpected keys, is rejected with the first offending keys and the variant it looks like.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+
+# Buffers that official and torchvision checkpoints carry but that the model derives itself.
+_DERIVED_BUFFERS = re.compile(r"(relative_position_index|attn_mask)$")
+_WRAPPER_KEYS = ("model", "state_dict", "model_ema")
+_PREFIXES = ("module.", "backbone.")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from a ``.safetensors`` file or a torch checkpoint (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"checkpoint {path} does not exist or is not a file; pass the path of a .pth or "
+                            ".safetensors file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for a corrupt file
+        raise PipelineError(f"cannot read checkpoint {path}: {exc}. Expected a torch state dict (.pth) "
+                            "or a .safetensors file") from exc
+    for key in _WRAPPER_KEYS:
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+            break
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise PipelineError(f"checkpoint {path} holds no state dict (a mapping of names to tensors, possibly "
+                            f"under one of {list(_WRAPPER_KEYS)})")
+    return dict(loaded)
+
+
+def _official_name(name: str, layout: str) -> str:
+    if layout == "torchvision":
+        name = re.sub(r"^features\.0\.0\.", "patch_embed.proj.", name)
+        name = re.sub(r"^features\.0\.2\.", "patch_embed.norm.", name)
+        name = re.sub(r"^features\.(\d+)\.(\d+)\.",
+                      lambda m: f"layers.{(int(m[1]) - 1) // 2}.blocks.{m[2]}.", name)
+        name = re.sub(r"^features\.(\d+)\.", lambda m: f"layers.{int(m[1]) // 2 - 1}.downsample.", name)
+        name = re.sub(r"\.mlp\.0\.", ".mlp.fc1.", name)
+        name = re.sub(r"\.mlp\.3\.", ".mlp.fc2.", name)
+    elif layout == "timm":
+        name = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.", name)
+        name = re.sub(r"^head\.fc\.", "head.", name)
+    return name
+
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """``official``, ``timm`` or ``torchvision``, from where patch merging and the patch embedding live."""
+    keys = set(state_dict)
+    if "features.0.0.weight" in keys:
+        return "torchvision"
+    if any(k.startswith("layers.3.downsample.") for k in keys):
+        return "timm"
+    if any(k.startswith("layers.0.downsample.") for k in keys):
+        return "official"
+    raise PipelineError("checkpoint is not a Swin Transformer state dict: found neither torchvision "
+                        "'features.0.0.weight' nor official/timm 'layers.N.downsample.*' keys "
+                        f"(first keys: {sorted(keys)[:5]})")
+
+
+def to_official_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes, map to official names and drop buffers the model derives itself."""
+    stripped = {}
+    for name, tensor in state_dict.items():
+        for prefix in _PREFIXES:
+            name = name.removeprefix(prefix)
+        stripped[name] = tensor
+    layout = detect_layout(stripped)
+    return {_official_name(n, layout): t for n, t in stripped.items() if not _DERIVED_BUFFERS.search(n)}
+
+
+def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A one-line guess of the variant a (mapped) state dict belongs to, for error messages."""
+    embed = state_dict.get("patch_embed.proj.weight")
+    depths = [1 + max((int(m[1]) for k in state_dict if (m := re.match(rf"layers\.{i}\.blocks\.(\d+)\.", k))),
+                      default=-1) for i in range(4)]
+    table = state_dict.get("layers.0.blocks.0.attn.relative_position_bias_table")
+    window = None if table is None else (round(table.shape[0] ** 0.5) + 1) // 2
+    embed_dim = None if embed is None else embed.shape[0]
+    return f"embed_dim={embed_dim}, depths={tuple(depths)}, window={window}"
+
+
+def load_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load an official, timm or torchvision checkpoint (path or state dict) into ``model``, strictly."""
+    state_dict = read_state_dict(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    mapped = to_official_names(state_dict)
+    if getattr(model, "features_only", False):  # a backbone has no classifier
+        mapped = {n: t for n, t in mapped.items() if not n.startswith(("norm.", "head."))}
+
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in mapped]
+    unexpected = [k for k in mapped if k not in expected]
+    mismatched = [f"{k} {list(mapped[k].shape)} (model: {list(v.shape)})"
+                  for k, v in expected.items() if k in mapped and mapped[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        variant = getattr(model, "variant", type(model).__name__)
+        problems = "; ".join(f"{label} {len(items)}: {items[:3]}" for label, items in
+                             (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+                             if items)
+        source = checkpoint if isinstance(checkpoint, (str, Path)) else "the state dict"
+        raise PipelineError(f"checkpoint {source} does not fit Swin-{variant} ({describe_checkpoint(expected)}); "
+                            f"the checkpoint has {describe_checkpoint(mapped)}. {problems}. "
+                            "Pick the variant the checkpoint was trained as.")
+    model.load_state_dict(mapped, strict=True)
+    return model

@@ -1,0 +1,227 @@
+"""Swin Transformer (Liu et al., 2021) as the paper and the official implementation define it.
+
+One readable module: configs as data, then the layers top-down. Parameter names follow the
+official microsoft/Swin-Transformer checkpoints (``layers.{i}.blocks.{j}.attn.qkv`` ...), which
+``pipeline.models.checkpoint`` maps timm and torchvision names onto.
+
+The residual stream is kept as ``[B, H, W, C]`` so arbitrary input sizes work: every block pads
+its normalized input up to a multiple of the window (bottom/right, after norm1, as official Swin
+and torchvision do), shifts, attends, reverses and crops. The attention core is exactly the
+``SwinWindowAttention`` node contract (``pipeline.reference``), which graph surgery later replaces
+with the TensorRT plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.reference import padded_size, shift_mask
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Hyper-parameters of one Swin variant (paper Table 7 / official configs)."""
+
+    embed_dim: int
+    depths: tuple[int, int, int, int]
+    num_heads: tuple[int, int, int, int]
+    window_size: int = 7
+    img_size: int = 224
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    num_classes: int = 1000
+
+    def stage_dim(self, stage: int) -> int:
+        return self.embed_dim * 2**stage
+
+
+VARIANTS: dict[str, SwinConfig] = {
+    "T": SwinConfig(96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    "S": SwinConfig(96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    "B": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    "L": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48)),
+    "B384": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), window_size=12, img_size=384),
+    "L384": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), window_size=12, img_size=384),
+}
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """``[N, N]`` index into the ``(2M-1)²`` bias table for every query/key pair of a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij"))
+    coords = coords.flatten(1)  # [2, N]
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
+    return relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """``[B, Hp, Wp, C]`` → ``[B·nW, M², C]``, windows in row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
+
+
+def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``[B·nW, M², C]`` → ``[B, Hp, Wp, C]``."""
+    c = windows.shape[-1]
+    x = windows.view(-1, height // window_size, width // window_size, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside each window, with relative position bias and optional shift mask."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """``[heads, N, N]`` bias gathered from the table."""
+        n = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
+
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b_, n, c = windows.shape
+        qkv = self.qkv(windows).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1) + self.relative_position_bias().unsqueeze(0)
+        if mask is not None:
+            num_windows = mask.shape[0]
+            attn = attn.view(-1, num_windows, self.num_heads, n, n) + mask[None, :, None]
+            attn = attn.view(-1, self.num_heads, n, n)
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b_, n, c)
+        return self.proj(x)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinTransformerBlock(nn.Module):
+    """W-MSA (``shift_size`` 0) or SW-MSA block; the shift is dropped where ``min(H, W) ≤ window``."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def effective_shift(self, height: int, width: int) -> int:
+        return 0 if min(height, width) <= self.window_size else self.shift_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, height, width, _ = x.shape
+        m, s = self.window_size, self.effective_shift(height, width)
+        hp, wp = padded_size(height, m), padded_size(width, m)
+        y = self.norm1(x)
+        if (hp, wp) != (height, width):
+            y = F.pad(y, (0, 0, 0, wp - width, 0, hp - height))
+        if s:
+            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        # The mask depends only on static sizes, so it is a constant of the exported graph.
+        mask = torch.from_numpy(shift_mask(height, width, m, s)).to(y) if s else None
+        y = window_reverse(self.attn(window_partition(y, m), mask), m, hp, wp)
+        if s:
+            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
+        x = x + (y[:, :height, :width] if (hp, wp) != (height, width) else y)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    """2×2 neighbourhood concat (order x[0::2,0::2], x[1::2,0::2], x[0::2,1::2], x[1::2,1::2]) → LN → 4C→2C."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+        return self.reduction(self.norm(x))
+
+
+class BasicLayer(nn.Module):
+    """One stage: pairs of W-MSA / SW-MSA blocks, then (except the last stage) patch merging."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
+                 downsample: bool) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, mlp_ratio)
+            for i in range(depth)
+        )
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (stage output before merging, input of the next stage)."""
+        for block in self.blocks:
+            x = block(x)
+        return x, (self.downsample(x) if self.downsample is not None else x)
+
+
+class PatchEmbed(nn.Module):
+    """Patch partition + linear embedding as one stride-4 convolution, then LayerNorm."""
+
+    def __init__(self, patch_size: int, embed_dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape
+        p = self.patch_size
+        if h % p or w % p:
+            x = F.pad(x, (0, padded_size(w, p) - w, 0, padded_size(h, p) - h))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class SwinTransformer(nn.Module):
+    """Image classifier, or with ``features_only`` a backbone returning the four stage maps ``[B, C_i, H_i, W_i]``."""
+
+    def __init__(self, config: SwinConfig, features_only: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.features_only = features_only
+        self.patch_embed = PatchEmbed(config.patch_size, config.embed_dim)
+        self.layers = nn.ModuleList(
+            BasicLayer(config.stage_dim(i), depth, heads, config.window_size, config.mlp_ratio, downsample=i < 3)
+            for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True))
+        )
+        self.norm = None if features_only else nn.LayerNorm(config.stage_dim(3))
+        self.head = None if features_only else nn.Linear(config.stage_dim(3), config.num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        x = self.patch_embed(images)
+        features = []
+        for layer in self.layers:
+            stage_out, x = layer(x)
+            features.append(stage_out.permute(0, 3, 1, 2))
+        if self.features_only:
+            return features
+        return self.head(self.norm(x).mean(dim=(1, 2)))

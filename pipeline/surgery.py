@@ -1,0 +1,522 @@
+"""Stage 3: replace every Swin window-attention region with one ``SwinWindowAttention`` node.
+
+Each (S)W-MSA block of an exported Swin graph is
+
+    X → [Pad] → [roll] → window partition → qkv MatMul+Add → split heads → Q·Kᵀ → +bias [+mask]
+      → Softmax → ·V → merge heads → proj MatMul+Add → window reverse → [roll back] → [crop] → Y
+
+and is rewritten to ``X → Reshape → qkv MatMul+Add → SwinWindowAttention → proj MatMul+Add → Reshape → Y``
+(DESIGN.md §2). Matching is structural, anchored on each Softmax and never on names, so it works on
+exports of our models, timm's and torchvision's (after constant folding). What the structure
+cannot tell safely is measured instead: the additive bias/mask and any score scaling are read by
+evaluating that piece of the original graph, and every replacement is checked numerically against
+the region it replaces before anything is written. A region that does not match fails loudly,
+naming its Softmax node.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+
+from pipeline.artifacts import atomic_path, write_json
+from pipeline.errors import PipelineError
+from pipeline.reference import (
+    PLUGIN_DOMAIN,
+    PLUGIN_OP,
+    PLUGIN_VERSION,
+    padded_size,
+    shift_mask,
+    window_attention_reference,
+)
+
+log = logging.getLogger(__name__)
+
+#: Ops that only move or copy data: window partition/reverse, roll, padding and cropping.
+LAYOUT_OPS = {"Reshape", "Transpose", "Slice", "Concat", "Pad", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
+#: Ops between the qkv projection and Q, K, V: the head split, Kᵀ and scalings.
+HEAD_SPLIT_OPS = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Gather", "Split", "Identity", "Mul",
+                  "Div", "Cast"}
+#: Ops between Q·Kᵀ and the Softmax: bias/mask addition, scaling, the per-window reshape.
+SCORE_OPS = {"Add", "Mul", "Div", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast"}
+#: Tolerance of the numeric self-check of each rewrite, relative to the region output's magnitude.
+REWRITE_TOLERANCE = 1e-4
+
+
+@dataclass
+class WindowAttentionBlock:
+    """Everything the rewrite of one matched region needs, and what the report says about it."""
+
+    softmax: str
+    height: int
+    width: int
+    window_size: int
+    shift_size: int
+    num_heads: int
+    channels: int
+    scale: float
+    max_rel_error: float = 0.0
+
+    @property
+    def padded(self) -> bool:
+        m = self.window_size
+        return (padded_size(self.height, m), padded_size(self.width, m)) != (self.height, self.width)
+
+
+@dataclass
+class _Region:
+    block: WindowAttentionBlock
+    x: gs.Variable
+    y: gs.Variable
+    qkv_weight: np.ndarray
+    qkv_bias: np.ndarray
+    proj_weight: np.ndarray
+    proj_bias: np.ndarray
+    rel_bias: np.ndarray
+
+
+class _NoMatch(Exception):
+    """The region around a Softmax is not Swin window attention; the message says which part."""
+
+
+# --------------------------------------------------------------------------------------------
+# Graph navigation
+
+
+def _constant(tensor: gs.Tensor) -> np.ndarray | None:
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        return np.asarray(tensor.inputs[0].attrs["value"].values)
+    return None
+
+
+def _producer(tensor: gs.Tensor) -> gs.Node | None:
+    return tensor.inputs[0] if len(tensor.inputs) == 1 else None
+
+
+def _data_inputs(node: gs.Node) -> list[gs.Tensor]:
+    """Inputs that carry activations (Concat: all non-constant inputs; other ops: the first)."""
+    if node.op == "Concat":
+        return [t for t in node.inputs if _constant(t) is None]
+    return [node.inputs[0]]
+
+
+def _linear_params(node: gs.Node) -> tuple[gs.Tensor, np.ndarray, np.ndarray | None] | None:
+    """If ``node`` is a MatMul with a constant ``[K, N]`` weight, or a plain Gemm, return (input, W[K,N], bias)."""
+    if node.op == "MatMul":
+        weight = _constant(node.inputs[1])
+        if weight is None or weight.ndim != 2:
+            return None
+        return node.inputs[0], weight, None
+    if node.op == "Gemm":
+        weight = _constant(node.inputs[1])
+        alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
+        if weight is None or node.attrs.get("transA", 0) or alpha != 1.0:
+            return None
+        weight = weight.T if node.attrs.get("transB", 0) else weight
+        bias = _constant(node.inputs[2]) if len(node.inputs) > 2 else None
+        return node.inputs[0], weight, None if bias is None else beta * bias
+    return None
+
+
+def _linear_ending_at(tensor: gs.Tensor) -> tuple[gs.Tensor, np.ndarray, np.ndarray] | None:
+    """Match ``tensor = input @ W (+ b)``; return (input, W, b) with b zero when absent."""
+    node = _producer(tensor)
+    if node is None:
+        return None
+    if node.op == "Add":
+        for i, j in ((0, 1), (1, 0)):
+            bias = _constant(node.inputs[j])
+            inner = _producer(node.inputs[i])
+            if bias is not None and inner is not None and (params := _linear_params(inner)) and params[2] is None:
+                x, weight, _ = params
+                if bias.size == weight.shape[1]:
+                    return x, weight, bias.reshape(-1)
+        return None
+    params = _linear_params(node)
+    if params is None:
+        return None
+    x, weight, bias = params
+    return x, weight, np.zeros(weight.shape[1], weight.dtype) if bias is None else bias.reshape(-1)
+
+
+def _trace_to_qkv(tensor: gs.Tensor, what: str) -> tuple[gs.Tensor, float]:
+    """Walk back from Q, K or V to the qkv projection output; return it and the scalar factor applied on the way."""
+    factor = 1.0
+    while (linear := _linear_ending_at(tensor)) is None or linear[1].shape[1] % 3:
+        node = _producer(tensor)
+        if node is None or node.op not in HEAD_SPLIT_OPS:
+            raise _NoMatch(f"{what} does not come from a qkv projection through a head split "
+                           f"(stopped at {node.op + ' ' + node.name if node else 'a graph input'})")
+        if node.op in ("Mul", "Div"):
+            data = [t for t in node.inputs if _constant(t) is None]
+            consts = [_constant(t) for t in node.inputs if _constant(t) is not None]
+            if len(data) != 1 or len(consts) != 1 or consts[0].size != 1:
+                raise _NoMatch(f"{what} is scaled by node {node.name}, which is not a scalar Mul/Div")
+            value = float(consts[0].reshape(-1)[0])
+            factor *= (1.0 / value) if node.op == "Div" else value
+            tensor = data[0]
+        else:
+            tensor = node.inputs[0]
+    return tensor, factor
+
+
+def _scores_matmul(softmax: gs.Node) -> gs.Node:
+    """The Q·Kᵀ MatMul feeding ``softmax`` through bias/mask additions and reshapes."""
+    stack = [softmax.inputs[0]]
+    seen: set[str] = set()
+    while stack:
+        tensor = stack.pop()
+        node = _producer(tensor)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op == "MatMul" and all(_constant(t) is None for t in node.inputs):
+            return node
+        if node.op in SCORE_OPS:
+            stack.extend(t for t in node.inputs if _constant(t) is None)
+    raise _NoMatch("no Q·Kᵀ MatMul of two activations feeds it")
+
+
+def _single_consumer(tensor: gs.Tensor, what: str) -> gs.Node:
+    if len(tensor.outputs) != 1:
+        raise _NoMatch(f"{what} {tensor.name} has {len(tensor.outputs)} consumers, expected 1")
+    return tensor.outputs[0]
+
+
+def _layout_source(tensor: gs.Tensor) -> gs.Tensor:
+    """Follow pure data movement back to the tensor it all comes from (LayerNorm output)."""
+    node = _producer(tensor)
+    if node is None or node.op not in LAYOUT_OPS:
+        return tensor
+    sources = {_layout_source(t).name: _layout_source(t) for t in _data_inputs(node)}
+    if len(sources) != 1:
+        raise _NoMatch(f"node {node.name} ({node.op}) mixes tensors {sorted(sources)} on the window path")
+    return next(iter(sources.values()))
+
+
+def _layout_sink(tensor: gs.Tensor, graph_outputs: list[gs.Tensor]) -> gs.Tensor:
+    """Follow pure data movement forward to the one tensor the residual connection consumes."""
+    exits: dict[str, gs.Tensor] = {}
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        if t.name in seen:
+            continue
+        seen.add(t.name)
+        if t.outputs and all(n.op in LAYOUT_OPS for n in t.outputs) and t not in graph_outputs:
+            stack.extend(o for n in t.outputs for o in n.outputs)
+        else:
+            exits[t.name] = t
+    if len(exits) != 1:
+        raise _NoMatch(f"the window-reverse path ends in {len(exits)} tensors {sorted(exits)}, expected 1")
+    return next(iter(exits.values()))
+
+
+def _static_dims(tensor: gs.Tensor, what: str) -> list[int]:
+    if tensor.shape is None or any(not isinstance(d, int) for d in tensor.shape[1:]):
+        raise _NoMatch(f"{what} {tensor.name} has no static shape after the batch dimension ({tensor.shape})")
+    return [d for d in tensor.shape[1:]]
+
+
+# --------------------------------------------------------------------------------------------
+# Numeric pieces: evaluate parts of the original graph with onnxruntime
+
+
+def _subgraph_session(graph: gs.Graph, inputs: list[gs.Variable], outputs: list[gs.Variable]) -> ort.InferenceSession:
+    """An onnxruntime session for the part of ``graph`` between ``inputs`` and ``outputs``.
+
+    Original graph inputs that the part still needs (shape computations on a dynamic batch) are kept.
+    """
+    sub = graph.copy()
+    tensors = sub.tensors()
+    sub.inputs = [tensors[t.name] for t in inputs] + list(sub.inputs)
+    sub.outputs = [tensors[t.name] for t in outputs]
+    for t in sub.outputs:
+        t.dtype = t.dtype or np.float32
+    sub.cleanup(remove_unused_graph_inputs=True)
+    model = gs.export_onnx(sub, do_type_check=False)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray], batch: int,
+         image_shape: dict[str, list[Any]]) -> np.ndarray:
+    """Run ``session``; graph inputs not in ``feeds`` get zeros of their shape at ``batch``."""
+    full = dict(feeds)
+    for inp in session.get_inputs():
+        if inp.name not in full:
+            shape = image_shape[inp.name]
+            full[inp.name] = np.zeros([batch, *shape[1:]], np.float32)
+    return session.run(None, full)[0]
+
+
+def _additive_terms(graph: gs.Graph, scores: gs.Variable, logits: gs.Variable, num_windows: int, num_heads: int,
+                    n: int, image_shape: dict[str, list[Any]]) -> tuple[float, np.ndarray]:
+    """The map Q·Kᵀ → softmax input as ``a·S + T``; returns ``a`` and ``T[num_windows, heads, N, N]``."""
+    session = _subgraph_session(graph, [scores], [logits])
+    shape = (num_windows, num_heads, n, n)
+    zero = _run(session, {scores.name: np.zeros(shape, np.float32)}, 1, image_shape).reshape(shape)
+    probe = np.random.default_rng(0).uniform(1.0, 2.0, shape).astype(np.float32)
+    linear = _run(session, {scores.name: probe}, 1, image_shape).reshape(shape) - zero
+    factor = float(np.median(linear / probe))
+    if not np.allclose(linear, factor * probe, rtol=1e-4, atol=1e-4):
+        raise _NoMatch("the path from Q·Kᵀ to the Softmax is not a scaling plus a constant bias/mask")
+    return factor, zero
+
+
+def _infer_shift(additive: np.ndarray, height: int, width: int, window_size: int) -> tuple[int, np.ndarray]:
+    """Split ``T`` into the relative-position bias (window 0, never masked) and a shift mask; find the shift."""
+    rel_bias = additive[0]
+    mask = additive - rel_bias[None]
+    for shift in range(window_size):
+        expected = shift_mask(height, width, window_size, shift)[:, None] if shift else 0.0
+        if np.allclose(mask, expected, atol=1e-3):
+            return shift, rel_bias
+    raise _NoMatch("the bias/mask added to the scores is not a relative-position bias plus a Swin shift mask "
+                   f"for {height}x{width} with window {window_size}")
+
+
+# --------------------------------------------------------------------------------------------
+# Matching one region
+
+
+def _match_region(graph: gs.Graph, softmax: gs.Node, image_shape: dict[str, list[Any]]) -> _Region:
+    scores_mm = _scores_matmul(softmax)
+    probs = softmax.outputs[0]
+    pv_mm = _single_consumer(probs, "softmax output")
+    while pv_mm.op in ("Cast", "Identity"):
+        probs = pv_mm.outputs[0]
+        pv_mm = _single_consumer(probs, "softmax output")
+    if pv_mm.op != "MatMul" or pv_mm.inputs[0] is not probs:
+        raise _NoMatch(f"the Softmax output feeds {pv_mm.op} {pv_mm.name}, not the P·V MatMul")
+
+    q_src, q_factor = _trace_to_qkv(scores_mm.inputs[0], "Q")
+    k_src, k_factor = _trace_to_qkv(scores_mm.inputs[1], "K")
+    v_src, v_factor = _trace_to_qkv(pv_mm.inputs[1], "V")
+    if not q_src is k_src is v_src:
+        raise _NoMatch("Q, K and V do not come from the same qkv projection")
+    if v_factor != 1.0:
+        raise _NoMatch("V is scaled before P·V")
+    window_in, qkv_weight, qkv_bias = _linear_ending_at(q_src)
+    channels = qkv_weight.shape[0]
+    if qkv_weight.shape != (channels, 3 * channels):
+        raise _NoMatch(f"the qkv projection weight is {list(qkv_weight.shape)}, expected [C, 3C]")
+
+    # Forward: merge heads (Transpose/Reshape) → proj MatMul(+Add) or Gemm.
+    merged = pv_mm.outputs[0]
+    consumer = _single_consumer(merged, "P·V result")
+    while consumer.op in ("Transpose", "Reshape"):
+        merged = consumer.outputs[0]
+        consumer = _single_consumer(merged, "merged heads")
+    proj_out = consumer.outputs[0]
+    if len(proj_out.outputs) == 1 and proj_out.outputs[0].op == "Add":
+        proj_out = proj_out.outputs[0].outputs[0]
+    proj = _linear_ending_at(proj_out)
+    if proj is None or proj[0] is not merged or proj[1].shape != (channels, channels):
+        raise _NoMatch(f"the merged heads reach {consumer.op} {consumer.name}, not a [C, C] proj projection")
+
+    x = _layout_source(window_in)
+    y = _layout_sink(proj_out, graph.outputs)
+    x_dims, y_dims = _static_dims(x, "block input"), _static_dims(y, "block output")
+    scores_dims = _static_dims(scores_mm.outputs[0], "Q·Kᵀ")
+    num_heads, n = scores_dims[-3], scores_dims[-1]
+    window_size = round(n**0.5)
+    if window_size * window_size != n or x_dims[-1] != channels or x_dims != y_dims:
+        raise _NoMatch(f"shapes do not fit window attention: input {x_dims}, output {y_dims}, scores {scores_dims}")
+    height, width = _spatial_size(window_in, x, channels)
+
+    num_windows = (padded_size(height, window_size) * padded_size(width, window_size)) // n
+    factor, additive = _additive_terms(graph, scores_mm.outputs[0], softmax.inputs[0], num_windows, num_heads, n,
+                                       image_shape)
+    shift, rel_bias = _infer_shift(additive, height, width, window_size)
+    block = WindowAttentionBlock(softmax.name, height, width, window_size, shift, num_heads, channels,
+                                 q_factor * k_factor * factor)
+    return _Region(block, x, y, qkv_weight, qkv_bias, *proj[1:], rel_bias.astype(np.float32))
+
+
+def _spatial_size(window_in: gs.Tensor, x: gs.Tensor, channels: int) -> tuple[int, int]:
+    """(H, W) of the block: the first ``[B, H, W, C]`` tensor on the path from the block input."""
+    dims = _static_dims(x, "block input")
+    if len(dims) == 3:
+        return dims[0], dims[1]
+    tokens = dims[0]
+    tensor = window_in
+    path: list[gs.Tensor] = []
+    while tensor is not x:
+        path.append(tensor)
+        tensor = _data_inputs(_producer(tensor))[0]
+    for t in reversed(path):
+        d = t.shape[1:] if t.shape else []
+        if len(d) == 3 and all(isinstance(v, int) for v in d) and d[0] * d[1] == tokens and d[2] == channels:
+            return d[0], d[1]
+    raise _NoMatch(f"cannot find the [B, H, W, C] view of the {tokens} tokens of block input {x.name}")
+
+
+# --------------------------------------------------------------------------------------------
+# Rewriting
+
+
+def _replacement(graph: gs.Graph, region: _Region, index: int) -> gs.Variable:
+    """Build ``X → Reshape → qkv → SwinWindowAttention → proj → Reshape`` and return its output."""
+    b = region.block
+    prefix = f"swin_window_attention_{index}"
+    dtype = np.float32
+
+    def const(name: str, value: np.ndarray) -> gs.Constant:
+        return gs.Constant(f"{prefix}.{name}", np.ascontiguousarray(value.astype(dtype)))
+
+    def node(op: str, name: str, inputs: list[gs.Tensor], attrs: dict[str, Any] | None = None,
+             domain: str | None = None) -> gs.Variable:
+        out = gs.Variable(f"{prefix}.{name}", dtype=dtype)
+        graph.nodes.append(gs.Node(op, f"{prefix}/{name}", attrs or {}, inputs, [out], domain=domain))
+        return out
+
+    tokens = b.height * b.width
+    shape = gs.Constant(f"{prefix}.tokens_shape", np.array([0, tokens, b.channels], np.int64))
+    x = node("Reshape", "tokens", [region.x, shape])
+    qkv = node("Add", "qkv", [node("MatMul", "qkv_matmul", [x, const("qkv_weight", region.qkv_weight)]),
+                              const("qkv_bias", region.qkv_bias)])
+    attrs = {"height": b.height, "width": b.width, "window_size": b.window_size, "shift_size": b.shift_size,
+             "num_heads": b.num_heads, "scale": float(b.scale),
+             "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""}
+    attn = node(PLUGIN_OP, "attention", [qkv, const("rel_bias", region.rel_bias),
+                                         const("qkv_bias_padding", region.qkv_bias)], attrs, PLUGIN_DOMAIN)
+    proj = node("Add", "proj", [node("MatMul", "proj_matmul", [attn, const("proj_weight", region.proj_weight)]),
+                                const("proj_bias", region.proj_bias)])
+    out_shape = gs.Constant(f"{prefix}.output_shape", np.array([0, *region.y.shape[1:]], np.int64))
+    return node("Reshape", "output", [proj, out_shape])
+
+
+def _check_rewrite(graph: gs.Graph, region: _Region, batch: int, image_shape: dict[str, list[Any]]) -> float:
+    """Run the original region and the replacement (reference op) on the same input; return the relative error."""
+    b = region.block
+    session = _subgraph_session(graph, [region.x], [region.y])
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal([batch, *region.x.shape[1:]]).astype(np.float32)
+    expected = _run(session, {region.x.name: x}, batch, image_shape)
+    qkv = x.reshape(batch, b.height * b.width, b.channels) @ region.qkv_weight + region.qkv_bias
+    attn = window_attention_reference(qkv, region.rel_bias, region.qkv_bias, height=b.height, width=b.width,
+                                      window_size=b.window_size, shift_size=b.shift_size,
+                                      num_heads=b.num_heads, scale=b.scale)
+    actual = (attn @ region.proj_weight + region.proj_bias).reshape(expected.shape)
+    return float(np.abs(actual - expected).max() / max(1.0, float(np.abs(expected).max())))
+
+
+def _node_counts(graph: gs.Graph) -> dict[str, int]:
+    return dict(sorted(collections.Counter(n.op for n in graph.nodes).items()))
+
+
+def _stage_summary(blocks: list[WindowAttentionBlock]) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = []
+    for b in blocks:
+        key = [b.height, b.width]
+        if not stages or stages[-1]["resolution"] != key or stages[-1]["channels"] != b.channels:
+            stages.append({"stage": len(stages) + 1, "resolution": key, "channels": b.channels,
+                           "window_size": b.window_size, "num_heads": b.num_heads, "blocks": 0, "shifted": 0,
+                           "padded": b.padded})
+        stages[-1]["blocks"] += 1
+        stages[-1]["shifted"] += int(b.shift_size > 0)
+    return stages
+
+
+def load_graph(path: str | Path) -> gs.Graph:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"ONNX file {path} does not exist; run the export stage first "
+                            "(python -m pipeline export)")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise PipelineError(f"cannot read {path} as ONNX: {exc}") from exc
+    return gs.import_onnx(model)
+
+
+def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """Rewrite every window-attention block of ``in_path`` into a ``SwinWindowAttention`` node.
+
+    Writes ``out_path`` (atomically) and returns the report: blocks found/replaced/shifted,
+    per-block and per-stage parameters, node counts before and after, the worst self-check error.
+    Running it on its own output changes nothing.
+    """
+    graph = load_graph(in_path)
+    nodes_before = _node_counts(graph)
+    ort.set_default_logger_severity(3)  # constant folding runs onnxruntime, which warns about harmless things
+    graph.fold_constants().cleanup()
+    try:
+        graph = gs.import_onnx(onnx.shape_inference.infer_shapes(gs.export_onnx(graph), data_prop=True))
+    except Exception as exc:  # shape inference errors are plain Exceptions with the node in the text
+        raise PipelineError(f"{in_path}: ONNX shape inference failed ({exc}); is it a valid model?") from exc
+    image_shape = {t.name: list(t.shape or []) for t in graph.inputs}
+    dynamic_batch = any(not isinstance((t.shape or [1])[0], int) for t in graph.inputs)
+    check_batch = 2 if dynamic_batch else int(graph.inputs[0].shape[0])
+
+    already = sum(n.op == PLUGIN_OP for n in graph.nodes)
+    softmaxes = [n for n in graph.nodes if n.op == "Softmax"]
+    if not softmaxes and not already:
+        raise PipelineError(f"{in_path} contains no Swin window-attention blocks (no Softmax and no "
+                            f"{PLUGIN_OP} nodes); is it a Swin Transformer export?")
+
+    blocks: list[WindowAttentionBlock] = []
+    for index, softmax in enumerate(softmaxes, start=already):
+        try:
+            region = _match_region(graph, softmax, image_shape)
+            region.block.max_rel_error = _check_rewrite(graph, region, check_batch, image_shape)
+        except _NoMatch as exc:
+            raise PipelineError(f"{in_path}: the attention around Softmax node '{softmax.name}' looks like window "
+                                f"attention but does not match: {exc}. Nothing was written.") from exc
+        if region.block.max_rel_error > REWRITE_TOLERANCE:
+            raise PipelineError(f"{in_path}: replacing the block around Softmax node '{softmax.name}' would change "
+                                f"its output by {region.block.max_rel_error:.1e} (relative), above "
+                                f"{REWRITE_TOLERANCE:.0e}; its semantics differ from {PLUGIN_OP} "
+                                f"({asdict(region.block)}). Nothing was written.")
+        new_y = _replacement(graph, region, index)
+        for consumer in list(region.y.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is region.y:
+                    consumer.inputs[i] = new_y
+        graph.outputs = [new_y if t is region.y else t for t in graph.outputs]
+        blocks.append(region.block)
+        graph.cleanup()
+
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    if not any(o.domain == PLUGIN_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    model = onnx.shape_inference.infer_shapes(model)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp))
+
+    report = {
+        "input": str(in_path),
+        "output": str(out_path),
+        "blocks_found": len(softmaxes) + already,
+        "blocks_replaced": len(blocks),
+        "blocks_already_replaced": already,
+        "blocks_shifted": sum(b.shift_size > 0 for b in blocks),
+        "max_rel_error": max((b.max_rel_error for b in blocks), default=0.0),
+        "stages": _stage_summary(blocks),
+        "blocks": [{**asdict(b), "padded": b.padded} for b in blocks],
+        "nodes_before": nodes_before,
+        "nodes_after": _node_counts(gs.import_onnx(model)),
+    }
+    report["node_count_before"] = sum(nodes_before.values())
+    report["node_count_after"] = sum(report["nodes_after"].values())
+    log.info("surgery: replaced %d of %d window-attention blocks (%d shifted) in %s", len(blocks),
+             report["blocks_found"], report["blocks_shifted"], in_path)
+    return report
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    return write_json(path, report)
