@@ -49,6 +49,9 @@ HEAD_SPLIT_OPS = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Gath
 SCORE_OPS = {"Add", "Mul", "Div", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast"}
 #: Tolerance of the numeric self-check of each rewrite, relative to the region output's magnitude.
 REWRITE_TOLERANCE = 1e-4
+_PADDING_HINT = (" This block is padded: the plugin pads before the cyclic shift, as official Swin and torchvision do;"
+                 " timm shifts before padding, so export timm models at a size whose stages are multiples of the"
+                 " window, or load the weights into pipeline.models.build_swin.")
 
 
 @dataclass
@@ -451,7 +454,9 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[
     """
     graph = load_graph(in_path)
     nodes_before = _node_counts(graph)
-    ort.set_default_logger_severity(3)  # constant folding runs onnxruntime, which warns about harmless things
+    # Constant folding runs onnxruntime and Polygraphy's logger, which warn about harmless things.
+    ort.set_default_logger_severity(3)
+    gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
     graph.fold_constants().cleanup()
     try:
         graph = gs.import_onnx(onnx.shape_inference.infer_shapes(gs.export_onnx(graph), data_prop=True))
@@ -479,7 +484,8 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[
             raise PipelineError(f"{in_path}: replacing the block around Softmax node '{softmax.name}' would change "
                                 f"its output by {region.block.max_rel_error:.1e} (relative), above "
                                 f"{REWRITE_TOLERANCE:.0e}; its semantics differ from {PLUGIN_OP} "
-                                f"({asdict(region.block)}). Nothing was written.")
+                                f"({asdict(region.block)}).{_PADDING_HINT if region.block.padded else ''} "
+                                "Nothing was written.")
         new_y = _replacement(graph, region, index)
         for consumer in list(region.y.outputs):
             for i, t in enumerate(consumer.inputs):
