@@ -1,0 +1,18 @@
+// C ABI wrapper of the CUDA launcher (libswin_window_attention_cuda.so).
+#include "swin_window_attention_index.h"
+#include "swin_window_attention_kernel.h"
+
+extern "C" int swin_window_attention_forward(SwinAttnParams const* params, int dtype, void const* qkv,
+    void const* rel_bias, void const* qkv_bias, void* out, CUstream_st* stream, char* error, size_t error_size)
+{
+    if (params == nullptr)
+    {
+        swin_attn::copyMessage(std::string(swin_attn::kPluginName) + ": params is null", error, error_size);
+        return SWIN_ATTN_INVALID_ARGUMENT;
+    }
+    std::string message;
+    int const status
+        = swin_attn::launchWindowAttention(*params, dtype, qkv, rel_bias, qkv_bias, out, stream, message);
+    swin_attn::copyMessage(message, error, error_size);
+    return status;
+}

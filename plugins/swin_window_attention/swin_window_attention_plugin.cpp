@@ -1,0 +1,606 @@
+// TensorRT IPluginV3 of the SwinWindowAttention node, its creator, and the library entry points.
+//
+// The library has no link-time dependency on TensorRT, so one binary serves TensorRT 10 and TensorRT-RTX:
+//  - IPluginRegistry::loadLibrary / trtexec --dynamicPlugins call getCreators() and setLoggerFinder();
+//  - loaders that only dlopen the library (trtexec --staticPlugins, Polygraphy --plugins) are served by a
+//    load-time registration with the registry of an already loaded libnvinfer of the same major version.
+#include "swin_window_attention_plugin.h"
+
+#include "swin_window_attention_index.h"
+#include "swin_window_attention_kernel.h"
+
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <mutex>
+
+using namespace nvinfer1;
+
+namespace swin_attn
+{
+namespace
+{
+
+constexpr int32_t kNbInputs = 3;
+constexpr int32_t kNbOutputs = 1;
+//! Attribute names in the contract's order (pipeline/reference.py ATTRIBUTES).
+constexpr char const* kFieldNames[] = {"height", "width", "window_size", "shift_size", "num_heads", "scale"};
+constexpr int32_t kNbFields = 6;
+
+#define SWIN_STRINGIFY_(x) #x
+#define SWIN_STRINGIFY(x) SWIN_STRINGIFY_(x)
+//! Only the TensorRT major version of the headers we compile against shares their IPluginRegistry vtable
+//! (TensorRT-RTX's differs: registering through it crashes), so load-time registration looks for that one.
+constexpr char const* kTensorRTLibraries[] = {"libnvinfer.so." SWIN_STRINGIFY(NV_TENSORRT_MAJOR)};
+
+//! Resolves `symbol` in an already loaded TensorRT library (never loads one).
+void* findLoadedTensorRTSymbol(char const* symbol)
+{
+    for (char const* library : kTensorRTLibraries)
+    {
+        void* handle = dlopen(library, RTLD_LAZY | RTLD_NOLOAD);
+        if (handle == nullptr)
+        {
+            continue;
+        }
+        void* address = dlsym(handle, symbol);
+        dlclose(handle); // drops the reference RTLD_NOLOAD added; the library stays loaded
+        if (address != nullptr)
+        {
+            return address;
+        }
+    }
+    return nullptr;
+}
+
+//! The logger TensorRT hands over through setLoggerFinder, else libnvinfer's global logger, else stderr.
+//! (TensorRT-RTX 1.7 calls setLoggerFinder, but its finder returns no logger while the ONNX parser creates
+//! plugins, so errors from that phase land on stderr there.)
+class PluginLogger
+{
+public:
+    void setLoggerFinder(ILoggerFinder* finder)
+    {
+        std::lock_guard<std::mutex> lock(mMutex);
+        mFinder = finder;
+    }
+
+    void log(ILogger::Severity severity, std::string const& message)
+    {
+        ILogger* logger = nullptr;
+        {
+            std::lock_guard<std::mutex> lock(mMutex);
+            if (mFinder != nullptr)
+            {
+                logger = mFinder->findLogger();
+            }
+            if (logger == nullptr)
+            {
+                using GetLogger = ILogger* (*) ();
+                if (auto getLogger = reinterpret_cast<GetLogger>(findLoadedTensorRTSymbol("getLogger")))
+                {
+                    logger = getLogger();
+                }
+            }
+        }
+        if (logger != nullptr)
+        {
+            logger->log(severity, message.c_str());
+        }
+        else
+        {
+            std::fprintf(stderr, "%s\n", message.c_str());
+        }
+    }
+
+private:
+    std::mutex mMutex;
+    ILoggerFinder* mFinder{nullptr};
+};
+
+PluginLogger& pluginLogger()
+{
+    static PluginLogger logger;
+    return logger;
+}
+
+std::string dimsToString(Dims const& dims)
+{
+    std::string text = "[";
+    for (int32_t i = 0; i < dims.nbDims; ++i)
+    {
+        text += (i > 0 ? ", " : "") + std::to_string(dims.d[i]);
+    }
+    return text + "]";
+}
+
+//! Reads an integer attribute of any integer field type the ONNX parser may pass.
+bool readInt(PluginField const& field, int32_t& value)
+{
+    if (field.data == nullptr || field.length < 1)
+    {
+        return false;
+    }
+    switch (field.type)
+    {
+    case PluginFieldType::kINT32: value = *static_cast<int32_t const*>(field.data); return true;
+    case PluginFieldType::kINT64:
+    {
+        int64_t const wide = *static_cast<int64_t const*>(field.data);
+        value = static_cast<int32_t>(wide);
+        return wide == value;
+    }
+    case PluginFieldType::kINT16: value = *static_cast<int16_t const*>(field.data); return true;
+    case PluginFieldType::kINT8: value = *static_cast<int8_t const*>(field.data); return true;
+    default: return false;
+    }
+}
+
+bool readFloat(PluginField const& field, float& value)
+{
+    if (field.data == nullptr || field.length < 1)
+    {
+        return false;
+    }
+    switch (field.type)
+    {
+    case PluginFieldType::kFLOAT32: value = *static_cast<float const*>(field.data); return true;
+    case PluginFieldType::kFLOAT64: value = static_cast<float>(*static_cast<double const*>(field.data)); return true;
+    default: return false;
+    }
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Plugin
+
+SwinWindowAttentionPlugin::SwinWindowAttentionPlugin(
+    std::string layerName, Attributes const& attributes, std::string pluginNamespace)
+    : mLayerName(std::move(layerName))
+    , mAttributes(attributes)
+    , mNamespace(std::move(pluginNamespace))
+{
+}
+
+IPluginCapability* SwinWindowAttentionPlugin::getCapabilityInterface(PluginCapabilityType type) noexcept
+{
+    switch (type)
+    {
+    case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
+    case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
+    case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
+    }
+    return nullptr;
+}
+
+IPluginV3* SwinWindowAttentionPlugin::clone() noexcept
+{
+    try
+    {
+        return new SwinWindowAttentionPlugin(mLayerName, mAttributes, mNamespace);
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string("clone failed: ") + e.what());
+        return nullptr;
+    }
+}
+
+char const* SwinWindowAttentionPlugin::getPluginName() const noexcept
+{
+    return kPluginName;
+}
+
+char const* SwinWindowAttentionPlugin::getPluginVersion() const noexcept
+{
+    return kPluginVersion;
+}
+
+char const* SwinWindowAttentionPlugin::getPluginNamespace() const noexcept
+{
+    return mNamespace.c_str();
+}
+
+int32_t SwinWindowAttentionPlugin::getNbOutputs() const noexcept
+{
+    return kNbOutputs;
+}
+
+int32_t SwinWindowAttentionPlugin::getOutputDataTypes(
+    DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
+{
+    if (nbInputs != kNbInputs || nbOutputs != kNbOutputs)
+    {
+        logError("expects 3 inputs (qkv, rel_bias, qkv_bias) and 1 output, got " + std::to_string(nbInputs)
+            + " inputs and " + std::to_string(nbOutputs) + " outputs");
+        return -1;
+    }
+    outputTypes[0] = inputTypes[0];
+    return 0;
+}
+
+int32_t SwinWindowAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs,
+    DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, DimsExprs* outputs, int32_t nbOutputs,
+    IExprBuilder& exprBuilder) noexcept
+{
+    try
+    {
+        if (nbInputs != kNbInputs || nbOutputs != kNbOutputs)
+        {
+            logError("expects 3 inputs (qkv, rel_bias, qkv_bias) and 1 output, got " + std::to_string(nbInputs)
+                + " inputs and " + std::to_string(nbOutputs) + " outputs");
+            return -1;
+        }
+        // Check every dimension that is known at this point; dynamic ones are checked in configurePlugin.
+        Dims dims[kNbInputs];
+        for (int32_t i = 0; i < kNbInputs; ++i)
+        {
+            dims[i].nbDims = inputs[i].nbDims;
+            for (int32_t d = 0; d < inputs[i].nbDims; ++d)
+            {
+                dims[i].d[d] = inputs[i].d[d]->isConstant() ? inputs[i].d[d]->getConstantValue() : -1;
+            }
+        }
+        if (!checkInputDims(dims, nbInputs, nbOutputs, "getOutputShapes"))
+        {
+            return -1;
+        }
+        outputs[0].nbDims = 3;
+        outputs[0].d[0] = inputs[0].d[0];
+        outputs[0].d[1] = inputs[0].d[1];
+        outputs[0].d[2] = exprBuilder.operation(DimensionOperation::kFLOOR_DIV, *inputs[0].d[2], *exprBuilder.constant(3));
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string("getOutputShapes failed: ") + e.what());
+        return -1;
+    }
+}
+
+bool SwinWindowAttentionPlugin::supportsFormatCombination(
+    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != kNbInputs || nbOutputs != kNbOutputs || pos < 0 || pos >= kNbInputs + kNbOutputs)
+    {
+        return false;
+    }
+    PluginTensorDesc const& desc = inOut[pos].desc;
+    if (desc.format != TensorFormat::kLINEAR)
+    {
+        return false;
+    }
+    if (pos == 0)
+    {
+        return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
+    }
+    // rel_bias, qkv_bias and the output share the dtype of qkv (strongly typed graphs decide it).
+    return desc.type == inOut[0].desc.type;
+}
+
+int32_t SwinWindowAttentionPlugin::configurePlugin(
+    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /*out*/,
+    int32_t nbOutputs) noexcept
+{
+    try
+    {
+        if (nbInputs != kNbInputs)
+        {
+            logError("expects 3 inputs, got " + std::to_string(nbInputs));
+            return -1;
+        }
+        Dims dims[kNbInputs] = {in[0].desc.dims, in[1].desc.dims, in[2].desc.dims};
+        if (!checkInputDims(dims, nbInputs, nbOutputs, "configurePlugin"))
+        {
+            return -1;
+        }
+        if (in[0].desc.type != DataType::kFLOAT && in[0].desc.type != DataType::kHALF)
+        {
+            logError("supports float32 and float16 only");
+            return -1;
+        }
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string("configurePlugin failed: ") + e.what());
+        return -1;
+    }
+}
+
+size_t SwinWindowAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* /*inputs*/,
+    int32_t /*nbInputs*/, DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+{
+    return 0; // the kernel reads qkv in place and writes the output directly
+}
+
+int32_t SwinWindowAttentionPlugin::onShapeChange(
+    PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
+{
+    try
+    {
+        if (nbInputs != kNbInputs)
+        {
+            logError("expects 3 inputs, got " + std::to_string(nbInputs));
+            return -1;
+        }
+        Dims dims[kNbInputs] = {in[0].dims, in[1].dims, in[2].dims};
+        return checkInputDims(dims, nbInputs, nbOutputs, "onShapeChange") ? 0 : -1;
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string("onShapeChange failed: ") + e.what());
+        return -1;
+    }
+}
+
+int32_t SwinWindowAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+{
+    try
+    {
+        Dims const& qkvDims = inputDesc[0].dims;
+        if (qkvDims.d[0] == 0)
+        {
+            return 0; // empty batch: nothing to compute
+        }
+        SwinAttnParams params{};
+        params.batch = static_cast<int32_t>(qkvDims.d[0]);
+        params.height = mAttributes.height;
+        params.width = mAttributes.width;
+        params.channels = static_cast<int32_t>(qkvDims.d[2] / 3);
+        params.num_heads = mAttributes.numHeads;
+        params.window_size = mAttributes.windowSize;
+        params.shift_size = mAttributes.shiftSize;
+        params.scale = mAttributes.scale;
+        int const dtype = inputDesc[0].type == DataType::kHALF ? SWIN_ATTN_FLOAT16 : SWIN_ATTN_FLOAT32;
+        std::string error;
+        if (launchWindowAttention(params, dtype, inputs[0], inputs[1], inputs[2], outputs[0], stream, error)
+            != SWIN_ATTN_OK)
+        {
+            logError(error);
+            return -1;
+        }
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string("enqueue failed: ") + e.what());
+        return -1;
+    }
+}
+
+IPluginV3* SwinWindowAttentionPlugin::attachToContext(IPluginResourceContext* /*context*/) noexcept
+{
+    return clone();
+}
+
+PluginFieldCollection const* SwinWindowAttentionPlugin::getFieldsToSerialize() noexcept
+{
+    // Every attribute, so that createPlugin(kRUNTIME) rebuilds an identical plugin from the engine.
+    mFields.clear();
+    mFields.emplace_back(kFieldNames[0], &mAttributes.height, PluginFieldType::kINT32, 1);
+    mFields.emplace_back(kFieldNames[1], &mAttributes.width, PluginFieldType::kINT32, 1);
+    mFields.emplace_back(kFieldNames[2], &mAttributes.windowSize, PluginFieldType::kINT32, 1);
+    mFields.emplace_back(kFieldNames[3], &mAttributes.shiftSize, PluginFieldType::kINT32, 1);
+    mFields.emplace_back(kFieldNames[4], &mAttributes.numHeads, PluginFieldType::kINT32, 1);
+    mFields.emplace_back(kFieldNames[5], &mAttributes.scale, PluginFieldType::kFLOAT32, 1);
+    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
+    mFieldCollection.fields = mFields.data();
+    return &mFieldCollection;
+}
+
+bool SwinWindowAttentionPlugin::checkInputDims(
+    Dims const* dims, int32_t nbInputs, int32_t nbOutputs, char const* caller) const
+{
+    if (nbInputs != kNbInputs || nbOutputs != kNbOutputs)
+    {
+        logError(std::string(caller) + ": expects 3 inputs and 1 output, got " + std::to_string(nbInputs)
+            + " inputs and " + std::to_string(nbOutputs) + " outputs");
+        return false;
+    }
+    Dims const& qkv = dims[0];
+    Dims const& relBias = dims[1];
+    Dims const& qkvBias = dims[2];
+    Attributes const& a = mAttributes;
+    int64_t const n = int64_t{a.windowSize} * a.windowSize;
+    // The first broken rule, or empty; -1 (dynamic) dims are skipped.
+    auto const firstProblem = [&]() -> std::string {
+        if (qkv.nbDims != 3)
+        {
+            return "qkv must be [B, H*W, 3C], got " + dimsToString(qkv);
+        }
+        if (qkv.d[1] >= 0 && qkv.d[1] != int64_t{a.height} * a.width)
+        {
+            return "qkv has " + std::to_string(qkv.d[1]) + " tokens but height*width = " + std::to_string(a.height)
+                + "*" + std::to_string(a.width) + " = " + std::to_string(int64_t{a.height} * a.width);
+        }
+        if (qkv.d[2] >= 0 && qkv.d[2] % 3 != 0)
+        {
+            return "qkv's last dimension " + std::to_string(qkv.d[2]) + " is not 3C (a multiple of 3)";
+        }
+        if (qkv.d[2] >= 0)
+        {
+            std::string channelsProblem = checkChannels(static_cast<int32_t>(qkv.d[2] / 3), a.numHeads);
+            if (!channelsProblem.empty())
+            {
+                return channelsProblem;
+            }
+        }
+        if (relBias.nbDims != 3 || relBias.d[0] != a.numHeads || relBias.d[1] != n || relBias.d[2] != n)
+        {
+            return "rel_bias must be [num_heads, N, N] = [" + std::to_string(a.numHeads) + ", " + std::to_string(n)
+                + ", " + std::to_string(n) + "], got " + dimsToString(relBias);
+        }
+        if (qkvBias.nbDims != 1 || (qkv.d[2] >= 0 && qkvBias.d[0] != qkv.d[2]))
+        {
+            return "qkv_bias must be [3C] = [" + std::to_string(qkv.d[2]) + "], got " + dimsToString(qkvBias);
+        }
+        return {};
+    };
+    std::string const reason = firstProblem();
+    if (!reason.empty())
+    {
+        logError(std::string(caller) + ": " + reason);
+        return false;
+    }
+    return true;
+}
+
+void SwinWindowAttentionPlugin::logError(std::string const& message) const
+{
+    pluginLogger().log(
+        ILogger::Severity::kERROR, std::string(kPluginName) + " plugin (layer '" + mLayerName + "'): " + message);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Creator
+
+SwinWindowAttentionCreator::SwinWindowAttentionCreator()
+{
+    // Declaring every attribute is what makes the ONNX parser pass it to createPlugin.
+    for (int32_t i = 0; i < kNbFields; ++i)
+    {
+        PluginFieldType const type = i == kNbFields - 1 ? PluginFieldType::kFLOAT32 : PluginFieldType::kINT32;
+        mFields.emplace_back(kFieldNames[i], nullptr, type, 1);
+    }
+    mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
+    mFieldCollection.fields = mFields.data();
+}
+
+char const* SwinWindowAttentionCreator::getPluginName() const noexcept
+{
+    return kPluginName;
+}
+
+char const* SwinWindowAttentionCreator::getPluginVersion() const noexcept
+{
+    return kPluginVersion;
+}
+
+char const* SwinWindowAttentionCreator::getPluginNamespace() const noexcept
+{
+    return "";
+}
+
+PluginFieldCollection const* SwinWindowAttentionCreator::getFieldNames() noexcept
+{
+    return &mFieldCollection;
+}
+
+IPluginV3* SwinWindowAttentionCreator::createPlugin(
+    char const* name, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
+{
+    std::string const layer = name != nullptr ? name : "";
+    auto fail = [&layer](std::string const& message) -> IPluginV3* {
+        pluginLogger().log(ILogger::Severity::kERROR,
+            std::string(kPluginName) + " plugin (layer '" + layer + "'): " + message);
+        return nullptr;
+    };
+    try
+    {
+        if (fc == nullptr)
+        {
+            return fail("no attributes given");
+        }
+        Attributes attributes;
+        int32_t* ints[] = {&attributes.height, &attributes.width, &attributes.windowSize, &attributes.shiftSize,
+            &attributes.numHeads};
+        bool seen[kNbFields] = {};
+        for (int32_t f = 0; f < fc->nbFields; ++f)
+        {
+            PluginField const& field = fc->fields[f];
+            for (int32_t i = 0; i < kNbFields; ++i)
+            {
+                if (field.name == nullptr || std::strcmp(field.name, kFieldNames[i]) != 0)
+                {
+                    continue;
+                }
+                bool const ok = i < kNbFields - 1 ? readInt(field, *ints[i]) : readFloat(field, attributes.scale);
+                if (!ok)
+                {
+                    return fail(std::string("attribute '") + kFieldNames[i] + "' has an unsupported type "
+                        + std::to_string(static_cast<int32_t>(field.type)) + " (need "
+                        + (i < kNbFields - 1 ? "an int32 scalar)" : "a float32 scalar)"));
+                }
+                seen[i] = true;
+            }
+        }
+        for (int32_t i = 0; i < kNbFields; ++i)
+        {
+            if (!seen[i])
+            {
+                return fail(std::string("missing attribute '") + kFieldNames[i] + "'");
+            }
+        }
+        std::string const reason = checkAttributes(attributes.height, attributes.width, attributes.windowSize,
+            attributes.shiftSize, attributes.numHeads);
+        if (!reason.empty())
+        {
+            return fail(reason);
+        }
+        return new SwinWindowAttentionPlugin(layer, attributes, getPluginNamespace());
+    }
+    catch (std::exception const& e)
+    {
+        return fail(std::string("createPlugin failed: ") + e.what());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Library entry points
+
+namespace
+{
+
+SwinWindowAttentionCreator& creator()
+{
+    static SwinWindowAttentionCreator instance;
+    return instance;
+}
+
+//! The registry this library registered itself with when it was dlopen-ed into a process with TensorRT.
+IPluginRegistry* gSelfRegistry = nullptr;
+
+//! Load-time registration for loaders that only dlopen (see the file comment). Does nothing when no
+//! TensorRT library is loaded yet; IPluginRegistry::loadLibrary then registers through getCreators.
+struct SelfRegistration
+{
+    SelfRegistration()
+    {
+        using GetPluginRegistry = IPluginRegistry* (*) ();
+        auto getRegistry = reinterpret_cast<GetPluginRegistry>(findLoadedTensorRTSymbol("getPluginRegistry"));
+        IPluginRegistry* registry = getRegistry != nullptr ? getRegistry() : nullptr;
+        if (registry != nullptr && registry->registerCreator(creator(), ""))
+        {
+            gSelfRegistry = registry;
+        }
+    }
+};
+
+SelfRegistration const gSelfRegistration;
+
+} // namespace
+
+} // namespace swin_attn
+
+extern "C" __attribute__((visibility("default"))) void setLoggerFinder(ILoggerFinder* finder)
+{
+    swin_attn::pluginLogger().setLoggerFinder(finder);
+}
+
+extern "C" __attribute__((visibility("default"))) IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
+{
+    // loadLibrary registers what this returns; undo the load-time registration so it is not a duplicate.
+    if (swin_attn::gSelfRegistry != nullptr)
+    {
+        swin_attn::gSelfRegistry->deregisterCreator(swin_attn::creator());
+        swin_attn::gSelfRegistry = nullptr;
+    }
+    static IPluginCreatorInterface* creators[] = {&swin_attn::creator()};
+    nbCreators = 1;
+    return creators;
+}
