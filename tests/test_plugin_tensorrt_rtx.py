@@ -55,7 +55,7 @@ def test_broken_node_fails_the_build_with_our_message(plugin, tmp_path, block, m
     onnx_path = synthetic_onnx(tmp_path / "broken.onnx", [block], channels=C, height=H, width=W)
     report = run_rtx_build(plugin, onnx_path, profiles=PROFILE)
     assert not report["built"]
-    assert plugin_message_seen(report, f"SwinWindowAttention plugin (layer 'swin_attention0'): "), report
+    assert plugin_message_seen(report, "SwinWindowAttention plugin (layer 'swin_attention0'): "), report
     assert plugin_message_seen(report, message), report
 
 
