@@ -88,14 +88,19 @@ def to_official_names(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 
 def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """A one-line guess of the variant a (mapped) state dict belongs to, for error messages."""
+    """The architecture a (mapped) state dict has, and the variant it matches if any, for error messages."""
     embed = state_dict.get("patch_embed.proj.weight")
     depths = [1 + max((int(m[1]) for k in state_dict if (m := re.match(rf"layers\.{i}\.blocks\.(\d+)\.", k))),
                       default=-1) for i in range(4)]
     table = state_dict.get("layers.0.blocks.0.attn.relative_position_bias_table")
     window = None if table is None else (round(table.shape[0] ** 0.5) + 1) // 2
     embed_dim = None if embed is None else embed.shape[0]
-    return f"embed_dim={embed_dim}, depths={tuple(depths)}, window={window}"
+    from pipeline.models.swin import VARIANTS  # the models package imports this module
+
+    matches = [name for name, c in VARIANTS.items()
+               if (c.embed_dim, c.depths, c.window_size) == (embed_dim, tuple(depths), window)]
+    looks_like = f", i.e. Swin-{'/'.join(matches)}" if matches else ""
+    return f"embed_dim={embed_dim}, depths={tuple(depths)}, window={window}{looks_like}"
 
 
 def load_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:
@@ -115,8 +120,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, torc
         problems = "; ".join(f"{label} {len(items)}: {items[:3]}" for label, items in
                              (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
                              if items)
-        source = checkpoint if isinstance(checkpoint, (str, Path)) else "the state dict"
-        raise PipelineError(f"checkpoint {source} does not fit Swin-{variant} ({describe_checkpoint(expected)}); "
+        source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the given state dict"
+        raise PipelineError(f"{source} does not fit Swin-{variant} ({describe_checkpoint(expected)}); "
                             f"the checkpoint has {describe_checkpoint(mapped)}. {problems}. "
                             "Pick the variant the checkpoint was trained as.")
     model.load_state_dict(mapped, strict=True)

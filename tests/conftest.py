@@ -1,0 +1,42 @@
+"""Shared fixtures: perturbed random weights and one exported + surgered Swin-T per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.export import export_onnx
+from pipeline.models import build_swin
+from pipeline.surgery import replace_window_attention
+
+
+def perturb_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
+    """Add N(0, std) to every floating-point tensor so no two tensors are equal (exporters merge equal
+    initializers, and LayerNorm's default ones/zeros would hide mapping mistakes); return ``model`` in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.randn(tensor.shape, generator=generator) * std)
+    return model.eval()
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+@pytest.fixture(scope="session")
+def swin_t() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return perturb_(build_swin("T"))
+
+
+@pytest.fixture(scope="session")
+def swin_t_onnx(swin_t: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """(model.onnx, model.swin.onnx, surgery report) of Swin-T with a dynamic batch up to 4."""
+    folder = tmp_path_factory.mktemp("swin_t")
+    onnx_path = export_onnx(swin_t, folder / "model.onnx", max_batch=4)
+    report = replace_window_attention(onnx_path, folder / "model.swin.onnx")
+    return onnx_path, folder / "model.swin.onnx", report

@@ -1,0 +1,53 @@
+"""ONNX export: structure, dynamic batch, onnxruntime vs PyTorch, and no artifact on failure."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import perturb_
+
+import pipeline.export
+from pipeline.errors import PipelineError
+from pipeline.export import export_onnx
+from pipeline.models import build_swin
+from pipeline.reference import ort_session
+
+
+def test_structure_and_dynamic_batch(swin_t_onnx) -> None:
+    model = onnx.load(str(swin_t_onnx[0]))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset >= 17
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    # 2 per block, patch embedding, 3 patch mergings, the final norm: one node each.
+    assert ops["LayerNormalization"] == 2 * 12 + 1 + 3 + 1
+    assert ops["Softmax"] == 12
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["swin_trt.variant"] == "T" and props["swin_trt.max_batch"] == "4"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnxruntime_matches_pytorch(swin_t, swin_t_onnx, batch: int) -> None:
+    images = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        expected = swin_t(images).numpy()
+    actual = ort_session(swin_t_onnx[0]).run(None, {"images": images.numpy()})[0]
+    assert np.abs(actual - expected).max() <= 1e-4
+
+
+def test_failed_check_leaves_no_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(pipeline.export, "EXPORT_TOLERANCE", -1.0)
+    model = perturb_(build_swin("T", features_only=True))
+    with pytest.raises(PipelineError, match="onnxruntime differs from PyTorch"):
+        export_onnx(model, tmp_path / "model.onnx", img_size=64, max_batch=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rejects_old_opset(tmp_path) -> None:
+    with pytest.raises(PipelineError, match="opset 16 is too old"):
+        export_onnx(build_swin("T"), tmp_path / "model.onnx", opset=16)

@@ -1,0 +1,147 @@
+"""Window-attention surgery on our, timm and torchvision exports, checked end to end with the reference op."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+import timm
+import torch
+import torchvision
+from conftest import perturb_
+
+from pipeline.errors import PipelineError
+from pipeline.export import export_onnx
+from pipeline.models import build_swin
+from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP, ort_session
+from pipeline.surgery import replace_window_attention
+
+#: Ops that only the replaced regions contain in these exports: roll, window partition, padding, mask.
+REGION_OPS = {"Softmax", "Pad", "Slice", "Concat", "Squeeze", "Unsqueeze", "Gather", "Split"}
+
+
+def assert_matches_pytorch(model: torch.nn.Module, onnx_path: Path, size: tuple[int, int],
+                           batches: tuple[int, ...]) -> None:
+    session = ort_session(onnx_path)
+    for batch in batches:
+        images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model(images)
+        expected = [expected] if isinstance(expected, torch.Tensor) else expected
+        actual = session.run(None, {"images": images.numpy()})
+        for e, a in zip(expected, actual, strict=True):
+            assert np.abs(a - e.numpy()).max() <= 1e-4
+
+
+def plugin_nodes(path: Path) -> list[onnx.NodeProto]:
+    return [n for n in onnx.load(str(path)).graph.node if n.op_type == PLUGIN_OP]
+
+
+def export_and_surger(model: torch.nn.Module, folder: Path, size, max_batch: int) -> tuple[Path, dict]:
+    onnx_path = export_onnx(model, folder / "model.onnx", img_size=size, max_batch=max_batch)
+    report = replace_window_attention(onnx_path, folder / "model.swin.onnx")
+    return folder / "model.swin.onnx", report
+
+
+def test_swin_t_report_and_structure(swin_t_onnx) -> None:
+    _, swin_path, report = swin_t_onnx
+    assert (report["blocks_found"], report["blocks_replaced"], report["blocks_shifted"]) == (12, 12, 5)
+    assert [(s["resolution"], s["num_heads"], s["blocks"], s["shifted"]) for s in report["stages"]] == [
+        ([56, 56], 3, 2, 1), ([28, 28], 6, 2, 1), ([14, 14], 12, 6, 3), ([7, 7], 24, 2, 0)]
+    assert report["max_rel_error"] < 1e-5
+    ops = collections.Counter(n.op_type for n in onnx.load(str(swin_path)).graph.node)
+    assert ops[PLUGIN_OP] == 12
+    assert not REGION_OPS & set(ops), f"left over from the replaced regions: {REGION_OPS & set(ops)}"
+    assert report["nodes_after"] == dict(sorted(ops.items()))
+    first = plugin_nodes(swin_path)[1]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in first.attribute}
+    assert first.domain == PLUGIN_DOMAIN and len(first.input) == 3
+    assert attrs["height"] == attrs["width"] == 56 and attrs["shift_size"] == 3 and attrs["num_heads"] == 3
+    assert attrs["window_size"] == 7 and abs(attrs["scale"] - 32**-0.5) < 1e-7
+    assert attrs["plugin_version"] == b"1"
+
+
+def test_swin_t_surgered_matches_pytorch(swin_t, swin_t_onnx) -> None:
+    assert_matches_pytorch(swin_t, swin_t_onnx[1], (224, 224), (1, 3))
+
+
+def test_running_twice_changes_nothing(swin_t_onnx, tmp_path) -> None:
+    report = replace_window_attention(swin_t_onnx[1], tmp_path / "again.onnx")
+    assert (report["blocks_replaced"], report["blocks_already_replaced"]) == (0, 12)
+    assert (tmp_path / "again.onnx").read_bytes() == swin_t_onnx[1].read_bytes()
+
+
+def test_swin_s(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = perturb_(build_swin("S"))
+    swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=3)
+    assert (report["blocks_replaced"], report["blocks_shifted"]) == (24, 11)
+    assert_matches_pytorch(model, swin_path, (224, 224), (1, 3))
+
+
+def test_padded_non_square_backbone(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = perturb_(build_swin("T", features_only=True))
+    swin_path, report = export_and_surger(model, tmp_path, (256, 320), max_batch=3)
+    assert report["blocks_replaced"] == 12
+    assert [s["padded"] for s in report["stages"]] == [True, True, True, True]
+    assert_matches_pytorch(model, swin_path, (256, 320), (1, 3))
+
+
+@pytest.mark.parametrize("max_batch", [1, 4], ids=["batch1", "dynamic"])
+def test_timm_export(tmp_path, max_batch: int) -> None:
+    model = perturb_(timm.create_model("swin_tiny_patch4_window7_224"))
+    swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=max_batch)
+    assert (report["blocks_replaced"], report["blocks_shifted"]) == (12, 5)
+    assert_matches_pytorch(model, swin_path, (224, 224), (1,) if max_batch == 1 else (1, 3))
+
+
+def test_torchvision_export_after_constant_folding(tmp_path) -> None:
+    """torchvision computes the shift mask at run time; surgery folds it first."""
+    model = perturb_(torchvision.models.swin_t())
+    swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=4)
+    assert (report["blocks_replaced"], report["blocks_shifted"]) == (12, 5)
+    assert report["nodes_before"]["Softmax"] == 12
+    assert_matches_pytorch(model, swin_path, (224, 224), (1, 3))
+
+
+def test_unmatched_region_fails_naming_the_node(swin_t_onnx, tmp_path) -> None:
+    """Halve the shift mask of one block: it looks like window attention but no longer is."""
+    graph = gs.import_onnx(onnx.load(str(swin_t_onnx[0])))
+    unsqueeze = next(n for n in graph.nodes if n.op == "Unsqueeze" and isinstance(n.inputs[0], gs.Constant)
+                     and n.inputs[0].values.ndim == 3)
+    unsqueeze.inputs[0] = gs.Constant("halved_mask", unsqueeze.inputs[0].values * 0.5)
+    broken = tmp_path / "broken.onnx"
+    onnx.save(gs.export_onnx(graph), str(broken))
+    with pytest.raises(PipelineError, match=r"Softmax node 'node_softmax_\d+' .* not a relative-position bias plus "
+                                            r"a Swin shift mask for 56x56"):
+        replace_window_attention(broken, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_timm_roll_before_pad_is_refused(tmp_path) -> None:
+    """timm shifts before padding; the plugin (official order) would compute something else, so surgery refuses."""
+    model = perturb_(timm.models.swin_transformer.SwinTransformer(
+        img_size=(80, 96), embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=7))
+    onnx_path = export_onnx(model, tmp_path / "model.onnx", img_size=(80, 96), max_batch=2)
+    with pytest.raises(PipelineError, match=r"would change its output by .* timm shifts before padding"):
+        replace_window_attention(onnx_path, tmp_path / "out.onnx")
+
+
+def test_graph_without_swin_blocks(tmp_path) -> None:
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    onnx_path = export_onnx(conv, tmp_path / "conv.onnx", img_size=16, max_batch=2)
+    with pytest.raises(PipelineError, match="contains no Swin window-attention blocks"):
+        replace_window_attention(onnx_path, tmp_path / "out.onnx")
+
+
+def test_missing_and_unreadable_input(tmp_path) -> None:
+    with pytest.raises(PipelineError, match="does not exist; run the export stage first"):
+        replace_window_attention(tmp_path / "nope.onnx", tmp_path / "out.onnx")
+    (tmp_path / "junk.onnx").write_text("hello")
+    with pytest.raises(PipelineError, match=r"cannot read .*junk\.onnx as ONNX"):
+        replace_window_attention(tmp_path / "junk.onnx", tmp_path / "out.onnx")
