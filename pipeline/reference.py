@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from pipeline.artifacts import read_onnx
+
 PLUGIN_OP = "SwinWindowAttention"
 PLUGIN_DOMAIN = "trt.plugins"
 PLUGIN_VERSION = "1"
@@ -153,7 +155,7 @@ def ort_session(path: str | Path, intra_op_threads: int = 0) -> ort.InferenceSes
     onnxruntime-extensions Python op, which needs float32 I/O and the ``ai.onnx.contrib`` domain,
     so the nodes are re-homed in memory; the file is untouched).
     """
-    model = onnx.load(str(path))
+    model = read_onnx(path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     plugin_nodes = [n for n in model.graph.node if n.op_type == PLUGIN_OP]

@@ -27,7 +27,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from pipeline.artifacts import atomic_path, write_json
+from pipeline.artifacts import atomic_path, read_onnx, write_json
 from pipeline.errors import PipelineError
 from pipeline.reference import (
     PLUGIN_DOMAIN,
@@ -433,18 +433,6 @@ def _stage_summary(blocks: list[WindowAttentionBlock]) -> list[dict[str, Any]]:
     return stages
 
 
-def load_graph(path: str | Path) -> gs.Graph:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"ONNX file {path} does not exist; run the export stage first "
-                            "(python -m pipeline export)")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise PipelineError(f"cannot read {path} as ONNX: {exc}") from exc
-    return gs.import_onnx(model)
-
-
 def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     """Rewrite every window-attention block of ``in_path`` into a ``SwinWindowAttention`` node.
 
@@ -452,7 +440,7 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[
     per-block and per-stage parameters, node counts before and after, the worst self-check error.
     Running it on its own output changes nothing.
     """
-    graph = load_graph(in_path)
+    graph = gs.import_onnx(read_onnx(in_path))
     nodes_before = _node_counts(graph)
     # Constant folding runs onnxruntime and Polygraphy's logger, which warn about harmless things.
     ort.set_default_logger_severity(3)
