@@ -13,6 +13,11 @@ comma     := ,
 
 .PHONY: venv onnx engine test lint plugin clean
 
+# The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
+plugin: venv
+	cmake -S . -B build/plugin -DCMAKE_BUILD_TYPE=Release -DSWIN_PYTHON=$(abspath $(PY))
+	cmake --build build/plugin -j2
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
