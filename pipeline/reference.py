@@ -148,20 +148,55 @@ def _register_ort_custom_op() -> str:
     return get_library_path()
 
 
-def ort_session(path: str | Path, intra_op_threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session for an original or surgered model.
+def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor whose type the graph states (initializers, inputs, inferred values)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        types.setdefault(info.name, info.type.tensor_type.elem_type)
+    return types
+
+
+def _run_plugin_nodes_in_float32(model: onnx.ModelProto) -> None:
+    """Wrap FP16 ``SwinWindowAttention`` nodes in Casts: the Python custom op computes in float32 only.
+
+    The plugin itself accumulates softmax in FP32 too, so this changes only the rounding of its inputs' GEMM
+    accumulations, not what a typed FP16 graph means.
+    """
+    types = _tensor_types(model)
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    for node in nodes:
+        dtype = types.get(node.input[0], onnx.TensorProto.FLOAT) if node.op_type == PLUGIN_OP else None
+        if dtype in (None, onnx.TensorProto.FLOAT):
+            model.graph.node.append(node)
+            continue
+        for i, name in enumerate(node.input):
+            model.graph.node.append(onnx.helper.make_node("Cast", [name], [f"{name}.as_float32"],
+                                                          to=onnx.TensorProto.FLOAT))
+            node.input[i] = f"{name}.as_float32"
+        output = node.output[0]
+        node.output[0] = f"{output}.float32"
+        model.graph.node.append(node)
+        model.graph.node.append(onnx.helper.make_node("Cast", [node.output[0]], [output], to=dtype))
+
+
+def ort_session(model: str | Path | onnx.ModelProto, intra_op_threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for an original, surgered, FP16 or Q/DQ model (a path or a ModelProto).
 
     ``SwinWindowAttention`` nodes run through :func:`window_attention_reference` (an
     onnxruntime-extensions Python op, which needs float32 I/O and the ``ai.onnx.contrib`` domain,
-    so the nodes are re-homed in memory; the file is untouched).
+    so the nodes are re-homed, and FP16 ones wrapped in Casts, in memory; the file is untouched).
     """
-    model = read_onnx(path)
+    model = read_onnx(model) if isinstance(model, (str, Path)) else onnx.ModelProto.FromString(
+        model.SerializeToString())
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
-    plugin_nodes = [n for n in model.graph.node if n.op_type == PLUGIN_OP]
-    if plugin_nodes:
+    if any(n.op_type == PLUGIN_OP for n in model.graph.node):
         options.register_custom_ops_library(_register_ort_custom_op())
-        for node in plugin_nodes:
-            node.domain = ORT_CUSTOM_DOMAIN
+        _run_plugin_nodes_in_float32(model)  # rebuilds graph.node, so re-home the nodes afterwards
+        for node in model.graph.node:
+            if node.op_type == PLUGIN_OP:
+                node.domain = ORT_CUSTOM_DOMAIN
         model.opset_import.append(onnx.helper.make_opsetid(ORT_CUSTOM_DOMAIN, 1))
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
