@@ -36,11 +36,11 @@ engine: onnx
 	      "the engine build stage is not implemented yet, so no .engine file was written."
 
 test: venv
-	$(PY) -m ruff check pipeline calib tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 lint: venv
-	$(PY) -m ruff check pipeline calib tests benchmarks
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf build
