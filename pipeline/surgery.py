@@ -395,6 +395,7 @@ def _replacement(graph: gs.Graph, region: _Region, index: int) -> gs.Variable:
              "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""}
     attn = node(PLUGIN_OP, "attention", [qkv, const("rel_bias", region.rel_bias),
                                          const("qkv_bias_padding", region.qkv_bias)], attrs, PLUGIN_DOMAIN)
+    attn.shape = [region.x.shape[0], tokens, b.channels]  # shape inference cannot see into the custom op
     proj = node("Add", "proj", [node("MatMul", "proj_matmul", [attn, const("proj_weight", region.proj_weight)]),
                                 const("proj_bias", region.proj_bias)])
     out_shape = gs.Constant(f"{prefix}.output_shape", np.array([0, *region.y.shape[1:]], np.int64))
