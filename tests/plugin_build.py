@@ -4,18 +4,17 @@
 - ``native_libs``: session fixture building it once into ``build/test-plugin`` for one CUDA arch;
 - ``SwinAttention``: ctypes binding of the C ABI (host reference and CUDA forward);
 - ``synthetic_onnx``: a small ONNX graph with SwinWindowAttention nodes per the contract;
-- ``run_rtx_build``: run ``tests/rtx_build_check.py`` in a subprocess with TensorRT-RTX's loader fix.
+- ``plugin_library``: session fixture, the TensorRT plugin library of ``native_libs`` (fails the test if
+  CMake found no TensorRT headers). Engines are built with ``pipeline.build.build_engine``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_BUILD_DIR = ROOT / "build" / "test-plugin"
 #: One architecture keeps the CI build short (2 cores); SM86 is also what the TensorRT-RTX tests target.
 TEST_CUDA_ARCH = "86"
-RTX_CHECK_SCRIPT = Path(__file__).resolve().with_name("rtx_build_check.py")
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,12 @@ def native_libs() -> NativeLibs:
         return build_native()
     except RuntimeError as error:
         pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def plugin_library(native_libs: NativeLibs) -> Path:
+    assert native_libs.plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
+    return native_libs.plugin
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -209,43 +213,3 @@ def synthetic_onnx(path: Path, blocks: list[dict], *, channels: int, height: int
     model.ir_version = 8
     onnx.save(model, path)
     return path
-
-
-# ---------------------------------------------------------------------------------------------------------
-# TensorRT-RTX in a subprocess
-
-
-def rtx_library_dir() -> Path:
-    """Folder holding TensorRT-RTX's ``libtensorrt_rtx.so.1`` (from the tensorrt-rtx-cu13-libs wheel)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("tensorrt_rtx_libs")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("tensorrt_rtx_libs is not installed: pip install tensorrt-rtx-cu13-libs "
-                           "tensorrt-rtx-cu13-bindings (pyproject extra 'rtx')")
-    return Path(spec.submodule_search_locations[0])
-
-
-def run_rtx_build(plugin: Path, onnx_path: Path, *, profiles: dict[str, tuple] | None = None, sm: str = "86",
-                  log_level: str = "WARNING", timeout: float = 600) -> dict:
-    """Run rtx_build_check.py in a fresh process whose LD_LIBRARY_PATH has the unversioned libtensorrt_rtx.so.
-
-    ``profiles`` maps input name → (min, opt, max) shapes. Returns the script's JSON report plus ``stderr``.
-    """
-    library = rtx_library_dir() / "libtensorrt_rtx.so.1"
-    with tempfile.TemporaryDirectory(prefix="rtx-libs-") as link_dir:
-        (Path(link_dir) / "libtensorrt_rtx.so").symlink_to(library)
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [link_dir, env.get("LD_LIBRARY_PATH")]))
-        command = [sys.executable, str(RTX_CHECK_SCRIPT), "--plugin", str(plugin), "--onnx", str(onnx_path),
-                   "--sm", sm, "--log-level", log_level]
-        for name, shapes in (profiles or {}).items():
-            command += ["--input", f"{name}:" + ",".join("x".join(map(str, s)) for s in shapes)]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"{' '.join(command)} exited with {result.returncode}:\n"
-                           f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    report = json.loads(lines[-1])
-    report["stderr"] = result.stderr
-    return report
