@@ -2,7 +2,10 @@
 # Both set up .venv from this repository's own pinned files first.
 
 VARIANT   ?= T
+PRECISION ?= fp16
 BATCH     ?= 1,8,32
+BACKEND   ?= auto
+SM        ?= 86
 PYTHON    ?= $(shell command -v python3.11 || command -v python3)
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -30,10 +33,14 @@ onnx: venv
 	$(PY) -m pipeline onnx --variant $(VARIANT) --max-batch $(MAX_BATCH) --out-dir $(BUILD_DIR) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
-# The precision, build and verify stages land with their issues; until then `engine` stops after the ONNX stages.
-engine: onnx
-	@echo "engine: wrote $(BUILD_DIR)/model.onnx, model.swin.onnx and surgery.json;" \
-	      "the engine build stage is not implemented yet, so no .engine file was written."
+# Every stage into $(BUILD_DIR): export, surgery, precision (FP16 / INT8 calibration), engine build
+# (TensorRT when installed with a GPU, else TensorRT-RTX ahead of time for SM), verification. Stages whose
+# inputs are unchanged are reused.
+engine: venv plugin
+	$(PY) -m pipeline engine --variant $(VARIANT) --precision $(PRECISION) --batch $(BATCH) \
+		--backend $(BACKEND) --sm $(SM) --out-dir $(BUILD_DIR) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
+		$(if $(CALIB_SAMPLES),--calib-samples $(CALIB_SAMPLES))
 
 test: venv
 	$(PY) -m ruff check .

@@ -4,6 +4,8 @@
     python -m pipeline surgery build/swin_t/model.onnx build/swin_t/model.swin.onnx --report surgery.json
     python -m pipeline check   build/swin_t/model.onnx build/swin_t/model.swin.onnx
     python -m pipeline onnx    --variant T --out-dir build/swin_t      (export + surgery + check)
+    python -m pipeline fp16    build/swin_t/model.swin.onnx build/swin_t/model.swin.fp16.onnx
+    python -m pipeline engine  --variant T --precision fp16 --out-dir build/swin_t   (every stage, incrementally)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pipeline.check import compare_onnx
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
 from pipeline.models import VARIANTS, build_swin, variant_config
+from pipeline.precision import convert_fp16
+from pipeline.stages import StageRunner
 from pipeline.surgery import replace_window_attention
 
 log = logging.getLogger("pipeline")
@@ -47,6 +51,14 @@ def _img_size(text: str) -> tuple[int, int]:
     return (parts[0], parts[-1])
 
 
+def _batch_profile(text: str) -> tuple[int, int, int]:
+    """``1,8,32`` → (min 1, opt 8, max 32); one value fixes the batch, two are min and max (opt = max)."""
+    values = _batches(text)
+    if len(values) > 3 or list(values) != sorted(values):
+        raise argparse.ArgumentTypeError(f"expected min[,opt],max in increasing order like 1,8,32, got {text!r}")
+    return (values[0], values[len(values) // 2] if len(values) == 3 else values[-1], values[-1])
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="T", help=f"Swin variant: {', '.join(VARIANTS)} (default T)")
     parser.add_argument("--checkpoint", help="official, timm or torchvision checkpoint (.pth or .safetensors); "
@@ -54,6 +66,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=_img_size, help="input size, e.g. 224 or 256x320 (default: the "
                                                            "variant's)")
     parser.add_argument("--features-only", action="store_true", help="export the backbone's four stage maps")
+
+
+def _max_batch_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch of the dynamic batch dimension")
 
 
@@ -93,6 +108,95 @@ def _check(reference: Path, candidate: Path, batches: tuple[int, ...], tolerance
     return result
 
 
+DEFAULT_PLUGIN = Path("build/plugin/libswin_window_attention_plugin.so")
+
+
+def _folder_listing(folder: str | None) -> list[tuple[str, int, int]]:
+    """Names, sizes and mtimes of a calibration folder: cheap change detection for stage skipping."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted((str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _engine(args: argparse.Namespace) -> dict:
+    """Every stage from the PyTorch model to a verified engine, skipping the ones whose inputs are unchanged."""
+    from calib import quantize_int8  # imported here: calibration pulls in image libraries other commands don't need
+    from pipeline.build import build_engine
+    from pipeline.verify import verify
+
+    out = Path(args.out_dir)
+    name = f"swin_{args.variant.lower()}_{args.precision}"
+    plugin = Path(args.plugin)
+    if not plugin.is_file():
+        raise PipelineError(f"plugin library {plugin} does not exist; build it with `make plugin` (CMake + nvcc) "
+                            "or pass --plugin with the path of libswin_window_attention_plugin.so")
+    checkpoint = [Path(args.checkpoint)] if args.checkpoint else []
+    model_cache: list[torch.nn.Module] = []
+
+    def model() -> torch.nn.Module:
+        if not model_cache:
+            model_cache.append(_build_model(args)[0])
+        return model_cache[0]
+
+    runner = StageRunner(out)
+    onnx_path, swin_path = out / "model.onnx", out / "model.swin.onnx"
+    size = args.img_size or (variant_config(args.variant).img_size,) * 2
+    model_params = {"variant": args.variant.upper(), "img_size": size, "max_batch": args.batch[2]}
+    runner.run("export", model_params, checkpoint, [onnx_path],
+               lambda: {"onnx": str(export_onnx(model(), onnx_path, img_size=size, max_batch=args.batch[2]))})
+
+    def surgery() -> dict:
+        report = _surgery(onnx_path, swin_path, out / "surgery.json")
+        return {k: report[k] for k in ("blocks_replaced", "blocks_shifted", "node_count_before", "node_count_after",
+                                       "max_rel_error")}
+
+    runner.run("surgery", {}, [onnx_path], [swin_path, out / "surgery.json"], surgery)
+
+    typed_path = out / f"model.swin.{args.precision}.onnx"
+
+    def precision() -> dict:
+        if args.precision == "fp32":
+            typed_path.unlink(missing_ok=True)
+            typed_path.hardlink_to(swin_path)  # the surgered graph is already the FP32 one
+            return {"precision": "fp32"}
+        if args.precision == "fp16":
+            return convert_fp16(swin_path, typed_path)
+        qdq_path = out / "model.swin.qdq.onnx"
+        calibration = quantize_int8(swin_path, qdq_path, calib_dir=args.calib_dir, samples=args.calib_samples,
+                                    method=args.calib_method, exclude=args.calib_exclude,
+                                    cache_path=out / "calibration_cache.json")
+        return {"calibration": calibration, "fp16": convert_fp16(qdq_path, typed_path)}
+
+    calib_params = ({"calib_dir": args.calib_dir, "samples": args.calib_samples, "method": args.calib_method,
+                     "exclude": args.calib_exclude, "listing": _folder_listing(args.calib_dir)}
+                    if args.precision == "int8" else {})
+    runner.run("precision", {"precision": args.precision, **calib_params}, [swin_path], [typed_path], precision)
+
+    engine_path = out / f"{name}.engine"
+    build_params = {"batch": args.batch, "backend": args.backend, "sm": args.sm, "opt_level": args.opt_level,
+                    "embed_plugin": args.embed_plugin}
+    runner.run("build", build_params, [typed_path, plugin], [engine_path, engine_path.with_suffix(".json")],
+               lambda: build_engine(typed_path, engine_path, plugin_library=plugin, batch=args.batch,
+                                    backend=args.backend, sm=args.sm, timing_cache=out.parent / "timing.cache",
+                                    opt_level=args.opt_level, embed_plugin=args.embed_plugin))
+
+    def verification() -> dict:
+        result = verify(model(), engine_path, args.precision, batch=min(8, args.batch[2]),
+                        out_path=out / "verify.json", plugin_library=plugin, onnx_path=typed_path)
+        return {k: v for k, v in result.items() if k in ("passed", "runner", "backend", "metrics", "thresholds")}
+
+    runner.run("verify", {"precision": args.precision}, [typed_path, engine_path], [out / "verify.json"],
+               verification)
+
+    report = {"variant": args.variant.upper(), "precision": args.precision, "engine": str(engine_path),
+              "stages": runner.summary}
+    write_json(out / "report.json", report)
+    skipped = [k for k, v in runner.summary.items() if v["skipped"]]
+    log.info("engine: %s ready (%d stages, %d reused: %s); report in %s", engine_path, len(runner.summary),
+             len(skipped), ", ".join(skipped) or "none", out / "report.json")
+    return report
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "export":
         _export(args, Path(args.out))
@@ -117,6 +221,10 @@ def _run(args: argparse.Namespace) -> None:
         timings["check_s"] = time.perf_counter() - start
         log.info("onnx: wrote %s, %s and %s (%s)", onnx_path, swin_path, out_dir / "surgery.json",
                  ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    elif args.command == "fp16":
+        convert_fp16(Path(args.input), Path(args.output))
+    elif args.command == "engine":
+        _engine(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="PyTorch → ONNX (dynamic batch, checked in onnxruntime)")
     _model_args(export)
+    _max_batch_arg(export)
     export.add_argument("--out", required=True, help="output .onnx path")
 
     surgery = sub.add_parser("surgery", help="replace window attention with SwinWindowAttention nodes")
@@ -141,7 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     onnx_cmd = sub.add_parser("onnx", help="export + surgery + check into one folder")
     _model_args(onnx_cmd)
+    _max_batch_arg(onnx_cmd)
     onnx_cmd.add_argument("--out-dir", required=True, help="folder for model.onnx, model.swin.onnx, surgery.json")
+
+    fp16 = sub.add_parser("fp16", help="strongly typed FP16 graph (LayerNorm kept FP32)")
+    fp16.add_argument("input", help="FP32 (or FP32 + Q/DQ) .onnx, e.g. model.swin.onnx")
+    fp16.add_argument("output", help="FP16 .onnx to write")
+
+    engine = sub.add_parser("engine", help="every stage: export, surgery, precision, engine build, verification")
+    _model_args(engine)
+    engine.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    engine.add_argument("--batch", type=_batch_profile, default=(1, 8, 32),
+                        help="optimization profile min,opt,max (default 1,8,32)")
+    engine.add_argument("--calib-dir", help="calibration images (INT8); default: a generated folder of photos")
+    engine.add_argument("--calib-samples", type=int, default=256, help="calibration images to use (INT8)")
+    engine.add_argument("--calib-method", choices=("max", "percentile", "entropy"), default="percentile")
+    engine.add_argument("--calib-exclude", nargs="*", help="layers kept out of INT8 (default: the variant's)")
+    engine.add_argument("--backend", choices=("auto", "tensorrt", "rtx"), default="auto")
+    engine.add_argument("--sm", type=int, default=86, help="compute capability for TensorRT-RTX (default 86)")
+    engine.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5")
+    engine.add_argument("--embed-plugin", action="store_true", help="store the plugin library inside the engine")
+    engine.add_argument("--plugin", default=str(DEFAULT_PLUGIN), help="plugin library (make plugin builds it)")
+    engine.add_argument("--out-dir", required=True, help="folder for every artifact, e.g. build/swin_t")
     return parser
 
 
