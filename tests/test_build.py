@@ -1,0 +1,203 @@
+"""The build stage against TensorRT-RTX for real (ahead of time for SM86, no GPU needed): the surgered Swin-T
+builds in FP32 and FP16 with all 12 plugin layers bound, the metadata describes it, the timing cache persists,
+bad input fails with our error and leaves no partial engine, and ``check_engine_compatible`` refuses engines
+built for another backend, version, GPU or plugin library."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from plugin_build import ROOT, native_libs, plugin_library  # noqa: F401 - fixtures
+
+from pipeline.artifacts import file_sha256
+from pipeline.build import Runtime, build_engine, check_engine_compatible
+from pipeline.errors import PipelineError
+from pipeline.reference import PLUGIN_OP
+
+trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed (pip install -e '.[rtx]')")
+
+BATCH = (1, 2, 4)  # swin_t_onnx is exported with a batch of at most 4
+
+
+def no_partial_files(folder: Path) -> bool:
+    return not list(folder.glob(".*.partial"))
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> tuple[Path, dict]:  # noqa: F811
+    folder = tmp_path_factory.mktemp("engine")
+    engine = folder / "model.swin.engine"
+    metadata = build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=BATCH, backend="rtx",
+                            sm=86, timing_cache=folder / "timing.cache")
+    return engine, metadata
+
+
+def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):  # noqa: F811
+    engine, metadata = fp32_engine
+    _, swin_path, surgery = swin_t_onnx
+    nodes = [node.name for node in onnx.load(swin_path, load_external_data=False).graph.node
+             if node.op_type == PLUGIN_OP]
+    assert len(nodes) == surgery["blocks_replaced"] == 12
+    assert json.loads(engine.with_suffix(".json").read_text()) == metadata
+    assert metadata["backend"] == {"name": "tensorrt_rtx", "version": trt.__version__}
+    assert metadata["target"] == {"sm": 86, "gpu": None, "ahead_of_time": True}
+    assert metadata["precision"] == "fp32"
+    assert metadata["plugin_layers"] == 12
+    assert sorted(metadata["plugin_layer_names"]) == sorted(nodes)
+    assert metadata["layers"] > 12
+    assert metadata["onnx"] == {"path": str(swin_path.resolve()), "sha256": file_sha256(swin_path)}
+    assert metadata["plugin"] == {"library": str(plugin_library.resolve()), "sha256": file_sha256(plugin_library),
+                                  "embedded": False}
+    assert metadata["inputs"] == [{"name": "images", "dtype": "float32", "shape": [-1, 3, 224, 224]}]
+    assert metadata["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [-1, 1000]}]
+    assert metadata["profile"] == {"input": "images", **{key: [b, 3, 224, 224]
+                                                          for key, b in zip(("min", "opt", "max"), BATCH, strict=True)}}
+    assert metadata["engine_bytes"] == engine.stat().st_size > 50_000_000
+    assert no_partial_files(engine.parent)
+
+
+def test_timing_cache_is_written_and_reused(fp32_engine, swin_t_onnx, plugin_library):  # noqa: F811
+    engine, metadata = fp32_engine
+    cache = engine.parent / "timing.cache"
+    assert metadata["timing_cache"]["loaded_bytes"] == 0
+    assert cache.stat().st_size == metadata["timing_cache"]["saved_bytes"] > 0
+    again = build_engine(swin_t_onnx[1], engine.with_name("again.engine"), plugin_library=plugin_library,
+                         batch=BATCH, backend="rtx", timing_cache=cache, opt_level=0)
+    assert again["timing_cache"]["loaded_bytes"] == cache.stat().st_size
+    assert again["builder_optimization_level"] == 0
+    # TensorRT-RTX ignores the cache (no-op API since 1.2); the file is still kept for TensorRT builds.
+    assert again["timing_cache"]["used_by_backend"] is False
+
+
+def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Bind/build-test conversion only: every float initializer, Constant, Cast target and graph input/output
+    becomes float16. pipeline.precision.convert_fp16 is the careful conversion."""
+    graph = model.graph
+    for tensor in graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+                attribute.i = TensorProto.FLOAT16
+            if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == TensorProto.FLOAT:
+                attribute.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attribute.t).astype(np.float16)))
+    for value in [*graph.input, *graph.output]:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del graph.value_info[:]
+    return model
+
+
+def test_fp16_engine_binds_every_block(swin_t_onnx, plugin_library, tmp_path):  # noqa: F811
+    fp16_path = tmp_path / "model.swin.fp16.onnx"
+    onnx.save(to_float16(onnx.load(swin_t_onnx[1])), fp16_path)
+    metadata = build_engine(fp16_path, tmp_path / "fp16.engine", plugin_library=plugin_library, batch=BATCH,
+                            backend="rtx", embed_plugin=True)
+    assert metadata["precision"] == "fp16"
+    assert metadata["plugin_layers"] == 12
+    assert metadata["inputs"][0]["dtype"] == "float16"
+    assert metadata["plugin"]["embedded"] is True
+
+
+def test_missing_plugin_library_says_make_plugin(swin_t_onnx, tmp_path):
+    with pytest.raises(PipelineError, match=r"plugin library .*missing\.so does not exist; run `make plugin`"):
+        build_engine(swin_t_onnx[1], tmp_path / "m.engine", plugin_library=tmp_path / "missing.so", backend="rtx")
+
+
+def test_corrupt_onnx_is_our_error(plugin_library, tmp_path):  # noqa: F811
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(PipelineError, match=r"cannot read .*corrupt.onnx as ONNX"):
+        build_engine(corrupt, tmp_path / "corrupt.engine", plugin_library=plugin_library, backend="rtx")
+    assert not (tmp_path / "corrupt.engine").exists() and no_partial_files(tmp_path)
+
+
+def test_parser_errors_are_listed_and_no_engine_is_left(plugin_library, tmp_path):  # noqa: F811
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["hidden"], name="relu"),
+         helper.make_node("NoSuchOp", ["hidden"], ["logits"], name="mystery_node")],
+        "unsupported", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 8, 8])])
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(PipelineError, match=r"(?s)ONNX parser rejected .*unsupported.onnx.*NoSuchOp"):
+        build_engine(path, tmp_path / "unsupported.engine", plugin_library=plugin_library, backend="rtx")
+    assert not (tmp_path / "unsupported.engine").exists() and not (tmp_path / "unsupported.json").exists()
+    assert no_partial_files(tmp_path)
+
+
+def test_ctrl_c_mid_build_leaves_no_engine(swin_t_onnx, plugin_library, tmp_path):  # noqa: F811
+    engine = tmp_path / "interrupted.engine"
+    script = textwrap.dedent(f"""
+        import logging
+        from pipeline.build import build_engine
+        logging.basicConfig(level=logging.INFO)
+        build_engine({str(swin_t_onnx[1])!r}, {str(engine)!r}, plugin_library={str(plugin_library)!r},
+                     batch={BATCH}, backend="rtx")
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as a terminal's Ctrl-C sees it
+    deadline = time.monotonic() + 120
+    for line in process.stderr:
+        if "building" in line or time.monotonic() > deadline:
+            break
+
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) != 0, stderr
+    assert "KeyboardInterrupt" in stderr
+    assert not engine.exists() and not engine.with_suffix(".json").exists()
+    assert no_partial_files(tmp_path)
+
+
+def copy_engine(engine: Path, folder: Path) -> Path:
+    for path in (engine, engine.with_suffix(".json")):
+        shutil.copy(path, folder / path.name)
+    return folder / engine.name
+
+
+def test_check_engine_compatible(fp32_engine):
+    engine, _ = fp32_engine
+    version = trt.__version__
+    same = Runtime("tensorrt_rtx", version, 86, "NVIDIA RTX A6000")
+    assert check_engine_compatible(engine, [same])["runtime"]["sm"] == 86
+    assert check_engine_compatible(engine, [])["runtime"] is None  # no TensorRT here: only the files are checked
+    rejected = {
+        "built with tensorrt_rtx .* but this machine has tensorrt 10.14.1": Runtime("tensorrt", "10.14.1", 86, "A10"),
+        "but this machine runs 1.6.0.0; engines do not cross versions": Runtime("tensorrt_rtx", "1.6.0.0", 86, None),
+        r"built for SM86 but this GPU is NVIDIA GeForce RTX 4090 \(SM89\).* --sm 89":
+            Runtime("tensorrt_rtx", version, 89, "NVIDIA GeForce RTX 4090"),
+    }
+    for message, runtime in rejected.items():
+        with pytest.raises(PipelineError, match=message):
+            check_engine_compatible(engine, [runtime])
+
+
+def test_check_engine_compatible_refuses_changed_plugin_and_missing_metadata(fp32_engine, plugin_library,  # noqa: F811
+                                                                             tmp_path):
+    engine = copy_engine(fp32_engine[0], tmp_path)
+    library = shutil.copy(plugin_library, tmp_path / "plugin.so")
+    metadata = json.loads(engine.with_suffix(".json").read_text())
+    metadata["plugin"]["library"] = str(library)
+    engine.with_suffix(".json").write_text(json.dumps(metadata))
+    check_engine_compatible(engine, [])
+    with open(library, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PipelineError, match=r"plugin library .*plugin.so changed since .* was built"):
+        check_engine_compatible(engine, [])
+    engine.with_suffix(".json").unlink()
+    with pytest.raises(PipelineError, match=r"model.swin.json is missing: it records what"):
+        check_engine_compatible(engine, [])
