@@ -1,0 +1,137 @@
+"""The INT8 precision stage: surgered FP32 ONNX → the same graph with calibrated Q/DQ, plus a reusable cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from calib.data import GENERATED_FOLDER_NAME, generate_image_folder, load_calibration_set
+from calib.quantize import default_exclusions, find_quantizable_layers, insert_qdq, select_excluded
+from calib.ranges import METHODS, amax_from_statistics, collect_statistics
+from pipeline.artifacts import atomic_path, file_sha256, read_onnx, write_json
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+#: Bumped whenever what a cache entry means changes (binning, method definitions).
+CACHE_FORMAT = 1
+DEFAULT_METHOD = "percentile"
+
+
+def graph_image_size(model: onnx.ModelProto) -> tuple[int, int]:
+    """(H, W) of the graph's ``[B, 3, H, W]`` image input; a PipelineError if they are not fixed numbers."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) != 4 or not all(d.HasField("dim_value") for d in dims[2:]):
+        raise PipelineError(f"cannot read the image size from input {model.graph.input[0].name!r} of the graph; "
+                            "pass img_size")
+    return (dims[2].dim_value, dims[3].dim_value)
+
+
+def _cache_key(model_sha256: str, images: np.ndarray, method: str, percentile: float) -> dict[str, Any]:
+    # Hashing the preprocessed samples covers the folder's contents, the seed, the count and the image size at once.
+    return {"format": CACHE_FORMAT, "model_sha256": model_sha256,
+            "data_sha256": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+            "samples": len(images), "method": method, "percentile": percentile if method == "percentile" else None}
+
+
+def _read_cache(path: Path, key: dict[str, Any], tensors: Sequence[str]) -> dict[str, float] | None:
+    """The cached amax per tensor if ``path`` holds an entry for ``key`` covering ``tensors``, else None."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cached, dict) or any(cached.get(k) != v for k, v in key.items()):
+        return None
+    entries = cached.get("tensors", {})
+    if not set(tensors) <= set(entries):
+        return None
+    return {name: float(entries[name]["amax"]) for name in tensors}
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str | Path | None = None,
+                  samples: int = 256, method: str = DEFAULT_METHOD, percentile: float = 99.99,
+                  exclude: Sequence[str] | None = None, cache_path: str | Path | None = None, batch: int = 8,
+                  seed: int = 0, img_size: int | tuple[int, int] | None = None) -> dict[str, Any]:
+    """Calibrate the surgered FP32 graph at ``onnx_path`` and write it with INT8 Q/DQ to ``out_path`` (atomically).
+
+    Arguments (the CLI's options mirror them):
+    - ``calib_dir``: folder of calibration photos, searched recursively (jpg, jpeg, png, bmp, webp, tif, tiff).
+      None: crops of the scikit-image photos are generated into ``<out dir>/generated-calibration-images``
+      (labelled by a README.txt) and a warning is logged; fine for testing, not for accuracy that matters.
+    - ``samples``: number of calibration images (more than the folder holds: extra random crops/flips).
+    - ``method``: ``percentile`` (default; the most accurate in benchmarks/int8_accuracy.py), ``max`` or
+      ``entropy`` (TensorRT's EntropyCalibrator2 KL search). ``percentile``: the |x| percentile it clips at.
+    - ``exclude``: layers kept in the graph's precision. Each entry is a role (``patch_embed``, ``qkv``, ``proj``,
+      ``fc1``, ``fc2``, ``patch_merging``, ``head``), a glob over official-style layer names (``layers.3.*``,
+      ``layers.0.blocks.1.mlp.fc2``) or an ONNX node name. None: the default, ``fc2`` and ``patch_merging``
+      for Swin-L (embed dim 192, DESIGN.md §4), nothing for the others. ``()`` quantizes every layer.
+    - ``cache_path``: calibration cache JSON (default ``<out_path without .onnx>.calib.json``); reused when
+      the model file, the preprocessed samples, the method and the percentile are unchanged.
+    - ``batch``: images per onnxruntime run; ``seed``: sampling and augmentation seed;
+      ``img_size``: int or (H, W); default read from the graph's input.
+
+    Returns the report: method, samples, images used/skipped, whether the images were generated, the quantized
+    and excluded layers (name, role, ONNX node), cache hit and timings in seconds.
+    """
+    started = time.perf_counter()
+    if method not in METHODS:
+        raise PipelineError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    model = read_onnx(onnx_path)
+    layers = find_quantizable_layers(model)
+    if not layers:
+        raise PipelineError(f"{onnx_path} has no MatMul/Gemm/Conv layer with constant weights to quantize")
+    exclude = default_exclusions(model) if exclude is None else tuple(exclude)
+    excluded = select_excluded(layers, exclude)
+    quantized = [layer for layer in layers if layer.name not in excluded]
+    size = graph_image_size(model) if img_size is None else img_size
+
+    generated = calib_dir is None
+    if generated:
+        calib_dir = out_path.parent / GENERATED_FOLDER_NAME
+        log.warning("no calibration folder given: calibrating on %d generated crops of scikit-image photos in %s; "
+                    "pass a folder of images from the deployment domain for real accuracy", samples, calib_dir)
+        generate_image_folder(calib_dir, samples, seed)
+    calibration = load_calibration_set(calib_dir, samples, seed, size)
+    loaded = time.perf_counter()
+
+    tensors = list(dict.fromkeys(layer.activation for layer in quantized))
+    cache_path = Path(cache_path) if cache_path is not None else out_path.with_suffix(".calib.json")
+    key = _cache_key(file_sha256(onnx_path), calibration.images, method, percentile)
+    amax = _read_cache(cache_path, key, tensors)
+    cache_hit = amax is not None
+    if amax is None:
+        stats = collect_statistics(model, calibration.images, tensors, batch, histograms=method != "max")
+        amax = amax_from_statistics(stats, method, percentile)
+        write_json(cache_path, {**key, "calib_dir": str(calib_dir), "tensors": {
+            name: {"amax": value, "scale": value / 127} for name, value in amax.items()}})
+    calibrated = time.perf_counter()
+
+    insert_qdq(model, quantized, amax)
+    onnx.checker.check_model(model, full_check=False)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+    finished = time.perf_counter()
+
+    report = {
+        "input": str(onnx_path), "output": str(out_path), "method": method,
+        "percentile": percentile if method == "percentile" else None, "samples": samples,
+        "calibration": {**calibration.report(), "generated": generated}, "cache": str(cache_path),
+        "cache_hit": cache_hit, "exclude": list(exclude),
+        "quantized_layers": [{"name": q.name, "role": q.role, "node": q.node} for q in quantized],
+        "excluded_layers": [{"name": q.name, "role": q.role, "node": q.node} for q in layers if q.name in excluded],
+        "timing_s": {"load_images": round(loaded - started, 2), "calibrate": round(calibrated - loaded, 2),
+                     "quantize_and_write": round(finished - calibrated, 2), "total": round(finished - started, 2)},
+    }
+    log.info("int8: %s calibration on %d images (%s), %d layers quantized, %d excluded, cache %s, %.1f s → %s",
+             method, samples, "generated" if generated else calib_dir, len(quantized), len(excluded),
+             "hit" if cache_hit else "miss", finished - started, out_path)
+    return report

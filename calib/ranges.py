@@ -1,0 +1,156 @@
+"""Activation ranges: run the FP32 graph on calibration images and turn what it sees into clip values (amax).
+
+Collection is two passes over the images, both memory-bounded (nothing but per-tensor scalars and histograms is
+kept between batches):
+1. absmax of every observed tensor (this alone is the ``max`` method);
+2. a ``HISTOGRAM_BINS``-bin histogram of ``|x|`` over ``[0, absmax]`` per tensor.
+Knowing the range before binning makes the histograms exact, where a single adaptive pass would have to re-bin
+(and blur) them whenever a later batch grows the range; the price is running the model twice.
+
+Methods (``amax`` is the clip value; the INT8 scale is ``amax / 127``):
+- ``max``: the absmax.
+- ``percentile``: the upper edge of the bin where the cumulative ``|x|`` histogram reaches ``percentile`` %.
+- ``entropy``: TensorRT's EntropyCalibrator2 search: over a 2048-bin histogram, try every clip bin ``i`` from
+  128 to 2048 and keep the one minimizing KL(P || Q), where P is the histogram clipped at ``i`` (the outliers
+  added to its last bin) and Q is P quantized to 128 levels and expanded back over P's non-empty bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from pipeline.errors import PipelineError
+from pipeline.reference import ort_session
+
+METHODS = ("max", "percentile", "entropy")
+#: Histogram resolution: fine enough for a 99.99th percentile, and a multiple of ENTROPY_BINS.
+HISTOGRAM_BINS = 16384
+#: TensorRT's entropy calibration: a 2048-bin histogram of |x|, INT8 has 128 non-negative levels.
+ENTROPY_BINS = 2048
+ENTROPY_LEVELS = 128
+
+
+@dataclass
+class ActivationStatistics:
+    """Per observed tensor: absmax and a ``HISTOGRAM_BINS`` histogram of ``|x|`` over ``[0, absmax]``."""
+
+    absmax: dict[str, float]
+    histograms: dict[str, np.ndarray]
+
+
+def _observing_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``tensors`` (graph inputs excepted: they are fed, not computed)."""
+    observed = onnx.ModelProto.FromString(model.SerializeToString())
+    present = {o.name for o in observed.graph.output} | {i.name for i in observed.graph.input}
+    for name in tensors:
+        if name not in present:
+            observed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return observed
+
+
+def _batches(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str], batch: int,
+             desc: str) -> Iterator[dict[str, np.ndarray]]:
+    """Yield ``{tensor: value}`` for each batch of ``images`` run through ``model``."""
+    if batch < 1:
+        raise PipelineError(f"calibration batch size must be >= 1, got {batch}")
+    input_name = model.graph.input[0].name
+    session = ort_session(_observing_model(model, tensors))
+    computed = [t for t in tensors if t != input_name]
+    with tqdm(total=len(images), desc=desc, unit="img") as progress:
+        for start in range(0, len(images), batch):
+            feed = images[start:start + batch]
+            values = dict(zip(computed, session.run(computed, {input_name: feed}), strict=True))
+            if input_name in tensors:
+                values[input_name] = feed
+            yield values
+            progress.update(len(feed))
+
+
+def collect_absmax(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str],
+                   batch: int = 8) -> dict[str, float]:
+    """Pass 1: max |x| of each tensor over all ``images``."""
+    absmax = dict.fromkeys(tensors, 0.0)
+    for values in _batches(model, images, tensors, batch, "calibration: absmax"):
+        for name, value in values.items():
+            absmax[name] = max(absmax[name], float(np.abs(value).max()))
+    return absmax
+
+
+def collect_histograms(model: onnx.ModelProto, images: np.ndarray, absmax: dict[str, float],
+                       batch: int = 8) -> dict[str, np.ndarray]:
+    """Pass 2: the ``HISTOGRAM_BINS``-bin histogram of ``|x|`` over ``[0, absmax]`` of each tensor."""
+    histograms = {name: np.zeros(HISTOGRAM_BINS, np.int64) for name in absmax}
+    for values in _batches(model, images, list(absmax), batch, "calibration: histograms"):
+        for name, value in values.items():
+            histograms[name] += histogram(value, absmax[name])
+    return histograms
+
+
+def collect_statistics(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str], batch: int = 8,
+                       histograms: bool = True) -> ActivationStatistics:
+    """Both passes (the second only if ``histograms``): all that any method in :data:`METHODS` needs."""
+    absmax = collect_absmax(model, images, tensors, batch)
+    return ActivationStatistics(absmax, collect_histograms(model, images, absmax, batch) if histograms else {})
+
+
+def histogram(values: np.ndarray, absmax: float, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """Counts of ``|values|`` in ``bins`` equal bins over ``[0, absmax]`` (values at absmax go to the last bin)."""
+    if absmax <= 0:
+        return np.bincount([0], weights=[values.size], minlength=bins).astype(np.int64)
+    index = np.minimum((np.abs(values.ravel()) * (bins / absmax)).astype(np.int64), bins - 1)
+    return np.bincount(index, minlength=bins)
+
+
+def percentile_amax(counts: np.ndarray, absmax: float, percentile: float) -> float:
+    """Upper edge of the first bin where the cumulative share of ``counts`` reaches ``percentile`` %."""
+    if not 0 < percentile <= 100:
+        raise PipelineError(f"percentile must be in (0, 100], got {percentile}")
+    cumulative = np.cumsum(counts) / counts.sum()
+    index = int(np.searchsorted(cumulative, percentile / 100))
+    return min(absmax, (index + 1) * absmax / len(counts))
+
+
+def entropy_amax(counts: np.ndarray, absmax: float) -> float:
+    """TensorRT-style KL-divergence threshold over ``counts`` (any multiple of ``ENTROPY_BINS`` bins)."""
+    if len(counts) % ENTROPY_BINS:
+        raise ValueError(f"need a multiple of {ENTROPY_BINS} bins, got {len(counts)}")
+    coarse = counts.reshape(ENTROPY_BINS, -1).sum(axis=1).astype(np.float64)
+    divergences = [clip_divergence(coarse, i) for i in range(ENTROPY_LEVELS, ENTROPY_BINS + 1)]
+    best = ENTROPY_LEVELS + int(np.argmin(divergences))
+    return best * absmax / ENTROPY_BINS
+
+
+def clip_divergence(counts: np.ndarray, clip_bin: int, levels: int = ENTROPY_LEVELS) -> float:
+    """KL(P || Q) for clipping ``counts`` at bin ``clip_bin`` and quantizing the clipped histogram to ``levels``.
+
+    P: the first ``clip_bin`` bins, with everything beyond added to the last one (saturation). Q: P merged into
+    ``levels`` groups of ``clip_bin // levels`` bins (the last group also takes the remainder), each group's
+    total spread evenly over its non-empty bins; empty bins stay empty, so Q > 0 wherever P > 0.
+    """
+    p = counts[:clip_bin].copy()
+    p[-1] += counts[clip_bin:].sum()
+    group = np.minimum(np.arange(clip_bin) // (clip_bin // levels), levels - 1)
+    nonempty = p > 0
+    group_total = np.bincount(group, weights=p, minlength=levels)
+    group_nonempty = np.bincount(group, weights=nonempty, minlength=levels)
+    q = np.where(nonempty, group_total[group] / np.maximum(group_nonempty[group], 1), 0.0)
+    p_prob, q_prob = p[nonempty] / p.sum(), q[nonempty] / q.sum()
+    return float(np.sum(p_prob * np.log(p_prob / q_prob)))
+
+
+def amax_from_statistics(stats: ActivationStatistics, method: str, percentile: float = 99.99) -> dict[str, float]:
+    """The clip value of every tensor for ``method`` (one of :data:`METHODS`)."""
+    if method not in METHODS:
+        raise PipelineError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "max":
+        return dict(stats.absmax)
+    if not stats.histograms:
+        raise ValueError(f"method {method!r} needs histograms; collect with histograms=True")
+    if method == "percentile":
+        return {name: percentile_amax(stats.histograms[name], amax, percentile) for name, amax in stats.absmax.items()}
+    return {name: entropy_amax(stats.histograms[name], amax) for name, amax in stats.absmax.items()}
