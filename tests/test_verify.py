@@ -1,0 +1,59 @@
+"""The verify stage on the CPU path: the surgered Swin-T ONNX (onnxruntime with the reference op) against the
+PyTorch model it was exported from passes in FP32; a perturbed model fails with our error and still leaves
+its report."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from conftest import perturb_
+
+from pipeline.errors import PipelineError
+from pipeline.verify import THRESHOLDS, verify
+
+BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    try:
+        from calib.data import calibration_images
+    except ImportError:  # calib/ lands in parallel; random images still exercise the comparison
+        return np.random.default_rng(1).normal(size=(8, 3, 224, 224)).astype(np.float32)
+    return calibration_images(None, 8, seed=1)
+
+
+def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
+    out = tmp_path / "verify.json"
+    report = verify(swin_t, swin_t_onnx[1], "fp32", images=images, batch=BATCH, out_path=out)
+    assert json.loads(out.read_text()) == report
+    assert report["passed"] and report["polygraphy_compare_accuracy_passed"]
+    assert report["runners"] == ["pytorch-cpu", "onnxruntime-cpu"]
+    assert report["executed"] == {"kind": "onnx", "path": str(swin_t_onnx[1]), "backend": "onnxruntime"}
+    assert report["thresholds"] == THRESHOLDS["fp32"]
+    assert report["images"] == {"count": 8, "source": "given", "batch": BATCH}
+    logits = report["outputs"]["logits"]
+    assert logits["max_abs"] < 1e-4 and logits["cosine_min"] > 0.99999 and logits["top1_agreement"] == 1.0
+    assert logits["sqnr_db"] > 60
+
+
+def test_wrong_model_fails_and_writes_the_report(swin_t, swin_t_onnx, images, tmp_path):
+    wrong = perturb_(copy.deepcopy(swin_t), seed=1, std=0.05)
+    out = tmp_path / "verify.json"
+    with pytest.raises(PipelineError, match=r"does not match the PyTorch model: logits: max_abs .* \(limit 0.001\)"):
+        verify(wrong, swin_t_onnx[1], "fp32", images=images, batch=BATCH, out_path=out)
+    report = json.loads(out.read_text())
+    assert report["passed"] is False and report["outputs"]["logits"]["passed"] is False
+    assert report["outputs"]["logits"]["max_abs"] > 1e-3
+
+
+def test_bad_arguments_are_our_errors(swin_t, swin_t_onnx, tmp_path):
+    with pytest.raises(PipelineError, match="unknown precision 'bf16'"):
+        verify(swin_t, swin_t_onnx[1], "bf16")
+    with pytest.raises(PipelineError, match=r"missing\.engine does not exist"):
+        verify(swin_t, tmp_path / "missing.engine", "fp32")
+    with pytest.raises(PipelineError, match=r"images have shape \[2, 3, 32, 32\]"):
+        verify(swin_t, swin_t_onnx[1], "fp32", images=np.zeros((2, 3, 32, 32), np.float32))
