@@ -15,15 +15,15 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from plugin_build import ROOT, native_libs, plugin_library  # noqa: F401 - fixtures
 
 from pipeline.artifacts import file_sha256
 from pipeline.build import Runtime, build_engine, check_engine_compatible
 from pipeline.errors import PipelineError
+from pipeline.precision import convert_fp16
 from pipeline.reference import PLUGIN_OP
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed (pip install -e '.[rtx]')")
@@ -81,34 +81,14 @@ def test_timing_cache_is_written_and_reused(fp32_engine, swin_t_onnx, plugin_lib
     assert again["timing_cache"]["used_by_backend"] is False
 
 
-def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Bind/build-test conversion only: every float initializer, Constant, Cast target and graph input/output
-    becomes float16. pipeline.precision.convert_fp16 is the careful conversion."""
-    graph = model.graph
-    for tensor in graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT:
-            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
-    for node in graph.node:
-        for attribute in node.attribute:
-            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
-                attribute.i = TensorProto.FLOAT16
-            if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == TensorProto.FLOAT:
-                attribute.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attribute.t).astype(np.float16)))
-    for value in [*graph.input, *graph.output]:
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
-            value.type.tensor_type.elem_type = TensorProto.FLOAT16
-    del graph.value_info[:]
-    return model
-
-
 def test_fp16_engine_binds_every_block(swin_t_onnx, plugin_library, tmp_path):  # noqa: F811
     fp16_path = tmp_path / "model.swin.fp16.onnx"
-    onnx.save(to_float16(onnx.load(swin_t_onnx[1])), fp16_path)
+    convert_fp16(swin_t_onnx[1], fp16_path)
     metadata = build_engine(fp16_path, tmp_path / "fp16.engine", plugin_library=plugin_library, batch=BATCH,
                             backend="rtx", embed_plugin=True)
     assert metadata["precision"] == "fp16"
     assert metadata["plugin_layers"] == 12
-    assert metadata["inputs"][0]["dtype"] == "float16"
+    assert metadata["inputs"][0]["dtype"] == "float32"  # convert_fp16 keeps FP32 I/O with Casts at the boundary
     assert metadata["plugin"]["embedded"] is True
 
 

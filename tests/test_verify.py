@@ -5,13 +5,17 @@ its report."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 
 import numpy as np
 import pytest
 from conftest import perturb_
+from plugin_build import native_libs, plugin_library  # noqa: F401 - fixtures
 
+from pipeline.build import build_engine
 from pipeline.errors import PipelineError
+from pipeline.precision import convert_fp16
 from pipeline.verify import THRESHOLDS, verify
 
 BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
@@ -38,6 +42,25 @@ def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
     logits = report["outputs"]["logits"]
     assert logits["max_abs"] < 1e-4 and logits["cosine_min"] > 0.99999 and logits["top1_agreement"] == 1.0
     assert logits["sqnr_db"] > 60
+
+
+def test_fp16_onnx_within_fp16_thresholds(swin_t, swin_t_onnx, images, tmp_path):
+    fp16_path = tmp_path / "model.swin.fp16.onnx"
+    convert_fp16(swin_t_onnx[1], fp16_path)
+    logits = verify(swin_t, fp16_path, "fp16", images=images, batch=BATCH)["outputs"]["logits"]
+    assert logits["max_abs"] <= THRESHOLDS["fp16"]["max_abs"] and logits["top1_agreement"] == 1.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx_bindings") is None,
+                    reason="TensorRT-RTX is not installed (pip install -e '.[rtx]')")
+def test_engine_without_gpu_verifies_the_onnx_it_was_built_from(swin_t, swin_t_onnx, images, plugin_library,  # noqa: F811
+                                                                 tmp_path):
+    engine = tmp_path / "model.swin.engine"
+    build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=(1, 4, 4), backend="rtx")
+    report = verify(swin_t, engine, "fp32", images=images[:BATCH], batch=BATCH)
+    assert report["passed"]
+    assert report["executed"]["path"] == str(swin_t_onnx[1].resolve())
+    assert report["executed"]["instead_of"] == str(engine)
 
 
 def test_wrong_model_fails_and_writes_the_report(swin_t, swin_t_onnx, images, tmp_path):
