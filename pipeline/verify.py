@@ -78,7 +78,7 @@ def _onnx_io(path: Path) -> tuple[dict[str, Any], list[str]]:
     return {"name": inputs[0].name, "dtype": dtype, "shape": shape}, [o.name for o in graph.output]
 
 
-def _engine_runner(engine: Path, metadata: dict[str, Any], plugin_library: Path | None) -> BaseRunner:
+def engine_runner(engine: Path, metadata: dict[str, Any], plugin_library: Path | None) -> BaseRunner:
     """Polygraphy's TrtRunner on the engine, with the plugin library loaded (or the embedded one allowed)."""
     import tensorrt as trt
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
@@ -111,7 +111,7 @@ def _candidate(artifact: Path, plugin_library: Path | None) -> tuple[BaseRunner,
         executed = {"kind": "engine", "path": str(artifact), "backend": f"tensorrt {runtime['version']}",
                     "gpu": runtime["gpu"]}
         image_input, output_names = metadata["inputs"][0], [o["name"] for o in metadata["outputs"]]
-        return _engine_runner(artifact, metadata, plugin_library), image_input, output_names, executed
+        return engine_runner(artifact, metadata, plugin_library), image_input, output_names, executed
 
     # No TensorRT with a GPU here (or a TensorRT-RTX engine, which Polygraphy cannot run): the ONNX the engine
     # was built from is what can be checked, provided it is still that file.

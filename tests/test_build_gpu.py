@@ -1,0 +1,102 @@
+"""The TensorRT 10/11 path of the build stage for real: build the surgered Swin-T for this machine's GPU,
+check its metadata and compatibility, deserialize and run it, and compare it to the onnxruntime reference and
+to PyTorch (FP32 and FP16), with the plugin library loaded or embedded in the engine.
+
+Needs ``import tensorrt`` and a CUDA device; skipped with the reason otherwise."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plugin_build import ROOT, build_native
+from polygraphy.backend.onnxrt import OnnxrtRunner
+from polygraphy.comparator import Comparator, SimpleCompareFunc
+
+from pipeline.build import build_engine, check_engine_compatible, cuda_device
+from pipeline.precision import convert_fp16
+from pipeline.reference import ort_session
+from pipeline.verify import engine_runner, verify
+
+DEVICE = cuda_device()
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(DEVICE is None, reason="needs a CUDA device (no libcuda.so.1 or no visible GPU)"),
+    pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
+                       reason="needs TensorRT 10/11 (no tensorrt module); TensorRT-RTX is covered by test_build.py"),
+]
+BATCH = (1, 2, 4)  # swin_t_onnx is exported with a batch of at most 4
+
+
+@pytest.fixture(scope="module")
+def gpu_plugin(tmp_path_factory) -> Path:
+    """The plugin library compiled for this GPU's architecture (the CPU tests build SM86 only)."""
+    built = build_native(tmp_path_factory.mktemp("gpu-plugin"), cuda_arch=str(DEVICE.sm))
+    assert built.plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
+    return built.plugin
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(swin_t_onnx, gpu_plugin, tmp_path_factory) -> tuple[Path, dict]:
+    engine = tmp_path_factory.mktemp("gpu-engine") / "model.swin.engine"
+    metadata = build_engine(swin_t_onnx[1], engine, plugin_library=gpu_plugin, batch=BATCH, backend="tensorrt",
+                            timing_cache=engine.with_name("timing.cache"))
+    return engine, metadata
+
+
+def test_metadata_names_this_gpu(fp32_engine):
+    import tensorrt as trt
+
+    engine, metadata = fp32_engine
+    assert metadata["backend"] == {"name": "tensorrt", "version": trt.__version__}
+    assert metadata["target"] == {"sm": DEVICE.sm, "gpu": DEVICE.name, "ahead_of_time": False}
+    assert metadata["plugin_layers"] == 12 and metadata["precision"] == "fp32"
+    assert metadata["timing_cache"]["used_by_backend"] is True
+    assert engine.with_name("timing.cache").stat().st_size == metadata["timing_cache"]["saved_bytes"]
+    assert check_engine_compatible(engine)["runtime"]["backend"] == "tensorrt"
+
+
+def test_engine_matches_onnx_reference(fp32_engine, swin_t_onnx, gpu_plugin):
+    engine, metadata = fp32_engine
+    images = np.random.default_rng(0).normal(size=(4, 3, 224, 224)).astype(np.float32)
+    runners = [OnnxrtRunner(lambda: ort_session(swin_t_onnx[1]), name="onnxruntime-reference"),
+               engine_runner(engine, metadata, gpu_plugin)]
+    results = Comparator.run(runners, data_loader=[{"images": images[:1]}, {"images": images}])
+    assert Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=1e-3, rtol=0.0))
+
+
+def test_fp32_engine_verifies_against_pytorch(fp32_engine, swin_t, tmp_path):
+    report = verify(swin_t, fp32_engine[0], "fp32", batch=4, out_path=tmp_path / "verify.json")
+    assert report["passed"] and report["executed"]["kind"] == "engine"
+
+
+def test_fp16_engine_verifies_against_pytorch(swin_t, swin_t_onnx, gpu_plugin, tmp_path):
+    fp16_path = tmp_path / "model.swin.fp16.onnx"
+    convert_fp16(swin_t_onnx[1], fp16_path)
+    engine = tmp_path / "model.swin.fp16.engine"
+    assert build_engine(fp16_path, engine, plugin_library=gpu_plugin, batch=BATCH)["precision"] == "fp16"
+    assert verify(swin_t, engine, "fp16", batch=4)["passed"]
+
+
+def test_embedded_plugin_runs_without_loading_the_library(swin_t_onnx, gpu_plugin, tmp_path):
+    engine = tmp_path / "embedded.engine"
+    build_engine(swin_t_onnx[1], engine, plugin_library=gpu_plugin, batch=BATCH, backend="tensorrt",
+                 embed_plugin=True)
+    # A fresh process, so the library is not already in the plugin registry from the tests above.
+    script = textwrap.dedent(f"""
+        import json, numpy as np
+        from pathlib import Path
+        from pipeline.verify import engine_runner
+        engine = Path({str(engine)!r})
+        metadata = json.loads(engine.with_suffix(".json").read_text())
+        with engine_runner(engine, metadata, None) as runner:
+            logits = runner.infer({{"images": np.zeros((2, 3, 224, 224), np.float32)}})["logits"]
+        assert logits.shape == (2, 1000) and np.isfinite(logits).all(), logits
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
