@@ -96,7 +96,8 @@ def engine_runner(engine: Path, metadata: dict[str, Any], plugin_library: Path |
     return TrtRunner(EngineFromBytes(engine.read_bytes(), runtime=runtime), name="tensorrt")
 
 
-def _candidate(artifact: Path, plugin_library: Path | None) -> tuple[BaseRunner, dict[str, Any], list[str], dict]:
+def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | None
+               ) -> tuple[BaseRunner, dict[str, Any], list[str], dict]:
     """The runner for ``artifact``, its input, its output names and what was executed (for the report)."""
     if artifact.suffix == ".onnx":
         image_input, output_names = _onnx_io(artifact)
@@ -115,13 +116,13 @@ def _candidate(artifact: Path, plugin_library: Path | None) -> tuple[BaseRunner,
 
     # No TensorRT with a GPU here (or a TensorRT-RTX engine, which Polygraphy cannot run): the ONNX the engine
     # was built from is what can be checked, provided it is still that file.
-    source = Path(metadata["onnx"]["path"])
+    source = Path(onnx_path or metadata["onnx"]["path"])
     if not source.is_file() or file_sha256(source) != metadata["onnx"]["sha256"]:
-        raise PipelineError(f"{artifact} cannot run here (no TensorRT with a CUDA GPU) and the ONNX it was built "
-                            f"from, {source}, is missing or changed; verify on a GPU machine or pass the ONNX")
+        raise PipelineError(f"{artifact} cannot run here (no TensorRT with a CUDA GPU) and {source} is missing or "
+                            "not the ONNX it was built from (sha256 differs); verify on a GPU machine or pass the ONNX")
     log.warning("verify: no TensorRT runtime with a GPU for %s here; verifying the ONNX it was built from (%s) on "
                 "onnxruntime instead", artifact, source)
-    runner, image_input, output_names, executed = _candidate(source, plugin_library)
+    runner, image_input, output_names, executed = _candidate(source, plugin_library, None)
     executed["instead_of"] = str(artifact)
     return runner, image_input, output_names, executed
 
@@ -154,12 +155,15 @@ def _failures(metrics: dict[str, float | None], thresholds: dict[str, float]) ->
 
 
 def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,
-           batch: int = 8, out_path: Path | None = None, plugin_library: Path | None = None) -> dict[str, Any]:
+           batch: int = 8, out_path: Path | None = None, plugin_library: Path | None = None,
+           onnx_path: Path | None = None) -> dict[str, Any]:
     """Compare ``artifact`` (``.engine``, or ``.onnx`` run on onnxruntime with the reference op) to ``model``.
 
     ``images``: float32 ``[N, 3, H, W]``; default ``DEFAULT_IMAGE_COUNT`` crops of the scikit-image photos
     (``calib.data.calibration_images``, seed 1). ``precision`` (fp32, fp16, int8) picks the thresholds in
-    :data:`THRESHOLDS`. Writes the report to ``out_path`` (if given) and raises PipelineError if it fails.
+    :data:`THRESHOLDS`. An engine that cannot run here (no TensorRT with a CUDA GPU, or a TensorRT-RTX engine) is
+    verified through ``onnx_path`` (default: the ONNX its metadata names), which must be the file it was built
+    from. Writes the report to ``out_path`` (if given) and raises PipelineError if it fails.
     """
     artifact = Path(artifact)
     if precision not in THRESHOLDS:
@@ -168,7 +172,7 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
         raise PipelineError(f"{artifact} does not exist; build it first (python -m pipeline build)")
     if batch < 1:
         raise PipelineError(f"batch must be >= 1, got {batch}")
-    candidate, image_input, output_names, executed = _candidate(artifact, plugin_library)
+    candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
     height, width = image_input["shape"][2:]
     if images is None:
         from calib.data import calibration_images

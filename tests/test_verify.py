@@ -61,6 +61,8 @@ def test_engine_without_gpu_verifies_the_onnx_it_was_built_from(swin_t, swin_t_o
     assert report["passed"]
     assert report["executed"]["path"] == str(swin_t_onnx[1].resolve())
     assert report["executed"]["instead_of"] == str(engine)
+    with pytest.raises(PipelineError, match="is missing or not the ONNX it was built from"):
+        verify(swin_t, engine, "fp32", images=images[:BATCH], onnx_path=swin_t_onnx[0])
 
 
 def test_wrong_model_fails_and_writes_the_report(swin_t, swin_t_onnx, images, tmp_path):
