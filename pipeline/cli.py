@@ -183,7 +183,7 @@ def _engine(args: argparse.Namespace) -> dict:
     def verification() -> dict:
         result = verify(model(), engine_path, args.precision, batch=min(8, args.batch[2]),
                         out_path=out / "verify.json", plugin_library=plugin, onnx_path=typed_path)
-        return {k: v for k, v in result.items() if k in ("passed", "runner", "backend", "metrics", "thresholds")}
+        return {k: v for k, v in result.items() if k in ("passed", "runners", "executed", "outputs", "thresholds")}
 
     runner.run("verify", {"precision": args.precision}, [typed_path, engine_path], [out / "verify.json"],
                verification)
