@@ -14,7 +14,6 @@ Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes benchmarks/res
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import json
 import platform
@@ -28,8 +27,10 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the C ABI binding and the CMake build helper live with the tests
+sys.path.insert(0, str(ROOT))  # run as a script, `benchmarks` is not yet importable
 from plugin_build import SwinAttention, build_native  # noqa: E402
 
+from benchmarks.environment import driver_version  # noqa: E402
 from pipeline.reference import shift_mask  # noqa: E402
 
 # (model, stage, resolution, channels, heads, window, shift) at 224 input; stage 4 has no shift (7 ≤ window).
@@ -52,16 +53,6 @@ def peak_bandwidth_gbs(props) -> tuple[float, str]:
     if clock_khz and bus_bits:  # double data rate: 2 transfers per clock
         return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9, "cudaDeviceProp"
     return float("nan"), "unknown"
-
-
-def driver_version() -> int | None:
-    """cuDriverGetVersion, e.g. 13000 for CUDA 13.0."""
-    try:
-        version = ctypes.c_int()
-        ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(version))
-        return version.value
-    except OSError:
-        return None
 
 
 def eager_attention(qkv, rel_bias, mask, *, res, window, shift, heads, scale):

@@ -1,0 +1,398 @@
+"""One runner per deployment path. Each prepares a callable that runs one inference on a fixed input; the
+orchestrator (:mod:`benchmarks.bench`) times it. A path that cannot run here raises :class:`PathUnavailable`
+with the reason, which the report lists as ``skipped``.
+
+Paths: PyTorch eager and ``torch.compile`` (FP32/FP16), onnxruntime on the exported ONNX (TensorRT, CUDA or CPU
+execution provider), onnxruntime on the surgered ONNX (the Python reference op: a correctness path), and
+TensorRT engines through the TensorRT Python API: ours with the plugin, and one built from the plain ONNX, where
+TensorRT (Myelin) fuses the attention itself — the baseline the plugin must beat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.timers import CudaEventTimer, Timer, WallClockTimer
+from pipeline.errors import PipelineError
+
+Step = Callable[[], Any]
+
+
+class PathUnavailable(Exception):
+    """This path (or this batch of it) cannot run here; the message says why and how to enable it."""
+
+
+def _torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def require_cuda(what: str) -> None:
+    if not _torch_cuda_available():
+        raise PathUnavailable(f"{what} needs a CUDA GPU; none is visible here (torch.cuda.is_available() is False)")
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, what: str) -> Iterator[None]:
+    """Raise PathUnavailable if the block runs longer than ``seconds`` (SIGALRM, so main thread only; elsewhere
+    or with ``None`` the block runs unbounded). Used for torch.compile, whose CPU compile can take minutes; the
+    alarm interrupts it wherever it is, and frameworks may wrap the exception, so expiry is tracked apart."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    message = f"{what} did not finish within {seconds:g} s (raise --compile-budget-s to wait longer)"
+    expired = threading.Event()
+
+    def expire(*_: Any) -> None:
+        expired.set()
+        raise PathUnavailable(message)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except Exception as error:
+        if expired.is_set():
+            raise PathUnavailable(message) from error
+        raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class BenchPath:
+    """A deployment path at one precision on one device. ``device`` decides the budget and batch list
+    (``cpu`` or ``cuda``); ``note`` is shown next to the numbers."""
+
+    name: str
+    precision: str
+    device: str
+    note: str = ""
+
+    def setup(self) -> None:
+        """Expensive, once per path (load or build); may raise PathUnavailable."""
+
+    def step(self, batch: int) -> Step:
+        """A callable running one inference at ``batch``; may raise PathUnavailable for this batch."""
+        raise NotImplementedError
+
+    def timer(self) -> Timer:
+        return WallClockTimer()
+
+    def memory_mb(self) -> float | None:
+        """Device memory the path held at its peak for the last batch (None where not measurable)."""
+        return None
+
+    def details(self) -> dict[str, Any]:
+        """What exactly ran (files, providers, compile time), for the JSON."""
+        return {}
+
+    def close(self) -> None:
+        """Release device memory before the next path runs."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch
+
+
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16"}
+
+
+class TorchPath(BenchPath):
+    """PyTorch eager, or ``torch.compile`` of it, optionally replayed as a CUDA graph (eager on CUDA only)."""
+
+    def __init__(self, model_factory: Callable[[], Any], image_size: tuple[int, int], precision: str, device: str,
+                 *, compile: bool = False, compile_budget_s: float | None = None, cuda_graphs: bool = False) -> None:
+        import torch
+
+        self.torch = torch
+        self.model_factory = model_factory
+        self.image_size = image_size
+        self.precision = precision
+        self.device = device
+        self.compiled = compile
+        self.compile_budget_s = compile_budget_s
+        self.cuda_graphs = cuda_graphs and device == "cuda" and not compile
+        self.name = f"torch-{'compile' if compile else 'eager'}-{device}"
+        self.model: Any = None
+        self.compile_seconds: dict[int, float] = {}
+        self.compile_timeout: PathUnavailable | None = None
+
+    def setup(self) -> None:
+        if self.precision not in _TORCH_DTYPES:
+            raise PathUnavailable(f"PyTorch has no {self.precision.upper()} path for this model (the pipeline "
+                                  "quantizes the ONNX graph with Q/DQ for TensorRT)")
+        if self.device == "cuda":
+            require_cuda(f"{self.name} {self.precision}")
+        self.dtype = getattr(self.torch, _TORCH_DTYPES[self.precision])
+        model = self.model_factory().to(self.device, self.dtype).eval()
+        self.model = self.torch.compile(model, dynamic=False) if self.compiled else model
+
+    def step(self, batch: int) -> Step:
+        torch = self.torch
+        generator = torch.Generator().manual_seed(batch)
+        images = torch.randn(batch, 3, *self.image_size, generator=generator).to(self.device, self.dtype)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return self.model(images)
+
+        if self.compiled:  # the first call compiles for this batch; time it apart from the measurement
+            if self.compile_timeout is not None:  # a larger batch compiles no faster
+                raise self.compile_timeout
+            start = time.perf_counter()
+            try:
+                with deadline(self.compile_budget_s, f"torch.compile at batch {batch}"):
+                    run()
+            except PathUnavailable as timeout:
+                self.compile_timeout = timeout
+                raise
+            self.compile_seconds[batch] = round(time.perf_counter() - start, 1)
+        if not self.cuda_graphs:
+            return run
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm up off the default stream before capture, as torch requires
+            for _ in range(3):
+                run()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            self.model(images)
+        return graph.replay
+
+    def timer(self) -> Timer:
+        return CudaEventTimer() if self.device == "cuda" else WallClockTimer()
+
+    def memory_mb(self) -> float | None:
+        if self.device != "cuda":
+            return None
+        return self.torch.cuda.max_memory_allocated() / 2**20
+
+    def details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {"cuda_graph": self.cuda_graphs}
+        if self.compiled:
+            details["compile_seconds_by_batch"] = self.compile_seconds
+        return details
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            self.torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# onnxruntime
+
+
+#: Execution providers by path name, with the device they run on.
+ORT_PROVIDERS = {"onnxruntime-tensorrt": ("TensorrtExecutionProvider", "cuda"),
+                 "onnxruntime-cuda": ("CUDAExecutionProvider", "cuda"),
+                 "onnxruntime-cpu": ("CPUExecutionProvider", "cpu")}
+
+
+def _onnx_image_input(path: Path) -> tuple[str, list[int]]:
+    import onnx
+
+    from pipeline.build import graph_input
+
+    model = onnx.load(str(path), load_external_data=False)
+    name, dims = graph_input(model, None, path)
+    return name, [int(d) for d in dims[1:]]
+
+
+class OnnxruntimePath(BenchPath):
+    """onnxruntime on an ONNX file with one execution provider. GPU providers get their inputs and outputs bound
+    on the device (I/O binding), so host↔device copies are not timed, as for the TensorRT paths."""
+
+    def __init__(self, name: str, onnx_path: Callable[[], Path], precision: str, *,
+                 session_factory: Callable[[Path], Any] | None = None, note: str = "",
+                 cache_dir: Path | None = None) -> None:
+        self.name = name
+        self.provider, self.device = ORT_PROVIDERS["onnxruntime-cpu" if session_factory else name]
+        self.onnx_path = onnx_path
+        self.precision = precision
+        self.session_factory = session_factory
+        self.note = note
+        self.cache_dir = cache_dir
+        self.session: Any = None
+
+    def _providers(self) -> list[Any]:
+        if self.provider == "TensorrtExecutionProvider":
+            options = {"trt_fp16_enable": self.precision == "fp16", "trt_engine_cache_enable": True,
+                       "trt_engine_cache_path": str(self.cache_dir or ".")}
+            return [(self.provider, options), "CUDAExecutionProvider"]
+        return [self.provider]
+
+    def setup(self) -> None:
+        import onnxruntime as ort
+
+        if self.provider not in ort.get_available_providers():
+            raise PathUnavailable(f"this onnxruntime {ort.__version__} has no {self.provider} (available: "
+                                  f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a GPU "
+                                  "machine")
+        if self.device == "cuda":
+            require_cuda(f"onnxruntime's {self.provider}")
+        if self.precision == "int8":
+            raise PathUnavailable("onnxruntime runs the exported FP32/FP16 graph here; the INT8 Q/DQ graph is "
+                                  "measured through the TensorRT engine")
+        self.path = self.onnx_path()
+        self.input_name, self.input_dims = _onnx_image_input(self.path)
+        if self.session_factory is not None:
+            self.session = self.session_factory(self.path)
+        else:
+            self.session = ort.InferenceSession(str(self.path), providers=self._providers())
+
+    def step(self, batch: int) -> Step:
+        import onnxruntime as ort
+
+        input_type = next(i.type for i in self.session.get_inputs() if i.name == self.input_name)
+        dtype = np.float16 if "float16" in input_type else np.float32
+        images = np.random.default_rng(batch).standard_normal((batch, *self.input_dims)).astype(dtype)
+        if self.device == "cpu":
+            feeds = {self.input_name: images}
+            return lambda: self.session.run(None, feeds)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(images, "cuda", 0))
+        for output in self.session.get_outputs():
+            binding.bind_output(output.name, "cuda")
+        return lambda: self.session.run_with_iobinding(binding)
+
+    def details(self) -> dict[str, Any]:
+        providers = self.session.get_providers() if self.session is not None else []
+        return {"onnx": str(getattr(self, "path", "")), "providers": providers}
+
+    def close(self) -> None:
+        self.session = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TensorRT
+
+
+def require_tensorrt() -> Any:
+    if importlib.util.find_spec("tensorrt") is None:
+        hint = (" (TensorRT-RTX, installed here, builds engines ahead of time but cannot run them without a GPU)"
+                if importlib.util.find_spec("tensorrt_rtx_bindings") else "")
+        raise PathUnavailable(f"the tensorrt Python package is not installed{hint}; install TensorRT 10/11 on a "
+                              "GPU machine")
+    require_cuda("a TensorRT engine")
+    import tensorrt
+
+    return tensorrt
+
+
+class TensorRTPath(BenchPath):
+    """A TensorRT engine through the TensorRT Python API: buffers on the device, ``execute_async_v3`` on a
+    stream, optionally captured once into a CUDA graph and replayed."""
+
+    device = "cuda"
+
+    def __init__(self, name: str, precision: str, engine: Callable[[], Path], plugin_library: Path | None, *,
+                 cuda_graphs: bool = False, note: str = "") -> None:
+        self.name = name
+        self.precision = precision
+        self.engine_provider = engine
+        self.plugin_library = plugin_library
+        self.cuda_graphs = cuda_graphs
+        self.note = note
+        self.engine: Any = None
+        self.buffers: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        trt = require_tensorrt()
+        import torch
+
+        from pipeline.build import check_engine_compatible
+
+        self.trt, self.torch = trt, torch
+        try:
+            self.engine_path = self.engine_provider()
+            metadata = check_engine_compatible(self.engine_path)["metadata"]
+        except PipelineError as error:
+            raise PathUnavailable(str(error)) from error
+        self.metadata = metadata
+        logger = trt.Logger(trt.Logger.WARNING)
+        registry = trt.get_plugin_registry()
+        if not metadata["plugin"]["embedded"] and metadata["plugin_layers"]:
+            library = str(self.plugin_library or metadata["plugin"]["library"])
+            if not registry.load_library(library):
+                raise PathUnavailable(f"TensorRT could not load the plugin library {library}; run `make plugin`")
+        torch.cuda.synchronize()
+        self.free_before = torch.cuda.mem_get_info()[0]
+        runtime = trt.Runtime(logger)
+        runtime.engine_host_code_allowed = metadata["plugin"]["embedded"]
+        self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if self.engine is None:
+            raise PathUnavailable(f"TensorRT could not deserialize {self.engine_path}; rebuild it on this machine")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self.peak_used = 0
+
+    def _io_names(self) -> list[str]:
+        return [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+
+    def step(self, batch: int) -> Step:
+        trt, torch = self.trt, self.torch
+        self.buffers = {}
+        for name in self._io_names():
+            if self.engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                continue
+            low, _, high = self.engine.get_tensor_profile_shape(name, 0)
+            if not low[0] <= batch <= high[0]:
+                raise PathUnavailable(f"{self.engine_path.name} was built for batch {low[0]}..{high[0]}; rebuild "
+                                      f"it with a profile up to {batch} (e.g. BATCH=1,8,{batch})")
+            shape = list(self.engine.get_tensor_shape(name))
+            self.context.set_input_shape(name, [batch, *shape[1:]])
+        for name in self._io_names():
+            dtype = torch.from_numpy(np.empty(0, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
+            tensor = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                tensor.normal_()
+            self.buffers[name] = tensor
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        stream = self.stream
+
+        def run() -> None:
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError(f"TensorRT failed to enqueue {self.engine_path} at batch {batch}")
+
+        run()  # the first enqueue after a shape change does setup work that must not be captured
+        stream.synchronize()
+        self.peak_used = max(self.peak_used, self.free_before - torch.cuda.mem_get_info()[0])
+        if not self.cuda_graphs:
+            return run
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            run()
+        return graph.replay
+
+    def timer(self) -> Timer:
+        return CudaEventTimer(self.stream)
+
+    def memory_mb(self) -> float | None:
+        return self.peak_used / 2**20  # engine weights, activations and I/O buffers: the device memory it took
+
+    def details(self) -> dict[str, Any]:
+        if self.engine is None:
+            return {}
+        return {"engine": str(self.engine_path), "backend": self.metadata["backend"],
+                "plugin_layers": self.metadata["plugin_layers"], "cuda_graph": self.cuda_graphs}
+
+    def close(self) -> None:
+        self.buffers, self.context, self.engine = {}, None, None
+        if hasattr(self, "torch"):
+            self.torch.cuda.empty_cache()

@@ -1,0 +1,274 @@
+"""Benchmark reports: the JSON of a run, its Markdown table and latency plot, and the README table generated
+from the newest committed result files.
+
+    python -m benchmarks.report --readme README.md     # rewrite the table between the bench-table markers
+    python -m benchmarks.report results/bench_t_x.json  # print one run's Markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import atomic_path, write_json
+from pipeline.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+RESULT_GLOB = "bench_*.json"
+
+#: DESIGN.md §7: what users compare against (published; not measured by this project).
+REFERENCE_NUMBERS = [
+    ("Swin paper, PyTorch, V100, img/s (batch 64)", "T 755 · S 437 · B 278 · B-384 85 · L-384 42"),
+    ("FasterTransformer plugin, Swin-T 224, T4, ms at batch 1 / 32", "FP16 1.59 / 28.74 · INT8 1.40 / 20.48"),
+    ("FasterTransformer plugin, Swin-T 224, A10, ms at batch 1 / 32", "FP16 0.97 / 12.99"),
+    ("FasterTransformer plugin, Swin-T 224, A100, ms at batch 1 / 32", "FP16 1.47 / 6.24 · INT8 1.45 / 5.05"),
+    ("Community TensorRT 8.2, Swin-T FP16, T4, img/s", "510 at batch 1 · 833 at batch 64"),
+]
+
+#: The issue's targets on real hardware: (id, description, numerator, denominator, metric, comparison, target).
+GOALS = [
+    ("plugin_vs_native_fp16_b1", "plugin engine FP16 batch-1 latency ≤ 0.8× TensorRT's native ONNX engine",
+     ("tensorrt-plugin", "fp16", 1), ("tensorrt-native", "fp16", 1), "p50_ms", "<=", 0.8),
+    ("int8_vs_fp16_throughput_b32", "plugin engine INT8 throughput ≥ 1.3× FP16 at batch 32",
+     ("tensorrt-plugin", "int8", 32), ("tensorrt-plugin", "fp16", 32), "throughput_img_s", ">=", 1.3),
+]
+
+
+def _measured(paths: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(p["name"], p["precision"], r["batch"]): r for p in paths if p["status"] == "measured"
+            for r in p["results"] if r["status"] == "measured"}
+
+
+def evaluate_goals(paths: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each goal's ratio and verdict, or why it could not be evaluated in this run."""
+    measured = _measured(paths)
+    goals = []
+    for goal_id, description, numerator, denominator, metric, comparison, target in GOALS:
+        goal: dict[str, Any] = {"id": goal_id, "goal": description, "target": target}
+        missing = [f"{name}/{precision} at batch {batch}" for name, precision, batch in (numerator, denominator)
+                   if (name, precision, batch) not in measured]
+        if missing:
+            goal |= {"value": None, "met": None, "reason": f"not measured in this run: {', '.join(missing)}"}
+        else:
+            value = measured[numerator][metric] / measured[denominator][metric]
+            goal |= {"value": round(value, 3), "met": value <= target if comparison == "<=" else value >= target}
+        goals.append(goal)
+    return goals
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _path_label(path: dict[str, Any]) -> str:
+    return f"{path['name']} {path['precision']}" + (f" ({path['note']})" if path.get("note") else "")
+
+
+def environment_line(environment: dict[str, Any]) -> str:
+    gpu = environment["gpu"]
+    parts = [gpu.get("device") or f"CPU only: {environment['cpu']['model']}, {environment['cpu']['cores']} cores"]
+    if environment.get("nvidia_smi"):
+        smi = environment["nvidia_smi"][0]
+        parts.append(f"SM clock {smi.get('clocks.sm')} (max {smi.get('clocks.max.sm')}), power limit "
+                     f"{smi.get('power.limit')}, driver {smi.get('driver_version')}")
+    if environment.get("jetson"):
+        parts.append(f"Jetson {environment['jetson']['l4t']}, nvpmodel: {environment['jetson']['nvpmodel']}")
+    packages = environment["packages"]
+    parts.append(", ".join(f"{name} {packages[name]}" for name in ("torch", "onnxruntime", "tensorrt")
+                           if name in packages))
+    return "; ".join(parts)
+
+
+def summary_table(report: dict[str, Any]) -> list[str]:
+    """One row per measured path: median latency (ms) and throughput (img/s) per batch."""
+    batches = sorted({r["batch"] for p in report["paths"] for r in p.get("results", []) if r["status"] == "measured"})
+    lines = ["| path | " + " | ".join(f"batch {b}: p50 ms (img/s)" for b in batches) + " |",
+             "|---|" + "---|" * len(batches)]
+    for path in report["paths"]:
+        if path["status"] != "measured":
+            continue
+        by_batch = {r["batch"]: r for r in path["results"]}
+        cells = []
+        for batch in batches:
+            result = by_batch.get(batch)
+            if result is None or result["status"] != "measured":
+                cells.append("—")
+            else:
+                cells.append(f"{_fmt(result['p50_ms'])} ({_fmt(result['throughput_img_s'], 1)})")
+        lines.append(f"| {_path_label(path)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def skipped_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for path in report["paths"]:
+        if path["status"] != "measured":
+            lines.append(f"- {path['name']} {path['precision']}: {path['status']}: {path['reason']}")
+        else:
+            lines += [f"- {path['name']} {path['precision']} batch {r['batch']}: skipped: {r['reason']}"
+                      for r in path["results"] if r["status"] != "measured"]
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The full Markdown of one run: summary, per-batch statistics, skipped paths, goals, reference numbers."""
+    lines = [f"# Swin-{report['variant']} {report['image_size'][0]}×{report['image_size'][1]} benchmark, "
+             f"{report['created'][:10]}", "", environment_line(report["environment"]), "",
+             *summary_table(report), "",
+             "| path | batch | p50 ms | p90 ms | p99 ms | mean ms | img/s | iterations | timer | memory MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for path in report["paths"]:
+        for r in path.get("results", []):
+            if r["status"] == "measured":
+                lines.append(f"| {_path_label(path)} | {r['batch']} | {_fmt(r['p50_ms'])} | {_fmt(r['p90_ms'])} | "
+                             f"{_fmt(r['p99_ms'])} | {_fmt(r['mean_ms'])} | {_fmt(r['throughput_img_s'], 1)} | "
+                             f"{r['iterations']} ({r['stopped_by']}) | {path['timer']} | "
+                             f"{_fmt(r.get('memory_mb'), 0)} |")
+    skipped = skipped_lines(report)
+    if skipped:
+        lines += ["", "Not measured:", *skipped]
+    lines += ["", "Goals (on real hardware):"]
+    for goal in report["goals"]:
+        verdict = goal["reason"] if goal["met"] is None else f"{goal['value']} → {'met' if goal['met'] else 'MISSED'}"
+        lines.append(f"- {goal['goal']}: {verdict}")
+    lines += ["", "Reference numbers (DESIGN.md §7, published, not measured here):", "",
+              "| source | numbers |", "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plot and files
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    """Median latency vs batch per measured path (log-log), bars from p50 to p99."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on CI machines; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for bench_path in report["paths"]:
+        results = [r for r in bench_path.get("results", []) if r["status"] == "measured"]
+        if not results:
+            continue
+        batches = [r["batch"] for r in results]
+        p50 = [r["p50_ms"] for r in results]
+        spread = [[0.0] * len(results), [r["p99_ms"] - r["p50_ms"] for r in results]]
+        axes.errorbar(batches, p50, yerr=spread, marker="o", capsize=3,
+                      label=f"{bench_path['name']} {bench_path['precision']} ({bench_path['device']})")
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("batch")
+    axes.set_ylabel("latency, ms (p50, bar to p99)")
+    axes.set_title(f"Swin-{report['variant']}: {environment_line(report['environment']).split(';')[0]}")
+    axes.grid(True, which="both", alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def write_report(report: dict[str, Any], stem: Path) -> list[Path]:
+    """``<stem>.json``, ``<stem>.md`` and ``<stem>.png``, each written atomically."""
+    markdown_path = stem.with_suffix(".md")
+    write_json(stem.with_suffix(".json"), report)
+    with atomic_path(markdown_path) as tmp:
+        tmp.write_text(markdown(report))
+    return [stem.with_suffix(".json"), markdown_path, plot(report, stem.with_suffix(".png"))]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# README
+
+
+def committed_results(results_dir: Path) -> list[Path]:
+    """Result JSONs under version control (all of them outside a git checkout): the README shows what others
+    can reproduce from the repository, not a local run that was never committed."""
+    files = sorted(results_dir.glob(RESULT_GLOB))
+    try:
+        listed = subprocess.run(["git", "ls-files", "--", RESULT_GLOB], cwd=results_dir, capture_output=True,
+                                text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return files
+    return [f for f in files if f.name in set(listed)]
+
+
+def newest_per_device(files: Iterable[Path]) -> list[dict[str, Any]]:
+    """The newest run per (variant, device), newest first."""
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for file in files:
+        report = json.loads(file.read_text())
+        report["file"] = file.name
+        key = (report["variant"], report["device"])
+        if key not in newest or report["created"] > newest[key]["created"]:
+            newest[key] = report
+    return sorted(newest.values(), key=lambda r: r["created"], reverse=True)
+
+
+def readme_section(reports: list[dict[str, Any]]) -> str:
+    if not reports:
+        return "(no benchmark results committed yet)\n"
+    lines = ["Generated by `python -m benchmarks.report --readme README.md` from the newest committed file per "
+             "device in `benchmarks/results/`; rerun `make bench` on your machine for its numbers."]
+    for report in reports:
+        lines += ["", f"**Swin-{report['variant']}, {report['created'][:10]}** "
+                  f"({environment_line(report['environment'])}; "
+                  f"[`{report['file']}`](benchmarks/results/{report['file']}))", "", *summary_table(report)]
+        skipped = skipped_lines(report)
+        if skipped:
+            lines += ["", "<details><summary>not measured on this machine</summary>", "", *skipped, "",
+                      "</details>"]
+    lines += ["", "Reference numbers (DESIGN.md §7, published, not measured here):", "",
+              "| source | numbers |", "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, section: str) -> bool:
+    """Replace the text between the bench-table markers; return whether the file changed."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise PipelineError(f"{readme} lacks the markers {README_START} … {README_END}; add them where the "
+                            "benchmark table should go")
+    updated = text[:start + len(README_START)] + "\n" + section + text[end:]
+    if updated == text:
+        return False
+    with atomic_path(readme) as tmp:
+        tmp.write_text(updated)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="*", type=Path, help="result JSONs to print as Markdown")
+    parser.add_argument("--readme", type=Path, help="README to update from the newest committed results")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    try:
+        if args.readme:
+            changed = update_readme(args.readme, readme_section(newest_per_device(committed_results(args.results_dir))))
+            print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
+        for path in args.results:
+            print(markdown(json.loads(path.read_text())))
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
