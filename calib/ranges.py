@@ -12,7 +12,8 @@ Methods (``amax`` is the clip value; the INT8 scale is ``amax / 127``):
 - ``percentile``: the upper edge of the bin where the cumulative ``|x|`` histogram reaches ``percentile`` %.
 - ``entropy``: TensorRT's EntropyCalibrator2 search: over a 2048-bin histogram, try every clip bin ``i`` from
   128 to 2048 and keep the one minimizing KL(P || Q), where P is the histogram clipped at ``i`` (the outliers
-  added to its last bin) and Q is P quantized to 128 levels and expanded back over P's non-empty bins.
+  added to its last bin) and Q is the first ``i`` bins (outliers left out) quantized to 128 levels and expanded
+  back over P's non-empty bins.
 """
 
 from __future__ import annotations
@@ -126,19 +127,23 @@ def entropy_amax(counts: np.ndarray, absmax: float) -> float:
 
 
 def clip_divergence(counts: np.ndarray, clip_bin: int, levels: int = ENTROPY_LEVELS) -> float:
-    """KL(P || Q) for clipping ``counts`` at bin ``clip_bin`` and quantizing the clipped histogram to ``levels``.
+    """KL(P || Q) for clipping ``counts`` at bin ``clip_bin`` and quantizing to ``levels`` levels.
 
-    P: the first ``clip_bin`` bins, with everything beyond added to the last one (saturation). Q: P merged into
-    ``levels`` groups of ``clip_bin // levels`` bins (the last group also takes the remainder), each group's
-    total spread evenly over its non-empty bins; empty bins stay empty, so Q > 0 wherever P > 0.
+    P: the first ``clip_bin`` bins, with everything beyond added to the last one (what saturation does).
+    Q: the first ``clip_bin`` bins *without* the outliers, merged into ``levels`` groups of ``clip_bin // levels``
+    bins (the last group also takes the remainder), each group's total spread evenly over the bins where P is
+    non-empty. Leaving the outliers out of Q is what makes clipping cost something: with them in, clipping at
+    ``levels`` bins would quantize losslessly and always win. Infinite when P has mass where Q has none.
     """
-    p = counts[:clip_bin].copy()
+    p = counts[:clip_bin].astype(np.float64)
     p[-1] += counts[clip_bin:].sum()
     group = np.minimum(np.arange(clip_bin) // (clip_bin // levels), levels - 1)
     nonempty = p > 0
-    group_total = np.bincount(group, weights=p, minlength=levels)
+    group_total = np.bincount(group, weights=counts[:clip_bin], minlength=levels)
     group_nonempty = np.bincount(group, weights=nonempty, minlength=levels)
     q = np.where(nonempty, group_total[group] / np.maximum(group_nonempty[group], 1), 0.0)
+    if not (q[nonempty] > 0).all():
+        return float("inf")
     p_prob, q_prob = p[nonempty] / p.sum(), q[nonempty] / q.sum()
     return float(np.sum(p_prob * np.log(p_prob / q_prob)))
 
