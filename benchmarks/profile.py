@@ -1,0 +1,142 @@
+"""``python -m benchmarks.profile`` (``make profile``): TensorRT's per-layer times of our engine, and of the engine
+TensorRT builds from the plain ONNX, so users see the plugin's share of the total and whether Myelin fused the
+native attention.
+
+    python -m benchmarks.profile --variant T [--precision fp16] [--batch 1] [--no-native]
+
+Writes ``build/swin_<v>/profile.json``: per-layer average times (IProfiler), the engine inspector's layer
+information, and a summary. Needs TensorRT with a CUDA GPU: TensorRT-RTX builds engines ahead of time on a CPU
+machine, but the engine inspector needs a deserialized engine, which needs the GPU, so on a CPU-only machine the
+command prints why it skipped and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench import DEFAULT_PLUGIN, prepare_inputs
+from benchmarks.paths import PathUnavailable, TensorRTPath, require_tensorrt
+from benchmarks.report import ROOT
+from pipeline.artifacts import write_json
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("benchmarks.profile")
+
+
+def layer_times(path: TensorRTPath, batch: int, iterations: int) -> list[dict[str, Any]]:
+    """Average time per layer over ``iterations`` profiled runs, in execution order."""
+    trt = path.trt
+    totals: dict[str, list[float]] = {}
+
+    class Profiler(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            totals.setdefault(layer_name, []).append(ms)
+
+    path.step(batch)  # shapes and buffers for this batch, one untimed run
+    context = path.context
+    context.profiler = Profiler()
+    context.enqueue_emits_profile = False  # report explicitly after each synchronization
+    for _ in range(iterations):
+        context.execute_async_v3(path.stream.cuda_stream)
+        path.stream.synchronize()
+        context.report_to_profiler()
+    total = sum(sum(v) / len(v) for v in totals.values())
+    return [{"name": name, "average_ms": sum(v) / len(v), "percent": 100 * sum(v) / len(v) / total}
+            for name, v in totals.items()]
+
+
+def summarize_layers(layers: list[dict[str, Any]], plugin_layer_names: list[str]) -> dict[str, Any]:
+    """Total time, the plugin layers' share, and Myelin's fused regions ("ForeignNode") with whether any Softmax
+    survived as a layer of its own (unfused attention)."""
+    plugin_names = set(plugin_layer_names)
+    plugin = [layer for layer in layers if layer["name"] in plugin_names or "SwinWindowAttention" in layer["name"]]
+    foreign = [layer for layer in layers if "ForeignNode" in layer["name"] or "myelin" in layer["name"].lower()]
+    standalone_softmax = [layer["name"] for layer in layers
+                          if "softmax" in layer["name"].lower() and layer not in foreign]
+    return {
+        "total_ms": sum(layer["average_ms"] for layer in layers),
+        "layers": len(layers),
+        "plugin_layers": len(plugin),
+        "plugin_ms": sum(layer["average_ms"] for layer in plugin),
+        "plugin_percent": sum(layer["percent"] for layer in plugin),
+        "myelin_regions": len(foreign),
+        "myelin_percent": sum(layer["percent"] for layer in foreign),
+        "standalone_softmax_layers": standalone_softmax,
+        "attention_fused_by_myelin": bool(foreign) and not standalone_softmax and not plugin,
+    }
+
+
+def profile_engine(path: TensorRTPath, batch: int, iterations: int) -> dict[str, Any]:
+    path.setup()
+    try:
+        layers = layer_times(path, batch, iterations)
+        inspector = path.engine.create_engine_inspector()
+        inspector.execution_context = path.context
+        information = inspector.get_engine_information(path.trt.LayerInformationFormat.JSON)
+        return {"engine": str(path.engine_path), "batch": batch, "iterations": iterations,
+                "summary": summarize_layers(layers, path.metadata["plugin_layer_names"]), "layers": layers,
+                # LAYER_NAMES_ONLY engines give names only; DETAILED ones add tactics, formats and fused ops.
+                "inspector": information}
+    finally:
+        path.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="T")
+    parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=50, help="profiled runs averaged per layer (50)")
+    parser.add_argument("--no-native", action="store_true", help="skip TensorRT's engine of the plain ONNX")
+    parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN)
+    parser.add_argument("--out", type=Path, help="default build/swin_<v>/profile.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("benchmarks").setLevel(logging.INFO)
+    variant = args.variant.upper()
+    engine_dir = ROOT / "build" / f"swin_{variant.lower()}"
+    try:
+        require_tensorrt()
+    except PathUnavailable as reason:
+        print(f"profile: skipped: {reason}. TensorRT-RTX cannot stand in: its engine inspector needs a deserialized "
+              "engine, and deserializing needs the GPU. Nothing was written.")
+        return 0
+    try:
+        inputs = prepare_inputs(variant, None, ROOT / "build" / f"bench_{variant.lower()}", max(args.batch, 8),
+                                plugin_library=args.plugin, engine_dir=engine_dir, gpu_batches=(1, args.batch))
+        ours = TensorRTPath("tensorrt-plugin", args.precision, lambda: inputs.plugin_engine(args.precision),
+                            args.plugin)
+        result: dict[str, Any] = {"variant": variant, "precision": args.precision,
+                                  "plugin_engine": profile_engine(ours, args.batch, args.iterations)}
+        if not args.no_native:
+            native = TensorRTPath("tensorrt-native", args.precision, lambda: inputs.native_engine(args.precision), None)
+            try:
+                result["native_engine"] = profile_engine(native, args.batch, args.iterations)
+            except PathUnavailable as reason:
+                result["native_engine"] = {"skipped": str(reason)}
+    except (PipelineError, PathUnavailable) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = args.out or engine_dir / "profile.json"
+    write_json(out, result)
+    for key in ("plugin_engine", "native_engine"):
+        summary = result.get(key, {}).get("summary")
+        if summary:
+            print(f"{key}: {summary['total_ms']:.3f} ms over {summary['layers']} layers; plugin "
+                  f"{summary['plugin_percent']:.1f}%, Myelin regions {summary['myelin_regions']} "
+                  f"({summary['myelin_percent']:.1f}%), attention fused by Myelin: "
+                  f"{summary['attention_fused_by_myelin']}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The C++ engine runner compiles (syntax check against TensorRT and CUDA runtime headers, no GPU needed), and on a
+GPU: the CUDA-event timer and the TensorRT engine path of the benchmark."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not an installed package
+from plugin_build import find_nvcc, native_libs, plugin_library  # noqa: F401 - fixtures
+
+from benchmarks.paths import TensorRTPath
+from benchmarks.report import ROOT
+from benchmarks.timers import Budget, CudaEventTimer
+
+
+def tensorrt_include_dir() -> Path | None:
+    """An installed TensorRT's headers, else the kernel-lens wheel's (the fallback CMakeLists.txt uses too)."""
+    for candidate in (Path("/usr/include/x86_64-linux-gnu"), Path("/usr/include/aarch64-linux-gnu"),
+                      Path("/usr/local/tensorrt/include")):
+        if (candidate / "NvInferRuntime.h").is_file():
+            return candidate
+    spec = importlib.util.find_spec("kernel_lens")
+    if spec and spec.submodule_search_locations:
+        folder = Path(spec.submodule_search_locations[0]) / "include" / "tensorrt"
+        return folder if (folder / "NvInferRuntime.h").is_file() else None
+    return None
+
+
+def cuda_include_dir() -> Path | None:
+    """The CUDA toolkit's headers (nvcc may be a wrapper script, so its folder is only one candidate)."""
+    nvcc = find_nvcc()
+    candidates = [Path(os.environ[v]) / "include" for v in ("CUDA_HOME", "CUDA_PATH") if v in os.environ]
+    candidates += [Path(nvcc).resolve().parents[1] / "include"] if nvcc else []
+    candidates.append(Path("/usr/local/cuda/include"))
+    return next((c for c in candidates if (c / "cuda_runtime_api.h").is_file()), None)
+
+
+def test_trt_runner_compiles_with_warnings_as_errors():
+    compiler = shutil.which("g++") or shutil.which("c++")
+    include, cuda_include = tensorrt_include_dir(), cuda_include_dir()
+    if compiler is None or include is None or cuda_include is None:
+        pytest.skip(f"needs a C++ compiler ({compiler}), CUDA headers ({cuda_include}) and TensorRT headers "
+                    f"({include})")
+    command = [compiler, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-isystem", str(include),
+               "-isystem", str(cuda_include), str(ROOT / "benchmarks" / "trt_runner.cpp")]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_event_timer_measures_enqueued_work():
+    a = torch.randn(2048, 2048, device="cuda")
+    small = CudaEventTimer().measure(lambda: a @ a, Budget(warmup=3, iterations=20, min_iterations=20))
+    large = CudaEventTimer().measure(lambda: (a @ a) @ a, Budget(warmup=3, iterations=20, min_iterations=20))
+    assert len(small.latencies_ms) == 20 and small.timer == "cuda-events"
+    assert all(t > 0 for t in small.latencies_ms)
+    assert sorted(large.latencies_ms)[10] > 1.5 * sorted(small.latencies_ms)[10]  # two GEMMs take about twice
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tensorrt_path_runs_the_plugin_engine(swin_t_onnx, plugin_library, tmp_path):  # noqa: F811
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    from pipeline.build import build_engine
+
+    engine = tmp_path / "swin_t_fp32.engine"
+    build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=(1, 2, 4), backend="tensorrt")
+    path = TensorRTPath("tensorrt-plugin", "fp32", lambda: engine, plugin_library, cuda_graphs=True)
+    path.setup()
+    try:
+        measurement = path.timer().measure(path.step(2), Budget(warmup=2, iterations=10, min_iterations=10))
+        assert len(measurement.latencies_ms) == 10 and path.memory_mb() > 0
+        assert path.details()["plugin_layers"] == 12
+    finally:
+        path.close()
