@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu-batch", type=_batches, default=DEFAULT_CPU_BATCHES, help="CPU paths (1,8)")
     parser.add_argument("--iterations", type=int, default=200, help="timed iterations per path and batch (200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first on the GPU (20)")
-    parser.add_argument("--cpu-warmup", type=int, default=3, help="untimed iterations first on the CPU (3)")
+    parser.add_argument("--cpu-warmup", type=int, default=5, help="untimed iterations first on the CPU (5; oneDNN "
+                        "sets up its kernels during the first few)")
     parser.add_argument("--cpu-budget-s", type=float, default=10.0,
                         help="a CPU timed loop stops after this many seconds... (10)")
     parser.add_argument("--cpu-min-iterations", type=int, default=10, help="...once this many are done (10)")

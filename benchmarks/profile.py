@@ -13,6 +13,7 @@ command prints why it skipped and exits 0.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -41,7 +42,8 @@ def layer_times(path: TensorRTPath, batch: int, iterations: int) -> list[dict[st
 
     path.step(batch)  # shapes and buffers for this batch, one untimed run
     context = path.context
-    context.profiler = Profiler()
+    profiler = Profiler()  # held here: TensorRT does not keep the Python object alive
+    context.profiler = profiler
     context.enqueue_emits_profile = False  # report explicitly after each synchronization
     for _ in range(iterations):
         context.execute_async_v3(path.stream.cuda_stream)
@@ -79,7 +81,7 @@ def profile_engine(path: TensorRTPath, batch: int, iterations: int) -> dict[str,
         layers = layer_times(path, batch, iterations)
         inspector = path.engine.create_engine_inspector()
         inspector.execution_context = path.context
-        information = inspector.get_engine_information(path.trt.LayerInformationFormat.JSON)
+        information = json.loads(inspector.get_engine_information(path.trt.LayerInformationFormat.JSON))
         return {"engine": str(path.engine_path), "batch": batch, "iterations": iterations,
                 "summary": summarize_layers(layers, path.metadata["plugin_layer_names"]), "layers": layers,
                 # LAYER_NAMES_ONLY engines give names only; DETAILED ones add tactics, formats and fused ops.

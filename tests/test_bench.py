@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not an installed package
-from benchmarks import bench, environment, report
+from benchmarks import bench, environment, profile, report
 from benchmarks.paths import OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath, deadline
 from benchmarks.stats import percentile, speedup, summarize
 from benchmarks.timers import Budget, WallClockTimer
@@ -234,3 +234,26 @@ def test_bench_rejects_unknown_paths_and_missing_onnx(tmp_path, capsys):
     assert "make onnx" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--precision", "fp8"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# make profile
+
+
+def test_profile_summary_finds_the_plugin_share_and_myelin_fusion():
+    ours = [{"name": "qkv", "average_ms": 1.0, "percent": 25.0},
+            {"name": "block0/SwinWindowAttention", "average_ms": 2.0, "percent": 50.0},
+            {"name": "proj", "average_ms": 1.0, "percent": 25.0}]
+    summary = profile.summarize_layers(ours, ["block0/SwinWindowAttention"])
+    assert (summary["plugin_layers"], summary["plugin_percent"], summary["total_ms"]) == (1, 50.0, 4.0)
+    assert summary["attention_fused_by_myelin"] is False
+    fused = [{"name": "{ForeignNode[/layers.0/Softmax.../MatMul]}", "average_ms": 3.0, "percent": 100.0}]
+    assert profile.summarize_layers(fused, [])["attention_fused_by_myelin"] is True
+    unfused = [*fused, {"name": "/layers.1/attn/Softmax", "average_ms": 1.0, "percent": 10.0}]
+    assert profile.summarize_layers(unfused, [])["standalone_softmax_layers"] == ["/layers.1/attn/Softmax"]
+
+
+@pytest.mark.skipif(environment.driver_version() is not None, reason="checks the CPU-only behaviour")
+def test_profile_skips_with_a_message_without_a_gpu(capsys):
+    assert profile.main(["--variant", "T"]) == 0
+    assert "profile: skipped" in capsys.readouterr().out
