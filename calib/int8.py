@@ -89,7 +89,12 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     layers = find_quantizable_layers(model)
     if not layers:
         raise PipelineError(f"{onnx_path} has no MatMul/Gemm/Conv layer with constant weights to quantize")
-    exclude = default_exclusions(model) if exclude is None else tuple(exclude)
+    if exclude is None:
+        exclude = default_exclusions(model)
+        if exclude:
+            log.info("int8: Swin-L detected (embed dim 192): keeping %s in higher precision (DESIGN.md §4); "
+                     "pass exclude=() to quantize them too", ", ".join(exclude))
+    exclude = tuple(exclude)
     excluded = select_excluded(layers, exclude)
     quantized = [layer for layer in layers if layer.name not in excluded]
     size = graph_image_size(model) if img_size is None else img_size
