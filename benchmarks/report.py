@@ -77,7 +77,9 @@ def _path_label(path: dict[str, Any]) -> str:
 
 def environment_line(environment: dict[str, Any]) -> str:
     gpu = environment["gpu"]
-    parts = [gpu.get("device") or f"CPU only: {environment['cpu']['model']}, {environment['cpu']['cores']} cores"]
+    cpu = environment["cpu"]
+    parts = [gpu.get("device") or f"CPU only: {cpu['model']}, {cpu['cores']} cores, load average "
+                                  f"{cpu.get('load_average_1m')} at start"]
     if environment.get("nvidia_smi"):
         smi = environment["nvidia_smi"][0]
         parts.append(f"SM clock {smi.get('clocks.sm')} (max {smi.get('clocks.max.sm')}), power limit "
@@ -157,19 +159,25 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")  # no display on CI machines; must precede pyplot
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     figure, axes = plt.subplots(figsize=(8, 5))
+    all_batches: set[int] = set()
     for bench_path in report["paths"]:
         results = [r for r in bench_path.get("results", []) if r["status"] == "measured"]
         if not results:
             continue
         batches = [r["batch"] for r in results]
+        all_batches.update(batches)
         p50 = [r["p50_ms"] for r in results]
         spread = [[0.0] * len(results), [r["p99_ms"] - r["p50_ms"] for r in results]]
         axes.errorbar(batches, p50, yerr=spread, marker="o", capsize=3,
                       label=f"{bench_path['name']} {bench_path['precision']} ({bench_path['device']})")
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
+    axes.set_xticks(sorted(all_batches))  # label the measured batches as plain numbers, not powers of two
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
     axes.set_xlabel("batch")
     axes.set_ylabel("latency, ms (p50, bar to p99)")
     axes.set_title(f"Swin-{report['variant']}: {environment_line(report['environment']).split(';')[0]}")
