@@ -11,6 +11,9 @@ from pipeline.export import export_onnx
 from pipeline.models import build_swin
 from pipeline.surgery import replace_window_attention
 
+# The native build fixtures (native_libs, plugin_library) live with the ctypes binding they serve.
+pytest_plugins = ("plugin_build",)
+
 
 def perturb_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
     """Add N(0, std) to every floating-point tensor so no two tensors are equal (exporters merge equal

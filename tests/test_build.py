@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from plugin_build import ROOT, native_libs, plugin_library  # noqa: F401 - fixtures
+from plugin_build import ROOT
 
 from pipeline.artifacts import file_sha256
 from pipeline.build import Runtime, build_engine, check_engine_compatible
@@ -36,7 +36,7 @@ def no_partial_files(folder: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> tuple[Path, dict]:  # noqa: F811
+def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("engine")
     engine = folder / "model.swin.engine"
     metadata = build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=BATCH, backend="rtx",
@@ -44,7 +44,7 @@ def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> tuple[Path, di
     return engine, metadata
 
 
-def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):  # noqa: F811
+def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):
     engine, metadata = fp32_engine
     _, swin_path, surgery = swin_t_onnx
     nodes = [node.name for node in onnx.load(swin_path, load_external_data=False).graph.node
@@ -68,7 +68,7 @@ def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):  # 
     assert no_partial_files(engine.parent)
 
 
-def test_timing_cache_is_written_and_reused(fp32_engine, swin_t_onnx, plugin_library):  # noqa: F811
+def test_timing_cache_is_written_and_reused(fp32_engine, swin_t_onnx, plugin_library):
     engine, metadata = fp32_engine
     cache = engine.parent / "timing.cache"
     assert metadata["timing_cache"]["loaded_bytes"] == 0
@@ -81,7 +81,7 @@ def test_timing_cache_is_written_and_reused(fp32_engine, swin_t_onnx, plugin_lib
     assert again["timing_cache"]["used_by_backend"] is False
 
 
-def test_fp16_engine_binds_every_block(swin_t_onnx, plugin_library, tmp_path):  # noqa: F811
+def test_fp16_engine_binds_every_block(swin_t_onnx, plugin_library, tmp_path):
     fp16_path = tmp_path / "model.swin.fp16.onnx"
     convert_fp16(swin_t_onnx[1], fp16_path)
     metadata = build_engine(fp16_path, tmp_path / "fp16.engine", plugin_library=plugin_library, batch=BATCH,
@@ -97,7 +97,7 @@ def test_missing_plugin_library_says_make_plugin(swin_t_onnx, tmp_path):
         build_engine(swin_t_onnx[1], tmp_path / "m.engine", plugin_library=tmp_path / "missing.so", backend="rtx")
 
 
-def test_corrupt_onnx_is_our_error(plugin_library, tmp_path):  # noqa: F811
+def test_corrupt_onnx_is_our_error(plugin_library, tmp_path):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage" * 100)
     with pytest.raises(PipelineError, match=r"cannot read .*corrupt.onnx as ONNX"):
@@ -105,7 +105,7 @@ def test_corrupt_onnx_is_our_error(plugin_library, tmp_path):  # noqa: F811
     assert not (tmp_path / "corrupt.engine").exists() and no_partial_files(tmp_path)
 
 
-def test_parser_errors_are_listed_and_no_engine_is_left(plugin_library, tmp_path):  # noqa: F811
+def test_parser_errors_are_listed_and_no_engine_is_left(plugin_library, tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Relu", ["images"], ["hidden"], name="relu"),
          helper.make_node("NoSuchOp", ["hidden"], ["logits"], name="mystery_node")],
@@ -119,7 +119,7 @@ def test_parser_errors_are_listed_and_no_engine_is_left(plugin_library, tmp_path
     assert no_partial_files(tmp_path)
 
 
-def test_ctrl_c_mid_build_leaves_no_engine(swin_t_onnx, plugin_library, tmp_path):  # noqa: F811
+def test_ctrl_c_mid_build_leaves_no_engine(swin_t_onnx, plugin_library, tmp_path):
     engine = tmp_path / "interrupted.engine"
     script = textwrap.dedent(f"""
         import logging
@@ -166,7 +166,7 @@ def test_check_engine_compatible(fp32_engine):
             check_engine_compatible(engine, [runtime])
 
 
-def test_check_engine_compatible_refuses_changed_plugin_and_missing_metadata(fp32_engine, plugin_library,  # noqa: F811
+def test_check_engine_compatible_refuses_changed_plugin_and_missing_metadata(fp32_engine, plugin_library,
                                                                              tmp_path):
     engine = copy_engine(fp32_engine[0], tmp_path)
     library = shutil.copy(plugin_library, tmp_path / "plugin.so")

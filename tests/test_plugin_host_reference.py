@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from plugin_build import NativeLibs, SwinAttention, SwinAttentionError, native_libs  # noqa: F401 - fixture
+from plugin_build import NativeLibs, SwinAttention, SwinAttentionError
 
 from pipeline.reference import MASK_VALUE, window_attention_reference
 
@@ -71,7 +71,7 @@ def torch_window_attention(qkv, rel_bias, qkv_bias, *, height, width, window_siz
 
 
 @pytest.fixture(scope="module")
-def reference_lib(native_libs: NativeLibs) -> SwinAttention:  # noqa: F811 - pytest fixture injection
+def reference_lib(native_libs: NativeLibs) -> SwinAttention:
     return SwinAttention(native_libs.reference)
 
 
@@ -137,7 +137,7 @@ def _exported_functions(path) -> set[str]:
     return {line.split()[-1] for line in out.splitlines() if line.split()[1:2] == ["T"]}
 
 
-def test_plugin_library_links_no_tensorrt(native_libs: NativeLibs):  # noqa: F811
+def test_plugin_library_links_no_tensorrt(native_libs: NativeLibs):
     assert native_libs.plugin is not None, "CMake found no TensorRT headers; the kernel-lens fallback should apply"
     undefined = _undefined_symbols(native_libs.plugin)
     offending = [line for line in undefined.splitlines()
@@ -149,7 +149,7 @@ def test_plugin_library_links_no_tensorrt(native_libs: NativeLibs):  # noqa: F81
     assert "nvinfer" not in needed and "libcudart" not in needed  # CUDA runtime is linked statically
 
 
-def test_host_reference_library_needs_no_cuda(native_libs: NativeLibs):  # noqa: F811
+def test_host_reference_library_needs_no_cuda(native_libs: NativeLibs):
     needed = subprocess.run(["readelf", "-d", str(native_libs.reference)], capture_output=True, text=True,
                             check=True).stdout
     assert "cuda" not in needed.lower()

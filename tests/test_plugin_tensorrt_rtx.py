@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from plugin_build import native_libs, plugin_library, synthetic_onnx  # noqa: F401 - fixtures
+from plugin_build import synthetic_onnx
 
 from pipeline.build import build_engine
 from pipeline.errors import PipelineError
@@ -32,7 +32,7 @@ def build_fails_with(onnx_path, engine_path, plugin: str, capfd: pytest.CaptureF
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_synthetic_graph_binds_and_builds(plugin_library, tmp_path, dtype):  # noqa: F811
+def test_synthetic_graph_binds_and_builds(plugin_library, tmp_path, dtype):
     onnx_path = synthetic_onnx(tmp_path / "synthetic.onnx", BLOCKS, channels=C, height=H, width=W, dtype=dtype)
     metadata = build_engine(onnx_path, tmp_path / "synthetic.engine", plugin_library=plugin_library, batch=BATCH,
                             backend="rtx")
@@ -49,13 +49,13 @@ def test_synthetic_graph_binds_and_builds(plugin_library, tmp_path, dtype):  # n
     (dict(window_size=7, shift_size=3, num_heads=4, height=11), "qkv has 130 tokens but height*width = 11*13"),
     (dict(window_size=7, shift_size=0, num_heads=32), "head_dim = C/num_heads = 64/32 = 2 is not supported"),
 ])
-def test_broken_node_fails_the_build_with_our_message(plugin_library, tmp_path, capfd, block, message):  # noqa: F811
+def test_broken_node_fails_the_build_with_our_message(plugin_library, tmp_path, capfd, block, message):
     onnx_path = synthetic_onnx(tmp_path / "broken.onnx", [block], channels=C, height=H, width=W)
     build_fails_with(onnx_path, tmp_path / "broken.engine", plugin_library, capfd,
                      "SwinWindowAttention plugin (layer 'swin_attention0'): ", message)
 
 
-def test_wrong_rel_bias_shape_fails(plugin_library, tmp_path, capfd):  # noqa: F811
+def test_wrong_rel_bias_shape_fails(plugin_library, tmp_path, capfd):
     onnx_path = synthetic_onnx(tmp_path / "bias.onnx", [dict(window_size=7, shift_size=3, num_heads=4)],
                                channels=C, height=H, width=W)
     model = onnx.load(onnx_path)

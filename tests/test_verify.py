@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 from conftest import perturb_
-from plugin_build import native_libs, plugin_library  # noqa: F401 - fixtures
 
 from pipeline.build import build_engine
 from pipeline.errors import PipelineError
@@ -53,7 +52,7 @@ def test_fp16_onnx_within_fp16_thresholds(swin_t, swin_t_onnx, images, tmp_path)
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx_bindings") is None,
                     reason="TensorRT-RTX is not installed (pip install -e '.[rtx]')")
-def test_engine_without_gpu_verifies_the_onnx_it_was_built_from(swin_t, swin_t_onnx, images, plugin_library,  # noqa: F811
+def test_engine_without_gpu_verifies_the_onnx_it_was_built_from(swin_t, swin_t_onnx, images, plugin_library,
                                                                  tmp_path):
     engine = tmp_path / "model.swin.engine"
     build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=(1, 4, 4), backend="rtx")
