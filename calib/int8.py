@@ -79,7 +79,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
       ``img_size``: int or (H, W); default read from the graph's input.
 
     Returns the report: method, samples, images used/skipped, whether the images were generated, the quantized
-    and excluded layers (name, role, ONNX node), cache hit and timings in seconds.
+    and excluded layers (name, role, ONNX node, activation and weight tensors, weight axis), cache hit and
+    timings in seconds.
     """
     started = time.perf_counter()
     if method not in METHODS:
@@ -131,8 +132,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
         "percentile": percentile if method == "percentile" else None, "samples": samples,
         "calibration": {**calibration.report(), "generated": generated}, "cache": str(cache_path),
         "cache_hit": cache_hit, "exclude": list(exclude),
-        "quantized_layers": [{"name": q.name, "role": q.role, "node": q.node} for q in quantized],
-        "excluded_layers": [{"name": q.name, "role": q.role, "node": q.node} for q in layers if q.name in excluded],
+        "quantized_layers": [layer.report() for layer in quantized],
+        "excluded_layers": [layer.report() for layer in layers if layer.name in excluded],
         "timing_s": {"load_images": round(loaded - started, 2), "calibrate": round(calibrated - loaded, 2),
                      "quantize_and_write": round(finished - calibrated, 2), "total": round(finished - started, 2)},
     }
