@@ -194,8 +194,15 @@ def _tensor_description(trt: Any, tensor: Any) -> dict[str, Any]:
     return {"name": tensor.name, "dtype": np.dtype(trt.nptype(tensor.dtype)).name, "shape": list(tensor.shape)}
 
 
-def _logger(trt: Any) -> tuple[Any, list[str]]:
-    """A TensorRT logger forwarding to ``logging``; also returns the list of error messages it collects."""
+#: What TensorRT-RTX reports when it probes for a GPU during an ahead-of-time build on a machine without one.
+_NO_GPU_MESSAGES = ("CUDA driver version is insufficient", "no CUDA-capable device")
+
+
+def _logger(trt: Any, ahead_of_time: bool) -> tuple[Any, list[str]]:
+    """A TensorRT logger forwarding to ``logging``; also returns the list of error messages it collects.
+
+    Ahead of time, a missing GPU is expected: those errors are logged at debug level and not collected.
+    """
     errors: list[str] = []
     severity = trt.ILogger.Severity
     levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR,
@@ -206,6 +213,9 @@ def _logger(trt: Any) -> tuple[Any, list[str]]:
             trt.ILogger.__init__(self)
 
         def log(self, level: Any, message: str) -> None:
+            if ahead_of_time and any(m in message for m in _NO_GPU_MESSAGES):
+                log.debug("%s (expected without a GPU): %s", trt.__name__, message)
+                return
             if levels[level] >= logging.ERROR:
                 errors.append(message)
             log.log(levels[level], "%s: %s", trt.__name__, message)
@@ -291,7 +301,7 @@ def run_build(request: BuildRequest) -> dict[str, Any]:
     """Build in this process; the process must be able to load the backend (see the module docstring)."""
     backend = BACKENDS[request.backend]
     trt = backend.bindings()
-    logger, errors = _logger(trt)
+    logger, errors = _logger(trt, backend.ahead_of_time)
     builder = trt.Builder(logger)
     if not trt.get_plugin_registry().load_library(request.plugin_library):
         raise PipelineError(f"{backend.name} could not load the plugin library {request.plugin_library}: "
