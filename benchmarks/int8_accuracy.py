@@ -2,14 +2,14 @@
 
     .venv/bin/python benchmarks/int8_accuracy.py [--model model.swin.onnx] [--calib-samples 128] [--eval-samples 64]
 
-Without ``--model`` it exports Swin-T with perturbed random weights (tests/conftest.py ``perturb_``, DESIGN.md §5b)
-and runs surgery. Calibration uses generated crops of the scikit-image photos (seed 0); evaluation uses other
-crops of them (seed 1), never the calibration ones. The activation statistics are collected once (absmax pass +
-histogram pass) and every method's clip values come from them; a method's calibration time is the passes it needs
-plus its threshold search. Methods are ranked by SQNR and minimum cosine of the logits: with random weights the
-top-1/top-2 logit gap is smaller than INT8's error, so top-1 agreement is mostly noise (DESIGN.md §5c).
-Writes ``benchmarks/results/int8_accuracy_<name>.json`` and prints a Markdown table.
-"""
+Without ``--model`` it exports Swin-T with perturbed random weights (``pipeline.models.perturb_weights_``, as
+the tests do; DESIGN.md §5b) and runs surgery. Calibration uses generated crops of the scikit-image photos (seed
+0); evaluation uses other crops of them (seed 1), never the calibration ones. The activation statistics are
+collected once (absmax pass + histogram pass) and every method's clip values come from them; a method's
+calibration time is the passes it needs plus its threshold search. Methods are ranked by SQNR and minimum cosine
+of the logits: with random weights the top-1/top-2 logit gap is smaller than INT8's error, so top-1 agreement is
+mostly noise (DESIGN.md §5c). Writes ``benchmarks/results/int8_accuracy_<name>.json`` and prints a Markdown
+table. """
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from calib.data import calibration_images, generate_image_folder
 from calib.quantize import SWIN_L_EXCLUDE, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import ActivationStatistics, amax_from_statistics, collect_absmax, collect_histograms
 from pipeline.export import export_onnx
-from pipeline.models import build_swin
+from pipeline.models import build_swin, perturb_weights_
 from pipeline.reference import ort_session
 from pipeline.surgery import replace_window_attention
 
@@ -50,11 +49,9 @@ CONFIGS = (
 
 def perturbed_swin_t(folder: Path) -> Path:
     """Export + surgery of Swin-T with random weights perturbed like the tests' fixture."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import perturb_  # the test suite's perturbation, so the benchmark measures the same weights
 
     torch.manual_seed(0)
-    onnx_path = export_onnx(perturb_(build_swin("T")), folder / "model.onnx", max_batch=8)
+    onnx_path = export_onnx(perturb_weights_(build_swin("T")), folder / "model.onnx", max_batch=8)
     replace_window_attention(onnx_path, folder / "model.swin.onnx")
     return folder / "model.swin.onnx"
 

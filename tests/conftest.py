@@ -1,4 +1,4 @@
-"""Shared fixtures: perturbed random weights and one exported + surgered Swin-T per session."""
+"""Shared fixtures: one perturbed random-weight Swin-T, exported and surgered once per session."""
 
 from __future__ import annotations
 
@@ -8,22 +8,11 @@ import pytest
 import torch
 
 from pipeline.export import export_onnx
-from pipeline.models import build_swin
+from pipeline.models import build_swin, perturb_weights_
 from pipeline.surgery import replace_window_attention
 
 # The native build fixtures (native_libs, plugin_library) live with the ctypes binding they serve.
 pytest_plugins = ("plugin_build",)
-
-
-def perturb_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
-    """Add N(0, std) to every floating-point tensor so no two tensors are equal (exporters merge equal
-    initializers, and LayerNorm's default ones/zeros would hide mapping mistakes); return ``model`` in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.add_(torch.randn(tensor.shape, generator=generator) * std)
-    return model.eval()
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -33,7 +22,7 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="session")
 def swin_t() -> torch.nn.Module:
     torch.manual_seed(0)
-    return perturb_(build_swin("T"))
+    return perturb_weights_(build_swin("T"))
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import perturb_
 
 import pipeline.export
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
-from pipeline.models import build_swin
+from pipeline.models import build_swin, perturb_weights_
 from pipeline.reference import ort_session
 
 
@@ -42,7 +41,7 @@ def test_onnxruntime_matches_pytorch(swin_t, swin_t_onnx, batch: int) -> None:
 
 def test_failed_check_leaves_no_file(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(pipeline.export, "EXPORT_TOLERANCE", -1.0)
-    model = perturb_(build_swin("T", features_only=True))
+    model = perturb_weights_(build_swin("T", features_only=True))
     with pytest.raises(PipelineError, match="onnxruntime differs from PyTorch"):
         export_onnx(model, tmp_path / "model.onnx", img_size=64, max_batch=2)
     assert list(tmp_path.iterdir()) == []

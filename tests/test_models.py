@@ -6,11 +6,11 @@ import pytest
 import timm
 import torch
 import torchvision
-from conftest import max_abs_diff, perturb_
+from conftest import max_abs_diff
 from safetensors.torch import save_file
 
 from pipeline.errors import PipelineError
-from pipeline.models import build_swin, load_checkpoint
+from pipeline.models import build_swin, load_checkpoint, perturb_weights_
 
 TIMM_MODELS = [
     ("T", "swin_tiny_patch4_window7_224"),
@@ -23,7 +23,7 @@ TIMM_MODELS = [
 
 @pytest.mark.parametrize(("variant", "timm_name"), TIMM_MODELS)
 def test_matches_timm(variant: str, timm_name: str) -> None:
-    reference = perturb_(timm.create_model(timm_name, pretrained=False))
+    reference = perturb_weights_(timm.create_model(timm_name, pretrained=False))
     model = build_swin(variant, checkpoint=reference.state_dict())
     size = model.config.img_size
     images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -35,7 +35,7 @@ def test_matches_timm(variant: str, timm_name: str) -> None:
 
 
 def test_matches_torchvision_swin_t() -> None:
-    reference = perturb_(torchvision.models.swin_t())
+    reference = perturb_weights_(torchvision.models.swin_t())
     model = build_swin("T", checkpoint=reference.state_dict())
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_matches_torchvision_swin_t() -> None:
 
 def test_padded_backbone_matches_torchvision() -> None:
     """256×320 pads every stage (64×80 → 70×84 ...): torchvision pads after norm1 and before the shift, like us."""
-    reference = perturb_(torchvision.models.swin_t())
+    reference = perturb_weights_(torchvision.models.swin_t())
     backbone = build_swin("T", checkpoint=reference.state_dict(), features_only=True)
     images = torch.randn(1, 3, 256, 320, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_padded_backbone_matches_torchvision() -> None:
 
 
 def test_features_match_timm_stage_outputs() -> None:
-    reference = perturb_(timm.create_model("swin_tiny_patch4_window7_224"))
+    reference = perturb_weights_(timm.create_model("swin_tiny_patch4_window7_224"))
     backbone = build_swin("T", checkpoint=reference.state_dict(), features_only=True)
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -74,7 +74,7 @@ def test_shift_disabled_where_resolution_fits_one_window() -> None:
 
 def test_official_checkpoint_file_with_derived_buffers(tmp_path) -> None:
     """Official .pth files wrap the state dict in {'model': ...} and carry index/mask buffers."""
-    source = perturb_(build_swin("T"))
+    source = perturb_weights_(build_swin("T"))
     state = dict(source.state_dict())
     state["layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
     state["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
@@ -86,7 +86,7 @@ def test_official_checkpoint_file_with_derived_buffers(tmp_path) -> None:
 
 
 def test_safetensors_checkpoint(tmp_path) -> None:
-    source = perturb_(torchvision.models.swin_t())
+    source = perturb_weights_(torchvision.models.swin_t())
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "swin_t.safetensors")
     model = build_swin("T", checkpoint=tmp_path / "swin_t.safetensors")
     images = torch.randn(1, 3, 224, 224)

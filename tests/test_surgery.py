@@ -12,11 +12,10 @@ import pytest
 import timm
 import torch
 import torchvision
-from conftest import perturb_
 
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
-from pipeline.models import build_swin
+from pipeline.models import build_swin, perturb_weights_
 from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP, ort_session
 from pipeline.surgery import replace_window_attention
 
@@ -77,7 +76,7 @@ def test_running_twice_changes_nothing(swin_t_onnx, tmp_path) -> None:
 
 def test_swin_s(tmp_path) -> None:
     torch.manual_seed(0)
-    model = perturb_(build_swin("S"))
+    model = perturb_weights_(build_swin("S"))
     swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=3)
     assert (report["blocks_replaced"], report["blocks_shifted"]) == (24, 11)
     assert_matches_pytorch(model, swin_path, (224, 224), (1, 3))
@@ -85,7 +84,7 @@ def test_swin_s(tmp_path) -> None:
 
 def test_padded_non_square_backbone(tmp_path) -> None:
     torch.manual_seed(0)
-    model = perturb_(build_swin("T", features_only=True))
+    model = perturb_weights_(build_swin("T", features_only=True))
     swin_path, report = export_and_surger(model, tmp_path, (256, 320), max_batch=3)
     assert report["blocks_replaced"] == 12
     assert [s["padded"] for s in report["stages"]] == [True, True, True, True]
@@ -94,7 +93,7 @@ def test_padded_non_square_backbone(tmp_path) -> None:
 
 @pytest.mark.parametrize("max_batch", [1, 4], ids=["batch1", "dynamic"])
 def test_timm_export(tmp_path, max_batch: int) -> None:
-    model = perturb_(timm.create_model("swin_tiny_patch4_window7_224"))
+    model = perturb_weights_(timm.create_model("swin_tiny_patch4_window7_224"))
     swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=max_batch)
     assert (report["blocks_replaced"], report["blocks_shifted"]) == (12, 5)
     assert_matches_pytorch(model, swin_path, (224, 224), (1,) if max_batch == 1 else (1, 3))
@@ -102,7 +101,7 @@ def test_timm_export(tmp_path, max_batch: int) -> None:
 
 def test_torchvision_export_after_constant_folding(tmp_path) -> None:
     """torchvision computes the shift mask at run time; surgery folds it first."""
-    model = perturb_(torchvision.models.swin_t())
+    model = perturb_weights_(torchvision.models.swin_t())
     swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=4)
     assert (report["blocks_replaced"], report["blocks_shifted"]) == (12, 5)
     assert report["nodes_before"]["Softmax"] == 12
@@ -125,7 +124,7 @@ def test_unmatched_region_fails_naming_the_node(swin_t_onnx, tmp_path) -> None:
 
 def test_timm_roll_before_pad_is_refused(tmp_path) -> None:
     """timm shifts before padding; the plugin (official order) would compute something else, so surgery refuses."""
-    model = perturb_(timm.models.swin_transformer.SwinTransformer(
+    model = perturb_weights_(timm.models.swin_transformer.SwinTransformer(
         img_size=(80, 96), embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=7))
     onnx_path = export_onnx(model, tmp_path / "model.onnx", img_size=(80, 96), max_batch=2)
     with pytest.raises(PipelineError, match=r"would change its output by .* timm shifts before padding"):

@@ -10,10 +10,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import perturb_
 
 from pipeline.build import build_engine
 from pipeline.errors import PipelineError
+from pipeline.models import perturb_weights_
 from pipeline.precision import convert_fp16
 from pipeline.verify import THRESHOLDS, verify
 
@@ -65,7 +65,7 @@ def test_engine_without_gpu_verifies_the_onnx_it_was_built_from(swin_t, swin_t_o
 
 
 def test_wrong_model_fails_and_writes_the_report(swin_t, swin_t_onnx, images, tmp_path):
-    wrong = perturb_(copy.deepcopy(swin_t), seed=1, std=0.05)
+    wrong = perturb_weights_(copy.deepcopy(swin_t), seed=1, std=0.05)
     out = tmp_path / "verify.json"
     with pytest.raises(PipelineError, match=r"does not match the PyTorch model: logits: max_abs .* \(limit 0.001\)"):
         verify(wrong, swin_t_onnx[1], "fp32", images=images, batch=BATCH, out_path=out)

@@ -8,9 +8,11 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.random_weights import perturb_weights_
 from pipeline.models.swin import VARIANTS, SwinConfig, SwinTransformer
 
-__all__ = ["VARIANTS", "SwinConfig", "SwinTransformer", "build_swin", "load_checkpoint", "variant_config"]
+__all__ = ["VARIANTS", "SwinConfig", "SwinTransformer", "build_swin", "load_checkpoint", "perturb_weights_",
+           "variant_config"]
 
 
 def variant_config(variant: str) -> SwinConfig:
