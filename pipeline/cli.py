@@ -5,6 +5,9 @@
     python -m pipeline check   build/swin_t/model.onnx build/swin_t/model.swin.onnx
     python -m pipeline onnx    --variant T --out-dir build/swin_t      (export + surgery + check)
     python -m pipeline fp16    build/swin_t/model.swin.onnx build/swin_t/model.swin.fp16.onnx
+    python -m pipeline quantize build/swin_t/model.swin.onnx build/swin_t/model.swin.qdq.onnx --calib-dir photos/
+    python -m pipeline build   build/swin_t/model.swin.fp16.onnx build/swin_t/swin_t_fp16.engine --batch 1,8,32
+    python -m pipeline check-engine build/swin_t/swin_t_fp16.engine
     python -m pipeline engine  --variant T --precision fp16 --out-dir build/swin_t   (every stage, incrementally)
 """
 
@@ -59,6 +62,25 @@ def _batch_profile(text: str) -> tuple[int, int, int]:
     return (values[0], values[len(values) // 2] if len(values) == 3 else values[-1], values[-1])
 
 
+def _calib_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calib-dir", help="calibration images (INT8); default: a generated folder of photos")
+    parser.add_argument("--calib-samples", type=int, default=256, help="calibration images to use (INT8)")
+    parser.add_argument("--calib-method", choices=("max", "percentile", "entropy"), default="percentile")
+    parser.add_argument("--calib-exclude", nargs="*", help="layers kept out of INT8: roles (fc2, patch_merging, "
+                                                           "head ...), globs (layers.3.*) or node names; default: "
+                                                           "the variant's safe list; no value: quantize all")
+
+
+def _build_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch", type=_batch_profile, default=(1, 8, 32),
+                        help="optimization profile min,opt,max (default 1,8,32)")
+    parser.add_argument("--backend", choices=("auto", "tensorrt", "rtx"), default="auto")
+    parser.add_argument("--sm", type=int, default=86, help="compute capability for TensorRT-RTX (default 86)")
+    parser.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5")
+    parser.add_argument("--embed-plugin", action="store_true", help="store the plugin library inside the engine")
+    parser.add_argument("--plugin", default=str(DEFAULT_PLUGIN), help="plugin library (make plugin builds it)")
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="T", help=f"Swin variant: {', '.join(VARIANTS)} (default T)")
     parser.add_argument("--checkpoint", help="official, timm or torchvision checkpoint (.pth or .safetensors); "
@@ -111,6 +133,14 @@ def _check(reference: Path, candidate: Path, batches: tuple[int, ...], tolerance
 DEFAULT_PLUGIN = Path("build/plugin/libswin_window_attention_plugin.so")
 
 
+def _plugin_path(args: argparse.Namespace) -> Path:
+    plugin = Path(args.plugin)
+    if not plugin.is_file():
+        raise PipelineError(f"plugin library {plugin} does not exist; build it with `make plugin` (CMake + nvcc) "
+                            "or pass --plugin with the path of libswin_window_attention_plugin.so")
+    return plugin
+
+
 def _folder_listing(folder: str | None) -> list[tuple[str, int, int]]:
     """Names, sizes and mtimes of a calibration folder: cheap change detection for stage skipping."""
     if folder is None or not Path(folder).is_dir():
@@ -126,10 +156,7 @@ def _engine(args: argparse.Namespace) -> dict:
 
     out = Path(args.out_dir)
     name = f"swin_{args.variant.lower()}_{args.precision}"
-    plugin = Path(args.plugin)
-    if not plugin.is_file():
-        raise PipelineError(f"plugin library {plugin} does not exist; build it with `make plugin` (CMake + nvcc) "
-                            "or pass --plugin with the path of libswin_window_attention_plugin.so")
+    plugin = _plugin_path(args)
     checkpoint = [Path(args.checkpoint)] if args.checkpoint else []
     model_cache: list[torch.nn.Module] = []
 
@@ -197,34 +224,63 @@ def _engine(args: argparse.Namespace) -> dict:
     return report
 
 
-def _run(args: argparse.Namespace) -> None:
-    if args.command == "export":
-        _export(args, Path(args.out))
-    elif args.command == "surgery":
-        report = _surgery(Path(args.input), Path(args.output), Path(args.report) if args.report else None)
-        if args.report is None:
-            print(json.dumps({k: v for k, v in report.items() if k != "blocks"}, indent=2))
-    elif args.command == "check":
-        print(json.dumps(_check(Path(args.reference), Path(args.candidate), args.batch, args.tolerance), indent=2))
-    elif args.command == "onnx":
-        out_dir = Path(args.out_dir)
-        timings = {}
-        start = time.perf_counter()
-        onnx_path = _export(args, out_dir / "model.onnx")
-        timings["export_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        swin_path = out_dir / "model.swin.onnx"
-        _surgery(onnx_path, swin_path, out_dir / "surgery.json")
-        timings["surgery_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        _check(onnx_path, swin_path, (1, min(3, args.max_batch)), 1e-4)
-        timings["check_s"] = time.perf_counter() - start
-        log.info("onnx: wrote %s, %s and %s (%s)", onnx_path, swin_path, out_dir / "surgery.json",
-                 ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    elif args.command == "fp16":
-        convert_fp16(Path(args.input), Path(args.output))
-    elif args.command == "engine":
-        _engine(args)
+def _cmd_export(args: argparse.Namespace) -> None:
+    _export(args, Path(args.out))
+
+
+def _cmd_surgery(args: argparse.Namespace) -> None:
+    report = _surgery(Path(args.input), Path(args.output), Path(args.report) if args.report else None)
+    if args.report is None:
+        print(json.dumps({k: v for k, v in report.items() if k != "blocks"}, indent=2))
+
+
+def _cmd_check(args: argparse.Namespace) -> None:
+    print(json.dumps(_check(Path(args.reference), Path(args.candidate), args.batch, args.tolerance), indent=2))
+
+
+def _cmd_onnx(args: argparse.Namespace) -> None:
+    out_dir = Path(args.out_dir)
+    timings = {}
+    start = time.perf_counter()
+    onnx_path = _export(args, out_dir / "model.onnx")
+    timings["export_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    swin_path = out_dir / "model.swin.onnx"
+    _surgery(onnx_path, swin_path, out_dir / "surgery.json")
+    timings["surgery_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    _check(onnx_path, swin_path, (1, min(3, args.max_batch)), 1e-4)
+    timings["check_s"] = time.perf_counter() - start
+    log.info("onnx: wrote %s, %s and %s (%s)", onnx_path, swin_path, out_dir / "surgery.json",
+             ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+
+
+def _cmd_fp16(args: argparse.Namespace) -> None:
+    convert_fp16(Path(args.input), Path(args.output))
+
+
+def _cmd_quantize(args: argparse.Namespace) -> None:
+    from calib import quantize_int8
+
+    report = quantize_int8(Path(args.input), Path(args.output), calib_dir=args.calib_dir, samples=args.calib_samples,
+                           method=args.calib_method, percentile=args.percentile, exclude=args.calib_exclude,
+                           cache_path=args.cache)
+    print(json.dumps({k: v for k, v in report.items() if k != "quantized_layers"}, indent=2))
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    from pipeline.build import build_engine
+
+    metadata = build_engine(Path(args.input), Path(args.engine), plugin_library=_plugin_path(args), batch=args.batch,
+                            backend=args.backend, sm=args.sm, timing_cache=args.timing_cache,
+                            opt_level=args.opt_level, embed_plugin=args.embed_plugin)
+    print(json.dumps({k: v for k, v in metadata.items() if k != "plugin_layer_names"}, indent=2))
+
+
+def _cmd_check_engine(args: argparse.Namespace) -> None:
+    from pipeline.build import check_engine_compatible
+
+    print(json.dumps(check_engine_compatible(Path(args.engine)), indent=2, default=str))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,18 +316,31 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("engine", help="every stage: export, surgery, precision, engine build, verification")
     _model_args(engine)
     engine.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
-    engine.add_argument("--batch", type=_batch_profile, default=(1, 8, 32),
-                        help="optimization profile min,opt,max (default 1,8,32)")
-    engine.add_argument("--calib-dir", help="calibration images (INT8); default: a generated folder of photos")
-    engine.add_argument("--calib-samples", type=int, default=256, help="calibration images to use (INT8)")
-    engine.add_argument("--calib-method", choices=("max", "percentile", "entropy"), default="percentile")
-    engine.add_argument("--calib-exclude", nargs="*", help="layers kept out of INT8 (default: the variant's)")
-    engine.add_argument("--backend", choices=("auto", "tensorrt", "rtx"), default="auto")
-    engine.add_argument("--sm", type=int, default=86, help="compute capability for TensorRT-RTX (default 86)")
-    engine.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5")
-    engine.add_argument("--embed-plugin", action="store_true", help="store the plugin library inside the engine")
-    engine.add_argument("--plugin", default=str(DEFAULT_PLUGIN), help="plugin library (make plugin builds it)")
+    _calib_args(engine)
+    _build_args(engine)
     engine.add_argument("--out-dir", required=True, help="folder for every artifact, e.g. build/swin_t")
+
+    quantize = sub.add_parser("quantize", help="INT8 calibration: insert Q/DQ into the surgered FP32 graph")
+    quantize.add_argument("input", help="surgered FP32 .onnx, e.g. model.swin.onnx")
+    quantize.add_argument("output", help="Q/DQ .onnx to write (convert it with `fp16` for an INT8+FP16 engine)")
+    _calib_args(quantize)
+    quantize.add_argument("--percentile", type=float, default=99.99, help="|x| percentile for --calib-method "
+                                                                          "percentile")
+    quantize.add_argument("--cache", help="calibration cache JSON (default: beside the output)")
+
+    build = sub.add_parser("build", help="build an engine from a typed .onnx (TensorRT, or TensorRT-RTX AOT)")
+    build.add_argument("input", help="typed .onnx, e.g. model.swin.fp16.onnx")
+    build.add_argument("engine", help="engine to write; its metadata JSON goes beside it")
+    _build_args(build)
+    build.add_argument("--timing-cache", help="persistent timing cache file")
+
+    check_engine = sub.add_parser("check-engine", help="does this engine fit this machine's TensorRT and GPU?")
+    check_engine.add_argument("engine", help="engine with its metadata JSON beside it")
+
+    for name, handler in (("export", _cmd_export), ("surgery", _cmd_surgery), ("check", _cmd_check),
+                          ("onnx", _cmd_onnx), ("fp16", _cmd_fp16), ("engine", _engine), ("quantize", _cmd_quantize),
+                          ("build", _cmd_build), ("check-engine", _cmd_check_engine)):
+        sub.choices[name].set_defaults(handler=handler)
     return parser
 
 
@@ -281,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._export"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        _run(args)
+        args.handler(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,10 @@ def test_onnx_stage_writes_all_artifacts(tmp_path: Path) -> None:
     (["surgery", "missing.onnx", "out.onnx"], "ONNX file missing.onnx does not exist"),
     (["check", "missing.onnx", "other.onnx"], "missing.onnx"),
     (["export", "--img-size", "big", "--out", "x.onnx"], "expected an image size like 224 or 256x320"),
+    (["build", "missing.onnx", "x.engine", "--plugin", "missing.so"], "build it with `make plugin`"),
+    (["check-engine", "missing.engine"], "engine missing.engine does not exist"),
+    (["quantize", "missing.onnx", "out.onnx"], "ONNX file missing.onnx does not exist"),
+    (["engine", "--batch", "8,1", "--out-dir", "."], "expected min[,opt],max in increasing order"),
 ])
 def test_bad_input_gives_message_and_exit_code(tmp_path: Path, args: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=tmp_path,
