@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not an installed package
-from plugin_build import find_nvcc, native_libs, plugin_library  # noqa: F401 - fixtures
+from plugin_build import find_nvcc
 
 from benchmarks.paths import TensorRTPath
 from benchmarks.report import ROOT
@@ -68,7 +68,7 @@ def test_cuda_event_timer_measures_enqueued_work():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_tensorrt_path_runs_the_plugin_engine(swin_t_onnx, plugin_library, tmp_path):  # noqa: F811
+def test_tensorrt_path_runs_the_plugin_engine(swin_t_onnx, plugin_library, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
     from pipeline.build import build_engine
 
