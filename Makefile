@@ -14,7 +14,7 @@ BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
-.PHONY: venv onnx engine test lint plugin clean
+.PHONY: venv onnx engine test lint plugin clean bench profile
 
 # The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
 plugin: venv
@@ -41,6 +41,17 @@ engine: venv plugin
 		--backend $(BACKEND) --sm $(SM) --out-dir $(BUILD_DIR) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
 		$(if $(CALIB_SAMPLES),--calib-samples $(CALIB_SAMPLES))
+
+# Every deployment path this machine can run, side by side: benchmarks/results/bench_<v>_<device>_<date>.{json,md,png}.
+# BATCH, only when given, sets every path's batches (defaults: GPU 1,8,32,64; CPU 1,8). BENCH_ARGS: more flags.
+# No dependency on `plugin`: a CPU-only run need not compile CUDA; the TensorRT paths then say to run `make plugin`.
+bench: venv
+	$(PY) -m benchmarks.bench --variant $(VARIANT) --precision $(PRECISION) \
+		$(if $(filter command line environment,$(origin BATCH)),--batch $(BATCH)) $(BENCH_ARGS)
+
+# TensorRT's per-layer times of the plugin engine and the native one (needs TensorRT and a GPU; says so otherwise).
+profile: venv
+	$(PY) -m benchmarks.profile --variant $(VARIANT) --precision $(PRECISION) --out $(BUILD_DIR)/profile.json
 
 test: venv
 	$(PY) -m ruff check .
