@@ -16,7 +16,7 @@ import onnx
 from calib.data import GENERATED_FOLDER_NAME, generate_image_folder, load_calibration_set
 from calib.quantize import default_exclusions, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import METHODS, amax_from_statistics, collect_statistics
-from pipeline.artifacts import atomic_path, file_sha256, read_onnx, write_json
+from pipeline.artifacts import file_sha256, read_onnx, write_json, write_onnx
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     calibrated = time.perf_counter()
 
     insert_qdq(model, quantized, amax)
-    onnx.checker.check_model(model, full_check=False)
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
+    write_onnx(model, out_path)
     finished = time.perf_counter()
 
     report = {

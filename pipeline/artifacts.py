@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,17 @@ def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def write_onnx(model: onnx.ModelProto, path: str | Path, *, full_check: bool = False,
+               verify: Callable[[Path], None] | None = None) -> Path:
+    """Save ``model`` to ``path`` only if ``onnx.checker`` (and ``verify``, given the written file) accept it."""
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=full_check)
+        if verify is not None:
+            verify(tmp)
     return Path(path)
 
 

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from pipeline.artifacts import atomic_path
+from pipeline.artifacts import write_onnx
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,9 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, i
         "swin_trt.max_batch": str(max_batch),
         **({"swin_trt.variant": variant} if variant else {}),
     })
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-        worst = check_against_torch(model, tmp, size, tuple(sorted({1, min(3, max_batch)})))
+
+    def matches_torch(written: Path) -> None:
+        worst = check_against_torch(model, written, size, tuple(sorted({1, min(3, max_batch)})))
         log.info("exported %s: onnxruntime matches PyTorch to %.1e", path, worst)
-    return Path(path)
+
+    return write_onnx(proto, path, full_check=True, verify=matches_torch)

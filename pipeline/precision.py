@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from pipeline.artifacts import atomic_path, read_onnx
+from pipeline.artifacts import read_onnx, write_onnx
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,7 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     result.metadata_props.extend(model.metadata_props)
     onnx.helper.set_model_props(result, {**{p.key: p.value for p in result.metadata_props},
                                          "swin_trt.precision": "int8" if qdq else "fp16"})
-    with atomic_path(out_path) as tmp:
-        onnx.save(result, str(tmp))
-        onnx.checker.check_model(str(tmp))
+    write_onnx(result, out_path)
     report = {
         "input": str(in_path),
         "output": str(out_path),

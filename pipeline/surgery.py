@@ -27,7 +27,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from pipeline.artifacts import atomic_path, read_onnx, write_json
+from pipeline.artifacts import read_onnx, write_json, write_onnx
 from pipeline.errors import PipelineError
 from pipeline.reference import (
     PLUGIN_DOMAIN,
@@ -489,9 +489,7 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[
     if not any(o.domain == PLUGIN_DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
     model = onnx.shape_inference.infer_shapes(model)
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
-        onnx.checker.check_model(str(tmp))
+    write_onnx(model, out_path)
 
     report = {
         "input": str(in_path),
