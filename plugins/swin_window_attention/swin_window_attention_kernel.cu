@@ -67,6 +67,33 @@ __device__ __forceinline__ T const* qkvRow(
     return base + part * channels + offset;
 }
 
+//! What one CTA works on: its window, its head's channels and the slices of the tensors that belong to it.
+//! The grid is (head, window, image).
+template <typename T>
+struct CtaTensors
+{
+    int32_t windowIndex;
+    int32_t headOffset; //!< first channel of this head in q, k, v and the output
+    T const* qkvImage;  //!< this image's [H·W, 3C] qkv
+    T const* qkvBias;   //!< [3C], the q/k/v of padded slots
+    T const* bias;      //!< this head's [N, N] relative-position bias
+    T* outImage;        //!< this image's [H·W, C] output
+
+    __device__ explicit CtaTensors(KernelArgs const& args)
+    {
+        int32_t const head = blockIdx.x;
+        int64_t const image = blockIdx.z;
+        int64_t const imageTokens = int64_t{args.geom.height} * args.geom.width;
+        int64_t const tokensPerWindow = args.geom.tokensPerWindow;
+        windowIndex = blockIdx.y;
+        headOffset = head * args.headDim;
+        qkvImage = static_cast<T const*>(args.qkv) + image * imageTokens * 3 * args.channels;
+        qkvBias = static_cast<T const*>(args.qkvBias);
+        bias = static_cast<T const*>(args.relBias) + head * tokensPerWindow * tokensPerWindow;
+        outImage = static_cast<T*>(args.out) + image * imageTokens * args.channels;
+    }
+};
+
 //! Fills the CTA's slot → source token and slot → region tables (slots beyond N get source -1).
 __device__ __forceinline__ void loadSlotTables(
     WindowGeometry const& g, int32_t windowIndex, int32_t slots, int32_t* source, int32_t* region)
@@ -153,25 +180,16 @@ __global__ void __launch_bounds__(kMaxWarps* kWarpSize) windowAttentionHalfKerne
 
     WindowGeometry const& g = args.geom;
     HalfLayout const layout(g.tokensPerWindow, kPaddedHeadDim);
-    int32_t const head = blockIdx.x;
-    int32_t const windowIndex = blockIdx.y;
-    int32_t const image = blockIdx.z;
+    auto const [windowIndex, headOffset, qkvImage, qkvBias, bias, outImage] = CtaTensors<half>(args);
     int32_t const n = g.tokensPerWindow;
     int32_t const np = layout.paddedTokens;
     int32_t const headDim = args.headDim;
     int32_t const channels = args.channels;
-    int64_t const imageTokens = int64_t{g.height} * g.width;
 
     auto* source = reinterpret_cast<int32_t*>(smem);
     int32_t* region = source + np;
     auto* kTileMem = reinterpret_cast<half*>(smem + layout.kOffset);
     auto* vTileMem = reinterpret_cast<half*>(smem + layout.vOffset);
-
-    auto const* qkvImage = static_cast<half const*>(args.qkv) + image * imageTokens * 3 * channels;
-    auto const* qkvBias = static_cast<half const*>(args.qkvBias);
-    auto const* bias = static_cast<half const*>(args.relBias) + int64_t{head} * n * n;
-    auto* outImage = static_cast<half*>(args.out) + image * imageTokens * channels;
-    int32_t const headOffset = head * headDim;
 
     loadSlotTables(g, windowIndex, np, source, region);
     __syncthreads();
@@ -341,21 +359,12 @@ __global__ void __launch_bounds__(kMaxWarps* kWarpSize) windowAttentionFloatKern
     int32_t const headDim = args.headDim;
     int32_t const channels = args.channels;
     FloatLayout const layout(n, headDim);
-    int32_t const head = blockIdx.x;
-    int32_t const windowIndex = blockIdx.y;
-    int32_t const image = blockIdx.z;
-    int64_t const imageTokens = int64_t{g.height} * g.width;
+    auto const [windowIndex, headOffset, qkvImage, qkvBias, bias, outImage] = CtaTensors<float>(args);
 
     auto* source = reinterpret_cast<int32_t*>(smem);
     int32_t* region = source + n;
     auto* kMem = reinterpret_cast<float*>(smem + layout.kOffset);
     auto* vMem = reinterpret_cast<float*>(smem + layout.vOffset);
-
-    auto const* qkvImage = static_cast<float const*>(args.qkv) + image * imageTokens * 3 * channels;
-    auto const* qkvBias = static_cast<float const*>(args.qkvBias);
-    auto const* bias = static_cast<float const*>(args.relBias) + int64_t{head} * n * n;
-    auto* outImage = static_cast<float*>(args.out) + image * imageTokens * channels;
-    int32_t const headOffset = head * headDim;
 
     loadSlotTables(g, windowIndex, n, source, region);
     __syncthreads();
