@@ -1,6 +1,6 @@
 """INT8 accuracy of the calibration methods: Q/DQ graph vs the FP32 surgered graph, both in onnxruntime (CPU).
 
-    .venv/bin/python benchmarks/int8_accuracy.py [--model model.swin.onnx] [--calib-samples 128] [--eval-samples 64]
+    .venv/bin/python -m benchmarks.int8_accuracy [--model model.swin.onnx] [--calib-samples 128] [--eval-samples 64]
 
 Without ``--model`` it exports Swin-T with perturbed random weights (``pipeline.models.perturb_weights_``, as
 the tests do; DESIGN.md §5b) and runs surgery. Calibration uses generated crops of the scikit-image photos (seed

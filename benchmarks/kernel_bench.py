@@ -8,7 +8,7 @@ Compared, all from the same qkv [B, H·W, 3C] to the output [B, H·W, C] in imag
 
 Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes benchmarks/results/kernel_bench_<device>.json.
 
-    python benchmarks/kernel_bench.py [--dtypes fp16 fp32] [--batches 1 8 64] [--iters 200]
+    python -m benchmarks.kernel_bench [--dtypes fp16 fp32] [--batches 1 8 64] [--iters 200]
 """
 
 from __future__ import annotations
@@ -25,13 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the C ABI binding and the CMake build helper live with the tests
-sys.path.insert(0, str(ROOT))  # run as a script, `benchmarks` is not yet importable
-from plugin_build import SwinAttention, build_native  # noqa: E402
-
-from benchmarks.environment import driver_version  # noqa: E402
-from pipeline.reference import shift_mask  # noqa: E402
+from benchmarks.environment import driver_version
+from pipeline.native import ROOT, SwinAttention, build_native
+from pipeline.reference import shift_mask
 
 # (model, stage, resolution, channels, heads, window, shift) at 224 input; stage 4 has no shift (7 ≤ window).
 STAGES = [("T", 1, 56, 96, 3, 7, 3), ("T", 2, 28, 192, 6, 7, 3), ("T", 3, 14, 384, 12, 7, 3),

@@ -1,8 +1,7 @@
-"""Shared helpers and fixtures for the SwinWindowAttention plugin tests and the kernel benchmark.
+"""Fixtures and helpers for the SwinWindowAttention plugin tests (registered in conftest.py).
 
-- ``build_native``: configure and build the CMake project (plugin, CUDA C ABI, host reference);
-- ``native_libs``: session fixture building it once into ``build/test-plugin`` for one CUDA arch;
-- ``SwinAttention``: ctypes binding of the C ABI (host reference and CUDA forward);
+- ``native_libs``: session fixture building the native libraries once into ``build/test-plugin`` for one CUDA
+  arch (``pipeline.native.build_native``; ``pipeline.native.SwinAttention`` calls their C ABI);
 - ``synthetic_onnx``: a small ONNX graph with SwinWindowAttention nodes per the contract;
 - ``plugin_library``: session fixture, the TensorRT plugin library of ``native_libs`` (fails the test if
   CMake found no TensorRT headers). Engines are built with ``pipeline.build.build_engine``.
@@ -10,12 +9,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,54 +16,18 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from pipeline.native import ROOT, NativeLibs, build_native
 from pipeline.reference import ATTRIBUTES, PLUGIN_DOMAIN, PLUGIN_OP, PLUGIN_VERSION
 
-ROOT = Path(__file__).resolve().parents[1]
 TEST_BUILD_DIR = ROOT / "build" / "test-plugin"
 #: One architecture keeps the CI build short (2 cores); SM86 is also what the TensorRT-RTX tests target.
 TEST_CUDA_ARCH = "86"
 
 
-@dataclass(frozen=True)
-class NativeLibs:
-    reference: Path
-    cuda: Path
-    plugin: Path | None  # None when CMake found no TensorRT headers
-
-
-def find_nvcc() -> str | None:
-    for candidate in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
-
-
-def build_native(build_dir: Path = TEST_BUILD_DIR, cuda_arch: str | None = TEST_CUDA_ARCH,
-                 build_type: str = "Release") -> NativeLibs:
-    """Configure and build the CMake project; raise RuntimeError with CMake's output on failure."""
-    cmake = shutil.which("cmake")
-    nvcc = find_nvcc()
-    if cmake is None or nvcc is None:
-        raise RuntimeError(f"building the plugin needs cmake and nvcc on PATH (cmake={cmake}, nvcc={nvcc}); "
-                           "install CMake >= 3.18 and the CUDA toolkit, or set CUDACXX to nvcc")
-    configure = [cmake, "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
-                 f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DSWIN_PYTHON={sys.executable}"]
-    if cuda_arch:
-        configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
-    for command in (configure, [cmake, "--build", str(build_dir), "-j", str(os.cpu_count() or 2)]):
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
-    plugin = build_dir / "libswin_window_attention_plugin.so"
-    return NativeLibs(reference=build_dir / "libswin_window_attention_reference.so",
-                      cuda=build_dir / "libswin_window_attention_cuda.so",
-                      plugin=plugin if plugin.exists() else None)
-
-
 @pytest.fixture(scope="session")
 def native_libs() -> NativeLibs:
     try:
-        return build_native()
+        return build_native(TEST_BUILD_DIR, cuda_arch=TEST_CUDA_ARCH)
     except RuntimeError as error:
         pytest.fail(str(error), pytrace=False)
 
@@ -79,82 +36,6 @@ def native_libs() -> NativeLibs:
 def plugin_library(native_libs: NativeLibs) -> Path:
     assert native_libs.plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
     return native_libs.plugin
-
-
-# ---------------------------------------------------------------------------------------------------------
-# C ABI (plugins/swin_window_attention/swin_window_attention.h)
-
-SWIN_ATTN_FLOAT32 = 0
-SWIN_ATTN_FLOAT16 = 1
-
-
-class SwinAttnParams(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_int32) for name in
-                ("batch", "height", "width", "channels", "num_heads", "window_size", "shift_size")]
-    _fields_ += [("scale", ctypes.c_float)]
-
-
-class SwinAttentionError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"status {status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class SwinAttention:
-    """ctypes binding of one of the C ABI libraries (the reference library has no forward, the CUDA one has)."""
-
-    def __init__(self, path: Path) -> None:
-        self.lib = ctypes.CDLL(str(path))
-        self.lib.swin_window_attention_check.argtypes = [ctypes.POINTER(SwinAttnParams), ctypes.c_char_p,
-                                                         ctypes.c_size_t]
-        if hasattr(self.lib, "swin_window_attention_reference"):
-            self.lib.swin_window_attention_reference.argtypes = [
-                ctypes.POINTER(SwinAttnParams), *[ctypes.c_void_p] * 4, ctypes.c_char_p, ctypes.c_size_t]
-        if hasattr(self.lib, "swin_window_attention_forward"):
-            self.lib.swin_window_attention_forward.argtypes = [
-                ctypes.POINTER(SwinAttnParams), ctypes.c_int, *[ctypes.c_void_p] * 5, ctypes.c_char_p,
-                ctypes.c_size_t]
-
-    @staticmethod
-    def params(batch: int, channels: int, *, height: int, width: int, window_size: int, shift_size: int,
-               num_heads: int, scale: float) -> SwinAttnParams:
-        return SwinAttnParams(batch, height, width, channels, num_heads, window_size, shift_size, scale)
-
-    @staticmethod
-    def _raise(status: int, error: ctypes.Array) -> None:
-        if status != 0:
-            raise SwinAttentionError(status, error.value.decode())
-
-    def check(self, params: SwinAttnParams) -> None:
-        error = ctypes.create_string_buffer(512)
-        self._raise(self.lib.swin_window_attention_check(ctypes.byref(params), error, len(error)), error)
-
-    def reference(self, qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: np.ndarray, **attributes) -> np.ndarray:
-        """Host float32 reference; same keyword attributes as ``pipeline.reference.window_attention_reference``."""
-        qkv, rel_bias, qkv_bias = (np.ascontiguousarray(a, dtype=np.float32) for a in (qkv, rel_bias, qkv_bias))
-        batch, tokens, three_c = qkv.shape
-        out = np.full((batch, tokens, three_c // 3), np.nan, dtype=np.float32)
-        error = ctypes.create_string_buffer(512)
-        params = self.params(batch, three_c // 3, **attributes)
-        status = self.lib.swin_window_attention_reference(
-            ctypes.byref(params), qkv.ctypes.data, rel_bias.ctypes.data, qkv_bias.ctypes.data, out.ctypes.data,
-            error, len(error))
-        self._raise(status, error)
-        return out
-
-    def forward(self, qkv, rel_bias, qkv_bias, out, stream: int = 0, **attributes) -> None:
-        """CUDA kernel on torch CUDA tensors (float32 or float16, contiguous); asynchronous on ``stream``."""
-        import torch
-
-        dtype = {torch.float32: SWIN_ATTN_FLOAT32, torch.float16: SWIN_ATTN_FLOAT16}[qkv.dtype]
-        batch, _, three_c = qkv.shape
-        params = self.params(batch, three_c // 3, **attributes)
-        error = ctypes.create_string_buffer(512)
-        status = self.lib.swin_window_attention_forward(
-            ctypes.byref(params), dtype, qkv.data_ptr(), rel_bias.data_ptr(), qkv_bias.data_ptr(), out.data_ptr(),
-            stream, error, len(error))
-        self._raise(status, error)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not an installed package
 from benchmarks import bench, environment, profile, report
 from benchmarks.paths import OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath, deadline
 from benchmarks.stats import percentile, speedup, summarize

@@ -7,18 +7,15 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not an installed package
-from plugin_build import find_nvcc
-
 from benchmarks.paths import TensorRTPath
 from benchmarks.report import ROOT
 from benchmarks.timers import Budget, CudaEventTimer
+from pipeline.native import find_nvcc
 
 
 def tensorrt_include_dir() -> Path | None:

@@ -18,11 +18,11 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from plugin_build import ROOT
 
 from pipeline.artifacts import file_sha256
 from pipeline.build import Runtime, build_engine, check_engine_compatible
 from pipeline.errors import PipelineError
+from pipeline.native import ROOT
 from pipeline.precision import convert_fp16
 from pipeline.reference import PLUGIN_OP
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_build import ROOT, build_native
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 
 from pipeline.build import build_engine, check_engine_compatible, cuda_device
+from pipeline.native import ROOT, build_native
 from pipeline.precision import convert_fp16
 from pipeline.reference import ort_session
 from pipeline.verify import engine_runner, verify

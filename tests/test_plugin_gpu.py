@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from plugin_build import SwinAttention, build_native
 from test_plugin_host_reference import CASES, random_inputs, torch_window_attention
+
+from pipeline.native import SwinAttention, build_native
 
 pytestmark = [
     pytest.mark.gpu,

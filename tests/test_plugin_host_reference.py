@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from plugin_build import NativeLibs, SwinAttention, SwinAttentionError
 
+from pipeline.native import NativeLibs, SwinAttention, SwinAttentionError
 from pipeline.reference import MASK_VALUE, window_attention_reference
 
 CASES = [
