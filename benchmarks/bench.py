@@ -82,7 +82,8 @@ class Inputs:
         self.stages.run(f"build-{name}", {"batch": batch}, [typed, self.plugin_library],
                         [engine, engine.with_suffix(".json")],
                         lambda: build_engine(typed, engine, plugin_library=self.plugin_library, batch=batch,
-                                             backend="tensorrt", timing_cache=self.work_dir / "timing.cache"))
+                                             backend="tensorrt", timing_cache=self.work_dir / "timing.cache",
+                                             detailed_profile=True))
         return engine
 
     def plugin_engine(self, precision: str) -> Path:

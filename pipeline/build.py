@@ -183,6 +183,7 @@ class BuildRequest:
     timing_cache: str | None
     opt_level: int
     embed_plugin: bool
+    detailed_profile: bool
     metadata: dict[str, Any]  #: fields computed from the files (precision, hashes) before the build
 
 
@@ -322,6 +323,8 @@ def run_build(request: BuildRequest) -> dict[str, Any]:
     config = builder.create_builder_config()
     backend.set_target(trt, config, request.sm)
     config.builder_optimization_level = request.opt_level
+    if request.detailed_profile:  # per-layer detail for the engine inspector; no effect on speed
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     profile = builder.create_optimization_profile()
     profile.set_shape(request.input_name, *(request.profile[key] for key in ("min", "opt", "max")))
     config.add_optimization_profile(profile)
@@ -357,6 +360,7 @@ def run_build(request: BuildRequest) -> dict[str, Any]:
         "outputs": [_tensor_description(trt, network.get_output(i)) for i in range(network.num_outputs)],
         "profile": {"input": request.input_name, **request.profile},
         "builder_optimization_level": request.opt_level,
+        "profiling_verbosity": "detailed" if request.detailed_profile else "default",
         "timing_cache": timing_cache,
         "layers": len(layers),
         "plugin_layers": len(plugin_layers),
@@ -453,13 +457,15 @@ def _child_main(payload: str) -> int:
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_library: str | Path,
                  batch: tuple[int, int, int] = DEFAULT_BATCH, backend: str = "auto", sm: int = 86,
                  timing_cache: str | Path | None = None, opt_level: int = 3, embed_plugin: bool = False,
-                 input_name: str | None = None) -> dict[str, Any]:
+                 input_name: str | None = None, detailed_profile: bool = False) -> dict[str, Any]:
     """Build ``engine_path`` and ``<engine_path stem>.json`` from a strongly typed ONNX; return the metadata.
 
     ``batch`` is the optimization profile's (min, opt, max) batch; the other input dims come from the graph.
     ``backend``: ``auto``, ``tensorrt`` (this machine's GPU) or ``rtx`` (TensorRT-RTX, ahead of time for
     ``sm``). ``timing_cache`` is loaded if the file exists and saved after the build. ``embed_plugin`` stores
     the plugin library inside the engine (``plugins_to_serialize``), so the runtime need not load it.
+    ``detailed_profile`` builds with ``ProfilingVerbosity.DETAILED`` so the engine inspector (``make profile``)
+    can describe every layer.
     """
     onnx_path, engine_path, plugin_library = Path(onnx_path), Path(engine_path), Path(plugin_library)
     if not plugin_library.is_file():
@@ -478,7 +484,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
         plugin_library=str(plugin_library.resolve()), backend=chosen.name, sm=sm, input_name=input_name,
         profile=batch_profile(tuple(batch), dims, input_name),
         timing_cache=str(Path(timing_cache).resolve()) if timing_cache else None, opt_level=opt_level,
-        embed_plugin=embed_plugin,
+        embed_plugin=embed_plugin, detailed_profile=detailed_profile,
         metadata={
             "engine": engine_path.name,
             "precision": graph_precision(model),

@@ -78,6 +78,8 @@ def _build_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sm", type=int, default=86, help="compute capability for TensorRT-RTX (default 86)")
     parser.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0-5")
     parser.add_argument("--embed-plugin", action="store_true", help="store the plugin library inside the engine")
+    parser.add_argument("--detailed-profile", action="store_true",
+                        help="ProfilingVerbosity.DETAILED, so `make profile` can describe every layer")
     parser.add_argument("--plugin", default=str(DEFAULT_PLUGIN), help="plugin library (make plugin builds it)")
 
 
@@ -201,11 +203,12 @@ def _engine(args: argparse.Namespace) -> dict:
 
     engine_path = out / f"{name}.engine"
     build_params = {"batch": args.batch, "backend": args.backend, "sm": args.sm, "opt_level": args.opt_level,
-                    "embed_plugin": args.embed_plugin}
+                    "embed_plugin": args.embed_plugin, "detailed_profile": args.detailed_profile}
     runner.run("build", build_params, [typed_path, plugin], [engine_path, engine_path.with_suffix(".json")],
                lambda: build_engine(typed_path, engine_path, plugin_library=plugin, batch=args.batch,
                                     backend=args.backend, sm=args.sm, timing_cache=out.parent / "timing.cache",
-                                    opt_level=args.opt_level, embed_plugin=args.embed_plugin))
+                                    opt_level=args.opt_level, embed_plugin=args.embed_plugin,
+                            detailed_profile=args.detailed_profile))
 
     def verification() -> dict:
         result = verify(model(), engine_path, args.precision, batch=min(8, args.batch[2]),
@@ -273,7 +276,8 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
     metadata = build_engine(Path(args.input), Path(args.engine), plugin_library=_plugin_path(args), batch=args.batch,
                             backend=args.backend, sm=args.sm, timing_cache=args.timing_cache,
-                            opt_level=args.opt_level, embed_plugin=args.embed_plugin)
+                            opt_level=args.opt_level, embed_plugin=args.embed_plugin,
+                            detailed_profile=args.detailed_profile)
     print(json.dumps({k: v for k, v in metadata.items() if k != "plugin_layer_names"}, indent=2))
 
 
