@@ -196,6 +196,15 @@ def _single_consumer(tensor: gs.Tensor, what: str) -> gs.Node:
     return tensor.outputs[0]
 
 
+def _follow_consumers(tensor: gs.Tensor, through: set[str], what: str) -> tuple[gs.Tensor, gs.Node]:
+    """Follow single consumers through ``through`` ops; return the last tensor and its consumer of another op."""
+    consumer = _single_consumer(tensor, what)
+    while consumer.op in through:
+        tensor = consumer.outputs[0]
+        consumer = _single_consumer(tensor, what)
+    return tensor, consumer
+
+
 def _layout_source(tensor: gs.Tensor) -> gs.Tensor:
     """Follow pure data movement back to the tensor it all comes from (LayerNorm output)."""
     node = _producer(tensor)
@@ -296,11 +305,7 @@ def _infer_shift(additive: np.ndarray, height: int, width: int, window_size: int
 
 def _match_region(graph: gs.Graph, softmax: gs.Node, image_shape: dict[str, list[Any]]) -> _Region:
     scores_mm = _scores_matmul(softmax)
-    probs = softmax.outputs[0]
-    pv_mm = _single_consumer(probs, "softmax output")
-    while pv_mm.op in ("Cast", "Identity"):
-        probs = pv_mm.outputs[0]
-        pv_mm = _single_consumer(probs, "softmax output")
+    probs, pv_mm = _follow_consumers(softmax.outputs[0], {"Cast", "Identity"}, "softmax output")
     if pv_mm.op != "MatMul" or pv_mm.inputs[0] is not probs:
         raise _NoMatch(f"the Softmax output feeds {pv_mm.op} {pv_mm.name}, not the P·V MatMul")
 
@@ -317,11 +322,7 @@ def _match_region(graph: gs.Graph, softmax: gs.Node, image_shape: dict[str, list
         raise _NoMatch(f"the qkv projection weight is {list(qkv_weight.shape)}, expected [C, 3C]")
 
     # Forward: merge heads (Transpose/Reshape) → proj MatMul(+Add) or Gemm.
-    merged = pv_mm.outputs[0]
-    consumer = _single_consumer(merged, "P·V result")
-    while consumer.op in ("Transpose", "Reshape"):
-        merged = consumer.outputs[0]
-        consumer = _single_consumer(merged, "merged heads")
+    merged, consumer = _follow_consumers(pv_mm.outputs[0], {"Transpose", "Reshape"}, "P·V result")
     proj_out = consumer.outputs[0]
     if len(proj_out.outputs) == 1 and proj_out.outputs[0].op == "Add":
         proj_out = proj_out.outputs[0].outputs[0]
