@@ -18,6 +18,7 @@ TIMM_MODELS = [
     ("B", "swin_base_patch4_window7_224"),
     ("L", "swin_large_patch4_window7_224"),
     ("B384", "swin_base_patch4_window12_384"),
+    ("L384", "swin_large_patch4_window12_384"),
 ]
 
 

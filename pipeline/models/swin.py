@@ -13,6 +13,7 @@ with the TensorRT plugin.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,23 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     coords = coords.flatten(1)  # [2, N]
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
     return relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_shift_mask(height: int, width: int, window_size: int, shift_size: int, device: torch.device,
+                       dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(shift_mask(height, width, window_size, shift_size)).to(device=device, dtype=dtype)
+
+
+def shift_mask_like(like: torch.Tensor, height: int, width: int, window_size: int, shift_size: int) -> torch.Tensor:
+    """The ``[nW, N, N]`` shift mask on ``like``'s device and dtype.
+
+    It depends only on static sizes, so an exported graph holds it as a constant. Eager runs reuse one copy per
+    device/dtype (no host-to-device copy per block and call); traces build a fresh one, never caching a fake tensor.
+    """
+    if torch.compiler.is_compiling():
+        return torch.from_numpy(shift_mask(height, width, window_size, shift_size)).to(like)
+    return _cached_shift_mask(height, width, window_size, shift_size, like.device, like.dtype)
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -139,8 +157,7 @@ class SwinTransformerBlock(nn.Module):
             y = F.pad(y, (0, 0, 0, wp - width, 0, hp - height))
         if s:
             y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        # The mask depends only on static sizes, so it is a constant of the exported graph.
-        mask = torch.from_numpy(shift_mask(height, width, m, s)).to(y) if s else None
+        mask = shift_mask_like(y, height, width, m, s) if s else None
         y = window_reverse(self.attn(window_partition(y, m), mask), m, hp, wp)
         if s:
             y = torch.roll(y, shifts=(s, s), dims=(1, 2))
