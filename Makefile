@@ -10,6 +10,10 @@ PYTHON    ?= $(shell command -v python3.11 || command -v python3)
 VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+# JetPack and NVIDIA's containers install TensorRT's Python bindings system-wide: let the venv see them there.
+SYSTEM_TENSORRT := $(shell $(PYTHON) -c "import tensorrt" 2>/dev/null && echo yes)
+VENV_ARGS ?= $(if $(SYSTEM_TENSORRT),--system-site-packages)
 BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
@@ -19,12 +23,12 @@ comma     := ,
 # The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
 plugin: venv
 	cmake -S . -B build/plugin -DCMAKE_BUILD_TYPE=Release -DSWIN_PYTHON=$(abspath $(PY))
-	cmake --build build/plugin -j2
+	cmake --build build/plugin -j$(JOBS)
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test,rtx]'
 	@touch $@
