@@ -168,7 +168,7 @@ def calibration_images(folder: str | Path | None, count: int, seed: int = 0, img
         return load_calibration_set(folder, count, seed, img_size).images
     with tempfile.TemporaryDirectory() as tmp:
         generated = Path(tmp) / GENERATED_FOLDER_NAME
-        log.warning("no calibration folder given: using %d generated crops of scikit-image photos", count)
+        log.warning("no image folder given: using %d generated crops of scikit-image photos", count)
         generate_image_folder(generated, count, seed)
         return load_calibration_set(generated, count, seed, img_size).images
 
