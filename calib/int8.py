@@ -17,6 +17,7 @@ from calib.data import GENERATED_FOLDER_NAME, generate_image_folder, load_calibr
 from calib.quantize import default_exclusions, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import METHODS, amax_from_statistics, collect_statistics
 from pipeline.artifacts import file_sha256, read_onnx, write_json, write_onnx
+from pipeline.build import graph_input
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,12 @@ CACHE_FORMAT = 1
 DEFAULT_METHOD = "percentile"
 
 
-def graph_image_size(model: onnx.ModelProto) -> tuple[int, int]:
+def graph_image_size(model: onnx.ModelProto, source: Path) -> tuple[int, int]:
     """(H, W) of the graph's ``[B, 3, H, W]`` image input; a PipelineError if they are not fixed numbers."""
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) != 4 or not all(d.HasField("dim_value") for d in dims[2:]):
-        raise PipelineError(f"cannot read the image size from input {model.graph.input[0].name!r} of the graph; "
-                            "pass img_size")
-    return (dims[2].dim_value, dims[3].dim_value)
+    name, dims = graph_input(model, None, source)
+    if len(dims) != 4:
+        raise PipelineError(f"input {name!r} of {source} has shape {dims}, not [B, 3, H, W]; pass img_size")
+    return (dims[2], dims[3])
 
 
 def _cache_key(model_sha256: str, images: np.ndarray, method: str, percentile: float) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     exclude = tuple(exclude)
     excluded = select_excluded(layers, exclude)
     quantized = [layer for layer in layers if layer.name not in excluded]
-    size = graph_image_size(model) if img_size is None else img_size
+    size = graph_image_size(model, Path(onnx_path)) if img_size is None else img_size
 
     generated = calib_dir is None
     if generated:

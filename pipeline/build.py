@@ -41,13 +41,13 @@ import onnx
 
 from pipeline.artifacts import atomic_path, file_sha256, read_onnx, write_json
 from pipeline.errors import PipelineError
+from pipeline.precision import QDQ_OPS
 
 log = logging.getLogger("pipeline.build")  # also in the child, where __name__ is __main__
 
 DEFAULT_BATCH = (1, 8, 32)
 #: Compute capabilities TensorRT-RTX 1.7 builds for ahead of time (DESIGN.md §5).
 RTX_TARGETS = (75, 80, 86, 89, 120, 121)
-_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _MAKE_PLUGIN_HINT = "run `make plugin` (it writes build/plugin/libswin_window_attention_plugin.so)"
 
 
@@ -130,7 +130,7 @@ def select_backend(choice: str = "auto", sm: int = 86) -> Backend:
 def graph_precision(model: onnx.ModelProto) -> str:
     """``int8`` with Q/DQ nodes, ``fp16`` with FP16 weights, else ``fp32``: strongly typed, the graph decides."""
     graph = model.graph
-    if any(node.op_type in _QDQ_OPS for node in graph.node):
+    if any(node.op_type in QDQ_OPS for node in graph.node):
         return "int8"
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer):
         return "fp16"

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: Ops computed in FP32 inside an FP16 graph, with Casts around them.
 FP32_OPS = frozenset({"LayerNormalization"})
 #: Ops whose float attributes state a type that must follow the graph's float type.
-_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _QDQ_FP16_OPSET = 19
 
 
@@ -113,7 +113,7 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
 
     graph.cleanup().toposort()
     result = gs.export_onnx(graph)
-    qdq = sum(n.op_type in _QDQ_OPS for n in result.graph.node)
+    qdq = sum(n.op_type in QDQ_OPS for n in result.graph.node)
     if qdq:
         for opset in result.opset_import:
             if opset.domain in ("", "ai.onnx") and opset.version < _QDQ_FP16_OPSET:

@@ -148,7 +148,7 @@ def _register_ort_custom_op() -> str:
     return get_library_path()
 
 
-def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor whose type the graph states (initializers, inputs, inferred values)."""
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {t.name: t.data_type for t in model.graph.initializer}
@@ -163,7 +163,7 @@ def _run_plugin_nodes_in_float32(model: onnx.ModelProto) -> None:
     The plugin itself accumulates softmax in FP32 too, so this changes only the rounding of its inputs' GEMM
     accumulations, not what a typed FP16 graph means.
     """
-    types = _tensor_types(model)
+    types = tensor_types(model)
     nodes = list(model.graph.node)
     del model.graph.node[:]
     for node in nodes:

@@ -24,8 +24,8 @@ from polygraphy.common import TensorMetadata
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
-from pipeline.artifacts import file_sha256, write_json
-from pipeline.build import check_engine_compatible
+from pipeline.artifacts import file_sha256, read_onnx, write_json
+from pipeline.build import check_engine_compatible, graph_input
 from pipeline.errors import PipelineError
 from pipeline.reference import ort_session
 
@@ -63,19 +63,13 @@ class TorchCpuRunner(PytRunner):
 
 
 def _onnx_io(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """The single image input (name, dtype, shape) and the output names, read without the weights."""
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise PipelineError(f"cannot read {path} as ONNX: {exc}") from exc
-    initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise PipelineError(f"{path} has inputs {[i.name for i in inputs]}; verify expects one image input")
-    tensor_type = inputs[0].type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
-    return {"name": inputs[0].name, "dtype": dtype, "shape": shape}, [o.name for o in graph.output]
+    """The single image input (name, dtype, shape with -1 for the batch) and the output names."""
+    model = read_onnx(path)
+    name, dims = graph_input(model, None, path)
+    elem_type = next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    shape = [-1 if d is None else d for d in dims]
+    return {"name": name, "dtype": dtype, "shape": shape}, [o.name for o in model.graph.output]
 
 
 def engine_runner(engine: Path, metadata: dict[str, Any], plugin_library: Path | None) -> BaseRunner:

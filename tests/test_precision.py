@@ -11,21 +11,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.errors import PipelineError
 from pipeline.precision import convert_fp16
-from pipeline.reference import PLUGIN_OP, ort_session
+from pipeline.reference import PLUGIN_OP, ort_session, tensor_types
 
 
 @pytest.fixture(scope="module")
 def swin_t_fp16(swin_t_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "model.swin.fp16.onnx"
     return out, convert_fp16(swin_t_onnx[1], out)
-
-
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {t.name: t.data_type for t in model.graph.initializer}
-    for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
-        types[info.name] = info.type.tensor_type.elem_type
-    return types
 
 
 def test_types(swin_t_fp16) -> None:
