@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.environment import driver_version
+from benchmarks.environment import collect as collect_environment
+from benchmarks.environment import device_slug
 from pipeline.native import ROOT, SwinAttention, build_native
 from pipeline.reference import shift_mask
 
@@ -121,12 +120,8 @@ def main() -> int:
     lib = SwinAttention(build_native(Path(tempfile.mkdtemp(prefix="swin-bench-")), cuda_arch=f"{major}{minor}").cuda)
     peak, peak_source = peak_bandwidth_gbs(props)
     stream = torch.cuda.current_stream()
-    environment = {
-        "device": props.name, "compute_capability": f"{major}.{minor}", "sms": props.multi_processor_count,
-        "peak_dram_gbs": round(peak, 1), "peak_source": peak_source, "torch": torch.__version__,
-        "cuda_runtime_torch": torch.version.cuda, "cuda_driver": driver_version(),
-        "python": platform.python_version(),
-    }
+    # The same environment record as make bench, plus the roofline this benchmark reports against.
+    environment = {**collect_environment(), "peak_dram_gbs": round(peak, 1), "peak_source": peak_source}
     results = []
     for dtype_name in args.dtypes:
         dtype = torch.float16 if dtype_name == "fp16" else torch.float32
@@ -173,8 +168,7 @@ def main() -> int:
                       f"eager {row['eager_us']:8.1f}  sdpa {row['sdpa_us']:8.1f}"
                       + (f"  compile {row['compile_us']:8.1f}" if "compile_us" in row else "")
                       + f"  err {max_error:.1e}", flush=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", props.name).strip("_")
-    path = args.out or ROOT / "benchmarks" / "results" / f"kernel_bench_{slug}.json"
+    path = args.out or ROOT / "benchmarks" / "results" / f"kernel_bench_{device_slug(environment)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"environment": environment, "results": results}, indent=1))
     print(f"wrote {path}")
