@@ -33,6 +33,7 @@ from pipeline.export import export_onnx
 from pipeline.models import build_swin, perturb_weights_
 from pipeline.reference import ort_session
 from pipeline.surgery import replace_window_attention
+from pipeline.verify import comparison_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: (label, method, percentile, exclusion selectors)
@@ -59,15 +60,6 @@ def perturbed_swin_t(folder: Path) -> Path:
 def run(session: ort.InferenceSession, images: np.ndarray, batch: int) -> np.ndarray:
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
-
-
-def compare(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """Logit agreement: per-sample cosine (mean, min), SQNR over all logits in dB, top-1 agreement."""
-    cosine = np.sum(reference * actual, axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(actual, axis=1))
-    noise = np.sum((actual - reference) ** 2)
-    return {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
-            "sqnr_db": float(10 * np.log10(np.sum(reference**2) / noise)),
-            "top1_agreement": float(np.mean(reference.argmax(1) == actual.argmax(1)))}
 
 
 def main() -> None:
@@ -112,7 +104,7 @@ def main() -> None:
         int8 = run(ort_session(quantized), evaluation, args.batch)
         calib_s = absmax_s + (histogram_s if method != "max" else 0.0) + search_and_insert_s
         rows.append({"config": label, "method": method, "percentile": percentile, "exclude": list(exclude),
-                     "quantized_layers": len(layers) - len(excluded), **compare(reference, int8),
+                     "quantized_layers": len(layers) - len(excluded), **comparison_metrics(reference, int8),
                      "calib_and_quantize_s": round(calib_s, 1)})
         print(f"{label}: {rows[-1]}", flush=True)
 

@@ -121,7 +121,8 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     return runner, image_input, output_names, executed
 
 
-def _metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | None]:
+def comparison_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | None]:
+    """Max/mean abs error, per-sample cosine (mean, min), top-1 agreement (classifiers) and SQNR in dB."""
     reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
     error = np.abs(reference - candidate)
     rows_ref, rows_cand = reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)
@@ -195,7 +196,7 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
                 results, compare_func=SimpleCompareFunc(atol=thresholds["max_abs"], rtol=0.0)))
     outputs, failures = {}, []
     for name in output_names:
-        metrics = _metrics(*(np.concatenate([iteration[name] for iteration in results[runner.name]])
+        metrics = comparison_metrics(*(np.concatenate([iteration[name] for iteration in results[runner.name]])
                              for runner in (reference, candidate)))
         output_failures = _failures(metrics, thresholds)
         outputs[name] = {**metrics, "passed": not output_failures}
