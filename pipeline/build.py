@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import dataclasses
 import datetime
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -368,6 +369,7 @@ def run_build(request: BuildRequest) -> dict[str, Any]:
         "parse_seconds": round(parse_seconds, 3),
         "build_seconds": round(build_seconds, 3),
         "engine_bytes": serialized.nbytes,
+        "engine_sha256": hashlib.sha256(memoryview(serialized)).hexdigest(),  # verified before every load
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     engine_path = Path(request.engine_path)
@@ -528,8 +530,19 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
         raise PipelineError(f"engine {engine_path} does not exist; build it with `python -m pipeline build`")
     if not meta_path.is_file():
         raise PipelineError(f"{meta_path} is missing: it records what {engine_path} was built for; {rebuild}")
-    metadata = json.loads(meta_path.read_text())
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PipelineError(f"{meta_path} is not the JSON the build wrote ({error}); {rebuild}") from None
     built_with, target, plugin = metadata["backend"], metadata["target"], metadata["plugin"]
+    # A truncated or corrupted copy must fail here, with our message, not inside TensorRT's deserializer.
+    if "engine_sha256" not in metadata:
+        raise PipelineError(f"{meta_path} records no engine checksum (written by an older swin-trt); {rebuild}")
+    size = engine_path.stat().st_size
+    if size != metadata["engine_bytes"] or file_sha256(engine_path) != metadata["engine_sha256"]:
+        raise PipelineError(f"engine {engine_path} is corrupt: its {size} bytes do not match the "
+                            f"{metadata['engine_bytes']} bytes and sha256 {metadata['engine_sha256'][:12]}… "
+                            f"recorded in {meta_path} at build time; copy it again or {rebuild}")
 
     # An embedded plugin library travels inside the engine, so the file on disk no longer matters.
     if not plugin["embedded"]:

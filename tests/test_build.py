@@ -65,6 +65,7 @@ def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):
     assert metadata["profile"] == {"input": "images", **{key: [b, 3, 224, 224]
                                                           for key, b in zip(("min", "opt", "max"), BATCH, strict=True)}}
     assert metadata["engine_bytes"] == engine.stat().st_size > 50_000_000
+    assert metadata["engine_sha256"] == file_sha256(engine)
     assert no_partial_files(engine.parent)
 
 
@@ -181,3 +182,21 @@ def test_check_engine_compatible_refuses_changed_plugin_and_missing_metadata(fp3
     engine.with_suffix(".json").unlink()
     with pytest.raises(PipelineError, match=r"model.swin.json is missing: it records what"):
         check_engine_compatible(engine, [])
+
+
+@pytest.mark.parametrize("damage", ["flip one byte", "truncate to 1000 bytes"])
+def test_check_engine_refuses_a_corrupt_engine(fp32_engine, tmp_path, damage):
+    engine = copy_engine(fp32_engine[0], tmp_path)
+    data = bytearray(engine.read_bytes())
+    if damage == "flip one byte":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[1000:]
+    engine.write_bytes(bytes(data))
+    with pytest.raises(PipelineError, match=r"model.swin.engine is corrupt: its \d+ bytes do not match"):
+        check_engine_compatible(engine, [])
+    result = subprocess.run([sys.executable, "-m", "pipeline", "check-engine", str(engine)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
