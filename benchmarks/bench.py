@@ -14,14 +14,14 @@ Paths (a path that cannot run here is listed as skipped with the reason, never d
 GPU paths: warm-up, then --iterations (200) timed iterations with CUDA events and no host sync inside the loop.
 CPU paths: the same iteration count, but a timed loop stops after --cpu-budget-s once --cpu-min-iterations are
 done, and the default CPU batches are 1,8 (--batch sets both lists). Results go to
-benchmarks/results/bench_<variant>_<device>_<date>.{json,md,png}.
+build/bench/bench_<variant>_<device>_<UTC time>.{json,md,png} (git-ignored; a file is never replaced);
+`python -m benchmarks.report --commit <json>` copies a run into benchmarks/results/ to be committed.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import logging
 import sys
 import traceback
@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmarks import environment
 from benchmarks.paths import BenchPath, OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath
-from benchmarks.report import RESULTS_DIR, ROOT, evaluate_goals, write_report
+from benchmarks.report import ROOT, RUNS_DIR, evaluate_goals, timestamped, utc_now, write_report
 from benchmarks.stats import summarize
 from benchmarks.timers import Budget
 from pipeline.errors import PipelineError
@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine-dir", type=Path, help="folder with `make engine`'s engines (build/swin_<v>)")
     parser.add_argument("--work-dir", type=Path, help="for exports and engines built here (build/bench_<v>)")
     parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN, help="SwinWindowAttention plugin library")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=RUNS_DIR,
+                        help="where this run's files go (default build/bench, git-ignored)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -293,7 +294,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
                             "status": "skipped", "reason": "not selected (--paths)", "results": []})
             continue
         records.append(run_path(path, batches[path.device], budgets[path.device]))
-    created = datetime.datetime.now(datetime.timezone.utc)
+    created = utc_now()
     device = environment.device_slug(env)
     report = {
         "schema": 1, "variant": variant, "image_size": list(_image_size(variant)),
@@ -307,8 +308,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
         "paths": records,
         "goals": evaluate_goals(records),
     }
-    stem = args.results_dir / f"bench_{variant.lower()}_{device}_{created:%Y-%m-%d}"
-    return write_report(report, stem)
+    return write_report(report, args.results_dir / timestamped(f"bench_{variant.lower()}_{device}", created))
 
 
 def _image_size(variant: str) -> tuple[int, int]:

@@ -1,17 +1,27 @@
 """Benchmark reports: the JSON of a run, its Markdown table and latency plot, and the README table generated
 from the newest committed result files.
 
+A run writes its files under build/bench/ (git-ignored), named with a UTC time stamp, and never replaces a file;
+committing one is a deliberate step:
+
+    python -m benchmarks.report --commit build/bench/bench_t_<device>_<time>.json  # copy it to benchmarks/results/
+    git add benchmarks/results/bench_t_<device>_<time>.*
     python -m benchmarks.report --readme README.md     # rewrite the table between the bench-table markers
-    python -m benchmarks.report results/bench_t_x.json  # print one run's Markdown
+    python -m benchmarks.report build/bench/bench_t_x.json  # print one run's Markdown
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
 import json
+import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +30,7 @@ from pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+RUNS_DIR = ROOT / "build" / "bench"  # every run's files, git-ignored: a run never edits a tracked file
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 RESULT_GLOB = "bench_*.json"
 
@@ -191,13 +202,68 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def utc_now() -> datetime.datetime:
+    """When a run finished, to the second: its record's ``created`` and its files' time stamp."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def timestamped(name: str, created: datetime.datetime) -> str:
+    """``<name>_<UTC date>T<time>Z``: names of one device sort by time, after the date-only names of earlier
+    committed runs (``.`` sorts before ``T``), and need no characters a file system may reject (``:``)."""
+    return f"{name}_{created.astimezone(datetime.timezone.utc):%Y-%m-%dT%H%M%SZ}"
+
+
+def _link_all(sources: dict[str, Path], stem: Path) -> list[Path]:
+    """Hard-link each source to ``<stem><suffix>``: all of them, or none where one of the names is taken."""
+    linked: list[Path] = []
+    try:
+        for suffix, source in sources.items():
+            linked.append(Path(f"{stem}{suffix}"))
+            os.link(source, linked[-1])  # atomic like a rename, but fails rather than replaces
+    except FileExistsError:
+        for path in linked[:-1]:  # the last one is the taken name, not ours
+            path.unlink()
+        raise
+    return linked
+
+
+def write_new(stem: Path, writers: dict[str, Callable[[Path], object]], *,
+              new_name_on_clash: bool = True) -> list[Path]:
+    """``<stem><suffix>`` for each writer, written in a hidden staging folder beside them and then linked into
+    place, so never half-written and never replacing a file. A taken name makes the stem ``<stem>_2``, ``_3``…
+    (a finished run is never lost), or with ``new_name_on_clash=False`` an error."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{stem.name}.", suffix=".partial", dir=stem.parent) as staging:
+        staged = {suffix: Path(staging) / f"{stem.name}{suffix}" for suffix in writers}
+        for suffix, write in writers.items():
+            write(staged[suffix])
+        target, attempt = stem, 1
+        while True:
+            try:
+                return _link_all(staged, target)
+            except FileExistsError as clash:
+                if not new_name_on_clash:
+                    raise PipelineError(f"{clash.filename2} exists already and is never replaced; remove it first "
+                                        "(git rm) to replace it") from None
+            attempt += 1
+            target = stem.with_name(f"{stem.name}_{attempt}")
+
+
 def write_report(report: dict[str, Any], stem: Path) -> list[Path]:
-    """``<stem>.json``, ``<stem>.md`` and ``<stem>.png``, each written atomically."""
-    markdown_path = stem.with_suffix(".md")
-    write_json(stem.with_suffix(".json"), report)
-    with atomic_path(markdown_path) as tmp:
-        tmp.write_text(markdown(report))
-    return [stem.with_suffix(".json"), markdown_path, plot(report, stem.with_suffix(".png"))]
+    """``<stem>.json``, ``<stem>.md`` and ``<stem>.png``, or ``<stem>_2.*``… where a file has that name."""
+    return write_new(stem, {".json": lambda path: write_json(path, report),
+                            ".md": lambda path: path.write_text(markdown(report)),
+                            ".png": lambda path: plot(report, path)})
+
+
+def commit_run(run: Path, results_dir: Path) -> list[Path]:
+    """Copy a run's JSON and the .md/.png beside it into ``results_dir`` under the same name, for git."""
+    if run.suffix != ".json" or not run.is_file():
+        raise PipelineError(f"{run}: no such .json file; pass a run that `make bench` wrote under "
+                            f"{RUNS_DIR.relative_to(ROOT)}/")
+    files = [f for f in (run, run.with_suffix(".md"), run.with_suffix(".png")) if f.is_file()]
+    return write_new(results_dir / run.stem, {f.suffix: functools.partial(shutil.copyfile, f) for f in files},
+                     new_name_on_clash=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -265,10 +331,19 @@ def update_readme(readme: Path, section: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="*", type=Path, help="result JSONs to print as Markdown")
+    parser.add_argument("--commit", nargs="+", type=Path, default=[], metavar="JSON",
+                        help="copy these runs (with their .md and .png) into --results-dir, to be added with git; "
+                             "a file already there is never replaced")
     parser.add_argument("--readme", type=Path, help="README to update from the newest committed results")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="committed results (default benchmarks/results)")
     args = parser.parse_args(argv)
     try:
+        for run in args.commit:
+            for path in commit_run(run, args.results_dir):
+                print(f"wrote {path}")
+        if args.commit:
+            print("next: `git add` these files, then `python -m benchmarks.report --readme README.md`")
         if args.readme:
             changed = update_readme(args.readme, readme_section(newest_per_device(committed_results(args.results_dir))))
             print(f"{args.readme}: {'updated' if changed else 'already up to date'}")

@@ -1,10 +1,14 @@
 """The benchmark's pure parts on synthetic data (statistics, timers' budget logic, reports, README generation,
-goals), skip reasons on this machine, and a tiny end-to-end CPU run of `python -m benchmarks.bench`."""
+goals), skip reasons on this machine, where results go (never onto an existing file), and a tiny end-to-end CPU
+run of `python -m benchmarks.bench`."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import shutil
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -179,23 +183,75 @@ def test_report_files_are_valid_json_markdown_and_png(tmp_path):
     assert not list(tmp_path.glob(".*.partial"))
 
 
+def test_result_names_sort_by_time_next_to_date_only_ones():
+    names = [report.timestamped("bench_t_gpu-a", datetime.datetime(2026, 11, day, hour, tzinfo=datetime.timezone.utc))
+             for day, hour in ((20, 9), (20, 23), (21, 0))]
+    assert names[0] == "bench_t_gpu-a_2026-11-20T090000Z"
+    # A date-only name (committed before time stamps) sorts before that day's time-stamped runs, a "_2" after.
+    files = ["bench_t_gpu-a_2026-11-20.json", *(f"{n}.json" for n in names), f"{names[1]}_2.json"]
+    assert sorted(reversed(files)) == [files[0], files[1], files[2], files[4], files[3]]
+    eastern = datetime.timezone(datetime.timedelta(hours=-5))
+    assert report.timestamped("x", datetime.datetime(2026, 11, 20, 4, tzinfo=eastern)) == "x_2026-11-20T090000Z"
+
+
 def test_readme_table_comes_from_the_newest_result_per_device(tmp_path):
     for created, device in (("2026-11-01T00:00:00+00:00", "gpu-a"), ("2026-11-20T00:00:00+00:00", "gpu-a"),
-                            ("2026-11-10T00:00:00+00:00", "gpu-b")):
-        path = tmp_path / f"bench_t_{device}_{created[:10]}.json"
-        path.write_text(json.dumps(synthetic_report(created, device)))
+                            ("2026-11-10T00:00:00+00:00", "gpu-b"), ("2026-11-10T12:30:00+00:00", "gpu-b")):
+        stem = report.timestamped(f"bench_t_{device}", datetime.datetime.fromisoformat(created))
+        if created.endswith("T00:00:00+00:00"):  # as named before time stamps
+            stem = f"bench_t_{device}_{created[:10]}"
+        (tmp_path / f"{stem}.json").write_text(json.dumps(synthetic_report(created, device)))
     newest = report.newest_per_device(sorted(tmp_path.glob("bench_*.json")))
-    assert [(r["device"], r["created"][:10]) for r in newest] == [("gpu-a", "2026-11-20"), ("gpu-b", "2026-11-10")]
+    assert [(r["device"], r["created"]) for r in newest] == [("gpu-a", "2026-11-20T00:00:00+00:00"),
+                                                             ("gpu-b", "2026-11-10T12:30:00+00:00")]
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{report.README_START}\nold\n{report.README_END}\n\n## Next\n")
     assert report.update_readme(readme, report.readme_section(newest))
     text = readme.read_text()
     assert "old" not in text and text.endswith(f"{report.README_END}\n\n## Next\n")
     assert "bench_t_gpu-a_2026-11-20.json" in text and "2026-11-01" not in text
+    assert "bench_t_gpu-b_2026-11-10T123000Z.json" in text
     assert not report.update_readme(readme, report.readme_section(newest))  # idempotent
     readme.write_text("no markers")
     with pytest.raises(PipelineError, match="markers"):
         report.update_readme(readme, "x")
+
+
+def test_report_never_replaces_a_file(tmp_path):
+    data = synthetic_report()
+    (tmp_path / "bench_t_test.md").write_text("an earlier run")
+    written = report.write_report(data, tmp_path / "bench_t_test")
+    assert [p.name for p in written] == ["bench_t_test_2.json", "bench_t_test_2.md", "bench_t_test_2.png"]
+    assert (tmp_path / "bench_t_test.md").read_text() == "an earlier run"
+    assert not (tmp_path / "bench_t_test.json").exists()  # a run's files keep one name
+    again = report.write_report(data, tmp_path / "bench_t_test")
+    assert again[0].name == "bench_t_test_3.json" and written[0].read_text() == again[0].read_text()
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_commit_copies_a_run_into_the_results_and_never_replaces_one(tmp_path, capsys):
+    [run_json, run_md, run_png] = report.write_report(synthetic_report(), tmp_path / "build" / "bench_t_x")
+    results = tmp_path / "results"
+    assert report.main(["--commit", str(run_json), "--results-dir", str(results)]) == 0
+    assert "git add" in capsys.readouterr().out
+    for source in (run_json, run_md, run_png):
+        assert (results / source.name).read_bytes() == source.read_bytes()
+    (results / run_md.name).write_text("committed and edited")
+    assert report.main(["--commit", str(run_json), "--results-dir", str(results)]) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert (results / run_md.name).read_text() == "committed and edited"
+    assert sorted(p.name for p in results.iterdir()) == sorted(p.name for p in (run_json, run_md, run_png))
+    assert report.main(["--commit", str(tmp_path / "missing.json"), "--results-dir", str(results)]) == 2
+    assert "build/bench" in capsys.readouterr().err
+
+
+def test_runs_go_to_a_git_ignored_folder():
+    assert bench.build_parser().parse_args([]).results_dir == report.RUNS_DIR
+    if shutil.which("git") is None or not (report.ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(report.RUNS_DIR / "bench_t_x.json")],
+                             cwd=report.ROOT, check=False)
+    assert ignored.returncode == 0, f"{report.RUNS_DIR} must be git-ignored: a benchmark never edits a tracked file"
 
 
 def test_device_slug_is_file_name_safe():
@@ -225,6 +281,30 @@ def test_bench_cpu_end_to_end(swin_t_onnx, tmp_path):
     assert paths[("tensorrt-plugin", "fp16")]["status"] == "skipped"
     assert data["settings"]["budgets"]["cpu"]["seconds"] == 1.0
     assert json_path.with_suffix(".md").is_file() and json_path.with_suffix(".png").is_file()
+
+
+def test_bench_writes_under_build_and_never_over_an_earlier_run(tmp_path, monkeypatch):
+    # A cheap run: one path that is skipped everywhere (no INT8 engine), so no model is loaded or exported.
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    for name in ("model.onnx", "model.swin.onnx"):
+        (onnx_dir / name).touch()
+    runs = tmp_path / "build" / "bench"
+    finished = datetime.datetime(2026, 11, 26, 10, 15, 30, tzinfo=datetime.timezone.utc)
+    monkeypatch.setattr(bench, "RUNS_DIR", runs)  # the default, moved out of the checkout
+    monkeypatch.setattr(bench, "utc_now", lambda: finished)
+    stem = f"bench_t_{environment.device_slug(environment.collect())}_2026-11-26T101530Z"
+    runs.mkdir(parents=True)
+    (runs / f"{stem}.json").write_text("an earlier run")
+    argv = ["--precision", "int8", "--paths", "tensorrt-plugin", "--onnx-dir", str(onnx_dir), "--engine-dir",
+            str(tmp_path / "engines"), "--work-dir", str(tmp_path / "work")]
+    assert bench.main(argv) == 0
+    assert (runs / f"{stem}.json").read_text() == "an earlier run"
+    assert sorted(p.name for p in runs.iterdir()) == sorted([f"{stem}.json", f"{stem}_2.json", f"{stem}_2.md",
+                                                            f"{stem}_2.png"])
+    data = json.loads((runs / f"{stem}_2.json").read_text())
+    assert data["created"] == "2026-11-26T10:15:30+00:00"
+    assert {(p["name"], p["precision"]): p["status"] for p in data["paths"]}[("tensorrt-plugin", "int8")] == "skipped"
 
 
 def test_bench_rejects_unknown_paths_and_missing_onnx(tmp_path, capsys):
