@@ -8,13 +8,13 @@ the tests do; DESIGN.md §5b) and runs surgery. Calibration uses generated crops
 collected once (absmax pass + histogram pass) and every method's clip values come from them; a method's
 calibration time is the passes it needs plus its threshold search. Methods are ranked by SQNR and minimum cosine
 of the logits: with random weights the top-1/top-2 logit gap is smaller than INT8's error, so top-1 agreement is
-mostly noise (DESIGN.md §5c). Writes ``benchmarks/results/int8_accuracy_<name>.json`` and prints a Markdown
+mostly noise (DESIGN.md §5c). Writes ``build/bench/int8_accuracy_<name>_<UTC time>.json`` (never replacing a
+file; ``python -m benchmarks.report --commit <json>`` copies it into benchmarks/results/) and prints a Markdown
 table. """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import tempfile
@@ -26,16 +26,17 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
 from calib.data import calibration_images, generate_image_folder
 from calib.quantize import SWIN_L_EXCLUDE, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import ActivationStatistics, amax_from_statistics, collect_absmax, collect_histograms
+from pipeline.artifacts import write_json
 from pipeline.export import export_onnx
 from pipeline.models import build_swin, perturb_weights_
 from pipeline.reference import ort_session
 from pipeline.surgery import replace_window_attention
 from pipeline.verify import comparison_metrics
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: (label, method, percentile, exclusion selectors)
 CONFIGS = (
     ("max", "max", None, ()),
@@ -65,7 +66,7 @@ def run(session: ort.InferenceSession, images: np.ndarray, batch: int) -> np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="surgered FP32 ONNX (default: perturbed random Swin-T)")
-    parser.add_argument("--name", default="swin_t", help="result file suffix")
+    parser.add_argument("--name", default="swin_t", help="result file name part")
     parser.add_argument("--calib-samples", type=int, default=128)
     parser.add_argument("--eval-samples", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
@@ -115,9 +116,8 @@ def main() -> None:
               "absmax_pass_s": round(absmax_s, 1), "histogram_pass_s": round(histogram_s, 1),
               "fp32_eval_s": round(fp32_eval_s, 1), "onnxruntime": ort.__version__, "machine": platform.machine(),
               "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"int8_accuracy_{args.name}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    [out] = write_new(RUNS_DIR / timestamped(f"int8_accuracy_{args.name}", utc_now()),
+                      {".json": lambda path: write_json(path, result)})
     print("| config | cosine mean / min | SQNR (dB) | top-1 agreement | calib+quant (s) |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['config']} | {row['cosine_mean']:.5f} / {row['cosine_min']:.5f} | {row['sqnr_db']:.1f} | "

@@ -6,7 +6,8 @@ Compared, all from the same qkv [B, H·W, 3C] to the output [B, H·W, C] in imag
   sdpa     the same layout work around F.scaled_dot_product_attention with bias + mask as attn_mask
   compile  torch.compile of eager
 
-Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes benchmarks/results/kernel_bench_<device>.json.
+Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes build/bench/kernel_bench_<device>_<UTC time>.json
+(never replacing a file; `python -m benchmarks.report --commit <json>` copies it into benchmarks/results/).
 
     python -m benchmarks.kernel_bench [--dtypes fp16 fp32] [--batches 1 8 64] [--iters 200]
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from benchmarks.environment import collect as collect_environment
 from benchmarks.environment import device_slug
-from pipeline.native import ROOT, SwinAttention, build_native
+from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
+from pipeline.artifacts import write_json
+from pipeline.native import SwinAttention, build_native
 from pipeline.reference import shift_mask
 
 # (model, stage, resolution, channels, heads, window, shift) at 224 input; stage 4 has no shift (7 ≤ window).
@@ -109,7 +111,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
-    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/kernel_bench_<device>.json)")
+    parser.add_argument("--out", type=Path, help="JSON path (default build/bench/kernel_bench_<device>_<UTC "
+                        "time>.json); an existing file is never replaced: the results then go to <stem>_2.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("kernel_bench: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
@@ -168,9 +171,9 @@ def main() -> int:
                       f"eager {row['eager_us']:8.1f}  sdpa {row['sdpa_us']:8.1f}"
                       + (f"  compile {row['compile_us']:8.1f}" if "compile_us" in row else "")
                       + f"  err {max_error:.1e}", flush=True)
-    path = args.out or ROOT / "benchmarks" / "results" / f"kernel_bench_{device_slug(environment)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"environment": environment, "results": results}, indent=1))
+    stem = (args.out.with_suffix("") if args.out else
+            RUNS_DIR / timestamped(f"kernel_bench_{device_slug(environment)}", utc_now()))
+    [path] = write_new(stem, {".json": lambda out: write_json(out, {"environment": environment, "results": results})})
     print(f"wrote {path}")
     return 0
 
