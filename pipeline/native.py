@@ -1,6 +1,8 @@
 """The native libraries from Python: build them with CMake, and call the C ABI of the kernel and the host reference.
 
-- ``build_native``: configure and build the CMake project (plugin, CUDA C ABI, host reference);
+- ``configure_native``, ``build_native``: configure (and build) the CMake project (plugin, CUDA C ABI, host
+  reference);
+- ``device_code``: the CUDA architectures compiled into a built library (``cuobjdump``);
 - ``SwinAttention``: ctypes binding of ``plugins/swin_window_attention/swin_window_attention.h``.
 
 Tests, the kernel benchmark and users checking a kernel on their GPU share these.
@@ -9,12 +11,15 @@ Tests, the kernel benchmark and users checking a kernel on their GPU share these
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,29 +40,75 @@ def find_nvcc() -> str | None:
     return None
 
 
-def build_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str | None = None,
-                 build_type: str = "Release") -> NativeLibs:
-    """Configure and build the CMake project; raise RuntimeError with CMake's output on failure.
-
-    ``cuda_arch`` None builds the project's default architectures (what ``make plugin`` builds).
-    """
+def _tools() -> tuple[str, str]:
+    """cmake and nvcc, or a RuntimeError that says how to get them."""
     cmake = shutil.which("cmake")
     nvcc = find_nvcc()
     if cmake is None or nvcc is None:
         raise RuntimeError(f"building the plugin needs cmake and nvcc on PATH (cmake={cmake}, nvcc={nvcc}); "
                            "install CMake >= 3.18 and the CUDA toolkit, or set CUDACXX to nvcc")
-    configure = [cmake, "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
-                 f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DSWIN_PYTHON={sys.executable}"]
+    return cmake, nvcc
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+
+
+def configure_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str | None = None,
+                     build_type: str = "Release") -> None:
+    """Configure the CMake project into ``build_dir``; raise RuntimeError with CMake's output on failure.
+
+    ``cuda_arch`` None keeps the folder's architectures: the project's default (what ``make plugin`` builds)
+    unless an earlier configure chose some.
+    """
+    cmake, nvcc = _tools()
+    command = [cmake, "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
+               f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DSWIN_PYTHON={sys.executable}"]
     if cuda_arch:
-        configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
-    for command in (configure, [cmake, "--build", str(build_dir), "-j", str(os.cpu_count() or 2)]):
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+        command.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
+    _run(command)
+
+
+def build_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str | None = None,
+                 build_type: str = "Release") -> NativeLibs:
+    """Configure (``configure_native``) and build the CMake project; raise RuntimeError on failure."""
+    configure_native(build_dir, cuda_arch, build_type)
+    cmake, _ = _tools()
+    _run([cmake, "--build", str(build_dir), "-j", str(os.cpu_count() or 2)])
     plugin = build_dir / "libswin_window_attention_plugin.so"
     return NativeLibs(reference=build_dir / "libswin_window_attention_reference.so",
                       cuda=build_dir / "libswin_window_attention_cuda.so",
                       plugin=plugin if plugin.exists() else None)
+
+
+def find_cuobjdump() -> Path | None:
+    """cuobjdump of the pinned ``nvidia-cuda-cuobjdump`` wheel (the ``test`` extra), else the one on PATH."""
+    try:
+        files = importlib.metadata.files("nvidia-cuda-cuobjdump") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name == "cuobjdump":
+            return Path(str(file.locate()))
+    found = shutil.which("cuobjdump")
+    return Path(found) if found else None
+
+
+def device_code(library: Path, kind: Literal["elf", "ptx"] = "elf") -> list[str]:
+    """The architectures of a library's SASS (``elf``) or PTX, in cuobjdump's order: ``["sm_75", "sm_86"]``."""
+    cuobjdump = find_cuobjdump()
+    if cuobjdump is None:
+        raise RuntimeError("cuobjdump not found; install the test extra (pip install -e '.[test]') or the CUDA toolkit")
+    result = subprocess.run([str(cuobjdump), f"--list-{kind}", str(library)], capture_output=True, text=True,
+                            check=False)
+    if "does not contain device code" in result.stderr:
+        return []
+    if result.returncode != 0:
+        raise RuntimeError(f"cuobjdump --list-{kind} {library} failed: {result.stderr.strip()}")
+    # Lines read "ELF file    1: libname.1.sm_86.cubin" (PTX: "... .sm_86.ptx").
+    return re.findall(r"\.(sm_\w+)\.(?:cubin|ptx)$", result.stdout, flags=re.MULTILINE)
 
 
 # ---------------------------------------------------------------------------------------------------------
