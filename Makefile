@@ -14,6 +14,8 @@ JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 # JetPack and NVIDIA's containers install TensorRT's Python bindings system-wide: let the venv see them there.
 SYSTEM_TENSORRT := $(shell $(PYTHON) -c "import tensorrt" 2>/dev/null && echo yes)
 VENV_ARGS ?= $(if $(SYSTEM_TENSORRT),--system-site-packages)
+# TensorRT-RTX (the rtx extra) has x86_64 wheels only: elsewhere (Jetson, aarch64) the venv goes without it.
+EXTRAS     = $(if $(filter x86_64,$(shell uname -m)),test$(comma)rtx,test)
 BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
@@ -30,7 +32,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test,rtx]'
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[$(EXTRAS)]'
 	@touch $@
 
 onnx: venv
