@@ -41,14 +41,16 @@ onnx: venv
 
 # Every stage into $(BUILD_DIR): export, surgery, precision (FP16 / INT8 calibration), engine build
 # (TensorRT when installed with a GPU, else TensorRT-RTX ahead of time for SM), verification. Stages whose
-# inputs are unchanged are reused.
+# inputs are unchanged are reused. IMAGES: verification photos (default CALIB_DIR); ENGINE_ARGS: more flags of
+# `python -m pipeline engine` (e.g. --features-only --img-size 800x1333).
 engine: venv plugin
 	$(PY) -m pipeline engine --variant $(VARIANT) --precision $(PRECISION) --batch $(BATCH) \
 		--backend $(BACKEND) --sm $(SM) --out-dir $(BUILD_DIR) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
-		$(if $(CALIB_SAMPLES),--calib-samples $(CALIB_SAMPLES))
+		$(if $(CALIB_SAMPLES),--calib-samples $(CALIB_SAMPLES)) $(if $(IMAGES),--images $(IMAGES)) $(ENGINE_ARGS)
 
-# Every deployment path this machine can run, side by side: benchmarks/results/bench_<v>_<device>_<date>.{json,md,png}.
+# Every deployment path this machine can run, side by side: build/bench/bench_<v>_<device>_<UTC time>.{json,md,png}
+# (git-ignored, never overwritten); `python -m benchmarks.report --commit <json>` copies one to benchmarks/results/.
 # BATCH, only when given, sets every path's batches (defaults: GPU 1,8,32,64; CPU 1,8). BENCH_ARGS: more flags.
 # No dependency on `plugin`: a CPU-only run need not compile CUDA; the TensorRT paths then say to run `make plugin`.
 bench: venv

@@ -26,6 +26,7 @@ import importlib.util
 import json
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ log = logging.getLogger("pipeline.build")  # also in the child, where __name__ i
 DEFAULT_BATCH = (1, 8, 32)
 #: Compute capabilities TensorRT-RTX 1.7 builds for ahead of time (DESIGN.md §5).
 RTX_TARGETS = (75, 80, 86, 89, 120, 121)
-_MAKE_PLUGIN_HINT = "run `make plugin` (it writes build/plugin/libswin_window_attention_plugin.so)"
+_MAKE_PLUGIN_HINT = "build it with `make plugin` (it writes build/plugin/libswin_window_attention_plugin.so)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -107,18 +108,41 @@ def cuda_device() -> CudaDevice | None:
     return CudaDevice(name.value.decode(), major.value * 10 + minor.value)
 
 
+#: GPUs TensorRT-RTX cannot build for, by compute capability: their engines are built on the device with TensorRT.
+_TENSORRT_ONLY_GPUS = {72: "Jetson Xavier", 87: "Jetson Orin", 90: "Hopper (H100/H200)",
+                       100: "Blackwell (B200/GB200)", 103: "Blackwell Ultra (B300)", 110: "Jetson Thor"}
+
+
+_JETSON_SMS = (72, 87, 110)
+
+
+def _install_tensorrt_hint(sm: int) -> str:
+    if platform.machine() == "aarch64" or sm in _JETSON_SMS:  # Jetson: TensorRT comes with JetPack, not from pip
+        return ("on the Jetson, TensorRT comes with JetPack (sudo apt install nvidia-jetpack); recreate the venv "
+                "there so it sees the system package (rm -rf .venv) and run make engine BACKEND=tensorrt")
+    return ("install TensorRT 10/11 on the GPU machine (pip install tensorrt, or an NGC TensorRT container) and run "
+            "make engine BACKEND=tensorrt there")
+
+
 def select_backend(choice: str = "auto", sm: int = 86) -> Backend:
-    """``tensorrt`` when installed and a GPU is present, else TensorRT-RTX ahead of time for ``sm``."""
+    """``tensorrt`` when installed and a GPU is present, else TensorRT-RTX ahead of time for ``sm``.
+
+    Cheap (no build, no import of the bindings): run it before any stage, so an impossible target fails at once.
+    """
     if choice not in ("auto", "tensorrt", "rtx"):
         raise PipelineError(f"unknown backend {choice!r}: expected auto, tensorrt or rtx")
     if choice in ("auto", "tensorrt") and TENSORRT.is_installed() and cuda_device() is not None:
         return TENSORRT
     if choice == "tensorrt":
-        raise PipelineError("backend 'tensorrt' needs the tensorrt Python package and a CUDA GPU on this machine; "
-                            "install TensorRT 10/11 on a GPU machine, or build ahead of time with --backend rtx")
+        raise PipelineError("backend 'tensorrt' needs the tensorrt Python package and a CUDA GPU on this machine: "
+                            f"{_install_tensorrt_hint(sm)}; or build ahead of time for an RTX card with --backend rtx")
     if not TENSORRT_RTX.is_installed():
-        raise PipelineError("no TensorRT found: install TensorRT 10/11 on a GPU machine, or TensorRT-RTX "
-                            "(pip install -e '.[rtx]') to build ahead of time without a GPU")
+        raise PipelineError(f"no TensorRT found: {_install_tensorrt_hint(sm)}; or install TensorRT-RTX "
+                            "(x86_64: pip install -e '.[rtx]') to build ahead of time without a GPU")
+    if sm not in RTX_TARGETS:
+        gpu = _TENSORRT_ONLY_GPUS.get(sm, f"SM{sm}")
+        raise PipelineError(f"TensorRT-RTX builds ahead of time only for SM{', SM'.join(map(str, RTX_TARGETS))}; "
+                            f"an engine for {gpu} is built on that GPU with TensorRT: {_install_tensorrt_hint(sm)}")
     if choice == "auto":
         log.info("build: no TensorRT with a CUDA GPU here; building ahead of time with TensorRT-RTX for SM%d", sm)
     return TENSORRT_RTX
@@ -307,7 +331,7 @@ def run_build(request: BuildRequest) -> dict[str, Any]:
     builder = trt.Builder(logger)
     if not trt.get_plugin_registry().load_library(request.plugin_library):
         raise PipelineError(f"{backend.name} could not load the plugin library {request.plugin_library}: "
-                            f"{'; '.join(errors) or 'see the log'}; rebuild it with {_MAKE_PLUGIN_HINT}")
+                            f"{'; '.join(errors) or 'see the log'}; {_MAKE_PLUGIN_HINT}")
 
     # STRONGLY_TYPED is required on TensorRT 10 and accepted but ignored on 11, where strong typing is always on.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -456,6 +480,13 @@ def _child_main(payload: str) -> int:
 # Public entry points
 
 
+def require_plugin_library(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"plugin library {path} does not exist; {_MAKE_PLUGIN_HINT} or pass the path of yours")
+    return path
+
+
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_library: str | Path,
                  batch: tuple[int, int, int] = DEFAULT_BATCH, backend: str = "auto", sm: int = 86,
                  timing_cache: str | Path | None = None, opt_level: int = 3, embed_plugin: bool = False,
@@ -469,16 +500,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
     ``detailed_profile`` builds with ``ProfilingVerbosity.DETAILED`` so the engine inspector (``make profile``)
     can describe every layer.
     """
-    onnx_path, engine_path, plugin_library = Path(onnx_path), Path(engine_path), Path(plugin_library)
-    if not plugin_library.is_file():
-        raise PipelineError(f"plugin library {plugin_library} does not exist; {_MAKE_PLUGIN_HINT}")
+    onnx_path, engine_path, plugin_library = Path(onnx_path), Path(engine_path), require_plugin_library(plugin_library)
     if engine_path.suffix != ".engine":
         raise PipelineError(f"engine path {engine_path} must end in .engine (the metadata goes to <name>.json)")
     if not 0 <= opt_level <= 5:
         raise PipelineError(f"builder optimization level must be 0..5, got {opt_level}")
     chosen = select_backend(backend, sm)
-    if chosen.ahead_of_time and sm not in RTX_TARGETS:
-        raise PipelineError(f"TensorRT-RTX builds for SM{', SM'.join(map(str, RTX_TARGETS))}; got sm={sm}")
     model = read_onnx(onnx_path)
     input_name, dims = graph_input(model, input_name, onnx_path)
     request = BuildRequest(

@@ -19,17 +19,11 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-import torch
-
-from pipeline.artifacts import write_json
-from pipeline.check import compare_onnx
+from pipeline.engine import DEFAULT_PLUGIN, PRECISIONS, EngineRecipe, build_model, make_engine, run_surgery
 from pipeline.errors import PipelineError
-from pipeline.export import export_onnx
-from pipeline.models import VARIANTS, build_swin, variant_config
-from pipeline.precision import convert_fp16
-from pipeline.stages import StageRunner
-from pipeline.surgery import replace_window_attention
+from pipeline.variants import VARIANTS
 
 log = logging.getLogger("pipeline")
 
@@ -96,33 +90,17 @@ def _max_batch_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch of the dynamic batch dimension")
 
 
-def _build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[int, int]]:
-    config = variant_config(args.variant)
-    size = args.img_size or (config.img_size, config.img_size)
-    if args.checkpoint is None:
-        log.warning("no --checkpoint: Swin-%s gets random weights (seed 0); fine for testing the pipeline, "
-                    "meaningless for accuracy", args.variant.upper())
-        torch.manual_seed(0)
-    model = build_swin(args.variant, args.checkpoint, features_only=args.features_only)
-    return model, size
-
-
 def _export(args: argparse.Namespace, out: Path) -> Path:
-    model, size = _build_model(args)
-    return export_onnx(model, out, img_size=size, max_batch=args.max_batch)
+    from pipeline.export import export_onnx
 
-
-def _surgery(in_path: Path, out_path: Path, report_path: Path | None) -> dict:
-    report = replace_window_attention(in_path, out_path)
-    if report_path is not None:
-        write_json(report_path, report)
-    log.info("surgery: %d blocks replaced (%d shifted), %d → %d nodes, self-check error %.1e",
-             report["blocks_replaced"], report["blocks_shifted"], report["node_count_before"],
-             report["node_count_after"], report["max_rel_error"])
-    return report
+    recipe = EngineRecipe(variant=args.variant, checkpoint=_optional_path(args.checkpoint), img_size=args.img_size,
+                          features_only=args.features_only)
+    return export_onnx(build_model(recipe), out, img_size=recipe.image_size, max_batch=args.max_batch)
 
 
 def _check(reference: Path, candidate: Path, batches: tuple[int, ...], tolerance: float) -> dict:
+    from pipeline.check import compare_onnx
+
     result = compare_onnx(reference, candidate, batches, tolerance)
     worst = max(r["max_abs_error"] for r in result["results"])
     if not result["passed"]:
@@ -132,99 +110,23 @@ def _check(reference: Path, candidate: Path, batches: tuple[int, ...], tolerance
     return result
 
 
-DEFAULT_PLUGIN = Path("build/plugin/libswin_window_attention_plugin.so")
+def _optional_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
-def _plugin_path(args: argparse.Namespace) -> Path:
-    plugin = Path(args.plugin)
-    if not plugin.is_file():
-        raise PipelineError(f"plugin library {plugin} does not exist; build it with `make plugin` (CMake + nvcc) "
-                            "or pass --plugin with the path of libswin_window_attention_plugin.so")
-    return plugin
+def _recipe(args: argparse.Namespace) -> EngineRecipe:
+    return EngineRecipe(
+        variant=args.variant, checkpoint=_optional_path(args.checkpoint), img_size=args.img_size,
+        features_only=args.features_only, precision=args.precision, batch=args.batch, backend=args.backend,
+        sm=args.sm, opt_level=args.opt_level, embed_plugin=args.embed_plugin, detailed_profile=args.detailed_profile,
+        plugin_library=Path(args.plugin), calib_dir=_optional_path(args.calib_dir), calib_samples=args.calib_samples,
+        calib_method=args.calib_method,
+        calib_exclude=None if args.calib_exclude is None else tuple(args.calib_exclude),
+        images=_optional_path(args.images))
 
 
-def _folder_listing(folder: str | None) -> list[tuple[str, int, int]]:
-    """Names, sizes and mtimes of a calibration folder: cheap change detection for stage skipping."""
-    if folder is None or not Path(folder).is_dir():
-        return []
-    return sorted((str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in Path(folder).rglob("*") if p.is_file())
-
-
-def _engine(args: argparse.Namespace) -> dict:
-    """Every stage from the PyTorch model to a verified engine, skipping the ones whose inputs are unchanged."""
-    from calib import quantize_int8  # imported here: calibration pulls in image libraries other commands don't need
-    from pipeline.build import build_engine
-    from pipeline.verify import verify
-
-    out = Path(args.out_dir)
-    name = f"swin_{args.variant.lower()}_{args.precision}"
-    plugin = _plugin_path(args)
-    checkpoint = [Path(args.checkpoint)] if args.checkpoint else []
-    model_cache: list[torch.nn.Module] = []
-
-    def model() -> torch.nn.Module:
-        if not model_cache:
-            model_cache.append(_build_model(args)[0])
-        return model_cache[0]
-
-    runner = StageRunner(out)
-    onnx_path, swin_path = out / "model.onnx", out / "model.swin.onnx"
-    size = args.img_size or (variant_config(args.variant).img_size,) * 2
-    model_params = {"variant": args.variant.upper(), "img_size": size, "max_batch": args.batch[2]}
-    runner.run("export", model_params, checkpoint, [onnx_path],
-               lambda: {"onnx": str(export_onnx(model(), onnx_path, img_size=size, max_batch=args.batch[2]))})
-
-    def surgery() -> dict:
-        report = _surgery(onnx_path, swin_path, out / "surgery.json")
-        return {k: report[k] for k in ("blocks_replaced", "blocks_shifted", "node_count_before", "node_count_after",
-                                       "max_rel_error")}
-
-    runner.run("surgery", {}, [onnx_path], [swin_path, out / "surgery.json"], surgery)
-
-    typed_path = out / f"model.swin.{args.precision}.onnx"
-
-    def precision() -> dict:
-        if args.precision == "fp32":
-            typed_path.unlink(missing_ok=True)
-            typed_path.hardlink_to(swin_path)  # the surgered graph is already the FP32 one
-            return {"precision": "fp32"}
-        if args.precision == "fp16":
-            return convert_fp16(swin_path, typed_path)
-        qdq_path = out / "model.swin.qdq.onnx"
-        calibration = quantize_int8(swin_path, qdq_path, calib_dir=args.calib_dir, samples=args.calib_samples,
-                                    method=args.calib_method, exclude=args.calib_exclude,
-                                    cache_path=out / "calibration_cache.json")
-        return {"calibration": calibration, "fp16": convert_fp16(qdq_path, typed_path)}
-
-    calib_params = ({"calib_dir": args.calib_dir, "samples": args.calib_samples, "method": args.calib_method,
-                     "exclude": args.calib_exclude, "listing": _folder_listing(args.calib_dir)}
-                    if args.precision == "int8" else {})
-    runner.run("precision", {"precision": args.precision, **calib_params}, [swin_path], [typed_path], precision)
-
-    engine_path = out / f"{name}.engine"
-    build_params = {"batch": args.batch, "backend": args.backend, "sm": args.sm, "opt_level": args.opt_level,
-                    "embed_plugin": args.embed_plugin, "detailed_profile": args.detailed_profile}
-    runner.run("build", build_params, [typed_path, plugin], [engine_path, engine_path.with_suffix(".json")],
-               lambda: build_engine(typed_path, engine_path, plugin_library=plugin, batch=args.batch,
-                                    backend=args.backend, sm=args.sm, timing_cache=out.parent / "timing.cache",
-                                    opt_level=args.opt_level, embed_plugin=args.embed_plugin,
-                            detailed_profile=args.detailed_profile))
-
-    def verification() -> dict:
-        result = verify(model(), engine_path, args.precision, batch=min(8, args.batch[2]),
-                        out_path=out / "verify.json", plugin_library=plugin, onnx_path=typed_path)
-        return {k: v for k, v in result.items() if k in ("passed", "runners", "executed", "outputs", "thresholds")}
-
-    runner.run("verify", {"precision": args.precision}, [typed_path, engine_path], [out / "verify.json"],
-               verification)
-
-    report = {"variant": args.variant.upper(), "precision": args.precision, "engine": str(engine_path),
-              "stages": runner.summary}
-    write_json(out / "report.json", report)
-    skipped = [k for k, v in runner.summary.items() if v["skipped"]]
-    log.info("engine: %s ready (%d stages, %d reused: %s); report in %s", engine_path, len(runner.summary),
-             len(skipped), ", ".join(skipped) or "none", out / "report.json")
-    return report
+def _cmd_engine(args: argparse.Namespace) -> None:
+    make_engine(_recipe(args), args.out_dir)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -232,7 +134,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_surgery(args: argparse.Namespace) -> None:
-    report = _surgery(Path(args.input), Path(args.output), Path(args.report) if args.report else None)
+    report = run_surgery(Path(args.input), Path(args.output), Path(args.report) if args.report else None)
     if args.report is None:
         print(json.dumps({k: v for k, v in report.items() if k != "blocks"}, indent=2))
 
@@ -249,7 +151,7 @@ def _cmd_onnx(args: argparse.Namespace) -> None:
     timings["export_s"] = time.perf_counter() - start
     start = time.perf_counter()
     swin_path = out_dir / "model.swin.onnx"
-    _surgery(onnx_path, swin_path, out_dir / "surgery.json")
+    run_surgery(onnx_path, swin_path, out_dir / "surgery.json")
     timings["surgery_s"] = time.perf_counter() - start
     start = time.perf_counter()
     _check(onnx_path, swin_path, (1, min(3, args.max_batch)), 1e-4)
@@ -259,6 +161,8 @@ def _cmd_onnx(args: argparse.Namespace) -> None:
 
 
 def _cmd_fp16(args: argparse.Namespace) -> None:
+    from pipeline.precision import convert_fp16
+
     convert_fp16(Path(args.input), Path(args.output))
 
 
@@ -274,7 +178,7 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
 def _cmd_build(args: argparse.Namespace) -> None:
     from pipeline.build import build_engine
 
-    metadata = build_engine(Path(args.input), Path(args.engine), plugin_library=_plugin_path(args), batch=args.batch,
+    metadata = build_engine(Path(args.input), Path(args.engine), plugin_library=args.plugin, batch=args.batch,
                             backend=args.backend, sm=args.sm, timing_cache=args.timing_cache,
                             opt_level=args.opt_level, embed_plugin=args.embed_plugin,
                             detailed_profile=args.detailed_profile)
@@ -287,8 +191,15 @@ def _cmd_check_engine(args: argparse.Namespace) -> None:
     print(json.dumps(check_engine_compatible(Path(args.engine)), indent=2, default=str))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one ``error:`` line and a pointer to ``--help``, not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Swin Transformer → TensorRT pipeline")
+    parser = _Parser(prog="python -m pipeline", description="Swin Transformer → TensorRT pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -319,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     engine = sub.add_parser("engine", help="every stage: export, surgery, precision, engine build, verification")
     _model_args(engine)
-    engine.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    engine.add_argument("--precision", choices=PRECISIONS, default="fp16")
     _calib_args(engine)
+    engine.add_argument("--images", help="folder of photos to verify the engine on (default: --calib-dir, else "
+                                         "generated crops of scikit-image photos)")
     _build_args(engine)
     engine.add_argument("--out-dir", required=True, help="folder for every artifact, e.g. build/swin_t")
 
@@ -342,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     check_engine.add_argument("engine", help="engine with its metadata JSON beside it")
 
     for name, handler in (("export", _cmd_export), ("surgery", _cmd_surgery), ("check", _cmd_check),
-                          ("onnx", _cmd_onnx), ("fp16", _cmd_fp16), ("engine", _engine), ("quantize", _cmd_quantize),
-                          ("build", _cmd_build), ("check-engine", _cmd_check_engine)):
+                          ("onnx", _cmd_onnx), ("fp16", _cmd_fp16), ("engine", _cmd_engine),
+                          ("quantize", _cmd_quantize), ("build", _cmd_build), ("check-engine", _cmd_check_engine)):
         sub.choices[name].set_defaults(handler=handler)
     return parser
 

@@ -40,6 +40,19 @@ class StageRunner:
         self.records: dict[str, dict[str, Any]] = json.loads(records.read_text()) if records.is_file() else {}
         self.summary: dict[str, dict[str, Any]] = {}
 
+    def is_current(self, name: str, params: dict[str, Any], inputs: list[Path], outputs: list[Path]) -> bool:
+        """Whether :meth:`run` would skip this stage: same fingerprint as its last run and every output present."""
+        return self._is_current(name, fingerprint(params, inputs), outputs)
+
+    def _is_current(self, name: str, key: str, outputs: list[Path]) -> bool:
+        previous = self.records.get(name)
+        return previous is not None and previous["fingerprint"] == key and all(p.exists() for p in outputs)
+
+    def forget(self) -> None:
+        """Drop every record, e.g. when the model changed and nothing earlier may be reused."""
+        self.records = {}
+        (self.out_dir / RECORDS_FILE).unlink(missing_ok=True)
+
     def run(self, name: str, params: dict[str, Any], inputs: list[Path], outputs: list[Path],
             stage: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``stage`` unless a previous run had the same fingerprint and its outputs still exist.
@@ -47,10 +60,9 @@ class StageRunner:
         ``stage`` returns the key numbers of the stage; they are kept for the skipped runs' report.
         """
         key = fingerprint(params, inputs)
-        previous = self.records.get(name)
-        if previous and previous["fingerprint"] == key and all(p.exists() for p in outputs):
+        if self._is_current(name, key, outputs):
             log.info("%s: up to date, skipped", name)
-            entry = {**previous, "skipped": True}
+            entry = {**self.records[name], "skipped": True}
         else:
             start = time.perf_counter()
             result = stage()

@@ -6,20 +6,13 @@ from pathlib import Path
 
 from torch import nn
 
-from pipeline.errors import PipelineError
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.models.random_weights import perturb_weights_
-from pipeline.models.swin import VARIANTS, SwinConfig, SwinTransformer
+from pipeline.models.swin import SwinTransformer
+from pipeline.variants import VARIANTS, SwinConfig, variant_config
 
 __all__ = ["VARIANTS", "SwinConfig", "SwinTransformer", "build_swin", "load_checkpoint", "perturb_weights_",
            "variant_config"]
-
-
-def variant_config(variant: str) -> SwinConfig:
-    key = variant.upper()
-    if key not in VARIANTS:
-        raise PipelineError(f"unknown Swin variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return VARIANTS[key]
 
 
 def build_swin(variant: str, checkpoint: str | Path | None = None, img_size: int | None = None,

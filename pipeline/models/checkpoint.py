@@ -7,6 +7,7 @@ unexpected keys, is rejected with the first offending keys and the variant it lo
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.variants import VARIANTS
 
 # Buffers that official and torchvision checkpoints carry but that the model derives itself.
 _DERIVED_BUFFERS = re.compile(r"(relative_position_index|attn_mask)$")
@@ -34,9 +36,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's message for it advises an unsafe load: never pass that on
+        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        reason = (f"it pickles the Python object {unsupported[1]}, which a safe load refuses" if unsupported
+                  else "it is not a torch checkpoint (or it is corrupt)")
+        raise PipelineError(f"cannot read checkpoint {path}: {reason}; pass a .pth holding only tensors (e.g. its "
+                            "'model' state dict saved alone with torch.save) or a .safetensors file") from None
     except Exception as exc:  # torch and safetensors raise many types for a corrupt file
-        raise PipelineError(f"cannot read checkpoint {path}: {exc}. Expected a torch state dict (.pth) "
-                            "or a .safetensors file") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"cannot read checkpoint {path}: {first_line}; expected a torch state dict (.pth) "
+                            "or a .safetensors file") from None
     for key in _WRAPPER_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
@@ -95,8 +104,6 @@ def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str:
     table = state_dict.get("layers.0.blocks.0.attn.relative_position_bias_table")
     window = None if table is None else (round(table.shape[0] ** 0.5) + 1) // 2
     embed_dim = None if embed is None else embed.shape[0]
-    from pipeline.models.swin import VARIANTS  # the models package imports this module
-
     matches = [name for name, c in VARIANTS.items()
                if (c.embed_dim, c.depths, c.window_size) == (embed_dim, tuple(depths), window)]
     looks_like = f", i.e. Swin-{'/'.join(matches)}" if matches else ""

@@ -14,40 +14,13 @@ with the TensorRT plugin.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.reference import padded_size, shift_mask
-
-
-@dataclass(frozen=True)
-class SwinConfig:
-    """Hyper-parameters of one Swin variant (paper Table 7 / official configs)."""
-
-    embed_dim: int
-    depths: tuple[int, int, int, int]
-    num_heads: tuple[int, int, int, int]
-    window_size: int = 7
-    img_size: int = 224
-    patch_size: int = 4
-    mlp_ratio: float = 4.0
-    num_classes: int = 1000
-
-    def stage_dim(self, stage: int) -> int:
-        return self.embed_dim * 2**stage
-
-
-VARIANTS: dict[str, SwinConfig] = {
-    "T": SwinConfig(96, (2, 2, 6, 2), (3, 6, 12, 24)),
-    "S": SwinConfig(96, (2, 2, 18, 2), (3, 6, 12, 24)),
-    "B": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32)),
-    "L": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48)),
-    "B384": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), window_size=12, img_size=384),
-    "L384": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), window_size=12, img_size=384),
-}
+from pipeline.variants import SwinConfig
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -238,7 +211,7 @@ class SwinTransformer(nn.Module):
         features = []
         for layer in self.layers:
             stage_out, x = layer(x)
-            features.append(stage_out.permute(0, 3, 1, 2))
+            features.append(stage_out.permute(0, 3, 1, 2).contiguous())  # NCHW maps callers can view()
         if self.features_only:
             return features
         return self.head(self.norm(x).mean(dim=(1, 2)))
