@@ -1,15 +1,18 @@
 """Stage 6: an engine (or, without TensorRT and a GPU, its ONNX on onnxruntime) against PyTorch (DESIGN.md §1, §5).
 
-Polygraphy runs both sides on the same batches (``Comparator.run``) and checks the absolute tolerance
-(``Comparator.compare_accuracy`` with ``SimpleCompareFunc``); the metrics that decide FP16 and INT8
-(cosine, top-1 agreement, SQNR) are computed here from the same outputs. The report is written before a
-failure is raised, so a failing run still leaves its numbers.
+Polygraphy's runners run both sides on the same batches and ``Comparator.compare_accuracy`` (with
+``SimpleCompareFunc``) checks the absolute tolerance of each batch; the metrics that decide FP16 and INT8
+(cosine, top-1 agreement, SQNR) are accumulated here from the same outputs. Batches are compared and dropped one
+at a time, so memory stays that of one batch. The report is written before a failure is raised, so a failing run
+still leaves its numbers.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,9 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.backend.pyt import PytRunner
 from polygraphy.common import TensorMetadata
-from polygraphy.comparator import Comparator, SimpleCompareFunc
+from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
+from tqdm import tqdm
 
 from pipeline.artifacts import file_sha256, read_onnx, write_json
 from pipeline.build import check_engine_compatible, graph_input
@@ -39,6 +43,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "int8": {"cosine_min": 0.99},
 }
 DEFAULT_IMAGE_COUNT = 32
+MIN_IMAGE_COUNT = 4
 
 
 class TorchCpuRunner(PytRunner):
@@ -121,23 +126,58 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     return runner, image_input, output_names, executed
 
 
+class ComparisonMetrics:
+    """Accumulates the comparison of one output batch by batch, so memory stays one batch whatever the image count.
+
+    Max/mean abs error, per-sample cosine (mean, min), top-1 agreement (classifiers) and SQNR in dB.
+    """
+
+    def __init__(self) -> None:
+        self.max_abs, self.abs_sum, self.elements = 0.0, 0.0, 0
+        self.cosines: list[np.ndarray] = []
+        self.top1_agreed, self.samples, self.is_classifier = 0, 0, True
+        self.signal, self.noise = 0.0, 0.0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
+        error = np.abs(reference - candidate)
+        rows_ref, rows_cand = reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)
+        self.cosines.append((rows_ref * rows_cand).sum(1) / np.maximum(
+            np.linalg.norm(rows_ref, axis=1) * np.linalg.norm(rows_cand, axis=1), np.finfo(np.float64).tiny))
+        self.max_abs = max(self.max_abs, float(error.max()))
+        self.abs_sum += float(error.sum())
+        self.elements += error.size
+        self.is_classifier &= reference.ndim == 2
+        self.top1_agreed += int((rows_ref.argmax(1) == rows_cand.argmax(1)).sum())
+        self.samples += len(reference)
+        self.signal += float((reference ** 2).sum())
+        self.noise += float((error ** 2).sum())
+
+    def result(self) -> dict[str, float | None]:
+        cosine = np.concatenate(self.cosines)
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.abs_sum / self.elements,
+            "cosine_mean": float(cosine.mean()),
+            "cosine_min": float(cosine.min()),
+            "top1_agreement": self.top1_agreed / self.samples if self.is_classifier else None,
+            "sqnr_db": float(10 * np.log10(self.signal / self.noise)) if self.noise > 0 else None,  # None: identical
+        }
+
+
 def comparison_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | None]:
-    """Max/mean abs error, per-sample cosine (mean, min), top-1 agreement (classifiers) and SQNR in dB."""
-    reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
-    error = np.abs(reference - candidate)
-    rows_ref, rows_cand = reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)
-    cosine = (rows_ref * rows_cand).sum(1) / np.maximum(
-        np.linalg.norm(rows_ref, axis=1) * np.linalg.norm(rows_cand, axis=1), np.finfo(np.float64).tiny)
-    noise = float((error ** 2).sum())
-    is_classifier = reference.ndim == 2
-    return {
-        "max_abs": float(error.max()),
-        "mean_abs": float(error.mean()),
-        "cosine_mean": float(cosine.mean()),
-        "cosine_min": float(cosine.min()),
-        "top1_agreement": float((rows_ref.argmax(1) == rows_cand.argmax(1)).mean()) if is_classifier else None,
-        "sqnr_db": float(10 * np.log10((reference ** 2).sum() / noise)) if noise > 0 else None,  # None: identical
-    }
+    """:class:`ComparisonMetrics` of two whole arrays."""
+    metrics = ComparisonMetrics()
+    metrics.add(reference, candidate)
+    return metrics.result()
+
+
+def default_image_count(height: int, width: int) -> int:
+    """``DEFAULT_IMAGE_COUNT`` at 224×224, fewer at larger sizes (the same pixel budget), never under
+    ``MIN_IMAGE_COUNT``: a 800×1333 backbone compares millions of values per image, and its PyTorch and
+    onnxruntime passes on a CPU cost seconds per image."""
+    budget = DEFAULT_IMAGE_COUNT * 224 * 224
+    return max(MIN_IMAGE_COUNT, min(DEFAULT_IMAGE_COUNT, budget // (height * width)))
 
 
 def _failures(metrics: dict[str, float | None], thresholds: dict[str, float]) -> list[str]:
@@ -149,16 +189,38 @@ def _failures(metrics: dict[str, float | None], thresholds: dict[str, float]) ->
             for name, limit in thresholds.items() if not checks[name](measured[name], limit)]
 
 
+def _verification_images(image_dir: Path | None, count: int | None, size: tuple[int, int]
+                         ) -> tuple[np.ndarray, dict[str, Any]]:
+    """ImageNet-preprocessed images from ``image_dir`` (default: generated scikit-image crops) and their record."""
+    from calib.data import GENERATED_FOLDER_NAME, generate_image_folder, load_calibration_set
+
+    count = count or default_image_count(*size)
+    if image_dir is not None:
+        loaded = load_calibration_set(image_dir, count, seed=1, img_size=size)
+        return loaded.images, {"source": "folder", **loaded.report()}
+    with tempfile.TemporaryDirectory() as tmp:
+        log.warning("verify: no image folder given (--images or --calib-dir): comparing on %d generated crops of "
+                    "scikit-image photos", count)
+        folder = generate_image_folder(Path(tmp) / GENERATED_FOLDER_NAME, count, seed=1)
+        loaded = load_calibration_set(folder, count, seed=1, img_size=size)
+        return loaded.images, {"source": "generated crops of the scikit-image photos (calib.data, seed 1)",
+                               **loaded.report(), "folder": None}
+
+
 def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,
-           batch: int = 8, out_path: Path | None = None, plugin_library: Path | None = None,
-           onnx_path: Path | None = None) -> dict[str, Any]:
+           image_dir: str | Path | None = None, image_count: int | None = None, batch: int = 8,
+           out_path: Path | None = None, plugin_library: Path | None = None, onnx_path: Path | None = None,
+           model_record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare ``artifact`` (``.engine``, or ``.onnx`` run on onnxruntime with the reference op) to ``model``.
 
-    ``images``: float32 ``[N, 3, H, W]``; default ``DEFAULT_IMAGE_COUNT`` crops of the scikit-image photos
-    (``calib.data.calibration_images``, seed 1). ``precision`` (fp32, fp16, int8) picks the thresholds in
-    :data:`THRESHOLDS`. An engine that cannot run here (no TensorRT with a CUDA GPU, or a TensorRT-RTX engine) is
-    verified through ``onnx_path`` (default: the ONNX its metadata names), which must be the file it was built
-    from. Writes the report to ``out_path`` (if given) and raises PipelineError if it fails.
+    Images: ``images`` (float32 ``[N, 3, H, W]``, preprocessed), else ``image_count`` images from the photos
+    under ``image_dir`` (ImageNet evaluation transform, random crops when there are fewer files), else generated
+    crops of the scikit-image photos; the default count is :func:`default_image_count` of the input size.
+    ``precision`` (fp32, fp16, int8) picks the thresholds in :data:`THRESHOLDS`. An engine that cannot run here
+    (no TensorRT with a CUDA GPU, or a TensorRT-RTX engine) is verified through ``onnx_path`` (default: the ONNX
+    its metadata names), which must be the file it was built from. Outputs are compared batch by batch, so memory
+    stays that of one batch. ``model_record`` (which weights the model has) is copied into the report. Writes the
+    report to ``out_path`` (if given) and raises PipelineError if it fails.
     """
     artifact = Path(artifact)
     if precision not in THRESHOLDS:
@@ -170,12 +232,10 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
     candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
     height, width = image_input["shape"][2:]
     if images is None:
-        from calib.data import calibration_images
-
-        images = calibration_images(None, DEFAULT_IMAGE_COUNT, seed=1, img_size=(height, width))
-        image_source = f"{DEFAULT_IMAGE_COUNT} crops of the scikit-image photos (calib.data, seed 1)"
+        images, image_source = _verification_images(None if image_dir is None else Path(image_dir), image_count,
+                                                    (height, width))
     else:
-        image_source = "given"
+        image_source = {"source": "given"}
     if images.ndim != 4 or list(images.shape[1:]) != image_input["shape"][1:]:
         raise PipelineError(f"images have shape {list(images.shape)} but {artifact} takes "
                             f"[N, {', '.join(map(str, image_input['shape'][1:]))}]")
@@ -187,28 +247,36 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
     input_metadata = TensorMetadata().add(image_input["name"], dtype=dtype, shape=image_input["shape"])
     reference = TorchCpuRunner(model.eval(), input_metadata, output_names)
     thresholds = THRESHOLDS[precision]
-    polygraphy_passed = None
+    polygraphy_passed = None if "max_abs" not in thresholds else True
+    accumulated = {name: ComparisonMetrics() for name in output_names}
     # Polygraphy's per-iteration statistics and histograms only with -v; our summary and report carry the numbers.
-    with G_LOGGER.verbosity(G_LOGGER.INFO if log.isEnabledFor(logging.DEBUG) else G_LOGGER.WARNING):
-        results = Comparator.run([reference, candidate], data_loader=feeds)
-        if "max_abs" in thresholds:  # rtol=0: an element passes only within atol
-            polygraphy_passed = bool(Comparator.compare_accuracy(
-                results, compare_func=SimpleCompareFunc(atol=thresholds["max_abs"], rtol=0.0)))
+    # Each batch is compared and dropped: a backbone's feature maps for every image would not fit in memory.
+    with G_LOGGER.verbosity(G_LOGGER.INFO if log.isEnabledFor(logging.DEBUG) else G_LOGGER.WARNING), \
+            reference, candidate:
+        for feed in tqdm(feeds, desc="verify", unit="batch", disable=None,
+                         file=sys.stderr):
+            results = RunResults([(runner.name, [IterationResult(runner.infer(feed), runner_name=runner.name)])
+                                  for runner in (reference, candidate)])
+            if polygraphy_passed is not None:  # rtol=0: an element passes only within atol
+                polygraphy_passed &= bool(Comparator.compare_accuracy(
+                    results, compare_func=SimpleCompareFunc(atol=thresholds["max_abs"], rtol=0.0)))
+            for name in output_names:
+                accumulated[name].add(*(results[runner.name][0][name] for runner in (reference, candidate)))
     outputs, failures = {}, []
-    for name in output_names:
-        metrics = comparison_metrics(*(np.concatenate([iteration[name] for iteration in results[runner.name]])
-                             for runner in (reference, candidate)))
-        output_failures = _failures(metrics, thresholds)
-        outputs[name] = {**metrics, "passed": not output_failures}
+    for name, metrics in accumulated.items():
+        result = metrics.result()
+        output_failures = _failures(result, thresholds)
+        outputs[name] = {**result, "passed": not output_failures}
         failures += [f"{name}: {failure}" for failure in output_failures]
     passed = not failures and polygraphy_passed is not False
     report = {
         "artifact": str(artifact),
         "executed": executed,
+        "model": model_record,
         "precision": precision,
         "thresholds": thresholds,
         "runners": [reference.name, candidate.name],
-        "images": {"count": len(images), "source": image_source, "batch": batch},
+        "images": {"count": len(images), "batch": batch, **image_source},
         "polygraphy_compare_accuracy_passed": polygraphy_passed,
         "outputs": outputs,
         "passed": passed,
