@@ -135,7 +135,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
         "timing_s": {"load_images": round(loaded - started, 2), "calibrate": round(calibrated - loaded, 2),
                      "quantize_and_write": round(finished - calibrated, 2), "total": round(finished - started, 2)},
     }
-    log.info("int8: %s calibration on %d images (%s), %d layers quantized, %d excluded, cache %s, %.1f s → %s",
-             method, samples, "generated" if generated else calib_dir, len(quantized), len(excluded),
-             "hit" if cache_hit else "miss", finished - started, out_path)
+    log.info("int8: %s calibration on %d images (%d %s files, %d augmented crops of them; %s), %d layers quantized, "
+             "%d excluded, cache %s, %.1f s → %s", method, samples, len(calibration.files_used),
+             "generated" if generated else "real", calibration.augmented_samples, calib_dir, len(quantized),
+             len(excluded), "hit" if cache_hit else "miss", finished - started, out_path)
     return report
