@@ -2,7 +2,7 @@
 //
 // The library has no link-time dependency on TensorRT, so one binary serves TensorRT 10 and TensorRT-RTX:
 //  - IPluginRegistry::loadLibrary / trtexec --dynamicPlugins call getCreators() and setLoggerFinder();
-//  - loaders that only dlopen the library (trtexec --staticPlugins, Polygraphy --plugins) are served by a
+//  - loaders that only dlopen the library (Polygraphy --plugins, Triton) are served by a
 //    load-time registration with the registry of an already loaded libnvinfer of the same major version.
 #include "swin_window_attention_plugin.h"
 
