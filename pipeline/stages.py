@@ -64,6 +64,7 @@ class StageRunner:
             log.info("%s: up to date, skipped", name)
             entry = {**self.records[name], "skipped": True}
         else:
+            log.info("%s: running", name)
             start = time.perf_counter()
             result = stage()
             entry = {"fingerprint": key, "seconds": round(time.perf_counter() - start, 2),

@@ -94,7 +94,7 @@ def test_fp16_engine_binds_every_block(swin_t_onnx, plugin_library, tmp_path):
 
 
 def test_missing_plugin_library_says_make_plugin(swin_t_onnx, tmp_path):
-    with pytest.raises(PipelineError, match=r"plugin library .*missing\.so does not exist; build it with `make plugin`"):
+    with pytest.raises(PipelineError, match=r"plugin library .*missing\.so does not exist; build it with `make plugin"):
         build_engine(swin_t_onnx[1], tmp_path / "m.engine", plugin_library=tmp_path / "missing.so", backend="rtx")
 
 

@@ -56,3 +56,61 @@ def test_surgery_on_a_graph_without_swin_blocks(tmp_path: Path) -> None:
     result = run_cli("surgery", str(tmp_path / "relu.onnx"), str(tmp_path / "out.onnx"))
     assert result.returncode == 2
     assert "contains no Swin window-attention blocks" in result.stderr
+
+
+def test_usage_errors_are_one_line_with_a_pointer_to_help() -> None:
+    result = run_cli("engine", "--variant", "T", "--no-such-flag", "--out-dir", "x")
+    assert (result.returncode, result.stderr) == (
+        2, "error: unrecognized arguments: --no-such-flag (see `python -m pipeline --help`)\n")
+    result = run_cli("engine", "--precision", "int4", "--out-dir", "x")
+    assert (result.returncode, result.stderr) == (
+        2, "error: argument --precision: invalid choice: 'int4' (choose from 'fp32', 'fp16', 'int8') "
+           "(see `python -m pipeline engine --help`)\n")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sm", "87"], "an engine for Jetson Orin is built on that GPU with TensorRT: on the Jetson, TensorRT comes "
+                     "with JetPack"),
+    (["--sm", "90"], "an engine for Hopper (H100/H200) is built on that GPU with TensorRT"),
+    (["--backend", "tensorrt"], "backend 'tensorrt' needs the tensorrt Python package and a CUDA GPU"),
+    (["--variant", "Q"], "unknown Swin variant 'Q'"),
+    (["--checkpoint", "missing.pth"], "checkpoint missing.pth does not exist"),
+    (["--calib-dir", "no-photos"], "calibration folder no-photos does not exist"),
+    (["--images", "no-photos"], "calibration folder no-photos does not exist"),
+])
+def test_engine_rejects_bad_input_before_any_stage(tmp_path: Path, args: list[str], message: str) -> None:
+    """Checked by EngineRecipe.validate: nothing is exported (no 'running' stage) and no folder is created."""
+    plugin = tmp_path / "plugin.so"
+    plugin.write_bytes(b"")  # only its existence is checked before the build
+    result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--out-dir", "out", "--plugin", str(plugin),
+                             *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_checkpoints_are_one_line_and_never_advise_an_unsafe_load(tmp_path: Path) -> None:
+    import argparse
+
+    import torch
+
+    (tmp_path / "random.pth").write_bytes(np_random_bytes(4096))
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1)}, tmp_path / "training.pth")
+    plugin = tmp_path / "plugin.so"
+    plugin.write_bytes(b"")
+    for name, message in (("random.pth", "it is not a torch checkpoint (or it is corrupt)"),
+                          ("training.pth", "it pickles the Python object argparse.Namespace")):
+        result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--out-dir", "out", "--checkpoint", name,
+                                 "--plugin", str(plugin)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert result.returncode == 2
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], result.stderr
+        assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "out").exists()  # the export stage failed first: no empty folder is left
+
+
+def np_random_bytes(count: int) -> bytes:
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, count, dtype=np.uint8).tobytes()
