@@ -9,11 +9,16 @@ See ``plugins/swin_window_attention/README.md`` for the node contract.
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
 
 from pipeline.artifacts import read_onnx
 
@@ -24,6 +29,9 @@ PLUGIN_VERSION = "1"
 MASK_VALUE = -100.0
 #: Attribute names of the node, in the order the plugin creator declares them.
 ATTRIBUTES = ("height", "width", "window_size", "shift_size", "num_heads", "scale")
+#: Scores computed at once by :func:`window_attention_reference`: bounds its memory on large maps (an 800x1333
+#: backbone's stage 1 has ~1400 windows); cache-sized chunks also measured fastest (1-16 MiB alike on 2 cores).
+SCORES_CHUNK_BYTES = 4 << 20
 
 
 def padded_size(size: int, window_size: int) -> int:
@@ -95,32 +103,33 @@ def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: 
     ``qkv``: ``[B, H*W, 3C]`` tokens in image order, channels ``[q | k | v]`` each ``[heads, head_dim]``;
     ``rel_bias``: ``[heads, N, N]``; ``qkv_bias``: ``[3C]``, the q/k/v of padded tokens.
     Returns ``[B, H*W, C]`` in image order.
+
+    Computed with torch (batched GEMMs and softmax on all cores) a chunk of windows at a time: about
+    :data:`SCORES_CHUNK_BYTES` of scores (at least one window's) exist at once, whatever the map size.
     """
     channels = validate_attributes(qkv.shape, rel_bias.shape, height, width, window_size, shift_size, num_heads)
     batch = qkv.shape[0]
     head_dim = channels // num_heads
     source, _region = window_token_index(height, width, window_size, shift_size)
     num_windows, n = source.shape
-
-    padded = np.concatenate([qkv.astype(np.float32), np.broadcast_to(qkv_bias.astype(np.float32),
-                                                                      (batch, 1, 3 * channels))], axis=1)
-    tokens = padded[:, np.where(source < 0, height * width, source)]  # [B, nW, N, 3C]
-    tokens = tokens.reshape(batch, num_windows, n, 3, num_heads, head_dim)
-    q, k, v = (tokens[:, :, :, i].transpose(0, 1, 3, 2, 4) for i in range(3))  # [B, nW, heads, N, hd]
-
-    scores = np.matmul(q * np.float32(scale), k.transpose(0, 1, 2, 4, 3)) + rel_bias.astype(np.float32)
-    if shift_size:
-        scores = scores + shift_mask(height, width, window_size, shift_size)[None, :, None]
-    scores = scores - scores.max(axis=-1, keepdims=True)
-    probs = np.exp(scores)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    out = np.matmul(probs, v).transpose(0, 1, 3, 2, 4).reshape(batch, num_windows * n, channels)
-
-    result = np.empty((batch, height * width, channels), dtype=np.float32)
-    flat_source = source.reshape(-1)
-    real = flat_source >= 0
-    result[:, flat_source[real]] = out[:, real]
-    return result
+    tokens_in, rel, pad_token = (torch.from_numpy(np.require(a, np.float32, "CW")) for a in (qkv, rel_bias, qkv_bias))
+    mask = torch.from_numpy(shift_mask(height, width, window_size, shift_size)) if shift_size else None
+    slot_source = torch.from_numpy(source.reshape(-1))
+    result = torch.empty(batch, height * width, channels)
+    step = max(1, SCORES_CHUNK_BYTES // (batch * num_heads * n * n * 4))
+    for first in range(0, num_windows, step):
+        slots = slot_source[first * n:(first + step) * n]
+        real = slots >= 0
+        tokens = tokens_in[:, slots.clamp(min=0)]  # [B, windows*N, 3C]
+        tokens[:, ~real] = pad_token  # a padded token is 0·W + b
+        q, k, v = tokens.view(batch, -1, n, 3, num_heads, head_dim).permute(3, 0, 1, 4, 2, 5)  # [B, w, heads, N, hd]
+        scores = torch.matmul(q * scale, k.transpose(-2, -1))
+        scores += rel
+        if mask is not None:
+            scores += mask[first:first + step, None]
+        out = torch.matmul(scores.softmax(-1), v).transpose(2, 3).reshape(batch, -1, channels)
+        result[:, slots[real]] = out[:, real]
+    return result.numpy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,6 +143,7 @@ ORT_CUSTOM_DOMAIN = "ai.onnx.contrib"
 def _register_ort_custom_op() -> str:
     """Register the reference as an onnxruntime-extensions op once; return the extensions library path."""
     from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
+    from onnxruntime_extensions._ocos import _on_pyop_invocation
 
     int_attr, float_attr, str_attr = PyCustomOpDef.dt_int64, PyCustomOpDef.dt_float, PyCustomOpDef.dt_string
     attrs = {name: float_attr if name == "scale" else int_attr for name in ATTRIBUTES}
@@ -145,6 +155,16 @@ def _register_ort_custom_op() -> str:
         kwargs = {name: attributes[name] for name in ATTRIBUTES}
         return window_attention_reference(qkv, rel_bias, qkv_bias, **kwargs)
 
+    def invoke(op_id: int, inputs: list[np.ndarray], attributes: dict[str, str]) -> tuple:
+        """onnxruntime-extensions' callback, returning the output as an array: the stock one returns ``tolist()``
+        of it (~5 s per Swin-B-384 batch of 8 on 2 cores, four times the op itself), while its C++ side takes
+        any array and copies its buffer (hence C-contiguous float32)."""
+        if op_id != id(swin_window_attention):  # the id onnx_op registered; other Python ops keep the stock path
+            return _on_pyop_invocation(op_id, inputs, attributes)
+        out = swin_window_attention(*inputs, **swin_window_attention.cast_attributes(attributes))
+        return op_id, out.shape, np.ascontiguousarray(out, np.float32)
+
+    PyCustomOpDef.install_hooker(invoke)
     return get_library_path()
 
 
@@ -181,12 +201,51 @@ def _run_plugin_nodes_in_float32(model: onnx.ModelProto) -> None:
         model.graph.node.append(onnx.helper.make_node("Cast", [node.output[0]], [output], to=dtype))
 
 
-def ort_session(model: str | Path | onnx.ModelProto, intra_op_threads: int = 0) -> ort.InferenceSession:
+class InterruptibleSession(ort.InferenceSession):
+    """An onnxruntime session whose ``run`` turns Ctrl-C into a KeyboardInterrupt once onnxruntime has returned.
+
+    Python runs a signal handler at the next bytecode, which during a run is inside the Python custom op that
+    onnxruntime's C++ calls: a KeyboardInterrupt raised there cannot cross the C++ frames and aborts the process
+    (``terminate called after throwing an instance of 'pybind11::error_already_set'``, exit 134). So while
+    onnxruntime runs, SIGINT only sets the run's terminate flag (onnxruntime stops before its next node) and
+    ``run`` raises KeyboardInterrupt afterwards. This needs Python's default SIGINT handler and the main thread
+    (the only one that runs signal handlers); otherwise ``run`` is onnxruntime's.
+    """
+
+    def run(self, output_names: list[str] | None, input_feed: dict[str, Any],
+            run_options: ort.RunOptions | None = None) -> list[Any]:
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            return super().run(output_names, input_feed, run_options)
+        options = run_options or ort.RunOptions()
+        interrupted = False
+
+        def defer(signum: int, frame: FrameType | None) -> None:
+            nonlocal interrupted
+            interrupted = options.terminate = True
+
+        signal.signal(signal.SIGINT, defer)
+        try:
+            outputs = super().run(output_names, input_feed, options)
+        except Exception:
+            if not interrupted:
+                raise
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if interrupted:
+                options.terminate = False  # the caller's options stay usable
+        if interrupted:
+            raise KeyboardInterrupt
+        return outputs
+
+
+def ort_session(model: str | Path | onnx.ModelProto, intra_op_threads: int = 0) -> InterruptibleSession:
     """An onnxruntime CPU session for an original, surgered, FP16 or Q/DQ model (a path or a ModelProto).
 
     ``SwinWindowAttention`` nodes run through :func:`window_attention_reference` (an
     onnxruntime-extensions Python op, which needs float32 I/O and the ``ai.onnx.contrib`` domain,
     so the nodes are re-homed, and FP16 ones wrapped in Casts, in memory; the file is untouched).
+    Ctrl-C during ``run`` raises KeyboardInterrupt after onnxruntime returns (:class:`InterruptibleSession`).
     """
     model = read_onnx(model) if isinstance(model, (str, Path)) else onnx.ModelProto.FromString(
         model.SerializeToString())
@@ -194,9 +253,12 @@ def ort_session(model: str | Path | onnx.ModelProto, intra_op_threads: int = 0) 
     options.intra_op_num_threads = intra_op_threads
     if any(n.op_type == PLUGIN_OP for n in model.graph.node):
         options.register_custom_ops_library(_register_ort_custom_op())
+        # onnxruntime's idle workers would spin on the cores torch's threads need in the Python op (Swin-B-384
+        # FP16, batch 8, 2 cores: 6.2 s a run instead of 8.5 s, of which the op 1.1 s instead of 2.2 s).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         _run_plugin_nodes_in_float32(model)  # rebuilds graph.node, so re-home the nodes afterwards
         for node in model.graph.node:
             if node.op_type == PLUGIN_OP:
                 node.domain = ORT_CUSTOM_DOMAIN
         model.opset_import.append(onnx.helper.make_opsetid(ORT_CUSTOM_DOMAIN, 1))
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return InterruptibleSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

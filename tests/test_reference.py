@@ -8,6 +8,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformerBlock as TimmBlock
 from torchvision.models.swin_transformer import shifted_window_attention
 
+import pipeline.reference
 from pipeline.reference import shift_mask, validate_attributes, window_attention_reference, window_token_index
 
 
@@ -55,6 +56,20 @@ def test_matches_timm_block(resolution: tuple[int, int], shift: int, window: int
         actual = reference_then_proj(x, attn.qkv.weight, attn.qkv.bias, attn._get_rel_pos_bias()[0],
                                      attn.proj.weight, attn.proj.bias, window, shift, 4)
     assert float((actual - expected).abs().max()) <= 1e-5
+
+
+def test_chunks_of_windows_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One window per chunk (padded and shifted, so chunks differ in padded slots and mask) equals one chunk."""
+    rng = np.random.default_rng(0)
+    qkv = rng.standard_normal((2, 30 * 17, 3 * 64), np.float32)
+    rel_bias = rng.standard_normal((2, 144, 144), np.float32)
+    qkv_bias = rng.standard_normal(3 * 64, np.float32)
+    attributes = dict(height=30, width=17, window_size=12, shift_size=6, num_heads=2, scale=0.25)
+    monkeypatch.setattr(pipeline.reference, "SCORES_CHUNK_BYTES", 1 << 40)
+    whole = window_attention_reference(qkv, rel_bias, qkv_bias, **attributes)
+    monkeypatch.setattr(pipeline.reference, "SCORES_CHUNK_BYTES", 1)
+    np.testing.assert_allclose(window_attention_reference(qkv, rel_bias, qkv_bias, **attributes), whole,
+                               rtol=0, atol=1e-6)
 
 
 def test_token_index_covers_every_token_once() -> None:
