@@ -7,7 +7,7 @@ Two backends build the same strongly typed network:
 - ``tensorrt_rtx`` builds ahead of time for a chosen compute capability and needs no GPU. Its ONNX parser
   dlopens the unversioned ``libtensorrt_rtx.so``, which the wheel does not ship, and the loader reads
   ``LD_LIBRARY_PATH`` only at process start: when this process cannot load that name, the build runs in a
-  child process (``python -m pipeline.build``) whose ``LD_LIBRARY_PATH`` starts with a private folder holding
+  child process (``python -m pipeline.build_worker``) whose ``LD_LIBRARY_PATH`` starts with a private folder holding
   the symlink. Everything else is the same code in both cases.
 
 The metadata JSON records what the engine was built from and for, so :func:`check_engine_compatible` can
@@ -45,7 +45,7 @@ from pipeline.artifacts import atomic_path, file_sha256, read_onnx, write_json
 from pipeline.errors import PipelineError
 from pipeline.precision import QDQ_OPS
 
-log = logging.getLogger("pipeline.build")  # also in the child, where __name__ is __main__
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = (1, 8, 32)
 #: Compute capabilities TensorRT-RTX 1.7 builds for ahead of time (DESIGN.md §5).
@@ -430,7 +430,7 @@ def _shipped_library(backend: Backend) -> Path:
 
 
 def _run_in_child(request: BuildRequest, backend: Backend) -> dict[str, Any]:
-    """Run :func:`run_build` in ``python -m pipeline.build`` with the symlink on its LD_LIBRARY_PATH.
+    """Run :func:`run_build` in ``python -m pipeline.build_worker`` with the symlink on its LD_LIBRARY_PATH.
 
     The child logs and draws progress on the inherited stderr and prints one JSON line on stdout: the metadata
     or the error. On Ctrl-C (the terminal signals both processes) the child cancels the build and removes its
@@ -442,7 +442,7 @@ def _run_in_child(request: BuildRequest, backend: Backend) -> dict[str, Any]:
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [link_dir, env.get("LD_LIBRARY_PATH")]))
         payload = {"request": dataclasses.asdict(request), "log_level": log.getEffectiveLevel()}
-        command = [sys.executable, "-m", "pipeline.build", json.dumps(payload)]
+        command = [sys.executable, "-m", "pipeline.build_worker", json.dumps(payload)]
         child = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
         try:
             stdout, _ = child.communicate()
@@ -462,7 +462,11 @@ def _run_in_child(request: BuildRequest, backend: Backend) -> dict[str, Any]:
     return result["metadata"]
 
 
-def _child_main(payload: str) -> int:
+def child_main(payload: str, interrupted: list[int]) -> int:
+    """The child's side of :func:`_run_in_child`; ``interrupted`` holds the SIGINTs that came during start-up."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted:
+        return 130
     arguments = json.loads(payload)
     logging.basicConfig(level=arguments["log_level"], format="%(levelname)s %(message)s")
     try:
@@ -601,6 +605,3 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
                     engine_path, target["gpu"], runtime.gpu, runtime.sm)
     return {"metadata": metadata, "runtime": dataclasses.asdict(runtime)}
 
-
-if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1]))

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +60,62 @@ def test_int8_engine(engine_dir: Path, plugin_library: Path) -> None:
     assert report["stages"]["build"]["result"]["precision"] == "int8"
     verify = json.loads((engine_dir / "verify.json").read_text())
     assert verify["passed"] and verify["outputs"]["logits"]["cosine_min"] >= 0.99
+
+
+BACKBONE = ["--features-only", "--img-size", "160x224", "--precision", "fp32"]
+
+
+def test_backbone_engine_replaces_the_previous_models_artifacts(engine_dir: Path, plugin_library: Path) -> None:
+    """A features_only backbone, verified on all four feature maps; the classifier's engines, built from another
+    model into the same folder, are removed rather than left beside the new ones."""
+    assert (engine_dir / "swin_t_int8.engine").exists()
+    report = run_engine(engine_dir, plugin_library, *BACKBONE)
+    assert not any(s["skipped"] for s in report["stages"].values())
+    assert report["model"]["features_only"] and report["model"]["img_size"] == [160, 224]
+    assert report["model"]["checkpoint"] is None and report["model"]["weights"] == "random (seed 0)"
+    assert not (engine_dir / "swin_t_int8.engine").exists() and not (engine_dir / "swin_t_fp16.engine").exists()
+    verify = json.loads((engine_dir / "verify.json").read_text())
+    assert verify["passed"] and verify["model"] == report["model"]
+    assert len(verify["outputs"]) == 4 and all(o["max_abs"] <= 1e-3 for o in verify["outputs"].values())
+    assert verify["images"]["source"].startswith("generated") and verify["images"]["count"] == 32
+
+
+def interrupt_engine(out_dir: Path, plugin: Path, stage: str, delay: float, *args: str) -> tuple[int, str]:
+    """Run the engine command, and Ctrl-C its process group (as a terminal does) ``delay`` s into ``stage``."""
+    command = [sys.executable, "-m", "pipeline", "engine", "--variant", "T", "--batch", "1,2,2", "--out-dir",
+               str(out_dir), "--plugin", str(plugin), *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.strip() == f"INFO {stage}: running":
+            time.sleep(delay)
+            os.killpg(process.pid, signal.SIGINT)
+            break
+    _, rest = process.communicate(timeout=300)
+    return process.returncode, "".join(lines) + rest
+
+
+def test_ctrl_c_in_any_stage_exits_130_and_leaves_no_partial_artifact(engine_dir: Path, plugin_library: Path,
+                                                                       tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (256, 256), (120, 30, 200)).save(tmp_path / "photo.png")
+    int8 = [a for a in BACKBONE if a != "fp32"] + ["int8", "--calib-samples", "8"]
+    cases = [("build", 1.0, [*BACKBONE, "--opt-level", "2"]), ("verify", 4.0, [*BACKBONE, "--images", str(tmp_path)]),
+             ("precision", 4.0, int8), ("export", 3.0, [*BACKBONE[:2], "192x224", *BACKBONE[3:]])]
+    for stage, delay, args in cases:
+        before = json.loads((engine_dir / "stages.json").read_text())
+        code, stderr = interrupt_engine(engine_dir, plugin_library, stage, delay, *args)
+        assert code == 130, f"{stage}: {stderr[-3000:]}"
+        assert stderr.splitlines()[-1].startswith("interrupted: "), f"{stage}: {stderr[-3000:]}"
+        assert "Traceback" not in stderr and "terminate called" not in stderr, f"{stage}: {stderr[-3000:]}"
+        assert not list(engine_dir.rglob(".*.partial")), stage
+        if stage != "export":  # a new model removes the previous one's artifacts before export starts
+            assert json.loads((engine_dir / "stages.json").read_text()) == before, stage
+            assert (engine_dir / "swin_t_fp32.engine").exists() and (engine_dir / "verify.json").exists()
 
 
 def test_missing_plugin_library(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
