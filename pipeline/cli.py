@@ -271,7 +271,28 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _caused_by_interrupt(exc):
+            raise
+        _report_interrupt()
+        return 130
     except KeyboardInterrupt:
-        print("interrupted: no partial artifact was left behind", file=sys.stderr)
+        _report_interrupt()
         return 130
     return 0
+
+
+def _caused_by_interrupt(exc: BaseException | None) -> bool:
+    """Whether a Ctrl-C started this exception: a KeyboardInterrupt inside a library's lazy import can surface as
+    another error (torch.onnx's exporter then fails on its half-imported torch._dynamo with an AttributeError)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _report_interrupt() -> None:
+    print("interrupted: no partial artifact was left behind", file=sys.stderr)

@@ -114,3 +114,20 @@ def np_random_bytes(count: int) -> bytes:
     import numpy as np
 
     return np.random.default_rng(0).integers(0, 256, count, dtype=np.uint8).tobytes()
+
+
+def test_an_error_that_a_ctrl_c_started_counts_as_the_interrupt(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.onnx's exporter, interrupted inside a lazy import, fails on the half-imported module and wraps that."""
+
+    def export_interrupted_in_an_import(args: object) -> None:
+        error = AttributeError("module 'torch._dynamo' has no attribute 'exc'")
+        error.__context__ = KeyboardInterrupt()  # raised while the except clause looked up torch._dynamo.exc
+        raise RuntimeError("Failed to export the model with torch.export") from error
+
+    monkeypatch.setattr("pipeline.cli._cmd_fp16", export_interrupted_in_an_import)
+    assert main(["fp16", "in.onnx", "out.onnx"]) == 130
+    assert capsys.readouterr().err == "interrupted: no partial artifact was left behind\n"
+    monkeypatch.setattr("pipeline.cli._cmd_fp16", lambda args: {}["a bug"])
+    with pytest.raises(KeyError):
+        main(["fp16", "in.onnx", "out.onnx"])
