@@ -34,7 +34,7 @@ RUNS_DIR = ROOT / "build" / "bench"  # every run's files, git-ignored: a run nev
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 RESULT_GLOB = "bench_*.json"
 
-#: DESIGN.md §7: what users compare against (published; not measured by this project).
+#: docs/design.md §7: what users compare against (published; not measured by this project).
 REFERENCE_NUMBERS = [
     ("Swin paper, V100, img/s (top-1 %)", "T 755 (81.3) · S 437 (83.0) · B 278 (83.5) · B-384 85 (84.5) · "
                                           "L-384 22K 42 (87.3)"),
@@ -156,7 +156,7 @@ def markdown(report: dict[str, Any]) -> str:
     for goal in report["goals"]:
         verdict = goal["reason"] if goal["met"] is None else f"{goal['value']} → {'met' if goal['met'] else 'MISSED'}"
         lines.append(f"- {goal['goal']}: {verdict}")
-    lines += ["", "Reference numbers (DESIGN.md §7, published, not measured here):", "",
+    lines += ["", "Reference numbers (docs/design.md §7, published, not measured here):", "",
               "| source | numbers |", "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
     return "\n".join(lines) + "\n"
 
@@ -308,7 +308,7 @@ def readme_section(reports: list[dict[str, Any]]) -> str:
         if skipped:
             lines += ["", "<details><summary>not measured on this machine</summary>", "", *skipped, "",
                       "</details>"]
-    lines += ["", "Reference numbers (DESIGN.md §7, published, not measured here):", "",
+    lines += ["", "Reference numbers (docs/design.md §7, published, not measured here):", "",
               "| source | numbers |", "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
     return "\n".join(lines) + "\n"
 

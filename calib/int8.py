@@ -72,7 +72,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     - ``exclude``: layers kept in the graph's precision. Each entry is a role (``patch_embed``, ``qkv``, ``proj``,
       ``fc1``, ``fc2``, ``patch_merging``, ``head``), a glob over official-style layer names (``layers.3.*``,
       ``layers.0.blocks.1.mlp.fc2``) or an ONNX node name. None: the default, ``fc2`` and ``patch_merging``
-      for Swin-L (embed dim 192, DESIGN.md §4), nothing for the others. ``()`` quantizes every layer.
+      for Swin-L (embed dim 192, docs/design.md §4), nothing for the others. ``()`` quantizes every layer.
     - ``cache_path``: calibration cache JSON (default ``<out_path without .onnx>.calib.json``); reused when
       the model file, the preprocessed samples, the method and the percentile are unchanged.
     - ``batch``: images per onnxruntime run; ``seed``: sampling and augmentation seed;
@@ -93,7 +93,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     if exclude is None:
         exclude = default_exclusions(model)
         if exclude:
-            log.info("int8: Swin-L detected (embed dim 192): keeping %s in higher precision (DESIGN.md §4); "
+            log.info("int8: Swin-L detected (embed dim 192): keeping %s in higher precision (docs/design.md §4); "
                      "pass exclude=() to quantize them too", ", ".join(exclude))
     exclude = tuple(exclude)
     excluded = select_excluded(layers, exclude)

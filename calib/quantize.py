@@ -9,7 +9,7 @@ quantization expects (it fuses the pairs into INT8 kernels and folds the weight 
 Nothing else is touched: window attention stays in the FP16 plugin, LayerNorm and the residual adds keep the
 graph's precision.
 
-Layers are named like the official checkpoint (DESIGN.md §6), from the graph's structure, not its generated
+Layers are named like the official checkpoint (docs/design.md §6), from the graph's structure, not its generated
 names: ``patch_embed.proj``, ``layers.{i}.blocks.{j}.attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` / ``mlp.fc2``,
 ``layers.{i}.downsample.reduction`` and ``head``.
 """
@@ -30,7 +30,7 @@ from pipeline.reference import PLUGIN_OP
 
 #: Layer roles, in network order; each is also an exclusion selector.
 ROLES = ("patch_embed", "qkv", "proj", "fc1", "fc2", "patch_merging", "head")
-#: Embed dim of Swin-L: fc2 and the patch-merging reductions lose accuracy in INT8 (DESIGN.md §4).
+#: Embed dim of Swin-L: fc2 and the patch-merging reductions lose accuracy in INT8 (docs/design.md §4).
 SWIN_L_EMBED_DIM = 192
 SWIN_L_EXCLUDE = ("fc2", "patch_merging")
 INT8_MAX = 127

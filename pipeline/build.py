@@ -1,4 +1,4 @@
-"""Stage 5: typed ONNX + plugin library → ``<name>.engine`` and ``<name>.json`` beside it (DESIGN.md §1, §4, §5).
+"""Stage 5: typed ONNX + plugin library → ``<name>.engine`` and ``<name>.json`` beside it (docs/design.md §1, §4, §5).
 
 Two backends build the same strongly typed network:
 
@@ -48,7 +48,7 @@ from pipeline.precision import QDQ_OPS
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = (1, 8, 32)
-#: Compute capabilities TensorRT-RTX 1.7 builds for ahead of time (DESIGN.md §5).
+#: Compute capabilities TensorRT-RTX 1.7 builds for ahead of time (docs/design.md §5).
 RTX_TARGETS = (75, 80, 86, 89, 120, 121)
 _MAKE_PLUGIN_HINT = "build it with `make plugin` (it writes build/plugin/libswin_window_attention_plugin.so)"
 

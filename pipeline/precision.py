@@ -1,10 +1,10 @@
-"""Stage 4a: a strongly typed FP16 graph (DESIGN.md §4).
+"""Stage 4a: a strongly typed FP16 graph (docs/design.md §4).
 
 TensorRT 11 and TensorRT-RTX build exactly the types the graph states, so precision is decided
 here: every float tensor becomes FP16 except
 
 - LayerNormalization, which runs in FP32 between two Casts: its variance (a mean of squares over
-  the residual stream) is where FP16 Swin overflows, the classic Swin failure (DESIGN.md §4);
+  the residual stream) is where FP16 Swin overflows, the classic Swin failure (docs/design.md §4);
 - the graph's inputs and outputs, which stay FP32 so users feed and read the same tensors as in
   the FP32 engine (one Cast at each boundary).
 

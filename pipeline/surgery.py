@@ -6,7 +6,7 @@ Each (S)W-MSA block of an exported Swin graph is
       → Softmax → ·V → merge heads → proj MatMul+Add → window reverse → [roll back] → [crop] → Y
 
 and is rewritten to ``X → Reshape → qkv MatMul+Add → SwinWindowAttention → proj MatMul+Add → Reshape → Y``
-(DESIGN.md §2). Matching is structural, anchored on each Softmax and never on names, so it works on
+(docs/design.md §2). Matching is structural, anchored on each Softmax and never on names, so it works on
 exports of our models, timm's and torchvision's (after constant folding). What the structure
 cannot tell safely is measured instead: the additive bias/mask and any score scaling are read by
 evaluating that piece of the original graph, and every replacement is checked numerically against

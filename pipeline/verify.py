@@ -1,4 +1,4 @@
-"""Stage 6: an engine (or, without TensorRT and a GPU, its ONNX on onnxruntime) against PyTorch (DESIGN.md §1, §5).
+"""Stage 6: an engine (or, without TensorRT and a GPU, its ONNX on onnxruntime) against PyTorch (docs/design.md §1, §5).
 
 Polygraphy's runners run both sides on the same batches and ``Comparator.compare_accuracy`` (with
 ``SimpleCompareFunc``) checks the absolute tolerance of each batch; the metrics that decide FP16 and INT8
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_abs": 1e-3},
     "fp16": {"max_abs": 2e-2, "top1_agreement_min": 0.99},
-    # INT8 errors exceed the random-weight logit gaps, so top-1 is reported but not judged (DESIGN.md §5c).
+    # INT8 errors exceed the random-weight logit gaps, so top-1 is reported but not judged (docs/design.md §5c).
     "int8": {"cosine_min": 0.99},
 }
 DEFAULT_IMAGE_COUNT = 32
@@ -48,7 +48,7 @@ MIN_IMAGE_COUNT = 4
 
 class TorchCpuRunner(PytRunner):
     """Polygraphy's PytRunner on the CPU: the stock one moves inputs to CUDA and returns (outputs, time), which
-    Polygraphy 0.53's BaseRunner.infer does not expect (DESIGN.md §5). Inputs arrive in the artifact's dtype and
+    Polygraphy 0.53's BaseRunner.infer does not expect (docs/design.md §5). Inputs arrive in the artifact's dtype and
     are fed to the model as float32."""
 
     def __init__(self, model: torch.nn.Module, input_metadata: TensorMetadata, output_names: list[str]) -> None:

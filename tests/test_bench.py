@@ -175,7 +175,7 @@ def test_report_files_are_valid_json_markdown_and_png(tmp_path):
     text = written[1].read_text()
     assert "| tensorrt-plugin fp16 | 1.00 (1,000.0) | 10.00 (3,200.0) |" in text
     assert "onnxruntime-cuda fp32: skipped: no CUDAExecutionProvider" in text
-    assert "FasterTransformer" in text  # the reference numbers of DESIGN.md §7
+    assert "FasterTransformer" in text  # the reference numbers of docs/design.md §7
     png = written[2].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])

@@ -1,4 +1,4 @@
-"""The plugin library inside TensorRT-RTX 1.7, ahead of time for SM86 on a CPU-only machine (DESIGN.md §5),
+"""The plugin library inside TensorRT-RTX 1.7, ahead of time for SM86 on a CPU-only machine (docs/design.md §5),
 through the build stage (``pipeline.build.build_engine``): load_library binds the SwinWindowAttention nodes of
 a synthetic graph, strongly typed FP32 and FP16 engines build, and broken nodes fail the build with our
 message. The surgered Swin-T is built in tests/test_build.py."""

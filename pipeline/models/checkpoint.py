@@ -1,6 +1,6 @@
 """Load official, timm and torchvision Swin checkpoints (``.pth``/``.pt`` or ``.safetensors``).
 
-Names are mapped onto the official microsoft/Swin-Transformer layout (DESIGN.md §6), then the
+Names are mapped onto the official microsoft/Swin-Transformer layout (docs/design.md §6), then the
 state dict must match the model exactly: a checkpoint of another variant, or one with missing or
 unexpected keys, is rejected with the first offending keys and the variant it looks like.
 """

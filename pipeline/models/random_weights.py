@@ -10,7 +10,7 @@ def perturb_weights_(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.M
     """Add N(0, std) to every floating-point tensor of ``model`` in place; return it in eval mode.
 
     Fresh initializations repeat tensors (LayerNorm ones/zeros, identical biases) and exporters merge identical
-    initializers, which would hide name-mapping and graph-matching mistakes (DESIGN.md §5b).
+    initializers, which would hide name-mapping and graph-matching mistakes (docs/design.md §5b).
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
