@@ -1,0 +1,86 @@
+"""No module of pipeline/, calib/ or benchmarks/ is part of an import cycle.
+
+Every import counts, also one inside a function: a lazy import only hides a cycle until the day someone moves it
+to the top. Importing ``a.b.c`` also runs the ``a`` and ``a.b`` packages' ``__init__``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from pipeline.native import ROOT
+
+PACKAGES = ("pipeline", "calib", "benchmarks")
+
+
+def module_files() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module → the project modules it imports (the packages along the way included)."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in (t for t in targets if t in modules):
+                parts = target.split(".")
+                for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+                    # A module's own enclosing packages are already being imported when it runs.
+                    if prefix in modules and prefix != name and not name.startswith(f"{prefix}."):
+                        graph[name].add(prefix)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in sorted(graph[module]):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    modules = module_files()
+    assert {"pipeline.engine", "calib.int8", "benchmarks.bench"} <= set(modules)
+    assert cycles(import_graph(modules)) == []
+
+
+def test_a_cycle_is_found() -> None:
+    """The check itself: a chain is no cycle; closing it through a third module is."""
+    graph = {"a.x": {"b"}, "b": {"a.y"}, "a.y": set()}
+    assert cycles(graph) == []
+    graph["a.y"] = {"a.x"}
+    assert cycles(graph) == [["a.x", "a.y", "b"]]
