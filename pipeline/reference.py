@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
 from pipeline.artifacts import read_onnx
 
@@ -107,6 +106,8 @@ def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: 
     Computed with torch (batched GEMMs and softmax on all cores) a chunk of windows at a time: about
     :data:`SCORES_CHUNK_BYTES` of scores (at least one window's) exist at once, whatever the map size.
     """
+    import torch  # here, not at the top: checking a recipe imports this module and must not wait for torch
+
     channels = validate_attributes(qkv.shape, rel_bias.shape, height, width, window_size, shift_size, num_heads)
     batch = qkv.shape[0]
     head_dim = channels // num_heads

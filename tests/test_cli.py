@@ -131,3 +131,15 @@ def test_an_error_that_a_ctrl_c_started_counts_as_the_interrupt(monkeypatch: pyt
     monkeypatch.setattr("pipeline.cli._cmd_fp16", lambda args: {}["a bug"])
     with pytest.raises(KeyError):
         main(["fp16", "in.onnx", "out.onnx"])
+
+
+def test_engine_validation_does_not_wait_for_torch(tmp_path: Path) -> None:
+    """Bad input must fail in about a second: checking a recipe does not import torch (1.5 s alone on 2 cores)."""
+    plugin = tmp_path / "plugin.so"
+    plugin.write_bytes(b"")
+    script = ("import sys\nfrom pipeline.engine import EngineRecipe\nfrom pipeline.errors import PipelineError\n"
+              f"try:\n    EngineRecipe(sm=90, plugin_library={str(plugin)!r}).validate()\n"
+              "except PipelineError:\n    pass\nelse:\n    raise SystemExit('SM90 was accepted')\n"
+              "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
