@@ -484,11 +484,18 @@ def child_main(payload: str, interrupted: list[int]) -> int:
 # Public entry points
 
 
-def require_plugin_library(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"plugin library {path} does not exist; {_MAKE_PLUGIN_HINT} or pass the path of yours")
-    return path
+def check_build_options(*, plugin_library: str | Path, batch: tuple[int, int, int], opt_level: int, backend: str,
+                        sm: int) -> tuple[Path, Backend]:
+    """The plugin library and the backend for these options, or the PipelineError that :func:`build_engine`
+    would raise for them. Cheap (nothing is read or built): ``pipeline.engine`` calls it before any stage."""
+    plugin_library = Path(plugin_library)
+    if not plugin_library.is_file():
+        raise PipelineError(f"plugin library {plugin_library} does not exist; {_MAKE_PLUGIN_HINT} or pass the path "
+                            "of yours")
+    batch_profile(tuple(batch), [None], "images")
+    if not 0 <= opt_level <= 5:
+        raise PipelineError(f"builder optimization level must be 0..5, got {opt_level}")
+    return plugin_library, select_backend(backend, sm)
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_library: str | Path,
@@ -504,12 +511,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
     ``detailed_profile`` builds with ``ProfilingVerbosity.DETAILED`` so the engine inspector (``make profile``)
     can describe every layer.
     """
-    onnx_path, engine_path, plugin_library = Path(onnx_path), Path(engine_path), require_plugin_library(plugin_library)
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if engine_path.suffix != ".engine":
         raise PipelineError(f"engine path {engine_path} must end in .engine (the metadata goes to <name>.json)")
-    if not 0 <= opt_level <= 5:
-        raise PipelineError(f"builder optimization level must be 0..5, got {opt_level}")
-    chosen = select_backend(backend, sm)
+    plugin_library, chosen = check_build_options(plugin_library=plugin_library, batch=batch, opt_level=opt_level,
+                                                 backend=backend, sm=sm)
     model = read_onnx(onnx_path)
     input_name, dims = graph_input(model, input_name, onnx_path)
     request = BuildRequest(

@@ -69,12 +69,11 @@ class EngineRecipe:
     def validate(self) -> None:
         """Raise PipelineError on anything wrong that can be found without running a stage (a few seconds)."""
         from calib.data import list_images
-        from pipeline.build import batch_profile, require_plugin_library, select_backend
+        from pipeline.build import check_build_options
 
         variant_config(self.variant)
         if self.precision not in PRECISIONS:
             raise PipelineError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        batch_profile(tuple(self.batch), [None], "images")
         if self.img_size is not None and min(self.img_size) < 1:
             raise PipelineError(f"image size must be positive, got {self.img_size}")
         if self.calib_method not in CALIB_METHODS:
@@ -82,15 +81,13 @@ class EngineRecipe:
                                 f"{', '.join(CALIB_METHODS)}")
         if self.calib_samples < 1:
             raise PipelineError(f"calibration samples must be >= 1, got {self.calib_samples}")
-        if not 0 <= self.opt_level <= 5:
-            raise PipelineError(f"builder optimization level must be 0..5, got {self.opt_level}")
-        require_plugin_library(self.plugin_library)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise PipelineError(f"checkpoint {self.checkpoint} does not exist or is not a file; pass the path of a "
                                 ".pth or .safetensors file")
         for folder in dict.fromkeys(f for f in (self.calib_dir, self.images) if f is not None):
             list_images(folder)
-        select_backend(self.backend, self.sm)
+        check_build_options(plugin_library=self.plugin_library, batch=self.batch, opt_level=self.opt_level,
+                            backend=self.backend, sm=self.sm)
 
     def model_record(self) -> dict[str, Any]:
         """Which weights the engine carries: recorded in report.json and verify.json."""
