@@ -153,7 +153,12 @@ def load_calibration_set(folder: str | Path, count: int, seed: int = 0, img_size
 
 
 def calibration_images(folder: str | Path | None, count: int, seed: int = 0, img_size: ImageSize = 224) -> np.ndarray:
-    """``count`` calibration samples, float32 ``[count, 3, H, W]``, ImageNet-preprocessed.
+    """The images of :func:`image_set`."""
+    return image_set(folder, count, seed, img_size).images
+
+
+def image_set(folder: str | Path | None, count: int, seed: int = 0, img_size: ImageSize = 224) -> CalibrationSet:
+    """``count`` samples, float32 ``[count, 3, H, W]``, ImageNet-preprocessed, with where they came from.
 
     Preprocessing is the ImageNet evaluation transform: bilinear resize so the shorter side is
     ``256 * img_size / 224``, centre crop ``img_size`` (an int or ``(H, W)``), scale to [0, 1], normalize with
@@ -165,12 +170,12 @@ def calibration_images(folder: str | Path | None, count: int, seed: int = 0, img
     temporary folder (with a warning); pass a real folder for anything but tests.
     """
     if folder is not None:
-        return load_calibration_set(folder, count, seed, img_size).images
+        return load_calibration_set(folder, count, seed, img_size)
     with tempfile.TemporaryDirectory() as tmp:
         generated = Path(tmp) / GENERATED_FOLDER_NAME
         log.warning("no image folder given: using %d generated crops of scikit-image photos", count)
         generate_image_folder(generated, count, seed)
-        return load_calibration_set(generated, count, seed, img_size).images
+        return load_calibration_set(generated, count, seed, img_size)
 
 
 def _skimage_photos() -> list[tuple[str, np.ndarray]]:

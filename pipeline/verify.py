@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -192,19 +191,13 @@ def _failures(metrics: dict[str, float | None], thresholds: dict[str, float]) ->
 def _verification_images(image_dir: Path | None, count: int | None, size: tuple[int, int]
                          ) -> tuple[np.ndarray, dict[str, Any]]:
     """ImageNet-preprocessed images from ``image_dir`` (default: generated scikit-image crops) and their record."""
-    from calib.data import GENERATED_FOLDER_NAME, generate_image_folder, load_calibration_set
+    from calib.data import image_set
 
-    count = count or default_image_count(*size)
+    loaded = image_set(image_dir, count or default_image_count(*size), seed=1, img_size=size)
     if image_dir is not None:
-        loaded = load_calibration_set(image_dir, count, seed=1, img_size=size)
         return loaded.images, {"source": "folder", **loaded.report()}
-    with tempfile.TemporaryDirectory() as tmp:
-        log.warning("verify: no image folder given (--images or --calib-dir): comparing on %d generated crops of "
-                    "scikit-image photos", count)
-        folder = generate_image_folder(Path(tmp) / GENERATED_FOLDER_NAME, count, seed=1)
-        loaded = load_calibration_set(folder, count, seed=1, img_size=size)
-        return loaded.images, {"source": "generated crops of the scikit-image photos (calib.data, seed 1)",
-                               **loaded.report(), "folder": None}
+    return loaded.images, {"source": "generated crops of the scikit-image photos (calib.data, seed 1)",
+                           **loaded.report(), "folder": None}  # the generated folder is gone already
 
 
 def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,

@@ -15,7 +15,7 @@ from pipeline.build import build_engine
 from pipeline.errors import PipelineError
 from pipeline.models import perturb_weights_
 from pipeline.precision import convert_fp16
-from pipeline.verify import THRESHOLDS, verify
+from pipeline.verify import THRESHOLDS, default_image_count, verify
 
 BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
 
@@ -81,3 +81,23 @@ def test_bad_arguments_are_our_errors(swin_t, swin_t_onnx, tmp_path):
         verify(swin_t, tmp_path / "missing.engine", "fp32")
     with pytest.raises(PipelineError, match=r"images have shape \[2, 3, 32, 32\]"):
         verify(swin_t, swin_t_onnx[1], "fp32", images=np.zeros((2, 3, 32, 32), np.float32))
+
+
+def test_verification_on_the_users_photos_records_them(swin_t, swin_t_onnx, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, color in enumerate(((200, 40, 40), (30, 160, 90))):
+        Image.new("RGB", (300, 260), color).save(photos / f"{i}.png")
+    model_record = {"variant": "T", "checkpoint": "weights.pth", "checkpoint_sha256": "ab" * 32}
+    report = verify(swin_t, swin_t_onnx[1], "fp32", image_dir=photos, image_count=4, batch=BATCH,
+                    model_record=model_record)
+    assert report["passed"] and report["model"] == model_record
+    images = report["images"]
+    assert (images["source"], images["folder"], images["count"]) == ("folder", str(photos), 4)
+    assert (images["files_used"], images["augmented_samples"]) == (2, 2)  # two photos, two random crops of them
+
+
+def test_default_image_count_keeps_the_pixels_of_32_images_at_224():
+    assert [default_image_count(*size) for size in ((224, 224), (160, 224), (384, 384), (800, 1333))] == [32, 32, 10, 4]
