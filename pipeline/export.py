@@ -19,6 +19,7 @@ from torch import nn
 
 from pipeline.artifacts import write_onnx
 from pipeline.errors import PipelineError
+from pipeline.interrupts import interrupts_deferred
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, i
     example = torch.randn(min(2, max_batch) if max_batch > 1 else 1, 3, *size)
     batch_dim = torch.export.Dim("batch", min=1, max=max_batch) if max_batch > 1 else None
     names = _output_names(model, example)
-    with warnings.catch_warnings():
+    # torch.export calls Python back from C++: a Ctrl-C raised there aborts the process (pipeline.interrupts).
+    with warnings.catch_warnings(), interrupts_deferred("torch.onnx.export"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=names,

@@ -9,10 +9,7 @@ See ``plugins/swin_window_attention/README.md`` for the node contract.
 from __future__ import annotations
 
 import functools
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -20,6 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from pipeline.artifacts import read_onnx
+from pipeline.interrupts import interrupts_deferred
 
 PLUGIN_OP = "SwinWindowAttention"
 PLUGIN_DOMAIN = "trt.plugins"
@@ -205,39 +203,19 @@ def _run_plugin_nodes_in_float32(model: onnx.ModelProto) -> None:
 class InterruptibleSession(ort.InferenceSession):
     """An onnxruntime session whose ``run`` turns Ctrl-C into a KeyboardInterrupt once onnxruntime has returned.
 
-    Python runs a signal handler at the next bytecode, which during a run is inside the Python custom op that
-    onnxruntime's C++ calls: a KeyboardInterrupt raised there cannot cross the C++ frames and aborts the process
-    (``terminate called after throwing an instance of 'pybind11::error_already_set'``, exit 134). So while
-    onnxruntime runs, SIGINT only sets the run's terminate flag (onnxruntime stops before its next node) and
-    ``run`` raises KeyboardInterrupt afterwards. This needs Python's default SIGINT handler and the main thread
-    (the only one that runs signal handlers); otherwise ``run`` is onnxruntime's.
+    During a run, Python would raise it inside the Python custom op under onnxruntime's C++ frames and abort the
+    process (:mod:`pipeline.interrupts`). So SIGINT only sets the run's terminate flag (onnxruntime stops before
+    its next node) and ``run`` raises KeyboardInterrupt afterwards.
     """
 
     def run(self, output_names: list[str] | None, input_feed: dict[str, Any],
             run_options: ort.RunOptions | None = None) -> list[Any]:
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            return super().run(output_names, input_feed, run_options)
         options = run_options or ort.RunOptions()
-        interrupted = False
-
-        def defer(signum: int, frame: FrameType | None) -> None:
-            nonlocal interrupted
-            interrupted = options.terminate = True
-
-        signal.signal(signal.SIGINT, defer)
         try:
-            outputs = super().run(output_names, input_feed, options)
-        except Exception:
-            if not interrupted:
-                raise
+            with interrupts_deferred("the onnxruntime run", on_interrupt=lambda: setattr(options, "terminate", True)):
+                return super().run(output_names, input_feed, options)
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            if interrupted:
-                options.terminate = False  # the caller's options stay usable
-        if interrupted:
-            raise KeyboardInterrupt
-        return outputs
+            options.terminate = False  # the caller's options stay usable
 
 
 def ort_session(model: str | Path | onnx.ModelProto, intra_op_threads: int = 0) -> InterruptibleSession:
