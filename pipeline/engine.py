@@ -187,10 +187,13 @@ def _run_stages(recipe: EngineRecipe, out: Path) -> dict[str, Any]:
     size, max_batch = recipe.image_size, recipe.batch[2]
     model_params = {"variant": recipe.variant.upper(), "img_size": size, "max_batch": max_batch,
                     "features_only": recipe.features_only}
-    if runner.records and not runner.is_current("export", model_params, checkpoint, [onnx_path]):
-        _remove_previous_model(runner)
-    runner.run("export", model_params, checkpoint, [onnx_path],
-               lambda: {"onnx": str(export_onnx(model(), onnx_path, img_size=size, max_batch=max_batch))})
+
+    def export() -> dict[str, Any]:
+        if runner.records:  # export runs again: the model changed, so nothing made from the previous one stays
+            _remove_previous_model(runner)
+        return {"onnx": str(export_onnx(model(), onnx_path, img_size=size, max_batch=max_batch))}
+
+    runner.run("export", model_params, checkpoint, [onnx_path], export)
 
     def surgery() -> dict[str, Any]:
         report = run_surgery(onnx_path, swin_path, out / "surgery.json")

@@ -40,14 +40,6 @@ class StageRunner:
         self.records: dict[str, dict[str, Any]] = json.loads(records.read_text()) if records.is_file() else {}
         self.summary: dict[str, dict[str, Any]] = {}
 
-    def is_current(self, name: str, params: dict[str, Any], inputs: list[Path], outputs: list[Path]) -> bool:
-        """Whether :meth:`run` would skip this stage: same fingerprint as its last run and every output present."""
-        return self._is_current(name, fingerprint(params, inputs), outputs)
-
-    def _is_current(self, name: str, key: str, outputs: list[Path]) -> bool:
-        previous = self.records.get(name)
-        return previous is not None and previous["fingerprint"] == key and all(p.exists() for p in outputs)
-
     def forget(self) -> None:
         """Drop every record, e.g. when the model changed and nothing earlier may be reused."""
         self.records = {}
@@ -60,9 +52,10 @@ class StageRunner:
         ``stage`` returns the key numbers of the stage; they are kept for the skipped runs' report.
         """
         key = fingerprint(params, inputs)
-        if self._is_current(name, key, outputs):
+        previous = self.records.get(name)
+        if previous and previous["fingerprint"] == key and all(p.exists() for p in outputs):
             log.info("%s: up to date, skipped", name)
-            entry = {**self.records[name], "skipped": True}
+            entry = {**previous, "skipped": True}
         else:
             log.info("%s: running", name)
             start = time.perf_counter()
