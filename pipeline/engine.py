@@ -182,18 +182,18 @@ def _run_stages(recipe: EngineRecipe, out: Path) -> dict[str, Any]:
 
     runner = StageRunner(out)
     model_record = recipe.model_record()
-    checkpoint = [Path(recipe.checkpoint)] if recipe.checkpoint else []
     onnx_path, swin_path = out / "model.onnx", out / "model.swin.onnx"
     size, max_batch = recipe.image_size, recipe.batch[2]
+    # The checkpoint enters the fingerprints as the hash model_record already took, not as a file to hash again.
     model_params = {"variant": recipe.variant.upper(), "img_size": size, "max_batch": max_batch,
-                    "features_only": recipe.features_only}
+                    "features_only": recipe.features_only, "checkpoint_sha256": model_record["checkpoint_sha256"]}
 
     def export() -> dict[str, Any]:
         if runner.records:  # export runs again: the model changed, so nothing made from the previous one stays
             _remove_previous_model(runner)
         return {"onnx": str(export_onnx(model(), onnx_path, img_size=size, max_batch=max_batch))}
 
-    runner.run("export", model_params, checkpoint, [onnx_path], export)
+    runner.run("export", model_params, [], [onnx_path], export)
 
     def surgery() -> dict[str, Any]:
         report = run_surgery(onnx_path, swin_path, out / "surgery.json")
@@ -240,8 +240,9 @@ def _run_stages(recipe: EngineRecipe, out: Path) -> dict[str, Any]:
                                                           "thresholds")}
 
     verify_params = {"precision": recipe.precision, "images": recipe.verify_images,
-                     "listing": _folder_listing(recipe.verify_images)}
-    runner.run("verify", verify_params, [typed_path, engine_path, *checkpoint], [out / "verify.json"], verification)
+                     "listing": _folder_listing(recipe.verify_images),
+                     "checkpoint_sha256": model_record["checkpoint_sha256"]}
+    runner.run("verify", verify_params, [typed_path, engine_path], [out / "verify.json"], verification)
 
     report = {"variant": recipe.variant.upper(), "precision": recipe.precision, "engine": str(engine_path),
               "model": model_record, "stages": runner.summary}
