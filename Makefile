@@ -20,7 +20,7 @@ BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
-.PHONY: venv onnx engine test lint plugin clean bench profile
+.PHONY: venv onnx engine test lint plugin clean bench profile format
 
 # The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
 plugin: venv
@@ -61,12 +61,22 @@ bench: venv
 profile: venv
 	$(PY) -m benchmarks.profile --variant $(VARIANT) --precision $(PRECISION) --out $(BUILD_DIR)/profile.json
 
-test: venv
-	$(PY) -m ruff check .
+test: lint
 	$(PY) -m pytest -q tests
 
+# ruff over the Python, clang-format (.clang-format) over our C++/CUDA: `make format` applies it.
 lint: venv
 	$(PY) -m ruff check .
+	$(VENV)/bin/clang-format --dry-run -Werror --style=file $(FORMAT_FILES)
+
+# clang-format (.clang-format) over the project's own C++/CUDA; the pinned clang-format comes with the test extra.
+CLANG_FORMAT ?= $(firstword $(wildcard $(VENV)/bin/clang-format) $(shell command -v clang-format))
+FORMAT_FILES  = $(wildcard plugins/swin_window_attention/*.h plugins/swin_window_attention/*.cpp \
+                           plugins/swin_window_attention/*.cu) benchmarks/trt_runner.cpp
+format:
+	@test -n "$(CLANG_FORMAT)" || { echo "clang-format not found: run 'make venv' (the test extra pins it), or" \
+		"'$(PY) -m pip install -c requirements/constraints.txt clang-format'" >&2; exit 1; }
+	$(CLANG_FORMAT) -i --style=file $(FORMAT_FILES)
 
 clean:
 	rm -rf build

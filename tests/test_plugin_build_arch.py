@@ -58,3 +58,16 @@ def test_built_library_holds_exactly_the_requested_architecture(native_libs: Nat
 
 def test_host_reference_has_no_device_code(native_libs: NativeLibs):
     assert device_code(native_libs.reference) == []
+
+
+def test_install_puts_the_libraries_in_lib_and_the_c_header_in_include(native_libs: NativeLibs, tmp_path):
+    # The libraries stay where pipeline.native finds them (the top of the build folder), and `cmake --install`
+    # of that build copies them (no rebuild) under the prefix.
+    built = [native_libs.reference, native_libs.cuda, native_libs.plugin]
+    build_dir = native_libs.reference.parent
+    subprocess.run([shutil.which("cmake"), "--install", str(build_dir), "--prefix", str(tmp_path)], check=True,
+                   capture_output=True, text=True)
+    installed = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    expected = sorted([f"lib/{path.name}" for path in built if path is not None] + ["include/swin_window_attention.h"])
+    assert installed == expected
+    assert all(path.parent == build_dir for path in built if path is not None)

@@ -59,8 +59,7 @@ SWIN_ATTN_EXPORT int swin_window_attention_reference(const SwinAttnParams* param
 /* CUDA kernel, asynchronous on stream. All four pointers are device memory of dtype (enum SwinAttnDtype),
  * 16-byte aligned; out must not alias qkv. */
 SWIN_ATTN_EXPORT int swin_window_attention_forward(const SwinAttnParams* params, int dtype, const void* qkv,
-    const void* rel_bias, const void* qkv_bias, void* out, struct CUstream_st* stream, char* error,
-    size_t error_size);
+    const void* rel_bias, const void* qkv_bias, void* out, struct CUstream_st* stream, char* error, size_t error_size);
 
 #ifdef __cplusplus
 }

@@ -11,8 +11,7 @@ extern "C" int swin_window_attention_forward(SwinAttnParams const* params, int d
         return SWIN_ATTN_INVALID_ARGUMENT;
     }
     std::string message;
-    int const status
-        = swin_attn::launchWindowAttention(*params, dtype, qkv, rel_bias, qkv_bias, out, stream, message);
+    int const status = swin_attn::launchWindowAttention(*params, dtype, qkv, rel_bias, qkv_bias, out, stream, message);
     swin_attn::copyMessage(message, error, error_size);
     return status;
 }

@@ -112,8 +112,8 @@ inline std::string checkAttributes(int32_t height, int32_t width, int32_t window
     }
     if (window <= 0 || shift < 0 || shift >= window)
     {
-        return "need window_size > 0 and 0 <= shift_size < window_size, got window_size="
-            + std::to_string(window) + ", shift_size=" + std::to_string(shift);
+        return "need window_size > 0 and 0 <= shift_size < window_size, got window_size=" + std::to_string(window)
+            + ", shift_size=" + std::to_string(shift);
     }
     if (window > kMaxWindowSize)
     {

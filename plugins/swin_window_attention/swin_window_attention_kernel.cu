@@ -152,8 +152,8 @@ struct HalfLayout
 //! Gathers `rows` slots of q, k or v for one head into a [rows][ld] half tile (zero beyond N and head_dim).
 template <int32_t kPaddedHeadDim>
 __device__ __forceinline__ void gatherHalfRows(half* tile, int32_t ld, int32_t firstSlot, int32_t rows,
-    int32_t const* source, int32_t tokens, half const* qkvImage, half const* qkvBias, int32_t part,
-    int32_t channels, int32_t headOffset, int32_t headDim, int32_t thread, int32_t threads)
+    int32_t const* source, int32_t tokens, half const* qkvImage, half const* qkvBias, int32_t part, int32_t channels,
+    int32_t headOffset, int32_t headDim, int32_t thread, int32_t threads)
 {
     constexpr int32_t kChunks = kPaddedHeadDim / 8; // 8 halves = 16 bytes
     for (int32_t index = thread; index < rows * kChunks; index += threads)
@@ -193,10 +193,10 @@ __global__ void __launch_bounds__(kMaxWarps* kWarpSize) windowAttentionHalfKerne
 
     loadSlotTables(g, windowIndex, np, source, region);
     __syncthreads();
-    gatherHalfRows<kPaddedHeadDim>(kTileMem, layout.ldKV, 0, np, source, n, qkvImage, qkvBias, 1, channels,
-        headOffset, headDim, threadIdx.x, blockDim.x);
-    gatherHalfRows<kPaddedHeadDim>(vTileMem, layout.ldKV, 0, np, source, n, qkvImage, qkvBias, 2, channels,
-        headOffset, headDim, threadIdx.x, blockDim.x);
+    gatherHalfRows<kPaddedHeadDim>(kTileMem, layout.ldKV, 0, np, source, n, qkvImage, qkvBias, 1, channels, headOffset,
+        headDim, threadIdx.x, blockDim.x);
+    gatherHalfRows<kPaddedHeadDim>(vTileMem, layout.ldKV, 0, np, source, n, qkvImage, qkvBias, 2, channels, headOffset,
+        headDim, threadIdx.x, blockDim.x);
     __syncthreads();
 
     int32_t const warp = threadIdx.x / kWarpSize;
@@ -212,8 +212,8 @@ __global__ void __launch_bounds__(kMaxWarps* kWarpSize) windowAttentionHalfKerne
 
         // Q: stage the 16 rows in the scratch, keep them in fragments.
         auto* qStage = reinterpret_cast<half*>(scratch);
-        gatherHalfRows<kPaddedHeadDim>(qStage, layout.ldKV, firstSlot, kTile, source, n, qkvImage, qkvBias, 0,
-            channels, headOffset, headDim, lane, kWarpSize);
+        gatherHalfRows<kPaddedHeadDim>(qStage, layout.ldKV, firstSlot, kTile, source, n, qkvImage, qkvBias, 0, channels,
+            headOffset, headDim, lane, kWarpSize);
         __syncwarp();
         wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, half, wmma::row_major> qFrag[kHeadTiles];
 #pragma unroll
@@ -452,8 +452,7 @@ int launchKernel(Kernel kernel, dim3 grid, int32_t warps, int32_t smemBytes, Ker
 {
     if (smemBytes > kDefaultSmemLimit)
     {
-        cudaError_t const status
-            = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes);
+        cudaError_t const status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes);
         if (status != cudaSuccess)
         {
             error = std::string(kPluginName) + ": cudaFuncSetAttribute failed: " + cudaGetErrorString(status);
@@ -492,8 +491,8 @@ int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* q
         error = op + "dtype " + std::to_string(dtype) + " is neither float32 (0) nor float16 (1)";
         return SWIN_ATTN_INVALID_ARGUMENT;
     }
-    if (!aligned(qkv) || !aligned(relBias) || !aligned(qkvBias) || !aligned(out) || qkv == nullptr
-        || relBias == nullptr || qkvBias == nullptr || out == nullptr)
+    if (!aligned(qkv) || !aligned(relBias) || !aligned(qkvBias) || !aligned(out) || qkv == nullptr || relBias == nullptr
+        || qkvBias == nullptr || out == nullptr)
     {
         error = op + "qkv, rel_bias, qkv_bias and output must be non-null and 16-byte aligned";
         return SWIN_ATTN_INVALID_ARGUMENT;
@@ -512,8 +511,8 @@ int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* q
     constexpr int32_t kMaxGridYZ = 65535;
     if (args.geom.numWindows > kMaxGridYZ || params.batch > kMaxGridYZ)
     {
-        error = op + "numWindows=" + std::to_string(args.geom.numWindows) + " and batch="
-            + std::to_string(params.batch) + " must each be at most 65535 (CUDA grid limit)";
+        error = op + "numWindows=" + std::to_string(args.geom.numWindows) + " and batch=" + std::to_string(params.batch)
+            + " must each be at most 65535 (CUDA grid limit)";
         return SWIN_ATTN_UNSUPPORTED;
     }
     dim3 const grid(params.num_heads, args.geom.numWindows, params.batch);
@@ -545,8 +544,8 @@ int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* q
         int32_t const bytes = layout.bytes(warps);
         if (bytes > smemLimit)
         {
-            error = op + "window_size=" + std::to_string(params.window_size) + " with head_dim="
-                + std::to_string(args.headDim) + " needs " + std::to_string(bytes)
+            error = op + "window_size=" + std::to_string(params.window_size)
+                + " with head_dim=" + std::to_string(args.headDim) + " needs " + std::to_string(bytes)
                 + " bytes of shared memory in FP16, the device allows " + std::to_string(smemLimit);
             return SWIN_ATTN_UNSUPPORTED;
         }
@@ -562,8 +561,8 @@ int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* q
     int32_t const bytes = layout.bytes(kMaxWarps);
     if (bytes > smemLimit)
     {
-        error = op + "window_size=" + std::to_string(params.window_size) + " with head_dim="
-            + std::to_string(args.headDim) + " needs " + std::to_string(bytes)
+        error = op + "window_size=" + std::to_string(params.window_size)
+            + " with head_dim=" + std::to_string(args.headDim) + " needs " + std::to_string(bytes)
             + " bytes of shared memory in FP32, the device allows " + std::to_string(smemLimit);
         return SWIN_ATTN_UNSUPPORTED;
     }

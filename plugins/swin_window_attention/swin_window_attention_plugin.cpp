@@ -29,6 +29,19 @@ constexpr int32_t kNbOutputs = 1;
 constexpr char const* kFieldNames[] = {"height", "width", "window_size", "shift_size", "num_heads", "scale"};
 constexpr int32_t kNbFields = 6;
 
+//! One validation step of the plugin's I/O and attribute checks: unless `condition` holds, reports the message
+//! (the remaining arguments, evaluated only then) through `logError` and returns `failure` from the calling
+//! function. `logError` is the plugin's member, or a local function of that name (the creator's createPlugin).
+#define SWIN_CHECK(condition, failure, ...)                                                                            \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        if (!(condition))                                                                                              \
+        {                                                                                                              \
+            logError(__VA_ARGS__);                                                                                     \
+            return failure;                                                                                            \
+        }                                                                                                              \
+    } while (false)
+
 #define SWIN_STRINGIFY_(x) #x
 #define SWIN_STRINGIFY(x) SWIN_STRINGIFY_(x)
 //! Only the TensorRT major version of the headers we compile against shares their IPluginRegistry vtable
@@ -78,7 +91,7 @@ public:
             }
             if (logger == nullptr)
             {
-                using GetLogger = ILogger* (*) ();
+                using GetLogger = ILogger* (*)();
                 if (auto getLogger = reinterpret_cast<GetLogger>(findLoadedTensorRTSymbol("getLogger")))
                 {
                     logger = getLogger();
@@ -104,6 +117,13 @@ PluginLogger& pluginLogger()
 {
     static PluginLogger logger;
     return logger;
+}
+
+//! The error text when a plugin method gets other than 3 inputs and 1 output.
+std::string ioCountMismatch(int32_t nbInputs, int32_t nbOutputs)
+{
+    return "expects 3 inputs (qkv, rel_bias, qkv_bias) and 1 output, got " + std::to_string(nbInputs) + " inputs and "
+        + std::to_string(nbOutputs) + " outputs";
 }
 
 std::string dimsToString(Dims const& dims)
@@ -212,12 +232,7 @@ int32_t SwinWindowAttentionPlugin::getNbOutputs() const noexcept
 int32_t SwinWindowAttentionPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    if (nbInputs != kNbInputs || nbOutputs != kNbOutputs)
-    {
-        logError("expects 3 inputs (qkv, rel_bias, qkv_bias) and 1 output, got " + std::to_string(nbInputs)
-            + " inputs and " + std::to_string(nbOutputs) + " outputs");
-        return -1;
-    }
+    SWIN_CHECK(nbInputs == kNbInputs && nbOutputs == kNbOutputs, -1, ioCountMismatch(nbInputs, nbOutputs));
     outputTypes[0] = inputTypes[0];
     return 0;
 }
@@ -228,12 +243,7 @@ int32_t SwinWindowAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int3
 {
     try
     {
-        if (nbInputs != kNbInputs || nbOutputs != kNbOutputs)
-        {
-            logError("expects 3 inputs (qkv, rel_bias, qkv_bias) and 1 output, got " + std::to_string(nbInputs)
-                + " inputs and " + std::to_string(nbOutputs) + " outputs");
-            return -1;
-        }
+        SWIN_CHECK(nbInputs == kNbInputs && nbOutputs == kNbOutputs, -1, ioCountMismatch(nbInputs, nbOutputs));
         // Check every dimension that is known at this point; dynamic ones are checked in configurePlugin.
         Dims dims[kNbInputs];
         for (int32_t i = 0; i < kNbInputs; ++i)
@@ -244,14 +254,13 @@ int32_t SwinWindowAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int3
                 dims[i].d[d] = inputs[i].d[d]->isConstant() ? inputs[i].d[d]->getConstantValue() : -1;
             }
         }
-        if (!checkInputDims(dims, nbInputs, nbOutputs, "getOutputShapes"))
-        {
-            return -1;
-        }
+        std::string const problem = inputDimsProblem(dims, nbInputs, nbOutputs);
+        SWIN_CHECK(problem.empty(), -1, "getOutputShapes: " + problem);
         outputs[0].nbDims = 3;
         outputs[0].d[0] = inputs[0].d[0];
         outputs[0].d[1] = inputs[0].d[1];
-        outputs[0].d[2] = exprBuilder.operation(DimensionOperation::kFLOOR_DIV, *inputs[0].d[2], *exprBuilder.constant(3));
+        outputs[0].d[2]
+            = exprBuilder.operation(DimensionOperation::kFLOOR_DIV, *inputs[0].d[2], *exprBuilder.constant(3));
         return 0;
     }
     catch (std::exception const& e)
@@ -281,27 +290,17 @@ bool SwinWindowAttentionPlugin::supportsFormatCombination(
     return desc.type == inOut[0].desc.type;
 }
 
-int32_t SwinWindowAttentionPlugin::configurePlugin(
-    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /*out*/,
-    int32_t nbOutputs) noexcept
+int32_t SwinWindowAttentionPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
+    DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
     try
     {
-        if (nbInputs != kNbInputs)
-        {
-            logError("expects 3 inputs, got " + std::to_string(nbInputs));
-            return -1;
-        }
+        SWIN_CHECK(nbInputs == kNbInputs, -1, "expects 3 inputs, got " + std::to_string(nbInputs));
         Dims dims[kNbInputs] = {in[0].desc.dims, in[1].desc.dims, in[2].desc.dims};
-        if (!checkInputDims(dims, nbInputs, nbOutputs, "configurePlugin"))
-        {
-            return -1;
-        }
-        if (in[0].desc.type != DataType::kFLOAT && in[0].desc.type != DataType::kHALF)
-        {
-            logError("supports float32 and float16 only");
-            return -1;
-        }
+        std::string const problem = inputDimsProblem(dims, nbInputs, nbOutputs);
+        SWIN_CHECK(problem.empty(), -1, "configurePlugin: " + problem);
+        DataType const type = in[0].desc.type;
+        SWIN_CHECK(type == DataType::kFLOAT || type == DataType::kHALF, -1, "supports float32 and float16 only");
         return 0;
     }
     catch (std::exception const& e)
@@ -311,8 +310,8 @@ int32_t SwinWindowAttentionPlugin::configurePlugin(
     }
 }
 
-size_t SwinWindowAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* /*inputs*/,
-    int32_t /*nbInputs*/, DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+size_t SwinWindowAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* /*inputs*/, int32_t /*nbInputs*/,
+    DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
     return 0; // the kernel reads qkv in place and writes the output directly
 }
@@ -322,13 +321,11 @@ int32_t SwinWindowAttentionPlugin::onShapeChange(
 {
     try
     {
-        if (nbInputs != kNbInputs)
-        {
-            logError("expects 3 inputs, got " + std::to_string(nbInputs));
-            return -1;
-        }
+        SWIN_CHECK(nbInputs == kNbInputs, -1, "expects 3 inputs, got " + std::to_string(nbInputs));
         Dims dims[kNbInputs] = {in[0].dims, in[1].dims, in[2].dims};
-        return checkInputDims(dims, nbInputs, nbOutputs, "onShapeChange") ? 0 : -1;
+        std::string const problem = inputDimsProblem(dims, nbInputs, nbOutputs);
+        SWIN_CHECK(problem.empty(), -1, "onShapeChange: " + problem);
+        return 0;
     }
     catch (std::exception const& e)
     {
@@ -358,12 +355,9 @@ int32_t SwinWindowAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Pl
         params.scale = mAttributes.scale;
         int const dtype = inputDesc[0].type == DataType::kHALF ? SWIN_ATTN_FLOAT16 : SWIN_ATTN_FLOAT32;
         std::string error;
-        if (launchWindowAttention(params, dtype, inputs[0], inputs[1], inputs[2], outputs[0], stream, error)
-            != SWIN_ATTN_OK)
-        {
-            logError(error);
-            return -1;
-        }
+        int const status
+            = launchWindowAttention(params, dtype, inputs[0], inputs[1], inputs[2], outputs[0], stream, error);
+        SWIN_CHECK(status == SWIN_ATTN_OK, -1, error);
         return 0;
     }
     catch (std::exception const& e)
@@ -393,61 +387,50 @@ PluginFieldCollection const* SwinWindowAttentionPlugin::getFieldsToSerialize() n
     return &mFieldCollection;
 }
 
-bool SwinWindowAttentionPlugin::checkInputDims(
-    Dims const* dims, int32_t nbInputs, int32_t nbOutputs, char const* caller) const
+std::string SwinWindowAttentionPlugin::inputDimsProblem(Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const
 {
     if (nbInputs != kNbInputs || nbOutputs != kNbOutputs)
     {
-        logError(std::string(caller) + ": expects 3 inputs and 1 output, got " + std::to_string(nbInputs)
-            + " inputs and " + std::to_string(nbOutputs) + " outputs");
-        return false;
+        return "expects 3 inputs and 1 output, got " + std::to_string(nbInputs) + " inputs and "
+            + std::to_string(nbOutputs) + " outputs";
     }
     Dims const& qkv = dims[0];
     Dims const& relBias = dims[1];
     Dims const& qkvBias = dims[2];
     Attributes const& a = mAttributes;
     int64_t const n = int64_t{a.windowSize} * a.windowSize;
-    // The first broken rule, or empty; -1 (dynamic) dims are skipped.
-    auto const firstProblem = [&]() -> std::string {
-        if (qkv.nbDims != 3)
-        {
-            return "qkv must be [B, H*W, 3C], got " + dimsToString(qkv);
-        }
-        if (qkv.d[1] >= 0 && qkv.d[1] != int64_t{a.height} * a.width)
-        {
-            return "qkv has " + std::to_string(qkv.d[1]) + " tokens but height*width = " + std::to_string(a.height)
-                + "*" + std::to_string(a.width) + " = " + std::to_string(int64_t{a.height} * a.width);
-        }
-        if (qkv.d[2] >= 0 && qkv.d[2] % 3 != 0)
-        {
-            return "qkv's last dimension " + std::to_string(qkv.d[2]) + " is not 3C (a multiple of 3)";
-        }
-        if (qkv.d[2] >= 0)
-        {
-            std::string channelsProblem = checkChannels(static_cast<int32_t>(qkv.d[2] / 3), a.numHeads);
-            if (!channelsProblem.empty())
-            {
-                return channelsProblem;
-            }
-        }
-        if (relBias.nbDims != 3 || relBias.d[0] != a.numHeads || relBias.d[1] != n || relBias.d[2] != n)
-        {
-            return "rel_bias must be [num_heads, N, N] = [" + std::to_string(a.numHeads) + ", " + std::to_string(n)
-                + ", " + std::to_string(n) + "], got " + dimsToString(relBias);
-        }
-        if (qkvBias.nbDims != 1 || (qkv.d[2] >= 0 && qkvBias.d[0] != qkv.d[2]))
-        {
-            return "qkv_bias must be [3C] = [" + std::to_string(qkv.d[2]) + "], got " + dimsToString(qkvBias);
-        }
-        return {};
-    };
-    std::string const reason = firstProblem();
-    if (!reason.empty())
+    // Rules in order, the first broken one wins; -1 (dynamic) dims are skipped.
+    if (qkv.nbDims != 3)
     {
-        logError(std::string(caller) + ": " + reason);
-        return false;
+        return "qkv must be [B, H*W, 3C], got " + dimsToString(qkv);
     }
-    return true;
+    if (qkv.d[1] >= 0 && qkv.d[1] != int64_t{a.height} * a.width)
+    {
+        return "qkv has " + std::to_string(qkv.d[1]) + " tokens but height*width = " + std::to_string(a.height) + "*"
+            + std::to_string(a.width) + " = " + std::to_string(int64_t{a.height} * a.width);
+    }
+    if (qkv.d[2] >= 0 && qkv.d[2] % 3 != 0)
+    {
+        return "qkv's last dimension " + std::to_string(qkv.d[2]) + " is not 3C (a multiple of 3)";
+    }
+    if (qkv.d[2] >= 0)
+    {
+        std::string channelsProblem = checkChannels(static_cast<int32_t>(qkv.d[2] / 3), a.numHeads);
+        if (!channelsProblem.empty())
+        {
+            return channelsProblem;
+        }
+    }
+    if (relBias.nbDims != 3 || relBias.d[0] != a.numHeads || relBias.d[1] != n || relBias.d[2] != n)
+    {
+        return "rel_bias must be [num_heads, N, N] = [" + std::to_string(a.numHeads) + ", " + std::to_string(n) + ", "
+            + std::to_string(n) + "], got " + dimsToString(relBias);
+    }
+    if (qkvBias.nbDims != 1 || (qkv.d[2] >= 0 && qkvBias.d[0] != qkv.d[2]))
+    {
+        return "qkv_bias must be [3C] = [" + std::to_string(qkv.d[2]) + "], got " + dimsToString(qkvBias);
+    }
+    return {};
 }
 
 void SwinWindowAttentionPlugin::logError(std::string const& message) const
@@ -495,20 +478,17 @@ IPluginV3* SwinWindowAttentionCreator::createPlugin(
     char const* name, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
 {
     std::string const layer = name != nullptr ? name : "";
-    auto fail = [&layer](std::string const& message) -> IPluginV3* {
-        pluginLogger().log(ILogger::Severity::kERROR,
-            std::string(kPluginName) + " plugin (layer '" + layer + "'): " + message);
-        return nullptr;
+    // The creator has no layer of its own: SWIN_CHECK reports through this one.
+    auto const logError = [&layer](std::string const& message) {
+        pluginLogger().log(
+            ILogger::Severity::kERROR, std::string(kPluginName) + " plugin (layer '" + layer + "'): " + message);
     };
     try
     {
-        if (fc == nullptr)
-        {
-            return fail("no attributes given");
-        }
+        SWIN_CHECK(fc != nullptr, nullptr, "no attributes given");
         Attributes attributes;
-        int32_t* ints[] = {&attributes.height, &attributes.width, &attributes.windowSize, &attributes.shiftSize,
-            &attributes.numHeads};
+        int32_t* ints[] = {
+            &attributes.height, &attributes.width, &attributes.windowSize, &attributes.shiftSize, &attributes.numHeads};
         bool seen[kNbFields] = {};
         for (int32_t f = 0; f < fc->nbFields; ++f)
         {
@@ -520,33 +500,26 @@ IPluginV3* SwinWindowAttentionCreator::createPlugin(
                     continue;
                 }
                 bool const ok = i < kNbFields - 1 ? readInt(field, *ints[i]) : readFloat(field, attributes.scale);
-                if (!ok)
-                {
-                    return fail(std::string("attribute '") + kFieldNames[i] + "' has an unsupported type "
+                SWIN_CHECK(ok, nullptr,
+                    std::string("attribute '") + kFieldNames[i] + "' has an unsupported type "
                         + std::to_string(static_cast<int32_t>(field.type)) + " (need "
                         + (i < kNbFields - 1 ? "an int32 scalar)" : "a float32 scalar)"));
-                }
                 seen[i] = true;
             }
         }
         for (int32_t i = 0; i < kNbFields; ++i)
         {
-            if (!seen[i])
-            {
-                return fail(std::string("missing attribute '") + kFieldNames[i] + "'");
-            }
+            SWIN_CHECK(seen[i], nullptr, std::string("missing attribute '") + kFieldNames[i] + "'");
         }
-        std::string const reason = checkAttributes(attributes.height, attributes.width, attributes.windowSize,
-            attributes.shiftSize, attributes.numHeads);
-        if (!reason.empty())
-        {
-            return fail(reason);
-        }
+        std::string const reason = checkAttributes(
+            attributes.height, attributes.width, attributes.windowSize, attributes.shiftSize, attributes.numHeads);
+        SWIN_CHECK(reason.empty(), nullptr, reason);
         return new SwinWindowAttentionPlugin(layer, attributes, getPluginNamespace());
     }
     catch (std::exception const& e)
     {
-        return fail(std::string("createPlugin failed: ") + e.what());
+        logError(std::string("createPlugin failed: ") + e.what());
+        return nullptr;
     }
 }
 
@@ -571,7 +544,7 @@ struct SelfRegistration
 {
     SelfRegistration()
     {
-        using GetPluginRegistry = IPluginRegistry* (*) ();
+        using GetPluginRegistry = IPluginRegistry* (*)();
         auto getRegistry = reinterpret_cast<GetPluginRegistry>(findLoadedTensorRTSymbol("getPluginRegistry"));
         IPluginRegistry* registry = getRegistry != nullptr ? getRegistry() : nullptr;
         if (registry != nullptr && registry->registerCreator(creator(), ""))

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <vector>
 
-extern "C" int swin_window_attention_reference(SwinAttnParams const* params, float const* qkv,
-    float const* rel_bias, float const* qkv_bias, float* out, char* error, size_t error_size)
+extern "C" int swin_window_attention_reference(SwinAttnParams const* params, float const* qkv, float const* rel_bias,
+    float const* qkv_bias, float* out, char* error, size_t error_size)
 {
     int const status = swin_window_attention_check(params, error, error_size);
     if (status != SWIN_ATTN_OK)
