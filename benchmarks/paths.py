@@ -207,7 +207,7 @@ ORT_PROVIDERS = {"onnxruntime-tensorrt": ("TensorrtExecutionProvider", "cuda"),
 def _onnx_image_input(path: Path) -> tuple[str, list[int]]:
     import onnx
 
-    from pipeline.build import graph_input
+    from pipeline.onnx_io import graph_input
 
     model = onnx.load(str(path), load_external_data=False)
     name, dims = graph_input(model, None, path)
@@ -316,28 +316,17 @@ class TensorRTPath(BenchPath):
         trt = require_tensorrt()
         import torch
 
-        from pipeline.build import check_engine_compatible
+        from pipeline.build import check_engine_compatible, load_engine
 
         self.trt, self.torch = trt, torch
         try:
             self.engine_path = self.engine_provider()
-            metadata = check_engine_compatible(self.engine_path)["metadata"]
+            self.metadata = check_engine_compatible(self.engine_path).metadata
+            torch.cuda.synchronize()
+            self.free_before = torch.cuda.mem_get_info()[0]
+            self.engine = load_engine(self.engine_path, self.metadata, self.plugin_library)
         except PipelineError as error:
             raise PathUnavailable(str(error)) from error
-        self.metadata = metadata
-        logger = trt.Logger(trt.Logger.WARNING)
-        registry = trt.get_plugin_registry()
-        if not metadata["plugin"]["embedded"] and metadata["plugin_layers"]:
-            library = str(self.plugin_library or metadata["plugin"]["library"])
-            if not registry.load_library(library):
-                raise PathUnavailable(f"TensorRT could not load the plugin library {library}; run `make plugin`")
-        torch.cuda.synchronize()
-        self.free_before = torch.cuda.mem_get_info()[0]
-        runtime = trt.Runtime(logger)
-        runtime.engine_host_code_allowed = metadata["plugin"]["embedded"]
-        self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        if self.engine is None:
-            raise PathUnavailable(f"TensorRT could not deserialize {self.engine_path}; rebuild it on this machine")
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         self.peak_used = 0
@@ -389,8 +378,8 @@ class TensorRTPath(BenchPath):
     def details(self) -> dict[str, Any]:
         if self.engine is None:
             return {}
-        return {"engine": str(self.engine_path), "backend": self.metadata["backend"],
-                "plugin_layers": self.metadata["plugin_layers"], "cuda_graph": self.cuda_graphs}
+        return {"engine": str(self.engine_path), "backend": self.metadata.backend.to_json(),
+                "plugin_layers": self.metadata.plugin_layers, "cuda_graph": self.cuda_graphs}
 
     def close(self) -> None:
         self.buffers, self.context, self.engine = {}, None, None

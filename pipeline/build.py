@@ -4,14 +4,28 @@ Two backends build the same strongly typed network:
 
 - ``tensorrt`` (10.x with ``STRONGLY_TYPED``, 11.x where strong typing is always on) builds for this machine's
   GPU, so it needs one;
-- ``tensorrt_rtx`` builds ahead of time for a chosen compute capability and needs no GPU. Its ONNX parser
-  dlopens the unversioned ``libtensorrt_rtx.so``, which the wheel does not ship, and the loader reads
-  ``LD_LIBRARY_PATH`` only at process start: when this process cannot load that name, the build runs in a
-  child process (``python -m pipeline.build_worker``) whose ``LD_LIBRARY_PATH`` starts with a private folder holding
-  the symlink. Everything else is the same code in both cases.
+- ``tensorrt_rtx`` builds ahead of time for a chosen compute capability and needs no GPU. It always builds in a
+  child process (``python -m pipeline.build_worker``): Polygraphy picks TensorRT or TensorRT-RTX once per process,
+  when it is imported, and the ONNX parser dlopens the unversioned ``libtensorrt_rtx.so``, which the wheel does not
+  ship and the loader looks for only at process start, so the child starts with a private folder holding that
+  symlink first on its ``LD_LIBRARY_PATH``.
 
-The metadata JSON records what the engine was built from and for, so :func:`check_engine_compatible` can
-refuse a mismatched engine before deserializing it.
+Both run the same code on Polygraphy's TensorRT loaders: ``NetworkFromOnnxPath`` (strongly typed),
+``CreateConfig`` or ``CreateConfigRTX`` (profile, optimization level, profiling verbosity, timing cache, progress
+monitor, target compute capability), ``PostprocessConfig`` (``plugins_to_serialize``) and
+``EngineBytesFromNetwork``. What stays ours:
+
+- the plugin library is loaded with ``IPluginRegistry.load_library``, not ``LoadPlugins``, which only dlopens it:
+  that registers the creator with TensorRT 10 only (the library registers itself at load time with that registry),
+  not with TensorRT-RTX or TensorRT 11, and gives no reason when the library does not load;
+- the engine is written by us, not by ``SaveEngine``, which needs a deserialized engine (so a GPU) and does not
+  write atomically; the timing cache goes through file objects for the same reason (with a path, Polygraphy
+  overwrites it in place and leaves ``<path>.lock`` beside it);
+- TensorRT's and Polygraphy's messages are forwarded to ``logging`` and their errors collected, so a
+  ``PolygraphyException`` becomes a PipelineError that carries them; Ctrl-C cancels through our progress monitor.
+
+The metadata JSON (:mod:`pipeline.engine_metadata`) records what the engine was built from and for, so
+:func:`check_engine_compatible` can refuse a mismatched engine before deserializing it.
 """
 
 from __future__ import annotations
@@ -33,16 +47,30 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import onnx
 
-from pipeline.artifacts import atomic_path, file_sha256, read_onnx, write_json
+from pipeline.artifacts import atomic_path, file_sha256, write_json
+from pipeline.engine_metadata import (
+    REBUILD,
+    BatchProfile,
+    BuiltWith,
+    EngineCheck,
+    EngineMetadata,
+    OnnxSource,
+    PluginLibrary,
+    Runtime,
+    Target,
+    TensorSpec,
+    TimingCacheUse,
+    metadata_path,
+)
 from pipeline.errors import PipelineError
+from pipeline.onnx_io import graph_input, read_onnx
 from pipeline.precision import QDQ_OPS
 
 log = logging.getLogger(__name__)
@@ -61,6 +89,8 @@ _MAKE_PLUGIN_HINT = "build it with `make plugin` (it writes build/plugin/libswin
 class Backend:
     name: str  #: recorded in the metadata: "tensorrt" or "tensorrt_rtx"
     module: str  #: the Python bindings
+    #: The module name Polygraphy imports for this backend (``POLYGRAPHY_USE_TENSORRT_RTX`` picks which).
+    polygraphy_module: str
     #: True: builds for ``sm`` without a GPU; False: builds for this machine's GPU (and needs one).
     ahead_of_time: bool
     #: TensorRT-RTX ignores timing caches (its set/get are no-ops since 1.2); the file is still written.
@@ -74,16 +104,14 @@ class Backend:
     def is_installed(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
 
-    def set_target(self, trt: Any, config: Any, sm: int) -> None:
-        if self.ahead_of_time:
-            config.num_compute_capabilities = 1
-            config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), 0)
 
-
-TENSORRT = Backend("tensorrt", "tensorrt", ahead_of_time=False, uses_timing_cache=True, unversioned_library=None)
-TENSORRT_RTX = Backend("tensorrt_rtx", "tensorrt_rtx_bindings", ahead_of_time=True, uses_timing_cache=False,
-                       unversioned_library="libtensorrt_rtx.so")
+TENSORRT = Backend("tensorrt", "tensorrt", "tensorrt", ahead_of_time=False, uses_timing_cache=True,
+                   unversioned_library=None)
+TENSORRT_RTX = Backend("tensorrt_rtx", "tensorrt_rtx_bindings", "tensorrt_rtx", ahead_of_time=True,
+                       uses_timing_cache=False, unversioned_library="libtensorrt_rtx.so")
 BACKENDS = {"tensorrt": TENSORRT, "rtx": TENSORRT_RTX, "tensorrt_rtx": TENSORRT_RTX}
+#: Set in the build child's environment: Polygraphy reads it once, when it is first imported.
+_POLYGRAPHY_RTX_VARIABLE = "POLYGRAPHY_USE_TENSORRT_RTX"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +176,26 @@ def select_backend(choice: str = "auto", sm: int = 86) -> Backend:
     return TENSORRT_RTX
 
 
+def _polygraphy_bindings(backend: Backend) -> Any:
+    """``backend``'s bindings, checked to be the ones Polygraphy's TensorRT loaders use in this process.
+
+    Polygraphy imports ``tensorrt``, or ``tensorrt_rtx`` when ``POLYGRAPHY_USE_TENSORRT_RTX=1`` was set before it
+    was first imported. The TensorRT-RTX wheel names its module ``tensorrt_rtx_bindings``, so it is registered under
+    the name Polygraphy imports (its lazy import takes a module already in ``sys.modules``).
+    """
+    bindings = backend.bindings()
+    sys.modules.setdefault(backend.polygraphy_module, bindings)
+    from polygraphy import config
+
+    if config.USE_TENSORRT_RTX != (backend is TENSORRT_RTX):
+        wanted = "set" if backend is TENSORRT_RTX else "unset"
+        raise PipelineError(f"Polygraphy in this process was loaded for "
+                            f"{'TensorRT-RTX' if config.USE_TENSORRT_RTX else 'TensorRT'}, not {backend.name}: "
+                            f"{_POLYGRAPHY_RTX_VARIABLE} must be {wanted} before Polygraphy is imported "
+                            "(pipeline.build.build_engine runs TensorRT-RTX builds in a child process that sets it)")
+    return bindings
+
+
 # ---------------------------------------------------------------------------------------------------------
 # What the ONNX graph says
 
@@ -160,23 +208,6 @@ def graph_precision(model: onnx.ModelProto) -> str:
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer):
         return "fp16"
     return "fp32"
-
-
-def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path) -> tuple[str, list[int | None]]:
-    """The image input's name and dims (None where symbolic); the batch dim may be symbolic, no other."""
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
-    if input_name is None:
-        if len(inputs) != 1:
-            raise PipelineError(f"{source} has {len(inputs)} inputs {sorted(inputs)}; name the image input")
-        input_name = next(iter(inputs))
-    if input_name not in inputs:
-        raise PipelineError(f"{source} has no input {input_name!r}; its inputs are {sorted(inputs)}")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[input_name].type.tensor_type.shape.dim]
-    if not dims or None in dims[1:]:
-        raise PipelineError(f"input {input_name!r} of {source} has shape {dims}: only the batch dimension may be "
-                            "dynamic; export with a fixed image size")
-    return input_name, dims
 
 
 def batch_profile(batch: tuple[int, int, int], dims: list[int | None], input_name: str
@@ -209,44 +240,68 @@ class BuildRequest:
     opt_level: int
     embed_plugin: bool
     detailed_profile: bool
-    metadata: dict[str, Any]  #: fields computed from the files (precision, hashes) before the build
-
-
-def metadata_path(engine_path: str | Path) -> Path:
-    return Path(engine_path).with_suffix(".json")
-
-
-def _tensor_description(trt: Any, tensor: Any) -> dict[str, Any]:
-    return {"name": tensor.name, "dtype": np.dtype(trt.nptype(tensor.dtype)).name, "shape": list(tensor.shape)}
+    #: Computed from the files before the build, for the metadata.
+    precision: str
+    onnx_sha256: str
+    plugin_sha256: str
 
 
 #: What TensorRT-RTX reports when it probes for a GPU during an ahead-of-time build on a machine without one.
 _NO_GPU_MESSAGES = ("CUDA driver version is insufficient", "no CUDA-capable device")
 
 
-def _logger(trt: Any, ahead_of_time: bool) -> tuple[Any, list[str]]:
-    """A TensorRT logger forwarding to ``logging``; also returns the list of error messages it collects.
+@contextlib.contextmanager
+def _polygraphy_log(backend: Backend) -> Iterator[list[str]]:
+    """While the block runs, Polygraphy's log, which carries TensorRT's, goes to ``logging`` (not to stdout, which
+    is the child's reply channel); yields the list of error messages it collects.
 
+    Warnings and errors are logged as such, the rest at debug level (all of TensorRT's log with ``-v``).
+    Polygraphy's critical messages are not: they are raised as PolygraphyException, which the caller reports.
     Ahead of time, a missing GPU is expected: those errors are logged at debug level and not collected.
     """
+    from polygraphy.logger import G_LOGGER
+
     errors: list[str] = []
-    severity = trt.ILogger.Severity
-    levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR,
-              severity.WARNING: logging.WARNING, severity.INFO: logging.DEBUG, severity.VERBOSE: logging.DEBUG}
 
-    class Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message, level = record.getMessage(), record.levelno
+            if level >= logging.CRITICAL:
+                log.debug("polygraphy: %s", message)
+            elif (backend.ahead_of_time and "\n" not in message.strip()
+                  and any(m in message for m in _NO_GPU_MESSAGES)):
+                log.debug("%s (expected without a GPU): %s", backend.name, message)
+            else:
+                if level >= logging.ERROR:
+                    errors.append(message)
+                log.log(level if level >= logging.WARNING else logging.DEBUG, "%s: %s", backend.name, message)
 
-        def log(self, level: Any, message: str) -> None:
-            if ahead_of_time and any(m in message for m in _NO_GPU_MESSAGES):
-                log.debug("%s (expected without a GPU): %s", trt.__name__, message)
-                return
-            if levels[level] >= logging.ERROR:
-                errors.append(message)
-            log.log(levels[level], "%s: %s", trt.__name__, message)
+    target, handler = logging.getLogger("Polygraphy"), Forward()
+    saved = (G_LOGGER.use_python_logging_system, G_LOGGER.colors, G_LOGGER.letter, target.propagate, target.level)
+    G_LOGGER.use_python_logging_system, G_LOGGER.colors, G_LOGGER.letter = True, False, False
+    target.propagate = False
+    target.setLevel(1)  # Polygraphy's verbosity below decides; its verbose levels are under logging.DEBUG
+    target.addHandler(handler)
+    try:
+        with G_LOGGER.verbosity(G_LOGGER.EXTRA_VERBOSE if log.isEnabledFor(logging.DEBUG) else G_LOGGER.WARNING):
+            yield errors
+    finally:
+        target.removeHandler(handler)
+        G_LOGGER.use_python_logging_system, G_LOGGER.colors, G_LOGGER.letter, target.propagate, _ = saved
+        target.setLevel(saved[-1])
 
-    return Logger(), errors
+
+def _load_plugin_library(trt: Any, backend: Backend, library: str, errors: list[str]) -> None:
+    """Register the library's plugin creators (see the module docstring for why not ``LoadPlugins``)."""
+    from polygraphy.backend.trt import util as trt_util
+
+    # TensorRT logs through a logger only while a builder or runtime holds it: without one, the reason a
+    # library does not load would not reach ``errors``.
+    builder = trt.Builder(trt_util.get_trt_logger())
+    if not trt.get_plugin_registry().load_library(library):
+        raise PipelineError(f"{backend.name} could not load the plugin library {library}: "
+                            f"{'; '.join(errors) or 'see the log'}; {_MAKE_PLUGIN_HINT}")
+    del builder
 
 
 def _progress_monitor(trt: Any, cancel: threading.Event) -> Any:
@@ -282,8 +337,8 @@ def _progress_monitor(trt: Any, cancel: threading.Event) -> Any:
 
 @contextlib.contextmanager
 def _sigint_cancels(cancel: threading.Event) -> Iterator[None]:
-    """While TensorRT builds, Ctrl-C asks it to stop (through the progress monitor) instead of raising inside
-    a C++ callback; the caller raises KeyboardInterrupt once the build has returned."""
+    """While TensorRT parses and builds, Ctrl-C asks it to stop (through the progress monitor) instead of raising
+    inside a C++ callback; the caller raises KeyboardInterrupt once TensorRT has returned."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -295,128 +350,139 @@ def _sigint_cancels(cancel: threading.Event) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_deprecations() -> Iterator[None]:
-    # TensorRT-RTX marks the timing-cache calls deprecated no-ops; one code path serves both backends.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
-
-
-def _timing_cache(config: Any, path: Path | None) -> dict[str, Any] | None:
-    """Load the persistent timing cache into ``config`` (an empty one when the file is missing or unusable)."""
+def _timing_cache_files(path: Path | None) -> Iterator[tuple[IO[bytes] | None, IO[bytes] | None]]:
+    """(read, write) files for Polygraphy's ``load_timing_cache`` and ``save_timing_cache``: the cache at ``path``
+    if there is one, and a temporary file that replaces ``path`` when the block succeeds."""
     if path is None:
-        return None
-    data = path.read_bytes() if path.is_file() else b""
-    with _quiet_deprecations():
-        cache = config.create_timing_cache(data)
-        if cache is None or not config.set_timing_cache(cache, False):
-            log.warning("build: timing cache %s is unusable (another TensorRT version?); starting an empty one", path)
+        yield None, None
+        return
+    with contextlib.ExitStack() as files:
+        loaded = files.enter_context(open(path, "rb")) if path.is_file() else None
+        saved = files.enter_context(open(files.enter_context(atomic_path(path)), "w+b"))
+        yield loaded, saved
+
+
+def _config_loader(trt: Any, backend: Backend, request: BuildRequest, progress: Any,
+                   timing_cache: IO[bytes] | None) -> Any:
+    """Polygraphy's builder configuration for ``request``; only the class differs between the backends."""
+    from polygraphy.backend.trt import CreateConfig, PostprocessConfig, Profile
+
+    options = dict(
+        profiles=[Profile().add(request.input_name, **request.profile)],
+        builder_optimization_level=request.opt_level,
+        # Polygraphy's default is DETAILED; TensorRT's, kept unless asked (per-layer detail for the engine
+        # inspector, no effect on speed), is LAYER_NAMES_ONLY.
+        profiling_verbosity=(trt.ProfilingVerbosity.DETAILED if request.detailed_profile
+                             else trt.ProfilingVerbosity.LAYER_NAMES_ONLY),
+        load_timing_cache=timing_cache, progress_monitor=progress)
+    if backend.ahead_of_time:
+        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
+
+        config = CreateConfigRTX(compute_capabilities=[divmod(request.sm, 10)], **options)
+    else:
+        config = CreateConfig(tf32=True, **options)  # TensorRT's default, which CreateConfig would clear
+
+    def finish(builder: Any, network: Any, config: Any) -> None:
+        if request.embed_plugin:  # the library inside the engine, so the runtime need not load it
+            config.plugins_to_serialize = [request.plugin_library]
+        if timing_cache is not None and backend.uses_timing_cache and config.get_timing_cache() is None:
+            log.warning("build: timing cache %s is unusable (another TensorRT version?); starting an empty one",
+                        request.timing_cache)
             config.set_timing_cache(config.create_timing_cache(b""), False)
-    return {"path": str(path), "loaded_bytes": len(data)}
+
+    return PostprocessConfig(config, finish)
 
 
-def _save_timing_cache(config: Any, path: Path) -> int:
-    with _quiet_deprecations():
-        data = bytes(config.get_timing_cache().serialize())
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return len(data)
+def _failure(what: str, errors: list[str], error: Exception) -> PipelineError:
+    """``what`` failed: Polygraphy raised ``error`` (G_LOGGER.critical) after logging TensorRT's ``errors``."""
+    return PipelineError(f"{what}:\n  " + "\n  ".join(errors or [f"{error} (rerun with -v for TensorRT's log)"]))
 
 
-def run_build(request: BuildRequest) -> dict[str, Any]:
-    """Build in this process; the process must be able to load the backend (see the module docstring)."""
+def run_build(request: BuildRequest) -> EngineMetadata:
+    """Build in this process, which must be able to load the backend and have Polygraphy set up for it (see the
+    module docstring: TensorRT-RTX builds run in :func:`_run_in_child`)."""
     backend = BACKENDS[request.backend]
-    trt = backend.bindings()
-    logger, errors = _logger(trt, backend.ahead_of_time)
-    builder = trt.Builder(logger)
-    if not trt.get_plugin_registry().load_library(request.plugin_library):
-        raise PipelineError(f"{backend.name} could not load the plugin library {request.plugin_library}: "
-                            f"{'; '.join(errors) or 'see the log'}; {_MAKE_PLUGIN_HINT}")
+    trt = _polygraphy_bindings(backend)
+    from polygraphy.backend.trt import EngineBytesFromNetwork, NetworkFromOnnxPath
+    from polygraphy.exception import PolygraphyException
 
-    # STRONGLY_TYPED is required on TensorRT 10 and accepted but ignored on 11, where strong typing is always on.
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    start = time.perf_counter()
-    if not parser.parse_from_file(request.onnx_path):
-        problems = [str(parser.get_error(i)).strip() for i in range(parser.num_errors)]
-        raise PipelineError(f"{backend.name}'s ONNX parser rejected {request.onnx_path} ({len(problems)} errors):\n  "
-                            + "\n  ".join(problems or errors))
-    parse_seconds = time.perf_counter() - start
-    layers = [network.get_layer(i) for i in range(network.num_layers)]
-    plugin_layers = [layer.name for layer in layers if layer.type == trt.LayerType.PLUGIN_V3]
-
-    config = builder.create_builder_config()
-    backend.set_target(trt, config, request.sm)
-    config.builder_optimization_level = request.opt_level
-    if request.detailed_profile:  # per-layer detail for the engine inspector; no effect on speed
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    profile = builder.create_optimization_profile()
-    profile.set_shape(request.input_name, *(request.profile[key] for key in ("min", "opt", "max")))
-    config.add_optimization_profile(profile)
     cache_path = Path(request.timing_cache) if request.timing_cache else None
-    timing_cache = _timing_cache(config, cache_path)
-    if request.embed_plugin:
-        config.plugins_to_serialize = [request.plugin_library]
     cancel = threading.Event()
-    config.progress_monitor = _progress_monitor(trt, cancel)
+    with _polygraphy_log(backend) as errors, _sigint_cancels(cancel):
+        _load_plugin_library(trt, backend, request.plugin_library, errors)
+        start = time.perf_counter()
+        try:
+            # STRONGLY_TYPED is required on TensorRT 10 and accepted but ignored on 11 (always strongly typed).
+            builder, network, parser = NetworkFromOnnxPath(request.onnx_path, strongly_typed=True)()
+        except PolygraphyException as error:
+            if cancel.is_set():
+                raise KeyboardInterrupt from None
+            raise _failure(f"{backend.name}'s ONNX parser rejected {request.onnx_path}", errors, error) from None
+        parse_seconds = time.perf_counter() - start
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        layers = [network.get_layer(i) for i in range(network.num_layers)]
+        plugin_layers = [layer.name for layer in layers if layer.type == trt.LayerType.PLUGIN_V3]
 
-    log.info("build: %s %s building %s (%d layers, %d plugin layers)", backend.name, trt.__version__,
-             request.engine_path, len(layers), len(plugin_layers))
-    start = time.perf_counter()
-    with _sigint_cancels(cancel):
-        serialized = builder.build_serialized_network(network, config)
-    build_seconds = time.perf_counter() - start
-    if cancel.is_set():
-        raise KeyboardInterrupt
-    if serialized is None:
-        raise PipelineError(f"{backend.name} failed to build {request.engine_path} from {request.onnx_path}:\n  "
-                            + "\n  ".join(errors or ["no error message; rerun with -v for TensorRT's log"]))
-    if timing_cache is not None and cache_path is not None:
-        timing_cache["saved_bytes"] = _save_timing_cache(config, cache_path)
-        timing_cache["used_by_backend"] = backend.uses_timing_cache
+        log.info("build: %s %s building %s (%d layers, %d plugin layers)", backend.name, trt.__version__,
+                 request.engine_path, len(layers), len(plugin_layers))
+        with _timing_cache_files(cache_path) as (cache_in, cache_out):
+            config = _config_loader(trt, backend, request, _progress_monitor(trt, cancel), cache_in)
+            start = time.perf_counter()
+            try:
+                serialized = EngineBytesFromNetwork((builder, network, parser), config=config,
+                                                    save_timing_cache=cache_out)()
+            except PolygraphyException as error:
+                if cancel.is_set():
+                    raise KeyboardInterrupt from None
+                raise _failure(f"{backend.name} failed to build {request.engine_path} from {request.onnx_path}",
+                               errors, error) from None
+            build_seconds = time.perf_counter() - start
+            if cancel.is_set():
+                raise KeyboardInterrupt
+            timing_cache = None if cache_path is None else TimingCacheUse(
+                path=str(cache_path), loaded_bytes=os.fstat(cache_in.fileno()).st_size if cache_in else 0,
+                saved_bytes=os.fstat(cache_out.fileno()).st_size, used_by_backend=backend.uses_timing_cache)
+        inputs = [network.get_input(i) for i in range(network.num_inputs)]
+        outputs = [network.get_output(i) for i in range(network.num_outputs)]
 
     device = None if backend.ahead_of_time else cuda_device()
-    metadata = {
-        **request.metadata,
-        "backend": {"name": backend.name, "version": trt.__version__},
-        "target": {"sm": device.sm if device else request.sm, "gpu": device.name if device else None,
-                   "ahead_of_time": backend.ahead_of_time},
-        "inputs": [_tensor_description(trt, network.get_input(i)) for i in range(network.num_inputs)],
-        "outputs": [_tensor_description(trt, network.get_output(i)) for i in range(network.num_outputs)],
-        "profile": {"input": request.input_name, **request.profile},
-        "builder_optimization_level": request.opt_level,
-        "profiling_verbosity": "detailed" if request.detailed_profile else "default",
-        "timing_cache": timing_cache,
-        "layers": len(layers),
-        "plugin_layers": len(plugin_layers),
-        "plugin_layer_names": plugin_layers,
-        "parse_seconds": round(parse_seconds, 3),
-        "build_seconds": round(build_seconds, 3),
-        "engine_bytes": serialized.nbytes,
-        "engine_sha256": hashlib.sha256(memoryview(serialized)).hexdigest(),  # verified before every load
-        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    metadata = EngineMetadata(
+        engine=Path(request.engine_path).name,
+        precision=request.precision,
+        onnx=OnnxSource(request.onnx_path, request.onnx_sha256),
+        plugin=PluginLibrary(request.plugin_library, request.plugin_sha256, request.embed_plugin),
+        backend=BuiltWith(backend.name, trt.__version__),
+        target=Target(sm=device.sm if device else request.sm, gpu=device.name if device else None,
+                      ahead_of_time=backend.ahead_of_time),
+        inputs=tuple(TensorSpec(t.name, np.dtype(trt.nptype(t.dtype)).name, tuple(t.shape)) for t in inputs),
+        outputs=tuple(TensorSpec(t.name, np.dtype(trt.nptype(t.dtype)).name, tuple(t.shape)) for t in outputs),
+        profile=BatchProfile(request.input_name, *(tuple(request.profile[key]) for key in ("min", "opt", "max"))),
+        builder_optimization_level=request.opt_level,
+        profiling_verbosity="detailed" if request.detailed_profile else "default",
+        timing_cache=timing_cache,
+        layers=len(layers),
+        plugin_layers=len(plugin_layers),
+        plugin_layer_names=tuple(plugin_layers),
+        parse_seconds=round(parse_seconds, 3),
+        build_seconds=round(build_seconds, 3),
+        engine_bytes=serialized.nbytes,
+        engine_sha256=hashlib.sha256(memoryview(serialized)).hexdigest(),  # verified before every load
+        built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
     engine_path = Path(request.engine_path)
     # The engine first, then the metadata: an engine without metadata is refused by check_engine_compatible.
     with atomic_path(engine_path) as tmp:
         with open(tmp, "wb") as f:
             f.write(serialized)
-    write_json(metadata_path(engine_path), metadata)
+    write_json(metadata_path(engine_path), metadata.to_json())
     log.info("build: wrote %s (%.1f MB, %d layers, %d plugin layers, %.1f s) and %s", engine_path,
              serialized.nbytes / 1e6, len(layers), len(plugin_layers), build_seconds, metadata_path(engine_path))
     return metadata
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A child process for TensorRT-RTX's unversioned library
-
-
-def _can_load(library: str) -> bool:
-    try:
-        ctypes.CDLL(library)
-    except OSError:
-        return False
-    return True
+# The child process for TensorRT-RTX
 
 
 def _shipped_library(backend: Backend) -> Path:
@@ -429,8 +495,9 @@ def _shipped_library(backend: Backend) -> Path:
     return candidates[0]
 
 
-def _run_in_child(request: BuildRequest, backend: Backend) -> dict[str, Any]:
-    """Run :func:`run_build` in ``python -m pipeline.build_worker`` with the symlink on its LD_LIBRARY_PATH.
+def _run_in_child(request: BuildRequest, backend: Backend) -> EngineMetadata:
+    """Run :func:`run_build` in ``python -m pipeline.build_worker``, with Polygraphy set up for TensorRT-RTX and the
+    unversioned library's symlink first on its LD_LIBRARY_PATH.
 
     The child logs and draws progress on the inherited stderr and prints one JSON line on stdout: the metadata
     or the error. On Ctrl-C (the terminal signals both processes) the child cancels the build and removes its
@@ -441,6 +508,7 @@ def _run_in_child(request: BuildRequest, backend: Backend) -> dict[str, Any]:
         (Path(link_dir) / backend.unversioned_library).symlink_to(_shipped_library(backend))
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [link_dir, env.get("LD_LIBRARY_PATH")]))
+        env[_POLYGRAPHY_RTX_VARIABLE] = "1"
         payload = {"request": dataclasses.asdict(request), "log_level": log.getEffectiveLevel()}
         command = [sys.executable, "-m", "pipeline.build_worker", json.dumps(payload)]
         child = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
@@ -459,7 +527,7 @@ def _run_in_child(request: BuildRequest, backend: Backend) -> dict[str, Any]:
     if child.returncode != 0 or "metadata" not in result:
         raise RuntimeError(f"the {backend.name} build process exited with status {child.returncode}; "
                            f"its output:\n{stdout[-4000:]}")
-    return result["metadata"]
+    return EngineMetadata.from_json(result["metadata"])
 
 
 def child_main(payload: str, interrupted: list[int]) -> int:
@@ -476,7 +544,7 @@ def child_main(payload: str, interrupted: list[int]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print(json.dumps({"metadata": metadata}), flush=True)
+    print(json.dumps({"metadata": metadata.to_json()}), flush=True)
     return 0
 
 
@@ -501,7 +569,7 @@ def check_build_options(*, plugin_library: str | Path, batch: tuple[int, int, in
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_library: str | Path,
                  batch: tuple[int, int, int] = DEFAULT_BATCH, backend: str = "auto", sm: int = 86,
                  timing_cache: str | Path | None = None, opt_level: int = 3, embed_plugin: bool = False,
-                 input_name: str | None = None, detailed_profile: bool = False) -> dict[str, Any]:
+                 input_name: str | None = None, detailed_profile: bool = False) -> EngineMetadata:
     """Build ``engine_path`` and ``<engine_path stem>.json`` from a strongly typed ONNX; return the metadata.
 
     ``batch`` is the optimization profile's (min, opt, max) batch; the other input dims come from the graph.
@@ -523,28 +591,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
         plugin_library=str(plugin_library.resolve()), backend=chosen.name, sm=sm, input_name=input_name,
         profile=batch_profile(tuple(batch), dims, input_name),
         timing_cache=str(Path(timing_cache).resolve()) if timing_cache else None, opt_level=opt_level,
-        embed_plugin=embed_plugin, detailed_profile=detailed_profile,
-        metadata={
-            "engine": engine_path.name,
-            "precision": graph_precision(model),
-            "onnx": {"path": str(onnx_path.resolve()), "sha256": file_sha256(onnx_path)},
-            "plugin": {"library": str(plugin_library.resolve()), "sha256": file_sha256(plugin_library),
-                       "embedded": embed_plugin},
-        })
+        embed_plugin=embed_plugin, detailed_profile=detailed_profile, precision=graph_precision(model),
+        onnx_sha256=file_sha256(onnx_path), plugin_sha256=file_sha256(plugin_library))
     del model  # the parser reads the file itself; do not hold a second copy of the weights during the build
-    if chosen.unversioned_library and not _can_load(chosen.unversioned_library):
+    if chosen is TENSORRT_RTX:  # in a child process: see the module docstring
         return _run_in_child(request, chosen)
     return run_build(request)
-
-
-@dataclasses.dataclass(frozen=True)
-class Runtime:
-    """A TensorRT runtime on this machine: which one, its version, and the GPU it would run on (if any)."""
-
-    backend: str
-    version: str
-    sm: int | None
-    gpu: str | None
 
 
 def installed_runtimes() -> list[Runtime]:
@@ -554,60 +606,75 @@ def installed_runtimes() -> list[Runtime]:
             for backend in (TENSORRT, TENSORRT_RTX) if backend.is_installed()]
 
 
-def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | None = None) -> dict[str, Any]:
+def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | None = None) -> EngineCheck:
     """Refuse, before deserializing, an engine built for another backend, version or GPU, or whose plugin
-    library changed since; return ``{"metadata": ..., "runtime": Runtime fields or None}``.
+    library changed since; return its metadata and the runtime here that can load it.
 
     ``runtimes`` defaults to :func:`installed_runtimes`; without any (no TensorRT here) only the files are checked.
     """
     engine_path = Path(engine_path)
     meta_path = metadata_path(engine_path)
-    rebuild = "rebuild it on this machine with `python -m pipeline build` (or pipeline.build.build_engine)"
     if not engine_path.is_file():
         raise PipelineError(f"engine {engine_path} does not exist; build it with `python -m pipeline build`")
-    if not meta_path.is_file():
-        raise PipelineError(f"{meta_path} is missing: it records what {engine_path} was built for; {rebuild}")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PipelineError(f"{meta_path} is not the JSON the build wrote ({error}); {rebuild}") from None
-    built_with, target, plugin = metadata["backend"], metadata["target"], metadata["plugin"]
+    metadata = EngineMetadata.read(engine_path)
+    built_with, target, plugin = metadata.backend, metadata.target, metadata.plugin
     # A truncated or corrupted copy must fail here, with our message, not inside TensorRT's deserializer.
-    if "engine_sha256" not in metadata:
-        raise PipelineError(f"{meta_path} records no engine checksum (written by an older swin-trt); {rebuild}")
     size = engine_path.stat().st_size
-    if size != metadata["engine_bytes"] or file_sha256(engine_path) != metadata["engine_sha256"]:
+    if size != metadata.engine_bytes or file_sha256(engine_path) != metadata.engine_sha256:
         raise PipelineError(f"engine {engine_path} is corrupt: its {size} bytes do not match the "
-                            f"{metadata['engine_bytes']} bytes and sha256 {metadata['engine_sha256'][:12]}… "
-                            f"recorded in {meta_path} at build time; copy it again or {rebuild}")
+                            f"{metadata.engine_bytes} bytes and sha256 {metadata.engine_sha256[:12]}… "
+                            f"recorded in {meta_path} at build time; copy it again or {REBUILD}")
 
     # An embedded plugin library travels inside the engine, so the file on disk no longer matters.
-    if not plugin["embedded"]:
-        library = Path(plugin["library"])
+    if not plugin.embedded:
+        library = Path(plugin.library)
         if not library.is_file():
             raise PipelineError(f"plugin library {library} that {engine_path} needs is missing; {_MAKE_PLUGIN_HINT}")
-        if file_sha256(library) != plugin["sha256"]:
+        if file_sha256(library) != plugin.sha256:
             raise PipelineError(f"plugin library {library} changed since {engine_path} was built (sha256 "
-                                f"{plugin['sha256'][:12]}…); {rebuild}")
+                                f"{plugin.sha256[:12]}…); {REBUILD}")
 
     runtimes = installed_runtimes() if runtimes is None else runtimes
     if not runtimes:
         log.warning("check: no TensorRT runtime here; checked only the files of %s", engine_path)
-        return {"metadata": metadata, "runtime": None}
-    runtime = next((r for r in runtimes if r.backend == built_with["name"]), None)
+        return EngineCheck(metadata, None)
+    runtime = next((r for r in runtimes if r.backend == built_with.name), None)
     have = ", ".join(f"{r.backend} {r.version}" for r in runtimes)
     if runtime is None:
-        raise PipelineError(f"{engine_path} was built with {built_with['name']} {built_with['version']} but this "
-                            f"machine has {have}; {rebuild} --backend {'rtx' if 'rtx' in have else 'tensorrt'}")
-    if runtime.version != built_with["version"]:
-        raise PipelineError(f"{engine_path} was built with {built_with['name']} {built_with['version']} but this "
-                            f"machine runs {runtime.version}; engines do not cross versions: {rebuild}")
-    if runtime.sm is not None and runtime.sm != target["sm"]:
-        built_for = f"SM{target['sm']}" + (f" ({target['gpu']})" if target["gpu"] else "")
+        raise PipelineError(f"{engine_path} was built with {built_with.name} {built_with.version} but this "
+                            f"machine has {have}; {REBUILD} --backend {'rtx' if 'rtx' in have else 'tensorrt'}")
+    if runtime.version != built_with.version:
+        raise PipelineError(f"{engine_path} was built with {built_with.name} {built_with.version} but this "
+                            f"machine runs {runtime.version}; engines do not cross versions: {REBUILD}")
+    if runtime.sm is not None and runtime.sm != target.sm:
+        built_for = f"SM{target.sm}" + (f" ({target.gpu})" if target.gpu else "")
         raise PipelineError(f"{engine_path} was built for {built_for} but this GPU is {runtime.gpu} (SM{runtime.sm}); "
-                            f"{rebuild}" + (f" --sm {runtime.sm}" if target["ahead_of_time"] else ""))
-    if target["gpu"] and runtime.gpu and runtime.gpu != target["gpu"]:
+                            f"{REBUILD}" + (f" --sm {runtime.sm}" if target.ahead_of_time else ""))
+    if target.gpu and runtime.gpu and runtime.gpu != target.gpu:
         log.warning("check: %s was built on a %s and runs on a %s (same SM%d): it works, tuned for the other card",
-                    engine_path, target["gpu"], runtime.gpu, runtime.sm)
-    return {"metadata": metadata, "runtime": dataclasses.asdict(runtime)}
+                    engine_path, target.gpu, runtime.gpu, runtime.sm)
+    return EngineCheck(metadata, runtime)
 
+
+def load_engine(engine_path: str | Path, metadata: EngineMetadata, plugin_library: str | Path | None = None) -> Any:
+    """TensorRT's ``ICudaEngine`` of ``engine_path`` (check it with :func:`check_engine_compatible` first), with the
+    plugin library (``plugin_library``, else the one the metadata names) loaded unless the engine embeds it or has
+    no plugin layers. Needs TensorRT and its GPU.
+
+    Host code in the engine (an embedded plugin library) is allowed only when the metadata says it is there:
+    Polygraphy's ``EngineFromBytes`` would allow it for every engine, hence our own deserialization.
+    """
+    trt = _polygraphy_bindings(TENSORRT)
+    from polygraphy.backend.trt import util as trt_util
+
+    runtime = trt.Runtime(trt_util.get_trt_logger())  # created first: TensorRT logs through it while it lives
+    trt.init_libnvinfer_plugins(trt_util.get_trt_logger(), "")  # TensorRT's own, as NetworkFromOnnxPath registers
+    if not metadata.plugin.embedded and metadata.plugin_layers:
+        library = str(plugin_library or metadata.plugin.library)
+        if not trt.get_plugin_registry().load_library(library):
+            raise PipelineError(f"TensorRT could not load the plugin library {library}; {_MAKE_PLUGIN_HINT}")
+    runtime.engine_host_code_allowed = metadata.plugin.embedded
+    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+    if engine is None:
+        raise PipelineError(f"TensorRT could not deserialize {engine_path}; {REBUILD}")
+    return engine

@@ -1,5 +1,6 @@
 """``python -m pipeline.build_worker REQUEST``: the child process in which ``pipeline.build`` runs a TensorRT-RTX
-build whose library needs ``LD_LIBRARY_PATH`` set at process start.
+build, with what must be set at process start: ``LD_LIBRARY_PATH`` for the ONNX parser's unversioned library and
+``POLYGRAPHY_USE_TENSORRT_RTX=1`` for Polygraphy's loaders.
 
 Ctrl-C reaches the child too (the terminal signals the whole process group). Until the build has installed its own
 handler, an interrupt is only recorded, so one that lands while the child is still importing ends it quietly with

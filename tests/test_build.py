@@ -21,6 +21,15 @@ from onnx import TensorProto, helper
 
 from pipeline.artifacts import file_sha256
 from pipeline.build import Runtime, build_engine, check_engine_compatible
+from pipeline.engine_metadata import (
+    BatchProfile,
+    BuiltWith,
+    EngineMetadata,
+    OnnxSource,
+    PluginLibrary,
+    Target,
+    TensorSpec,
+)
 from pipeline.errors import PipelineError
 from pipeline.native import ROOT
 from pipeline.precision import convert_fp16
@@ -36,7 +45,7 @@ def no_partial_files(folder: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> tuple[Path, dict]:
+def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> tuple[Path, EngineMetadata]:
     folder = tmp_path_factory.mktemp("engine")
     engine = folder / "model.swin.engine"
     metadata = build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=BATCH, backend="rtx",
@@ -49,48 +58,61 @@ def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):
     _, swin_path, surgery = swin_t_onnx
     nodes = [node.name for node in onnx.load(swin_path, load_external_data=False).graph.node
              if node.op_type == PLUGIN_OP]
-    assert len(nodes) == surgery["blocks_replaced"] == 12
-    assert json.loads(engine.with_suffix(".json").read_text()) == metadata
-    assert metadata["backend"] == {"name": "tensorrt_rtx", "version": trt.__version__}
-    assert metadata["target"] == {"sm": 86, "gpu": None, "ahead_of_time": True}
-    assert metadata["precision"] == "fp32"
-    assert metadata["plugin_layers"] == 12
-    assert sorted(metadata["plugin_layer_names"]) == sorted(nodes)
-    assert metadata["layers"] > 12
-    assert metadata["onnx"] == {"path": str(swin_path.resolve()), "sha256": file_sha256(swin_path)}
-    assert metadata["plugin"] == {"library": str(plugin_library.resolve()), "sha256": file_sha256(plugin_library),
-                                  "embedded": False}
-    assert metadata["inputs"] == [{"name": "images", "dtype": "float32", "shape": [-1, 3, 224, 224]}]
-    assert metadata["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [-1, 1000]}]
-    assert metadata["profile"] == {"input": "images", **{key: [b, 3, 224, 224]
-                                                          for key, b in zip(("min", "opt", "max"), BATCH, strict=True)}}
-    assert metadata["engine_bytes"] == engine.stat().st_size > 50_000_000
-    assert metadata["engine_sha256"] == file_sha256(engine)
+    assert len(nodes) == surgery.blocks_replaced == 12
+    written = json.loads(engine.with_suffix(".json").read_text())
+    assert written == metadata.to_json() and EngineMetadata.from_json(written) == metadata
+    assert metadata.engine == "model.swin.engine"
+    assert metadata.backend == BuiltWith("tensorrt_rtx", trt.__version__)
+    assert metadata.target == Target(sm=86, gpu=None, ahead_of_time=True)
+    assert metadata.precision == "fp32"
+    assert metadata.plugin_layers == 12
+    assert sorted(metadata.plugin_layer_names) == sorted(nodes)
+    assert metadata.layers > 12
+    assert metadata.onnx == OnnxSource(str(swin_path.resolve()), file_sha256(swin_path))
+    assert metadata.plugin == PluginLibrary(str(plugin_library.resolve()), file_sha256(plugin_library), False)
+    assert metadata.inputs == (TensorSpec("images", "float32", (-1, 3, 224, 224)),)
+    assert metadata.outputs == (TensorSpec("logits", "float32", (-1, 1000)),)
+    assert metadata.profile == BatchProfile("images", (1, 3, 224, 224), (2, 3, 224, 224), (4, 3, 224, 224))
+    assert metadata.builder_optimization_level == 3 and metadata.profiling_verbosity == "default"
+    assert metadata.engine_bytes == engine.stat().st_size > 50_000_000
+    assert metadata.engine_sha256 == file_sha256(engine)
+    assert 0 < metadata.parse_seconds < metadata.build_seconds
+    # The file format users ship: these keys, in this order (a later version may add keys, never drop one).
+    assert list(written) == ["engine", "precision", "onnx", "plugin", "backend", "target", "inputs", "outputs",
+                             "profile", "builder_optimization_level", "profiling_verbosity", "timing_cache", "layers",
+                             "plugin_layers", "plugin_layer_names", "parse_seconds", "build_seconds", "engine_bytes",
+                             "engine_sha256", "built_at"]
+    assert written["inputs"] == [{"name": "images", "dtype": "float32", "shape": [-1, 3, 224, 224]}]
     assert no_partial_files(engine.parent)
 
 
 def test_timing_cache_is_written_and_reused(fp32_engine, swin_t_onnx, plugin_library):
     engine, metadata = fp32_engine
     cache = engine.parent / "timing.cache"
-    assert metadata["timing_cache"]["loaded_bytes"] == 0
-    assert cache.stat().st_size == metadata["timing_cache"]["saved_bytes"] > 0
+    assert metadata.timing_cache.path == str(cache) and metadata.timing_cache.loaded_bytes == 0
+    assert cache.stat().st_size == metadata.timing_cache.saved_bytes > 0
     again = build_engine(swin_t_onnx[1], engine.with_name("again.engine"), plugin_library=plugin_library,
                          batch=BATCH, backend="rtx", timing_cache=cache, opt_level=0)
-    assert again["timing_cache"]["loaded_bytes"] == cache.stat().st_size
-    assert again["builder_optimization_level"] == 0
+    assert again.timing_cache.loaded_bytes == cache.stat().st_size
+    assert again.builder_optimization_level == 0
     # TensorRT-RTX ignores the cache (no-op API since 1.2); the file is still kept for TensorRT builds.
-    assert again["timing_cache"]["used_by_backend"] is False
+    assert again.timing_cache.used_by_backend is False
+    # Written atomically through a file object: no lock file or partial file beside it.
+    assert sorted(p.name for p in cache.parent.glob("timing.cache*")) == ["timing.cache"]
 
 
 def test_fp16_engine_binds_every_block(swin_t_onnx, plugin_library, tmp_path):
     fp16_path = tmp_path / "model.swin.fp16.onnx"
     convert_fp16(swin_t_onnx[1], fp16_path)
     metadata = build_engine(fp16_path, tmp_path / "fp16.engine", plugin_library=plugin_library, batch=BATCH,
-                            backend="rtx", embed_plugin=True)
-    assert metadata["precision"] == "fp16"
-    assert metadata["plugin_layers"] == 12
-    assert metadata["inputs"][0]["dtype"] == "float32"  # convert_fp16 keeps FP32 I/O with Casts at the boundary
-    assert metadata["plugin"]["embedded"] is True
+                            backend="rtx", sm=89, embed_plugin=True, detailed_profile=True)
+    assert metadata.precision == "fp16"
+    assert metadata.plugin_layers == 12
+    assert metadata.inputs[0].dtype == "float32"  # convert_fp16 keeps FP32 I/O with Casts at the boundary
+    assert metadata.plugin.embedded is True
+    assert metadata.target == Target(sm=89, gpu=None, ahead_of_time=True)
+    assert metadata.profiling_verbosity == "detailed" and metadata.timing_cache is None
+    assert plugin_library.read_bytes() in (tmp_path / "fp16.engine").read_bytes()  # plugins_to_serialize
 
 
 def test_missing_plugin_library_says_make_plugin(swin_t_onnx, tmp_path):
@@ -154,8 +176,11 @@ def test_check_engine_compatible(fp32_engine):
     engine, _ = fp32_engine
     version = trt.__version__
     same = Runtime("tensorrt_rtx", version, 86, "NVIDIA RTX A6000")
-    assert check_engine_compatible(engine, [same])["runtime"]["sm"] == 86
-    assert check_engine_compatible(engine, [])["runtime"] is None  # no TensorRT here: only the files are checked
+    check = check_engine_compatible(engine, [same])
+    assert check.runtime == same and check.metadata == EngineMetadata.read(engine)
+    assert check.to_json()["runtime"] == {"backend": "tensorrt_rtx", "version": version, "sm": 86,
+                                          "gpu": "NVIDIA RTX A6000"}
+    assert check_engine_compatible(engine, []).runtime is None  # no TensorRT here: only the files are checked
     rejected = {
         "built with tensorrt_rtx .* but this machine has tensorrt 10.14.1": Runtime("tensorrt", "10.14.1", 86, "A10"),
         "but this machine runs 1.6.0.0; engines do not cross versions": Runtime("tensorrt_rtx", "1.6.0.0", 86, None),
@@ -181,6 +206,24 @@ def test_check_engine_compatible_refuses_changed_plugin_and_missing_metadata(fp3
         check_engine_compatible(engine, [])
     engine.with_suffix(".json").unlink()
     with pytest.raises(PipelineError, match=r"model.swin.json is missing: it records what"):
+        check_engine_compatible(engine, [])
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.pop("engine_sha256"), r"records no engine checksum \(written by an older swin-trt\); rebuild it"),
+    (lambda m: m["target"].pop("ahead_of_time"), r"has no 'ahead_of_time' entry .*; rebuild it on this machine"),
+    (lambda m: m.update(inputs=7), r"is not the metadata the build wrote .*; rebuild it on this machine"),
+    (lambda m: m.update(extra_key={"from": "a newer swin-trt"}), None),
+])
+def test_old_or_damaged_metadata_says_rebuild(fp32_engine, tmp_path, edit, message):
+    engine = copy_engine(fp32_engine[0], tmp_path)
+    metadata = json.loads(engine.with_suffix(".json").read_text())
+    edit(metadata)
+    engine.with_suffix(".json").write_text(json.dumps(metadata))
+    if message is None:  # keys it does not know are ignored
+        assert check_engine_compatible(engine, []).metadata == fp32_engine[1]
+        return
+    with pytest.raises(PipelineError, match=message):
         check_engine_compatible(engine, [])
 
 

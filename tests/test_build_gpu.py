@@ -18,9 +18,10 @@ from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 
 from pipeline.build import build_engine, check_engine_compatible, cuda_device
+from pipeline.engine_metadata import BuiltWith, EngineMetadata, Target
 from pipeline.native import ROOT, build_native
+from pipeline.onnx_io import ort_session
 from pipeline.precision import convert_fp16
-from pipeline.reference import ort_session
 from pipeline.verify import engine_runner, verify
 
 DEVICE = cuda_device()
@@ -42,7 +43,7 @@ def gpu_plugin(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fp32_engine(swin_t_onnx, gpu_plugin, tmp_path_factory) -> tuple[Path, dict]:
+def fp32_engine(swin_t_onnx, gpu_plugin, tmp_path_factory) -> tuple[Path, EngineMetadata]:
     engine = tmp_path_factory.mktemp("gpu-engine") / "model.swin.engine"
     metadata = build_engine(swin_t_onnx[1], engine, plugin_library=gpu_plugin, batch=BATCH, backend="tensorrt",
                             timing_cache=engine.with_name("timing.cache"))
@@ -53,12 +54,13 @@ def test_metadata_names_this_gpu(fp32_engine):
     import tensorrt as trt
 
     engine, metadata = fp32_engine
-    assert metadata["backend"] == {"name": "tensorrt", "version": trt.__version__}
-    assert metadata["target"] == {"sm": DEVICE.sm, "gpu": DEVICE.name, "ahead_of_time": False}
-    assert metadata["plugin_layers"] == 12 and metadata["precision"] == "fp32"
-    assert metadata["timing_cache"]["used_by_backend"] is True
-    assert engine.with_name("timing.cache").stat().st_size == metadata["timing_cache"]["saved_bytes"]
-    assert check_engine_compatible(engine)["runtime"]["backend"] == "tensorrt"
+    assert metadata.backend == BuiltWith("tensorrt", trt.__version__)
+    assert metadata.target == Target(sm=DEVICE.sm, gpu=DEVICE.name, ahead_of_time=False)
+    assert metadata.plugin_layers == 12 and metadata.precision == "fp32"
+    assert metadata.timing_cache.used_by_backend is True
+    assert engine.with_name("timing.cache").stat().st_size == metadata.timing_cache.saved_bytes > 0
+    assert sorted(p.name for p in engine.parent.glob("timing.cache*")) == ["timing.cache"]
+    assert check_engine_compatible(engine).runtime.backend == "tensorrt"
 
 
 def test_engine_matches_onnx_reference(fp32_engine, swin_t_onnx, gpu_plugin):
@@ -79,7 +81,7 @@ def test_fp16_engine_verifies_against_pytorch(swin_t, swin_t_onnx, gpu_plugin, t
     fp16_path = tmp_path / "model.swin.fp16.onnx"
     convert_fp16(swin_t_onnx[1], fp16_path)
     engine = tmp_path / "model.swin.fp16.engine"
-    assert build_engine(fp16_path, engine, plugin_library=gpu_plugin, batch=BATCH)["precision"] == "fp16"
+    assert build_engine(fp16_path, engine, plugin_library=gpu_plugin, batch=BATCH).precision == "fp16"
     assert verify(swin_t, engine, "fp16", batch=4)["passed"]
 
 
@@ -89,11 +91,12 @@ def test_embedded_plugin_runs_without_loading_the_library(swin_t_onnx, gpu_plugi
                  embed_plugin=True)
     # A fresh process, so the library is not already in the plugin registry from the tests above.
     script = textwrap.dedent(f"""
-        import json, numpy as np
+        import numpy as np
         from pathlib import Path
+        from pipeline.engine_metadata import EngineMetadata
         from pipeline.verify import engine_runner
         engine = Path({str(engine)!r})
-        metadata = json.loads(engine.with_suffix(".json").read_text())
+        metadata = EngineMetadata.read(engine)
         with engine_runner(engine, metadata, None) as runner:
             logits = runner.infer({{"images": np.zeros((2, 3, 224, 224), np.float32)}})["logits"]
         assert logits.shape == (2, 1000) and np.isfinite(logits).all(), logits

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from plugin_build import synthetic_onnx
 
 from pipeline.build import build_engine
+from pipeline.engine_metadata import TensorSpec
 from pipeline.errors import PipelineError
 
 H, W, C = 10, 13, 64  # padded on both axes for window 7
@@ -36,11 +37,11 @@ def test_synthetic_graph_binds_and_builds(plugin_library, tmp_path, dtype):
     onnx_path = synthetic_onnx(tmp_path / "synthetic.onnx", BLOCKS, channels=C, height=H, width=W, dtype=dtype)
     metadata = build_engine(onnx_path, tmp_path / "synthetic.engine", plugin_library=plugin_library, batch=BATCH,
                             backend="rtx")
-    assert metadata["plugin_layers"] == len(BLOCKS)
-    assert metadata["plugin_layer_names"] == [f"swin_attention{i}" for i in range(len(BLOCKS))]
-    assert metadata["inputs"] == [{"name": "tokens", "dtype": np.dtype(dtype).name, "shape": [-1, H * W, C]}]
-    assert metadata["precision"] == {np.float32: "fp32", np.float16: "fp16"}[dtype]
-    assert metadata["engine_bytes"] == (tmp_path / "synthetic.engine").stat().st_size > 0
+    assert metadata.plugin_layers == len(BLOCKS)
+    assert metadata.plugin_layer_names == tuple(f"swin_attention{i}" for i in range(len(BLOCKS)))
+    assert metadata.inputs == (TensorSpec("tokens", np.dtype(dtype).name, (-1, H * W, C)),)
+    assert metadata.precision == {np.float32: "fp32", np.float16: "fp16"}[dtype]
+    assert metadata.engine_bytes == (tmp_path / "synthetic.engine").stat().st_size > 0
 
 
 @pytest.mark.parametrize(("block", "message"), [

@@ -1,0 +1,146 @@
+"""What an engine was built from and for: the ``<name>.json`` beside ``<name>.engine`` as frozen records.
+
+The JSON is the file format users ship with their engines: :meth:`EngineMetadata.to_json` writes the keys the
+build always wrote, and :meth:`EngineMetadata.from_json` reads them (keys it does not know are ignored, so a newer
+file with more keys still reads). No TensorRT or torch here: ``check-engine`` and verification on a CPU read
+metadata without either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.records import JsonRecord
+
+REBUILD = "rebuild it on this machine with `python -m pipeline build` (or pipeline.build.build_engine)"
+
+
+def metadata_path(engine_path: str | Path) -> Path:
+    return Path(engine_path).with_suffix(".json")
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxSource(JsonRecord):
+    path: str
+    sha256: str
+
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginLibrary(JsonRecord):
+    library: str
+    sha256: str
+    embedded: bool  #: stored inside the engine (``plugins_to_serialize``): the file on disk no longer matters
+
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltWith(JsonRecord):
+    """The ``backend`` entry: which TensorRT built the engine."""
+
+    name: str  #: "tensorrt" or "tensorrt_rtx"
+    version: str
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Target(JsonRecord):
+    sm: int  #: compute capability as major*10 + minor
+    gpu: str | None  #: the GPU it was built on; None when built ahead of time
+    ahead_of_time: bool
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec(JsonRecord):
+    name: str
+    dtype: str  #: numpy's name, e.g. "float32"
+    shape: tuple[int, ...]  #: -1 where dynamic
+
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchProfile(JsonRecord):
+    """The optimization profile of the image input."""
+
+    input: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingCacheUse(JsonRecord):
+    path: str
+    loaded_bytes: int
+    saved_bytes: int
+    used_by_backend: bool  #: False on TensorRT-RTX, which ignores timing caches (the file is written anyway)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineMetadata(JsonRecord):
+    """Everything ``<name>.json`` records, in the order it is written."""
+
+    engine: str  #: the engine's file name
+    precision: str  #: fp32, fp16 or int8: what the typed ONNX decided
+    onnx: OnnxSource
+    plugin: PluginLibrary
+    backend: BuiltWith
+    target: Target
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    profile: BatchProfile
+    builder_optimization_level: int
+    profiling_verbosity: str  #: "detailed" or "default"
+    timing_cache: TimingCacheUse | None
+    layers: int
+    plugin_layers: int
+    plugin_layer_names: tuple[str, ...]
+    parse_seconds: float
+    build_seconds: float
+    engine_bytes: int
+    engine_sha256: str  #: verified before every load
+    built_at: str  #: ISO 8601, UTC
+
+    @classmethod
+    def read(cls, engine_path: str | Path) -> EngineMetadata:
+        """The metadata beside ``engine_path``, or the PipelineError that says to rebuild the engine."""
+        path = metadata_path(engine_path)
+        if not path.is_file():
+            raise PipelineError(f"{path} is missing: it records what {engine_path} was built for; {REBUILD}")
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise PipelineError(f"{path} is not the JSON the build wrote ({error}); {REBUILD}") from None
+        # A truncated or corrupted engine must fail with our message, not inside TensorRT's deserializer.
+        if isinstance(data, dict) and "engine_sha256" not in data:
+            raise PipelineError(f"{path} records no engine checksum (written by an older swin-trt); {REBUILD}")
+        try:
+            return cls.from_json(data)
+        except KeyError as error:
+            raise PipelineError(f"{path} has no {error} entry (written by an older swin-trt?); {REBUILD}") from None
+        except (TypeError, ValueError, AttributeError) as error:
+            raise PipelineError(f"{path} is not the metadata the build wrote ({error}); {REBUILD}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime(JsonRecord):
+    """A TensorRT runtime on this machine: which one, its version, and the GPU it would run on (if any)."""
+
+    backend: str
+    version: str
+    sm: int | None
+    gpu: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineCheck(JsonRecord):
+    """What ``check_engine_compatible`` found: the engine's metadata and the runtime that can load it."""
+
+    metadata: EngineMetadata
+    runtime: Runtime | None  #: None: no TensorRT here, so only the files were checked

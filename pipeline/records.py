@@ -1,0 +1,84 @@
+"""Typed records that stages write as JSON and later stages (or users' tools) read back.
+
+A record is a frozen dataclass deriving from :class:`JsonRecord`: ``to_json`` turns it into JSON types (nested
+records become objects, tuples lists, paths strings) and ``from_json`` rebuilds it from its field types, so no
+module indexes a nested dict another module wrote. Keys a record does not know are ignored (a newer file still
+reads); a missing key without a default raises KeyError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+R = TypeVar("R", bound="JsonRecord")
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` as JSON types."""
+    if isinstance(value, JsonRecord):
+        return value.to_json()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [to_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_plain(item) for key, item in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _from_plain(hint: Any, value: Any) -> Any:
+    """``value`` (JSON types) as the type ``hint`` names."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _from_plain(next(a for a in arguments if a is not type(None)), value)
+    if origin is tuple:
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return tuple(_from_plain(arguments[0], item) for item in value)
+        return tuple(_from_plain(a, item) for a, item in zip(arguments, value, strict=True))
+    if origin is list:
+        return [_from_plain(arguments[0], item) for item in value]
+    if origin is dict:
+        return {key: _from_plain(arguments[1], item) for key, item in value.items()}
+    if isinstance(hint, type) and issubclass(hint, JsonRecord):
+        return hint.from_json(value)
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return hint(value)
+    if hint is Path:
+        return Path(value)
+    return value  # str, bool, Any: as JSON has them
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+class JsonRecord:
+    """Base of the pipeline's records (frozen dataclasses)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {field.name: to_plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls: type[R], data: dict[str, Any]) -> R:
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        hints = _field_types(cls)
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.name in data:
+                values[field.name] = _from_plain(hints[field.name], data[field.name])
+            elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise KeyError(field.name)
+        return cls(**values)
