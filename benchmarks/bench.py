@@ -33,33 +33,36 @@ from benchmarks.paths import BenchPath, OnnxruntimePath, PathUnavailable, Tensor
 from benchmarks.report import ROOT, RUNS_DIR, evaluate_goals, timestamped, utc_now, write_report
 from benchmarks.stats import summarize
 from benchmarks.timers import Budget
+from pipeline.arguments import ModelArguments, PluginArguments, add_groups, batch_list, precision_list, recipe_from_args
+from pipeline.engine import EngineRecipe, build_model, make_engine
 from pipeline.errors import PipelineError
 from pipeline.stages import StageRunner
 
 log = logging.getLogger("benchmarks.bench")
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_GPU_BATCHES = (1, 8, 32, 64)
 DEFAULT_CPU_BATCHES = (1, 8)
-DEFAULT_PLUGIN = ROOT / "build" / "plugin" / "libswin_window_attention_plugin.so"
 SURGERED_NOTE = "reference op, correctness path, not a deployment path"
 
 
 @dataclasses.dataclass
 class Inputs:
-    """The ONNX files every path starts from, and a folder for what the benchmark derives from them."""
+    """The ONNX files every path starts from, and a folder for what the benchmark derives from them.
 
-    variant: str
+    ``recipe`` is the model and the engine to build when `make engine` has not built one: TensorRT on this
+    machine's GPU, the optimization profile spanning the benchmarked batches, detailed profiling for `make profile`.
+    """
+
+    recipe: EngineRecipe
     onnx: Path
     surgered: Path
     source: str
     work_dir: Path
-    plugin_library: Path
     engine_dir: Path
-    gpu_batches: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        self.stages = StageRunner(self.work_dir)
+        # The native baseline's own records: make_engine keeps its stages.json in work_dir.
+        self.native_stages = StageRunner(self.work_dir / "native")
 
     def typed_plain_onnx(self, precision: str) -> Path:
         """The plain export in ``precision``: TensorRT's own attention fusion gets the same types as ours."""
@@ -70,108 +73,80 @@ class Inputs:
                                   "pipeline calibrates only the surgered graph (calib/), so it is not measured")
         from pipeline.precision import convert_fp16
 
-        typed = self.work_dir / "model.fp16.onnx"
-        self.stages.run("fp16-plain", {}, [self.onnx], [typed], lambda: convert_fp16(self.onnx, typed))
+        typed = self.native_stages.out_dir / "model.fp16.onnx"
+        self.native_stages.run("fp16-plain", {}, [self.onnx], [typed], lambda: convert_fp16(self.onnx, typed))
         return typed
-
-    def _build(self, name: str, typed: Path) -> Path:
-        from pipeline.build import build_engine
-
-        engine = self.work_dir / f"{name}.engine"
-        batch = (min(self.gpu_batches), sorted(self.gpu_batches)[len(self.gpu_batches) // 2], max(self.gpu_batches))
-        self.stages.run(f"build-{name}", {"batch": batch}, [typed, self.plugin_library],
-                        [engine, engine.with_suffix(".json")],
-                        lambda: build_engine(typed, engine, plugin_library=self.plugin_library, batch=batch,
-                                             backend="tensorrt", timing_cache=self.work_dir / "timing.cache",
-                                             detailed_profile=True))
-        return engine
 
     def plugin_engine(self, precision: str) -> Path:
         """`make engine`'s engine when it exists, else one built here (FP32/FP16; INT8 needs calibration)."""
-        name = f"swin_{self.variant.lower()}_{precision}"
-        made = self.engine_dir / f"{name}.engine"
+        made = self.engine_dir / f"swin_{self.recipe.variant.lower()}_{precision}.engine"
         if made.is_file():
             return made
         if precision == "int8":
             raise PathUnavailable(f"no INT8 engine at {made}: INT8 needs calibration, run "
-                                  f"`make engine VARIANT={self.variant} PRECISION=int8` first")
-        if precision == "fp32":
-            return self._build(name, self.surgered)
-        from pipeline.precision import convert_fp16
-
-        typed = self.work_dir / "model.swin.fp16.onnx"
-        self.stages.run("fp16-surgered", {}, [self.surgered], [typed], lambda: convert_fp16(self.surgered, typed))
-        return self._build(name, typed)
+                                  f"`make engine VARIANT={self.recipe.variant} PRECISION=int8` first")
+        engine = make_engine(dataclasses.replace(self.recipe, precision=precision), self.work_dir, until="build").engine
+        assert engine is not None  # the build stage ran
+        return engine
 
     def native_engine(self, precision: str) -> Path:
-        return self._build(f"native_{self.variant.lower()}_{precision}", self.typed_plain_onnx(precision))
+        """TensorRT's engine of the plain export (no surgery): the baseline the plugin must beat."""
+        from pipeline.build import build_engine
+
+        typed = self.typed_plain_onnx(precision)
+        engine = self.native_stages.out_dir / f"native_{self.recipe.variant.lower()}_{precision}.engine"
+        recipe = self.recipe
+        self.native_stages.run(f"build-{engine.stem}", {"batch": recipe.batch}, [typed], [engine,
+                               engine.with_suffix(".json")],
+                               lambda: build_engine(typed, engine, plugin_library=recipe.plugin_library,
+                                                    batch=recipe.batch, backend="tensorrt",
+                                                    timing_cache=self.work_dir / "timing.cache",
+                                                    detailed_profile=True).to_json())
+        return engine
 
 
-def prepare_inputs(variant: str, onnx_dir: Path | None, work_dir: Path, max_batch: int, **kwargs: Any) -> Inputs:
-    """Reuse ``onnx_dir`` or `make engine`'s ``build/swin_<v>/``; else export and operate into ``work_dir``."""
-    from pipeline.export import export_onnx
-    from pipeline.models import build_swin, variant_config
-    from pipeline.surgery import replace_window_attention
-
+def prepare_inputs(recipe: EngineRecipe, onnx_dir: Path | None, work_dir: Path, engine_dir: Path) -> Inputs:
+    """Reuse ``onnx_dir`` or `make engine`'s ``engine_dir``; else export and operate into ``work_dir``."""
     names = ("model.onnx", "model.swin.onnx")
-    default_dir = ROOT / "build" / f"swin_{variant.lower()}"
     if onnx_dir is not None:
         if not all((onnx_dir / n).is_file() for n in names):
-            raise PipelineError(f"{onnx_dir} lacks {' or '.join(names)}; run `make onnx VARIANT={variant}` or omit "
-                                "--onnx-dir to export here")
-        return Inputs(variant, onnx_dir / names[0], onnx_dir / names[1], str(onnx_dir), work_dir, **kwargs)
-    if all((default_dir / n).is_file() for n in names):
-        return Inputs(variant, default_dir / names[0], default_dir / names[1], f"{default_dir} (make engine)",
-                      work_dir, **kwargs)
-    config = variant_config(variant)
-    stages = StageRunner(work_dir)
-    onnx_path, surgered = work_dir / names[0], work_dir / names[1]
-
-    def export() -> dict[str, str]:
-        import torch
-
-        torch.manual_seed(0)  # random weights, as `make engine` without a checkpoint: latency does not depend on them
-        return {"onnx": str(export_onnx(build_swin(variant), onnx_path, img_size=config.img_size,
-                                        max_batch=max_batch))}
-
-    stages.run("export", {"variant": variant, "max_batch": max_batch}, [], [onnx_path], export)
-    stages.run("surgery", {}, [onnx_path], [surgered],
-               lambda: {"blocks": replace_window_attention(onnx_path, surgered)["blocks_replaced"]})
-    return Inputs(variant, onnx_path, surgered, f"{work_dir} (exported by the benchmark)", work_dir, **kwargs)
+            raise PipelineError(f"{onnx_dir} lacks {' or '.join(names)}; run `make onnx VARIANT={recipe.variant}` "
+                                "or omit --onnx-dir to export here")
+        return Inputs(recipe, onnx_dir / names[0], onnx_dir / names[1], str(onnx_dir), work_dir, engine_dir)
+    if all((engine_dir / n).is_file() for n in names):
+        return Inputs(recipe, engine_dir / names[0], engine_dir / names[1], f"{engine_dir} (make engine)", work_dir,
+                      engine_dir)
+    make_engine(recipe, work_dir, until="surgery")
+    return Inputs(recipe, work_dir / names[0], work_dir / names[1], f"{work_dir} (exported by the benchmark)",
+                  work_dir, engine_dir)
 
 
 def build_paths(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: bool,
                 compile_budget_s: float | None) -> list[BenchPath]:
     """Every path, GPU ones first; PyTorch and onnxruntime also run FP32, the reference everyone compares with."""
-    from pipeline.models import build_swin, variant_config
-
-    config = variant_config(inputs.variant)
-    size = (config.img_size, config.img_size)
+    recipe = inputs.recipe
 
     def model() -> Any:
-        import torch
-
-        torch.manual_seed(0)
-        return build_swin(inputs.variant)
+        return build_model(recipe)  # random weights from seed 0 without a checkpoint: latency does not depend on them
 
     with_fp32 = tuple(dict.fromkeys(("fp32", *precisions)))
     paths: list[BenchPath] = []
     for precision in precisions:
         paths.append(TensorRTPath("tensorrt-plugin", precision, lambda p=precision: inputs.plugin_engine(p),
-                                  inputs.plugin_library, cuda_graphs=cuda_graphs, note="our engine"))
+                                  recipe.plugin_library, cuda_graphs=cuda_graphs, note="our engine"))
     for precision in precisions:
         paths.append(TensorRTPath("tensorrt-native", precision, lambda p=precision: inputs.native_engine(p), None,
                                   cuda_graphs=cuda_graphs, note="plain ONNX, no surgery"))
     for compiled in (False, True):
-        paths += [TorchPath(model, size, p, "cuda", compile=compiled, compile_budget_s=compile_budget_s,
+        paths += [TorchPath(model, recipe.image_size, p, "cuda", compile=compiled, compile_budget_s=compile_budget_s,
                             cuda_graphs=cuda_graphs) for p in with_fp32]
     for name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
         paths += [OnnxruntimePath(name, lambda p=p: inputs.typed_plain_onnx(p), p, cache_dir=inputs.work_dir)
                   for p in with_fp32]
-    paths += [TorchPath(model, size, "fp32", "cpu"),
-              TorchPath(model, size, "fp32", "cpu", compile=True, compile_budget_s=compile_budget_s),
+    paths += [TorchPath(model, recipe.image_size, "fp32", "cpu"),
+              TorchPath(model, recipe.image_size, "fp32", "cpu", compile=True, compile_budget_s=compile_budget_s),
               OnnxruntimePath("onnxruntime-cpu", lambda: inputs.onnx, "fp32")]
-    from pipeline.reference import ort_session
+    from pipeline.onnx_io import ort_session
 
     paths.append(OnnxruntimePath("onnxruntime-cpu-surgered", lambda: inputs.surgered, "fp32",
                                  session_factory=ort_session, note=SURGERED_NOTE))
@@ -220,33 +195,15 @@ def _run_batch(path: BenchPath, batch: int, budget: Budget) -> dict[str, Any]:
     return result
 
 
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(sorted({int(v) for v in text.split(",")}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes like 1,8,32, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
-    return values
-
-
-def _precisions(text: str) -> tuple[str, ...]:
-    values = tuple(dict.fromkeys(v.strip().lower() for v in text.split(",")))
-    unknown = [v for v in values if v not in PRECISIONS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown)}: expected {', '.join(PRECISIONS)}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="T", help="Swin variant (default T)")
-    parser.add_argument("--precision", type=_precisions, default=("fp16",),
+    parser.set_defaults(groups=add_groups(parser, ModelArguments(), PluginArguments()))
+    parser.add_argument("--precision", type=precision_list, default=("fp16",),
                         help="TensorRT precisions, comma-separated: fp32, fp16, int8 (default fp16)")
-    parser.add_argument("--batch", type=_batches, help="batch sizes for every path (overrides the two below)")
-    parser.add_argument("--gpu-batch", type=_batches, default=DEFAULT_GPU_BATCHES, help="GPU paths (1,8,32,64)")
-    parser.add_argument("--cpu-batch", type=_batches, default=DEFAULT_CPU_BATCHES, help="CPU paths (1,8)")
+    parser.add_argument("--batch", type=batch_list, help="batch sizes for every path (overrides the two below)")
+    parser.add_argument("--gpu-batch", type=batch_list, default=DEFAULT_GPU_BATCHES, help="GPU paths (1,8,32,64)")
+    parser.add_argument("--cpu-batch", type=batch_list, default=DEFAULT_CPU_BATCHES, help="CPU paths (1,8)")
     parser.add_argument("--iterations", type=int, default=200, help="timed iterations per path and batch (200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first on the GPU (20)")
     parser.add_argument("--cpu-warmup", type=int, default=5, help="untimed iterations first on the CPU (5; oneDNN "
@@ -262,25 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "build/swin_<v> when `make engine` wrote it, else exported)")
     parser.add_argument("--engine-dir", type=Path, help="folder with `make engine`'s engines (build/swin_<v>)")
     parser.add_argument("--work-dir", type=Path, help="for exports and engines built here (build/bench_<v>)")
-    parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN, help="SwinWindowAttention plugin library")
     parser.add_argument("--results-dir", type=Path, default=RUNS_DIR,
                         help="where this run's files go (default build/bench, git-ignored)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
+def engine_batch_profile(batches: tuple[int, ...], max_batch: int) -> tuple[int, int, int]:
+    """The optimization profile of an engine built for these batches: smallest, median, and ``max_batch``."""
+    ordered = sorted(batches)
+    return ordered[0], ordered[len(ordered) // 2], max_batch
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
-    variant = args.variant.upper()
     gpu_batches = args.batch or args.gpu_batch
     cpu_batches = args.batch or args.cpu_batch
+    # One export serves every path, so its dynamic batch reaches the largest batch of either list.
+    batch = engine_batch_profile(gpu_batches, max(*gpu_batches, *cpu_batches))
+    recipe = recipe_from_args(args, args.groups, batch=batch, backend="tensorrt", detailed_profile=True)
+    recipe.validate(until="surgery")
+    variant = recipe.variant.upper()
     budgets = {"cuda": Budget(warmup=args.warmup, iterations=args.iterations, min_iterations=args.iterations),
                "cpu": Budget(warmup=args.cpu_warmup, iterations=args.iterations,
                              min_iterations=min(args.cpu_min_iterations, args.iterations), seconds=args.cpu_budget_s)}
     batches = {"cuda": gpu_batches, "cpu": cpu_batches}
-    inputs = prepare_inputs(variant, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{variant.lower()}",
-                            max(max(gpu_batches), max(cpu_batches)), plugin_library=args.plugin,
-                            engine_dir=args.engine_dir or ROOT / "build" / f"swin_{variant.lower()}",
-                            gpu_batches=gpu_batches)
+    inputs = prepare_inputs(recipe, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{variant.lower()}",
+                            args.engine_dir or ROOT / "build" / f"swin_{variant.lower()}")
     paths = build_paths(inputs, args.precision, cuda_graphs=args.cuda_graphs, compile_budget_s=args.compile_budget_s)
     selected = set(args.paths.split(",")) if args.paths else None
     if selected is not None and not selected & {p.name for p in paths}:
@@ -297,7 +261,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
     created = utc_now()
     device = environment.device_slug(env)
     report = {
-        "schema": 1, "variant": variant, "image_size": list(_image_size(variant)),
+        "schema": 1, "variant": variant, "image_size": list(recipe.image_size),
+        "model": recipe.model_record().to_json(),
         "created": created.isoformat(timespec="seconds"), "device": device, "command": argv,
         "environment": env,
         "settings": {"batches": {k: list(v) for k, v in batches.items()},
@@ -309,13 +274,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
         "goals": evaluate_goals(records),
     }
     return write_report(report, args.results_dir / timestamped(f"bench_{variant.lower()}_{device}", created))
-
-
-def _image_size(variant: str) -> tuple[int, int]:
-    from pipeline.models import variant_config
-
-    size = variant_config(variant).img_size
-    return size, size
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,15 +27,15 @@ import onnxruntime as ort
 import torch
 
 from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
-from calib.data import calibration_images, generate_image_folder
 from calib.quantize import SWIN_L_EXCLUDE, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import ActivationStatistics, amax_from_statistics, collect_absmax, collect_histograms
 from pipeline.artifacts import write_json
+from pipeline.compare import comparison_metrics
 from pipeline.export import export_onnx
+from pipeline.images import generate_image_folder, image_array
 from pipeline.models import build_swin, perturb_weights_
-from pipeline.reference import ort_session
+from pipeline.onnx_io import ort_session
 from pipeline.surgery import replace_window_attention
-from pipeline.verify import comparison_metrics
 
 #: (label, method, percentile, exclusion selectors)
 CONFIGS = (
@@ -77,9 +77,9 @@ def main() -> None:
         folder = Path(tmp)
         model_path = args.model or perturbed_swin_t(folder)
         model = onnx.load(str(model_path))
-        calib = calibration_images(generate_image_folder(folder / "calib", args.calib_samples, seed=0),
+        calib = image_array(generate_image_folder(folder / "calib", args.calib_samples, seed=0),
                                    args.calib_samples, seed=0)
-        evaluation = calibration_images(generate_image_folder(folder / "eval", args.eval_samples, seed=1),
+        evaluation = image_array(generate_image_folder(folder / "eval", args.eval_samples, seed=1),
                                         args.eval_samples, seed=1)
 
     layers = find_quantizable_layers(model)

@@ -19,10 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import DEFAULT_PLUGIN, prepare_inputs
+from benchmarks.bench import engine_batch_profile, prepare_inputs
 from benchmarks.paths import PathUnavailable, TensorRTPath, require_tensorrt
 from benchmarks.report import ROOT
+from pipeline.arguments import ModelArguments, PluginArguments, add_groups, recipe_from_args
 from pipeline.artifacts import write_json
+from pipeline.engine import PRECISIONS
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("benchmarks.profile")
@@ -83,7 +85,7 @@ def profile_engine(path: TensorRTPath, batch: int, iterations: int) -> dict[str,
         inspector.execution_context = path.context
         information = json.loads(inspector.get_engine_information(path.trt.LayerInformationFormat.JSON))
         return {"engine": str(path.engine_path), "batch": batch, "iterations": iterations,
-                "summary": summarize_layers(layers, path.metadata["plugin_layer_names"]), "layers": layers,
+                "summary": summarize_layers(layers, list(path.metadata.plugin_layer_names)), "layers": layers,
                 # LAYER_NAMES_ONLY engines give names only; DETAILED ones add tactics, formats and fused ops.
                 "inspector": information}
     finally:
@@ -93,17 +95,18 @@ def profile_engine(path: TensorRTPath, batch: int, iterations: int) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="T")
-    parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"))
+    groups = add_groups(parser, ModelArguments(), PluginArguments())
+    parser.add_argument("--precision", default="fp16", choices=PRECISIONS)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=50, help="profiled runs averaged per layer (50)")
     parser.add_argument("--no-native", action="store_true", help="skip TensorRT's engine of the plain ONNX")
-    parser.add_argument("--plugin", type=Path, default=DEFAULT_PLUGIN)
     parser.add_argument("--out", type=Path, help="default build/swin_<v>/profile.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("benchmarks").setLevel(logging.INFO)
-    variant = args.variant.upper()
+    recipe = recipe_from_args(args, groups, batch=engine_batch_profile((1, args.batch), max(args.batch, 8)),
+                              backend="tensorrt", detailed_profile=True)
+    variant = recipe.variant.upper()
     engine_dir = ROOT / "build" / f"swin_{variant.lower()}"
     try:
         require_tensorrt()
@@ -112,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
               "engine, and deserializing needs the GPU. Nothing was written.")
         return 0
     try:
-        inputs = prepare_inputs(variant, None, ROOT / "build" / f"bench_{variant.lower()}", max(args.batch, 8),
-                                plugin_library=args.plugin, engine_dir=engine_dir, gpu_batches=(1, args.batch))
+        recipe.validate(until="surgery")
+        inputs = prepare_inputs(recipe, None, ROOT / "build" / f"bench_{variant.lower()}", engine_dir)
         ours = TensorRTPath("tensorrt-plugin", args.precision, lambda: inputs.plugin_engine(args.precision),
-                            args.plugin)
+                            recipe.plugin_library)
         result: dict[str, Any] = {"variant": variant, "precision": args.precision,
                                   "plugin_engine": profile_engine(ours, args.batch, args.iterations)}
         if not args.no_native:

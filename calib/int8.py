@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calib.data import GENERATED_FOLDER_NAME, generate_image_folder, load_calibration_set
 from calib.quantize import default_exclusions, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import METHODS, amax_from_statistics, collect_statistics
-from pipeline.artifacts import file_sha256, read_onnx, write_json, write_onnx
-from pipeline.build import graph_input
+from pipeline.artifacts import file_sha256, write_json
 from pipeline.errors import PipelineError
+from pipeline.images import GENERATED_FOLDER_NAME, generate_image_folder, load_image_set
+from pipeline.onnx_io import graph_input, read_onnx, write_onnx
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
         log.warning("no calibration folder given: calibrating on %d generated crops of scikit-image photos in %s; "
                     "pass a folder of images from the deployment domain for real accuracy", samples, calib_dir)
         generate_image_folder(calib_dir, samples, seed)
-    calibration = load_calibration_set(calib_dir, samples, seed, size)
+    calibration = load_image_set(calib_dir, samples, seed, size)
     loaded = time.perf_counter()
 
     tensors = list(dict.fromkeys(layer.activation for layer in quantized))

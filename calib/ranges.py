@@ -26,7 +26,7 @@ import onnx
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.reference import ort_session
+from pipeline.onnx_io import ort_session
 
 METHODS = ("max", "percentile", "entropy")
 #: Histogram resolution: fine enough for a 99.99th percentile, and a multiple of ENTROPY_BINS.

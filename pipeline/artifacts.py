@@ -7,13 +7,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import onnx
-
-from pipeline.errors import PipelineError
 
 
 def _umask() -> int:
@@ -43,29 +39,6 @@ def write_json(path: str | Path, data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return Path(path)
-
-
-def write_onnx(model: onnx.ModelProto, path: str | Path, *, full_check: bool = False,
-               verify: Callable[[Path], None] | None = None) -> Path:
-    """Save ``model`` to ``path`` only if ``onnx.checker`` (and ``verify``, given the written file) accept it."""
-    with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=full_check)
-        if verify is not None:
-            verify(tmp)
-    return Path(path)
-
-
-def read_onnx(path: str | Path) -> onnx.ModelProto:
-    """Load an ONNX file, turning a missing or corrupt file into an actionable error."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"ONNX file {path} does not exist; run the export stage first "
-                            "(python -m pipeline export or make onnx)")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise PipelineError(f"cannot read {path} as ONNX: {exc}") from exc
 
 
 def file_sha256(path: str | Path) -> str:

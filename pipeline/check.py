@@ -2,46 +2,84 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
-from pipeline.reference import ort_session
+from pipeline.onnx_io import graph_input, ort_session, read_onnx
+from pipeline.records import JsonRecord
+
+log = logging.getLogger(__name__)
 
 
-def _input_shape(session: Any, batch: int) -> tuple[str, list[int]]:
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise PipelineError(f"expected a model with one image input, found {[i.name for i in inputs]}")
-    dims = inputs[0].shape
-    if any(not isinstance(d, int) for d in dims[1:]):
-        raise PipelineError(f"input {inputs[0].name} needs static C/H/W dimensions, got {dims}")
-    if isinstance(dims[0], int) and dims[0] != batch:
-        raise PipelineError(f"input {inputs[0].name} has a fixed batch of {dims[0]}; cannot run batch {batch}")
-    return inputs[0].name, [batch, *dims[1:]]
+@dataclass(frozen=True)
+class OutputComparison(JsonRecord):
+    batch: int
+    output: str
+    max_abs_error: float
+    max_abs_reference: float
+    relative_error: float  #: :func:`pipeline.compare.relative_error`
+    passed: bool
+
+
+@dataclass(frozen=True)
+class CheckReport(JsonRecord):
+    """Both models' outputs compared at each batch: what ``python -m pipeline check`` prints."""
+
+    reference: str
+    candidate: str
+    tolerance: float
+    results: tuple[OutputComparison, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def worst(self) -> float:
+        return max(r.relative_error for r in self.results)
+
+    def raise_if_failed(self) -> CheckReport:
+        if not self.passed:
+            failed = [f"{r.output} at batch {r.batch}: {r.relative_error:.2e}" for r in self.results if not r.passed]
+            raise PipelineError(f"{self.candidate} differs from {self.reference} by more than {self.tolerance:.0e} "
+                                f"(relative) on {'; '.join(failed)}; the surgered graph computes something else")
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        return {"batches": sorted({r.batch for r in self.results}), "max_rel_error": self.worst}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "passed": self.passed}
 
 
 def compare_onnx(reference: str | Path, candidate: str | Path, batches: tuple[int, ...] = (1, 3),
-                 tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
-    """Run both models on the same random images; report the max abs error per output and batch.
-
-    ``passed`` is true when every error is at most ``tolerance`` relative to the output's magnitude
-    (floored at 1).
-    """
-    ref_session, cand_session = ort_session(reference), ort_session(candidate)
+                 tolerance: float = FP32_TOLERANCE, seed: int = 0) -> CheckReport:
+    """Run both models on the same random images and compare every output at every batch."""
+    model, candidate_model = read_onnx(reference), read_onnx(candidate)
+    name, dims = graph_input(model, None, Path(reference))
+    if dims[0] is not None and set(batches) != {dims[0]}:
+        raise PipelineError(f"input {name!r} of {reference} has a fixed batch of {dims[0]}; cannot run batches "
+                            f"{list(batches)}")
+    ref_session, cand_session = ort_session(model), ort_session(candidate_model)
+    candidate_input = graph_input(candidate_model, None, Path(candidate))[0]
     rng = np.random.default_rng(seed)
     results = []
     for batch in batches:
-        name, shape = _input_shape(ref_session, batch)
-        images = rng.standard_normal(shape).astype(np.float32)
+        images = rng.standard_normal([batch, *dims[1:]]).astype(np.float32)
         expected = ref_session.run(None, {name: images})
-        actual = cand_session.run(None, {cand_session.get_inputs()[0].name: images})
+        actual = cand_session.run(None, {candidate_input: images})
         for output, e, a in zip(ref_session.get_outputs(), expected, actual, strict=True):
-            max_abs = float(np.abs(e - a).max())
-            results.append({"batch": batch, "output": output.name, "max_abs_error": max_abs,
-                            "max_abs_reference": float(np.abs(e).max()),
-                            "passed": max_abs <= tolerance * max(1.0, float(np.abs(e).max()))})
-    return {"reference": str(reference), "candidate": str(candidate), "tolerance": tolerance,
-            "passed": all(r["passed"] for r in results), "results": results}
+            error = relative_error(e, a)
+            results.append(OutputComparison(batch, output.name, float(np.abs(e - a).max()), float(np.abs(e).max()),
+                                            error, error <= tolerance))
+    report = CheckReport(str(reference), str(candidate), tolerance, tuple(results))
+    if report.passed:
+        log.info("check: %s matches %s to %.1e (relative) on batches %s", candidate, reference, report.worst,
+                 list(batches))
+    return report

@@ -5,20 +5,23 @@
 
 :meth:`EngineRecipe.validate` checks everything that is cheap to check (variant, precision, batch profile,
 backend and compute capability, plugin library, checkpoint and image folders) before any stage runs, so a typo
-fails in seconds, not after export. The stages then run in order through :class:`pipeline.stages.StageRunner`,
-which skips a stage whose inputs and parameters are unchanged.
+fails in seconds, not after export. The stages (:data:`STAGES`, in order) then run through
+:class:`pipeline.stages.StageRunner`, which skips a stage whose inputs and parameters are unchanged.
+``until`` stops after a stage: ``python -m pipeline onnx`` is ``make_engine(recipe, out_dir, until="check")``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import file_sha256, write_json
 from pipeline.errors import PipelineError
-from pipeline.stages import StageRunner
+from pipeline.records import JsonRecord
+from pipeline.stages import StageRecord, StageRunner
 from pipeline.variants import variant_config
 
 if TYPE_CHECKING:
@@ -29,6 +32,20 @@ log = logging.getLogger("pipeline.engine")
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PLUGIN = Path("build/plugin/libswin_window_attention_plugin.so")
 CALIB_METHODS = ("max", "percentile", "entropy")
+#: Batches the ``check`` stage compares the surgered graph at: 1 and a batch > 1 exercise the dynamic batch.
+CHECK_BATCHES = (1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord(JsonRecord):
+    """Which weights an engine carries: recorded in report.json and verify.json."""
+
+    variant: str
+    features_only: bool
+    img_size: tuple[int, int]
+    checkpoint: str | None
+    checkpoint_sha256: str | None
+    weights: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +80,20 @@ class EngineRecipe:
         return self.img_size or (variant_config(self.variant).img_size,) * 2
 
     @property
+    def max_batch(self) -> int:
+        return self.batch[2]
+
+    @property
     def verify_images(self) -> Path | None:
         return self.images or self.calib_dir
 
-    def validate(self) -> None:
-        """Raise PipelineError on anything wrong that can be found without running a stage (a few seconds)."""
-        from calib.data import list_images
-        from pipeline.build import check_build_options
+    def validate(self, until: str = "verify") -> None:
+        """Raise PipelineError on anything wrong, for the stages up to ``until``, that can be found without running
+        a stage (a few seconds)."""
+        from pipeline.build import batch_profile, check_build_options
+        from pipeline.images import list_images
 
+        stages = _stages_until(until)
         variant_config(self.variant)
         if self.precision not in PRECISIONS:
             raise PipelineError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -84,19 +107,21 @@ class EngineRecipe:
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise PipelineError(f"checkpoint {self.checkpoint} does not exist or is not a file; pass the path of a "
                                 ".pth or .safetensors file")
-        for folder in dict.fromkeys(f for f in (self.calib_dir, self.images) if f is not None):
+        batch_profile(tuple(self.batch), [None], "images")
+        folders = [self.calib_dir if self.precision == "int8" and "precision" in stages else None,
+                   self.verify_images if "verify" in stages else None]
+        for folder in dict.fromkeys(f for f in folders if f is not None):
             list_images(folder)
-        check_build_options(plugin_library=self.plugin_library, batch=self.batch, opt_level=self.opt_level,
-                            backend=self.backend, sm=self.sm)
+        if "build" in stages:
+            check_build_options(plugin_library=self.plugin_library, batch=self.batch, opt_level=self.opt_level,
+                                backend=self.backend, sm=self.sm)
 
-    def model_record(self) -> dict[str, Any]:
-        """Which weights the engine carries: recorded in report.json and verify.json."""
+    def model_record(self) -> ModelRecord:
         checkpoint = None if self.checkpoint is None else Path(self.checkpoint)
-        return {"variant": self.variant.upper(), "features_only": self.features_only,
-                "img_size": list(self.image_size),
-                "checkpoint": None if checkpoint is None else str(checkpoint.resolve()),
-                "checkpoint_sha256": None if checkpoint is None else file_sha256(checkpoint),
-                "weights": "checkpoint" if checkpoint is not None else "random (seed 0)"}
+        return ModelRecord(variant=self.variant.upper(), features_only=self.features_only, img_size=self.image_size,
+                           checkpoint=None if checkpoint is None else str(checkpoint.resolve()),
+                           checkpoint_sha256=None if checkpoint is None else file_sha256(checkpoint),
+                           weights="checkpoint" if checkpoint is not None else "random (seed 0)")
 
 
 def build_model(recipe: EngineRecipe) -> torch.nn.Module:
@@ -112,17 +137,26 @@ def build_model(recipe: EngineRecipe) -> torch.nn.Module:
     return build_swin(recipe.variant, recipe.checkpoint, features_only=recipe.features_only)
 
 
-def run_surgery(in_path: Path, out_path: Path, report_path: Path | None) -> dict[str, Any]:
-    """:func:`pipeline.surgery.replace_window_attention`, its report written to ``report_path`` and summarized."""
-    from pipeline.surgery import replace_window_attention
+@dataclasses.dataclass(frozen=True)
+class EngineFiles:
+    """Where :func:`make_engine` writes each artifact of one recipe."""
 
-    report = replace_window_attention(in_path, out_path)
-    if report_path is not None:
-        write_json(report_path, report)
-    log.info("surgery: %d blocks replaced (%d shifted), %d → %d nodes, self-check error %.1e",
-             report["blocks_replaced"], report["blocks_shifted"], report["node_count_before"],
-             report["node_count_after"], report["max_rel_error"])
-    return report
+    out: Path
+    variant: str
+    precision: str
+
+    onnx = property(lambda self: self.out / "model.onnx")
+    swin = property(lambda self: self.out / "model.swin.onnx")
+    surgery_report = property(lambda self: self.out / "surgery.json")
+    qdq = property(lambda self: self.out / "model.swin.qdq.onnx")
+    calibration_cache = property(lambda self: self.out / "calibration_cache.json")
+    typed = property(lambda self: self.out / f"model.swin.{self.precision}.onnx")
+    engine = property(lambda self: self.out / f"swin_{self.variant.lower()}_{self.precision}.engine")
+    engine_metadata = property(lambda self: self.engine.with_suffix(".json"))
+    verify_report = property(lambda self: self.out / "verify.json")
+    report = property(lambda self: self.out / "report.json")
+    #: Shared by every engine folder beside this one: TensorRT's timings do not depend on the model.
+    timing_cache = property(lambda self: self.out.parent / "timing.cache")
 
 
 #: What make_engine writes besides model.onnx: removed when the model changes, so no engine, graph or report of the
@@ -131,14 +165,29 @@ _MODEL_ARTIFACTS = ("model.swin.onnx", "model.swin.*.onnx", "surgery.json", "swi
                     "calibration_cache.json", "verify.json", "report.json")
 
 
-def _remove_previous_model(runner: StageRunner) -> None:
-    stale = sorted({path for pattern in _MODEL_ARTIFACTS for path in runner.out_dir.glob(pattern)})
-    for path in stale:
-        path.unlink()
-    runner.forget()
-    if stale:
-        log.info("engine: the model changed; removed %d artifacts of the previous one from %s: %s", len(stale),
-                 runner.out_dir, ", ".join(p.name for p in stale))
+class EngineRun:
+    """One :func:`make_engine` call: the recipe, its files, the stage runner and the model (built on first use)."""
+
+    def __init__(self, recipe: EngineRecipe, out: Path) -> None:
+        self.recipe = recipe
+        self.files = EngineFiles(out, recipe.variant, recipe.precision)
+        self.runner = StageRunner(out)
+        self.model_record = recipe.model_record()
+        self._model: torch.nn.Module | None = None
+
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = build_model(self.recipe)
+        return self._model
+
+    def remove_previous_model(self) -> None:
+        stale = sorted({path for pattern in _MODEL_ARTIFACTS for path in self.files.out.glob(pattern)})
+        for path in stale:
+            path.unlink()
+        self.runner.forget()
+        if stale:
+            log.info("engine: the model changed; removed %d artifacts of the previous one from %s: %s", len(stale),
+                     self.files.out, ", ".join(p.name for p in stale))
 
 
 def _folder_listing(folder: Path | None) -> list[tuple[str, int, int]]:
@@ -148,109 +197,187 @@ def _folder_listing(folder: Path | None) -> list[tuple[str, int, int]]:
     return sorted((str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in Path(folder).rglob("*") if p.is_file())
 
 
-def make_engine(recipe: EngineRecipe, out_dir: str | Path) -> dict[str, Any]:
-    """Validate ``recipe``, then run export, surgery, precision, build and verify into ``out_dir``.
+# ---------------------------------------------------------------------------------------------------------
+# The stages. Each is run(EngineRun) -> the stage's key numbers, which stages.json keeps for skipped runs.
+
+
+def export_model(recipe: EngineRecipe, path: Path, model: torch.nn.Module | None = None) -> Path:
+    """The export stage alone (``python -m pipeline export``): the recipe's model (or ``model``) to ``path``."""
+    from pipeline.export import export_onnx
+
+    recipe.validate(until="export")
+    return export_onnx(model or build_model(recipe), path, img_size=recipe.image_size, max_batch=recipe.max_batch)
+
+
+def _export(run: EngineRun) -> dict[str, Any]:
+    if run.runner.records:  # export runs again: the model changed, so nothing made from the previous one stays
+        run.remove_previous_model()
+    return {"onnx": str(export_model(run.recipe, run.files.onnx, run.model()))}
+
+
+def _surgery(run: EngineRun) -> dict[str, Any]:
+    from pipeline.surgery import replace_window_attention
+
+    report = replace_window_attention(run.files.onnx, run.files.swin, report_path=run.files.surgery_report)
+    return report.summary()
+
+
+def _check(run: EngineRun) -> dict[str, Any]:
+    from pipeline.check import compare_onnx
+
+    batches = tuple(sorted({min(b, run.recipe.max_batch) for b in CHECK_BATCHES}))
+    return compare_onnx(run.files.onnx, run.files.swin, batches).raise_if_failed().summary()
+
+
+def _precision(run: EngineRun) -> dict[str, Any]:
+    from pipeline.precision import convert_fp16
+
+    recipe, files = run.recipe, run.files
+    if recipe.precision == "fp32":
+        files.typed.unlink(missing_ok=True)
+        files.typed.hardlink_to(files.swin)  # the surgered graph is already the FP32 one
+        return {"precision": "fp32"}
+    if recipe.precision == "fp16":
+        return convert_fp16(files.swin, files.typed)
+    from calib import quantize_int8
+
+    calibration = quantize_int8(files.swin, files.qdq, calib_dir=recipe.calib_dir, samples=recipe.calib_samples,
+                                method=recipe.calib_method, exclude=recipe.calib_exclude,
+                                cache_path=files.calibration_cache)
+    return {"calibration": calibration, "fp16": convert_fp16(files.qdq, files.typed)}
+
+
+def _build(run: EngineRun) -> dict[str, Any]:
+    from pipeline.build import build_engine
+
+    recipe = run.recipe
+    return build_engine(run.files.typed, run.files.engine, plugin_library=recipe.plugin_library, batch=recipe.batch,
+                        backend=recipe.backend, sm=recipe.sm, timing_cache=run.files.timing_cache,
+                        opt_level=recipe.opt_level, embed_plugin=recipe.embed_plugin,
+                        detailed_profile=recipe.detailed_profile).to_json()
+
+
+def _verify(run: EngineRun) -> dict[str, Any]:
+    from pipeline.verify import verify
+
+    recipe = run.recipe
+    result = verify(run.model(), run.files.engine, recipe.precision, image_dir=recipe.verify_images,
+                    batch=min(8, recipe.max_batch), out_path=run.files.verify_report,
+                    plugin_library=recipe.plugin_library, onnx_path=run.files.typed,
+                    model_record=run.model_record.to_json())
+    return {k: v for k, v in result.items() if k in ("passed", "runners", "executed", "images", "outputs",
+                                                      "thresholds")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of :func:`make_engine`: what it reads, writes and depends on, and what runs it.
+
+    ``params`` and the hashes of ``inputs`` make the stage's fingerprint; a stage whose fingerprint is unchanged
+    and whose ``outputs`` exist is skipped.
+    """
+
+    name: str
+    run: Callable[[EngineRun], dict[str, Any]]
+    inputs: Callable[[EngineRun], list[Path]]
+    outputs: Callable[[EngineRun], list[Path]]
+    params: Callable[[EngineRun], dict[str, Any]] = lambda run: {}
+
+
+def _model_params(run: EngineRun) -> dict[str, Any]:
+    # The checkpoint enters the fingerprints as the hash model_record already took, not as a file to hash again.
+    recipe = run.recipe
+    return {"variant": recipe.variant.upper(), "img_size": recipe.image_size, "max_batch": recipe.max_batch,
+            "features_only": recipe.features_only, "checkpoint_sha256": run.model_record.checkpoint_sha256}
+
+
+def _precision_params(run: EngineRun) -> dict[str, Any]:
+    recipe = run.recipe
+    if recipe.precision != "int8":
+        return {"precision": recipe.precision}
+    return {"precision": "int8", "calib_dir": recipe.calib_dir, "samples": recipe.calib_samples,
+            "method": recipe.calib_method, "exclude": recipe.calib_exclude,
+            "listing": _folder_listing(recipe.calib_dir)}
+
+
+def _build_params(run: EngineRun) -> dict[str, Any]:
+    recipe = run.recipe
+    return {"batch": recipe.batch, "backend": recipe.backend, "sm": recipe.sm, "opt_level": recipe.opt_level,
+            "embed_plugin": recipe.embed_plugin, "detailed_profile": recipe.detailed_profile}
+
+
+def _verify_params(run: EngineRun) -> dict[str, Any]:
+    recipe = run.recipe
+    return {"precision": recipe.precision, "images": recipe.verify_images,
+            "listing": _folder_listing(recipe.verify_images),
+            "checkpoint_sha256": run.model_record.checkpoint_sha256}
+
+
+#: The pipeline, in order.
+STAGES: tuple[Stage, ...] = (
+    Stage("export", _export, inputs=lambda run: [], outputs=lambda run: [run.files.onnx], params=_model_params),
+    Stage("surgery", _surgery, inputs=lambda run: [run.files.onnx],
+          outputs=lambda run: [run.files.swin, run.files.surgery_report]),
+    Stage("check", _check, inputs=lambda run: [run.files.onnx, run.files.swin], outputs=lambda run: [],
+          params=lambda run: {"batches": CHECK_BATCHES}),
+    Stage("precision", _precision, inputs=lambda run: [run.files.swin], outputs=lambda run: [run.files.typed],
+          params=_precision_params),
+    Stage("build", _build, inputs=lambda run: [run.files.typed, Path(run.recipe.plugin_library)],
+          outputs=lambda run: [run.files.engine, run.files.engine_metadata], params=_build_params),
+    Stage("verify", _verify, inputs=lambda run: [run.files.typed, run.files.engine],
+          outputs=lambda run: [run.files.verify_report], params=_verify_params),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+def _stages_until(until: str) -> tuple[str, ...]:
+    if until not in STAGE_NAMES:
+        raise PipelineError(f"unknown stage {until!r}: expected one of {', '.join(STAGE_NAMES)}")
+    return STAGE_NAMES[:STAGE_NAMES.index(until) + 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineReport(JsonRecord):
+    """What :func:`make_engine` did: written to ``report.json``."""
+
+    variant: str
+    precision: str
+    engine: Path | None  #: None when the run stopped before the build
+    model: ModelRecord
+    stages: dict[str, StageRecord]
+
+
+def make_engine(recipe: EngineRecipe, out_dir: str | Path, *, until: str = "verify") -> EngineReport:
+    """Validate ``recipe``, then run :data:`STAGES` up to and including ``until`` into ``out_dir``.
 
     Returns the report also written to ``out_dir/report.json``. A folder this call creates is removed again if
     the run fails before any stage completed, so a typo never leaves an empty folder behind.
     """
-    recipe.validate()
+    recipe.validate(until)
     out = Path(out_dir)
     created = not out.exists()
     try:
-        return _run_stages(recipe, out)
+        return _run_stages(EngineRun(recipe, out), _stages_until(until))
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
 
 
-def _run_stages(recipe: EngineRecipe, out: Path) -> dict[str, Any]:
-    # Imported here: torch, calibration and the build pull in libraries a validation failure should not wait for.
-    from calib import quantize_int8
-    from pipeline.build import build_engine
-    from pipeline.export import export_onnx
-    from pipeline.precision import convert_fp16
-    from pipeline.verify import verify
-
-    model_cache: list[torch.nn.Module] = []
-
-    def model() -> torch.nn.Module:
-        if not model_cache:
-            model_cache.append(build_model(recipe))
-        return model_cache[0]
-
-    runner = StageRunner(out)
-    model_record = recipe.model_record()
-    onnx_path, swin_path = out / "model.onnx", out / "model.swin.onnx"
-    size, max_batch = recipe.image_size, recipe.batch[2]
-    # The checkpoint enters the fingerprints as the hash model_record already took, not as a file to hash again.
-    model_params = {"variant": recipe.variant.upper(), "img_size": size, "max_batch": max_batch,
-                    "features_only": recipe.features_only, "checkpoint_sha256": model_record["checkpoint_sha256"]}
-
-    def export() -> dict[str, Any]:
-        if runner.records:  # export runs again: the model changed, so nothing made from the previous one stays
-            _remove_previous_model(runner)
-        return {"onnx": str(export_onnx(model(), onnx_path, img_size=size, max_batch=max_batch))}
-
-    runner.run("export", model_params, [], [onnx_path], export)
-
-    def surgery() -> dict[str, Any]:
-        report = run_surgery(onnx_path, swin_path, out / "surgery.json")
-        return {k: report[k] for k in ("blocks_replaced", "blocks_shifted", "node_count_before", "node_count_after",
-                                       "max_rel_error")}
-
-    runner.run("surgery", {}, [onnx_path], [swin_path, out / "surgery.json"], surgery)
-
-    typed_path = out / f"model.swin.{recipe.precision}.onnx"
-
-    def precision() -> dict[str, Any]:
-        if recipe.precision == "fp32":
-            typed_path.unlink(missing_ok=True)
-            typed_path.hardlink_to(swin_path)  # the surgered graph is already the FP32 one
-            return {"precision": "fp32"}
-        if recipe.precision == "fp16":
-            return convert_fp16(swin_path, typed_path)
-        qdq_path = out / "model.swin.qdq.onnx"
-        calibration = quantize_int8(swin_path, qdq_path, calib_dir=recipe.calib_dir, samples=recipe.calib_samples,
-                                    method=recipe.calib_method, exclude=recipe.calib_exclude,
-                                    cache_path=out / "calibration_cache.json")
-        return {"calibration": calibration, "fp16": convert_fp16(qdq_path, typed_path)}
-
-    calib_params = ({"calib_dir": recipe.calib_dir, "samples": recipe.calib_samples, "method": recipe.calib_method,
-                     "exclude": recipe.calib_exclude, "listing": _folder_listing(recipe.calib_dir)}
-                    if recipe.precision == "int8" else {})
-    runner.run("precision", {"precision": recipe.precision, **calib_params}, [swin_path], [typed_path], precision)
-
-    engine_path = out / f"swin_{recipe.variant.lower()}_{recipe.precision}.engine"
-    plugin = Path(recipe.plugin_library)
-    build_params = {"batch": recipe.batch, "backend": recipe.backend, "sm": recipe.sm, "opt_level": recipe.opt_level,
-                    "embed_plugin": recipe.embed_plugin, "detailed_profile": recipe.detailed_profile}
-    runner.run("build", build_params, [typed_path, plugin], [engine_path, engine_path.with_suffix(".json")],
-               lambda: build_engine(typed_path, engine_path, plugin_library=plugin, batch=recipe.batch,
-                                    backend=recipe.backend, sm=recipe.sm, timing_cache=out.parent / "timing.cache",
-                                    opt_level=recipe.opt_level, embed_plugin=recipe.embed_plugin,
-                                    detailed_profile=recipe.detailed_profile))
-
-    def verification() -> dict[str, Any]:
-        result = verify(model(), engine_path, recipe.precision, image_dir=recipe.verify_images,
-                        batch=min(8, max_batch), out_path=out / "verify.json", plugin_library=plugin,
-                        onnx_path=typed_path, model_record=model_record)
-        return {k: v for k, v in result.items() if k in ("passed", "runners", "executed", "images", "outputs",
-                                                          "thresholds")}
-
-    verify_params = {"precision": recipe.precision, "images": recipe.verify_images,
-                     "listing": _folder_listing(recipe.verify_images),
-                     "checkpoint_sha256": model_record["checkpoint_sha256"]}
-    runner.run("verify", verify_params, [typed_path, engine_path], [out / "verify.json"], verification)
-
-    report = {"variant": recipe.variant.upper(), "precision": recipe.precision, "engine": str(engine_path),
-              "model": model_record, "stages": runner.summary}
-    write_json(out / "report.json", report)
-    skipped = [k for k, v in runner.summary.items() if v["skipped"]]
-    log.info("engine: %s ready (%d stages, %d reused: %s); report in %s", engine_path, len(runner.summary),
-             len(skipped), ", ".join(skipped) or "none", out / "report.json")
+def _run_stages(run: EngineRun, names: tuple[str, ...]) -> EngineReport:
+    for stage in STAGES[:len(names)]:
+        run.runner.run(stage.name, stage.params(run), stage.inputs(run), stage.outputs(run),
+                       lambda stage=stage: stage.run(run))
+    built = "build" in names
+    report = EngineReport(variant=run.recipe.variant.upper(), precision=run.recipe.precision,
+                          engine=run.files.engine if built else None, model=run.model_record,
+                          stages=dict(run.runner.summary))
+    write_json(run.files.report, report.to_json())
+    skipped = [name for name, record in report.stages.items() if record.skipped]
+    log.info("engine: %s ready (%d stages, %d reused: %s); report in %s", report.engine or run.files.swin,
+             len(report.stages), len(skipped), ", ".join(skipped) or "none", run.files.report)
     return report
 
 
-__all__ = ["DEFAULT_PLUGIN", "PRECISIONS", "EngineRecipe", "build_model", "make_engine", "run_surgery"]
+__all__ = ["DEFAULT_PLUGIN", "PRECISIONS", "STAGES", "EngineRecipe", "EngineReport", "ModelRecord", "build_model",
+           "export_model", "make_engine"]

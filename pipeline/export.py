@@ -17,16 +17,15 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from pipeline.artifacts import write_onnx
+from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
 from pipeline.interrupts import interrupts_deferred
+from pipeline.onnx_io import write_onnx
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 18
-#: onnxruntime vs PyTorch, relative to the output's magnitude (FP32 on the CPU agrees to ~1e-6).
-EXPORT_TOLERANCE = 1e-4
 
 
 def _output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -58,11 +57,11 @@ def check_against_torch(model: nn.Module, onnx_path: str | Path, img_size: tuple
             if e.shape != a.shape:
                 raise PipelineError(f"export check: output {name} has shape {a.shape} in onnxruntime but "
                                     f"{e.shape} in PyTorch at batch {batch}")
-            error = float(np.abs(e - a).max() / max(1.0, float(np.abs(e).max())))
+            error = relative_error(e, a)
             worst = max(worst, error)
-            if error > EXPORT_TOLERANCE:
+            if error > FP32_TOLERANCE:
                 raise PipelineError(f"export check: onnxruntime differs from PyTorch by {error:.2e} (relative) on "
-                                    f"output {name} at batch {batch}, above {EXPORT_TOLERANCE:.0e}; the exported "
+                                    f"output {name} at batch {batch}, above {FP32_TOLERANCE:.0e}; the exported "
                                     "graph is wrong, so nothing was written")
     return worst
 

@@ -1,8 +1,8 @@
-"""Calibration images: a folder of photos → ImageNet-preprocessed float32 batches.
+"""Images for calibration and verification: a folder of photos → ImageNet-preprocessed float32 batches.
 
-Calibration has to see real images: activation ranges of noise inputs differ from those of photos. Without a
-user folder, :func:`generate_image_folder` writes crops of the photos that ship with scikit-image, in a folder
-labelled as generated, so nobody mistakes it for a real calibration set.
+Calibration has to see real images: activation ranges of noise inputs differ from those of photos; verification
+compares on them for the same reason. Without a user folder, :func:`generate_image_folder` writes crops of the
+photos that ship with scikit-image, in a folder labelled as generated, so nobody mistakes it for a real data set.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-#: File name suffixes read from a calibration folder (compared case-insensitively).
+#: File name suffixes read from an image folder (compared case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -39,7 +39,7 @@ ImageSize = int | tuple[int, int]
 
 
 @dataclass
-class CalibrationSet:
+class ImageSet:
     """Preprocessed images and where they came from."""
 
     images: np.ndarray  # float32 [count, 3, H, W]
@@ -64,11 +64,11 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     accepted = ", ".join(IMAGE_SUFFIXES)
     if not folder.is_dir():
-        raise PipelineError(f"calibration folder {folder} does not exist or is not a folder; pass a folder of "
-                            f"photos ({accepted}), or none to calibrate on generated scikit-image crops")
+        raise PipelineError(f"image folder {folder} does not exist or is not a folder; pass a folder of photos "
+                            f"({accepted}), or none to use generated crops of the scikit-image photos")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise PipelineError(f"calibration folder {folder} contains no images (searched recursively for {accepted}, "
+        raise PipelineError(f"image folder {folder} contains no images (searched recursively for {accepted}, "
                             "any case); put a few hundred representative photos there")
     return files
 
@@ -80,7 +80,7 @@ def _read_rgb(path: Path) -> Image.Image | None:
             image.load()
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        log.warning("skipping unreadable calibration image %s: %s", path, exc)
+        log.warning("skipping unreadable image %s: %s", path, exc)
         return None
 
 
@@ -111,14 +111,14 @@ def _normalize(image: Image.Image) -> np.ndarray:
     return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
 
-def load_calibration_set(folder: str | Path, count: int, seed: int = 0, img_size: ImageSize = 224) -> CalibrationSet:
-    """Draw ``count`` preprocessed samples from the images under ``folder``; see :func:`calibration_images`."""
+def load_image_set(folder: str | Path, count: int, seed: int = 0, img_size: ImageSize = 224) -> ImageSet:
+    """Draw ``count`` preprocessed samples from the images under ``folder``; see :func:`image_set`."""
     if count < 1:
-        raise PipelineError(f"need at least one calibration sample, got count={count}")
+        raise PipelineError(f"need at least one image, got count={count}")
     files = list_images(folder)
     size = _hw(img_size)
     rng = np.random.default_rng(seed)
-    result = CalibrationSet(np.empty((count, 3, *size), np.float32), Path(folder), len(files))
+    result = ImageSet(np.empty((count, 3, *size), np.float32), Path(folder), len(files))
     filled = 0
     # First round: distinct files in a seeded order, each with the plain evaluation transform.
     for index in rng.permutation(len(files)):
@@ -148,34 +148,34 @@ def load_calibration_set(folder: str | Path, count: int, seed: int = 0, img_size
             filled += 1
             result.augmented_samples += 1
     if result.files_skipped:
-        log.warning("calibration: skipped %d unreadable file(s) under %s", len(result.files_skipped), folder)
+        log.warning("images: skipped %d unreadable file(s) under %s", len(result.files_skipped), folder)
     return result
 
 
-def calibration_images(folder: str | Path | None, count: int, seed: int = 0, img_size: ImageSize = 224) -> np.ndarray:
-    """The images of :func:`image_set`."""
+def image_array(folder: str | Path | None, count: int, seed: int = 0, img_size: ImageSize = 224) -> np.ndarray:
+    """The images of :func:`image_set`, float32 ``[count, 3, H, W]``."""
     return image_set(folder, count, seed, img_size).images
 
 
-def image_set(folder: str | Path | None, count: int, seed: int = 0, img_size: ImageSize = 224) -> CalibrationSet:
+def image_set(folder: str | Path | None, count: int, seed: int = 0, img_size: ImageSize = 224) -> ImageSet:
     """``count`` samples, float32 ``[count, 3, H, W]``, ImageNet-preprocessed, with where they came from.
 
     Preprocessing is the ImageNet evaluation transform: bilinear resize so the shorter side is
     ``256 * img_size / 224``, centre crop ``img_size`` (an int or ``(H, W)``), scale to [0, 1], normalize with
     the ImageNet mean and std. ``folder`` is scanned recursively for ``IMAGE_SUFFIXES`` (any case); files that
-    cannot be decoded are skipped with a warning (:func:`load_calibration_set` also returns them and counts).
+    cannot be decoded are skipped with a warning (:func:`load_image_set` also returns them and counts).
     Files are drawn in a seeded random order, one sample each. When ``count`` exceeds the number of readable
     files, further rounds take a seeded random crop (25–100 % of the area, aspect 3/4–4/3) with a random
     horizontal flip, so samples differ. ``folder=None`` generates crops of the scikit-image photos into a
     temporary folder (with a warning); pass a real folder for anything but tests.
     """
     if folder is not None:
-        return load_calibration_set(folder, count, seed, img_size)
+        return load_image_set(folder, count, seed, img_size)
     with tempfile.TemporaryDirectory() as tmp:
         generated = Path(tmp) / GENERATED_FOLDER_NAME
         log.warning("no image folder given: using %d generated crops of scikit-image photos", count)
         generate_image_folder(generated, count, seed)
-        return load_calibration_set(generated, count, seed, img_size)
+        return load_image_set(generated, count, seed, img_size)
 
 
 def _skimage_photos() -> list[tuple[str, np.ndarray]]:
@@ -183,7 +183,7 @@ def _skimage_photos() -> list[tuple[str, np.ndarray]]:
     try:
         from skimage import data
     except ImportError as exc:
-        raise PipelineError("generating calibration images needs scikit-image (pip install scikit-image); "
+        raise PipelineError("generating images needs scikit-image (pip install scikit-image); "
                             "or pass a folder of photos") from exc
     photos = []
     for name in SKIMAGE_PHOTOS:
@@ -199,15 +199,15 @@ def generate_image_folder(path: str | Path, count: int, seed: int = 0, *, short_
     """Write ``count`` seeded random crops of the scikit-image photos as PNGs into ``path``, with a README.txt.
 
     Crops cover 25–100 % of a photo's area (aspect 3/4–4/3), are flipped half the time, and are resized so the
-    shorter side is ``short_side`` (enough for a 224 centre crop after the calibration resize). Photos are used
+    shorter side is ``short_side`` (enough for a 224 centre crop after the evaluation resize). Photos are used
     round robin, so every photo contributes. A folder that already holds the same generation (same README) is
     reused as is, so its images, and the calibration cache keyed on them, stay valid.
     """
     path = Path(path)
-    readme = (f"GENERATED calibration images, not a real data set: {count} random crops (seed {seed}, shorter "
+    readme = (f"GENERATED images, not a real data set: {count} random crops (seed {seed}, shorter "
               f"side {short_side}) of the photos bundled with scikit-image ({', '.join(SKIMAGE_PHOTOS)}).\n"
-              "Written by calib.data.generate_image_folder because no calibration folder was given. For "
-              "accuracy that matters, calibrate on a few hundred images from the deployment domain.\n")
+              "Written by pipeline.images.generate_image_folder because no image folder was given. For "
+              "accuracy that matters, calibrate and verify on a few hundred images from the deployment domain.\n")
     marker = path / GENERATED_README
     if marker.is_file() and marker.read_text() == readme and len(list(path.glob("*.png"))) == count:
         return path

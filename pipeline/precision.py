@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from pipeline.artifacts import read_onnx, write_onnx
 from pipeline.errors import PipelineError
+from pipeline.onnx_io import read_onnx, write_onnx
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ an upstream artifact re-runs exactly the stages downstream of it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import file_sha256, write_json
+from pipeline.records import JsonRecord
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,18 @@ def fingerprint(params: dict[str, Any], inputs: list[Path]) -> str:
     return digest.hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class StageRecord(JsonRecord):
+    """The last successful run of a stage: its fingerprint, duration, files and key numbers (``result``, the JSON
+    the stage returned). ``skipped`` says whether this call reused it rather than ran it."""
+
+    fingerprint: str
+    seconds: float
+    artifacts: tuple[str, ...]
+    result: dict[str, Any]
+    skipped: bool = False
+
+
 class StageRunner:
     """Runs stages into one output folder and remembers what each produced."""
 
@@ -37,8 +51,9 @@ class StageRunner:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         records = self.out_dir / RECORDS_FILE
-        self.records: dict[str, dict[str, Any]] = json.loads(records.read_text()) if records.is_file() else {}
-        self.summary: dict[str, dict[str, Any]] = {}
+        saved = json.loads(records.read_text()) if records.is_file() else {}
+        self.records = {name: StageRecord.from_json(record) for name, record in saved.items()}
+        self.summary: dict[str, StageRecord] = {}
 
     def forget(self) -> None:
         """Drop every record, e.g. when the model changed and nothing earlier may be reused."""
@@ -53,17 +68,16 @@ class StageRunner:
         """
         key = fingerprint(params, inputs)
         previous = self.records.get(name)
-        if previous and previous["fingerprint"] == key and all(p.exists() for p in outputs):
+        if previous and previous.fingerprint == key and all(p.exists() for p in outputs):
             log.info("%s: up to date, skipped", name)
-            entry = {**previous, "skipped": True}
+            record = dataclasses.replace(previous, skipped=True)
         else:
             log.info("%s: running", name)
             start = time.perf_counter()
             result = stage()
-            entry = {"fingerprint": key, "seconds": round(time.perf_counter() - start, 2),
-                     "artifacts": [str(p) for p in outputs], "result": result}
-            self.records[name] = entry
-            write_json(self.out_dir / RECORDS_FILE, self.records)
-            entry = {**entry, "skipped": False}
-        self.summary[name] = entry
-        return entry["result"]
+            record = StageRecord(fingerprint=key, seconds=round(time.perf_counter() - start, 2),
+                                 artifacts=tuple(str(p) for p in outputs), result=result)
+            self.records[name] = record
+            write_json(self.out_dir / RECORDS_FILE, {n: r.to_json() for n, r in self.records.items()})
+        self.summary[name] = record
+        return record.result

@@ -27,8 +27,11 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from pipeline.artifacts import read_onnx, write_json, write_onnx
+from pipeline.artifacts import write_json
+from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
+from pipeline.onnx_io import read_onnx, write_onnx
+from pipeline.records import JsonRecord
 from pipeline.reference import (
     PLUGIN_DOMAIN,
     PLUGIN_OP,
@@ -47,15 +50,13 @@ HEAD_SPLIT_OPS = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Gath
                   "Div", "Cast"}
 #: Ops between Q·Kᵀ and the Softmax: bias/mask addition, scaling, the per-window reshape.
 SCORE_OPS = {"Add", "Mul", "Div", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast"}
-#: Tolerance of the numeric self-check of each rewrite, relative to the region output's magnitude.
-REWRITE_TOLERANCE = 1e-4
 _PADDING_HINT = (" This block is padded: the plugin pads before the cyclic shift, as official Swin and torchvision do;"
                  " timm shifts before padding, so export timm models at a size whose stages are multiples of the"
                  " window, or load the weights into pipeline.models.build_swin.")
 
 
 @dataclass
-class WindowAttentionBlock:
+class WindowAttentionBlock(JsonRecord):
     """Everything the rewrite of one matched region needs, and what the report says about it."""
 
     softmax: str
@@ -415,32 +416,86 @@ def _check_rewrite(graph: gs.Graph, region: _Region, batch: int, image_shape: di
                                       window_size=b.window_size, shift_size=b.shift_size,
                                       num_heads=b.num_heads, scale=b.scale)
     actual = (attn @ region.proj_weight + region.proj_bias).reshape(expected.shape)
-    return float(np.abs(actual - expected).max() / max(1.0, float(np.abs(expected).max())))
+    return relative_error(expected, actual)
 
 
 def _node_counts(graph: gs.Graph) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op for n in graph.nodes).items()))
 
 
-def _stage_summary(blocks: list[WindowAttentionBlock]) -> list[dict[str, Any]]:
-    stages: list[dict[str, Any]] = []
+@dataclass
+class StageSummary(JsonRecord):
+    """The blocks of one Swin stage (consecutive blocks with the same resolution and channels)."""
+
+    stage: int
+    resolution: tuple[int, int]
+    channels: int
+    window_size: int
+    num_heads: int
+    padded: bool
+    blocks: int = 0
+    shifted: int = 0
+
+
+def _stage_summary(blocks: list[WindowAttentionBlock]) -> list[StageSummary]:
+    stages: list[StageSummary] = []
     for b in blocks:
-        key = [b.height, b.width]
-        if not stages or stages[-1]["resolution"] != key or stages[-1]["channels"] != b.channels:
-            stages.append({"stage": len(stages) + 1, "resolution": key, "channels": b.channels,
-                           "window_size": b.window_size, "num_heads": b.num_heads, "blocks": 0, "shifted": 0,
-                           "padded": b.padded})
-        stages[-1]["blocks"] += 1
-        stages[-1]["shifted"] += int(b.shift_size > 0)
+        if not stages or stages[-1].resolution != (b.height, b.width) or stages[-1].channels != b.channels:
+            stages.append(StageSummary(len(stages) + 1, (b.height, b.width), b.channels, b.window_size, b.num_heads,
+                                       b.padded))
+        stages[-1].blocks += 1
+        stages[-1].shifted += int(b.shift_size > 0)
     return stages
 
 
-def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SurgeryReport(JsonRecord):
+    """What :func:`replace_window_attention` did: written to ``surgery.json``."""
+
+    input: str
+    output: str
+    blocks_found: int
+    blocks_already_replaced: int
+    blocks: tuple[WindowAttentionBlock, ...]  #: the blocks replaced by this run
+    stages: tuple[StageSummary, ...]
+    nodes_before: dict[str, int]
+    nodes_after: dict[str, int]
+
+    @property
+    def blocks_replaced(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def blocks_shifted(self) -> int:
+        return sum(b.shift_size > 0 for b in self.blocks)
+
+    @property
+    def max_rel_error(self) -> float:
+        """The worst self-check error of a rewritten block (:func:`pipeline.compare.relative_error`)."""
+        return max((b.max_rel_error for b in self.blocks), default=0.0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"blocks_replaced": self.blocks_replaced, "blocks_shifted": self.blocks_shifted,
+                "node_count_before": sum(self.nodes_before.values()),
+                "node_count_after": sum(self.nodes_after.values()), "max_rel_error": self.max_rel_error}
+
+    def to_json(self, blocks: bool = True) -> dict[str, Any]:
+        """The report's JSON; ``blocks=False`` leaves out the per-block list."""
+        data = {**super().to_json(), **self.summary()}
+        if blocks:
+            data["blocks"] = [{**b.to_json(), "padded": b.padded} for b in self.blocks]
+        else:
+            del data["blocks"]
+        return data
+
+
+def replace_window_attention(in_path: str | Path, out_path: str | Path,
+                             report_path: str | Path | None = None) -> SurgeryReport:
     """Rewrite every window-attention block of ``in_path`` into a ``SwinWindowAttention`` node.
 
-    Writes ``out_path`` (atomically) and returns the report: blocks found/replaced/shifted,
-    per-block and per-stage parameters, node counts before and after, the worst self-check error.
-    Running it on its own output changes nothing.
+    Writes ``out_path`` (atomically) and returns the report (also written to ``report_path`` if given): blocks
+    found/replaced/shifted, per-block and per-stage parameters, node counts before and after, the worst
+    self-check error. Running it on its own output changes nothing.
     """
     graph = gs.import_onnx(read_onnx(in_path))
     nodes_before = _node_counts(graph)
@@ -470,10 +525,10 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[
         except _NoMatch as exc:
             raise PipelineError(f"{in_path}: the attention around Softmax node '{softmax.name}' looks like window "
                                 f"attention but does not match: {exc}. Nothing was written.") from exc
-        if region.block.max_rel_error > REWRITE_TOLERANCE:
+        if region.block.max_rel_error > FP32_TOLERANCE:
             raise PipelineError(f"{in_path}: replacing the block around Softmax node '{softmax.name}' would change "
                                 f"its output by {region.block.max_rel_error:.1e} (relative), above "
-                                f"{REWRITE_TOLERANCE:.0e}; its semantics differ from {PLUGIN_OP} "
+                                f"{FP32_TOLERANCE:.0e}; its semantics differ from {PLUGIN_OP} "
                                 f"({asdict(region.block)}).{_PADDING_HINT if region.block.padded else ''} "
                                 "Nothing was written.")
         new_y = _replacement(graph, region, index)
@@ -492,25 +547,12 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path) -> dict[
     model = onnx.shape_inference.infer_shapes(model)
     write_onnx(model, out_path)
 
-    report = {
-        "input": str(in_path),
-        "output": str(out_path),
-        "blocks_found": len(softmaxes) + already,
-        "blocks_replaced": len(blocks),
-        "blocks_already_replaced": already,
-        "blocks_shifted": sum(b.shift_size > 0 for b in blocks),
-        "max_rel_error": max((b.max_rel_error for b in blocks), default=0.0),
-        "stages": _stage_summary(blocks),
-        "blocks": [{**asdict(b), "padded": b.padded} for b in blocks],
-        "nodes_before": nodes_before,
-        "nodes_after": _node_counts(gs.import_onnx(model)),
-    }
-    report["node_count_before"] = sum(nodes_before.values())
-    report["node_count_after"] = sum(report["nodes_after"].values())
-    log.info("surgery: replaced %d of %d window-attention blocks (%d shifted) in %s", len(blocks),
-             report["blocks_found"], report["blocks_shifted"], in_path)
+    report = SurgeryReport(input=str(in_path), output=str(out_path), blocks_found=len(softmaxes) + already,
+                           blocks_already_replaced=already, blocks=tuple(blocks), stages=tuple(_stage_summary(blocks)),
+                           nodes_before=nodes_before, nodes_after=_node_counts(gs.import_onnx(model)))
+    if report_path is not None:
+        write_json(report_path, report.to_json())
+    log.info("surgery: replaced %d of %d window-attention blocks (%d shifted) in %s, %d → %d nodes, self-check "
+             "error %.1e", report.blocks_replaced, report.blocks_found, report.blocks_shifted, in_path,
+             sum(report.nodes_before.values()), sum(report.nodes_after.values()), report.max_rel_error)
     return report
-
-
-def write_report(report: dict[str, Any], path: str | Path) -> Path:
-    return write_json(path, report)

@@ -27,10 +27,12 @@ from polygraphy.comparator import Comparator, IterationResult, RunResults, Simpl
 from polygraphy.logger import G_LOGGER
 from tqdm import tqdm
 
-from pipeline.artifacts import file_sha256, read_onnx, write_json
-from pipeline.build import check_engine_compatible, graph_input
+from pipeline.artifacts import file_sha256, write_json
+from pipeline.build import check_engine_compatible, load_engine
+from pipeline.compare import ComparisonMetrics
+from pipeline.engine_metadata import EngineMetadata
 from pipeline.errors import PipelineError
-from pipeline.reference import ort_session
+from pipeline.onnx_io import graph_input, ort_session, read_onnx
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +78,12 @@ def _onnx_io(path: Path) -> tuple[dict[str, Any], list[str]]:
     return {"name": name, "dtype": dtype, "shape": shape}, [o.name for o in model.graph.output]
 
 
-def engine_runner(engine: Path, metadata: dict[str, Any], plugin_library: Path | None) -> BaseRunner:
-    """Polygraphy's TrtRunner on the engine, with the plugin library loaded (or the embedded one allowed)."""
-    import tensorrt as trt
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-    from polygraphy.backend.trt import util as trt_util
+def engine_runner(engine: Path, metadata: EngineMetadata, plugin_library: Path | None) -> BaseRunner:
+    """Polygraphy's TrtRunner on the engine, with the plugin library loaded (or the embedded one allowed);
+    the engine is deserialized when the runner is activated."""
+    from polygraphy.backend.trt import TrtRunner
 
-    def runtime() -> Any:
-        if not metadata["plugin"]["embedded"]:
-            library = str(plugin_library or metadata["plugin"]["library"])
-            if not trt.get_plugin_registry().load_library(library):
-                raise PipelineError(f"TensorRT could not load the plugin library {library}; run `make plugin`")
-        runtime = trt.Runtime(trt_util.get_trt_logger())
-        runtime.engine_host_code_allowed = metadata["plugin"]["embedded"]  # the plugin library inside the engine
-        return runtime
-
-    return TrtRunner(EngineFromBytes(engine.read_bytes(), runtime=runtime), name="tensorrt")
+    return TrtRunner(lambda: load_engine(engine, metadata, plugin_library), name="tensorrt")
 
 
 def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | None
@@ -105,17 +97,17 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
         raise PipelineError(f"cannot verify {artifact}: expected an .engine or an .onnx file")
 
     compatibility = check_engine_compatible(artifact)
-    metadata, runtime = compatibility["metadata"], compatibility["runtime"]
-    if runtime is not None and runtime["backend"] == "tensorrt" and runtime["sm"] is not None:
-        executed = {"kind": "engine", "path": str(artifact), "backend": f"tensorrt {runtime['version']}",
-                    "gpu": runtime["gpu"]}
-        image_input, output_names = metadata["inputs"][0], [o["name"] for o in metadata["outputs"]]
+    metadata, runtime = compatibility.metadata, compatibility.runtime
+    if runtime is not None and runtime.backend == "tensorrt" and runtime.sm is not None:
+        executed = {"kind": "engine", "path": str(artifact), "backend": f"tensorrt {runtime.version}",
+                    "gpu": runtime.gpu}
+        image_input, output_names = metadata.inputs[0].to_json(), [o.name for o in metadata.outputs]
         return engine_runner(artifact, metadata, plugin_library), image_input, output_names, executed
 
     # No TensorRT with a GPU here (or a TensorRT-RTX engine, which Polygraphy cannot run): the ONNX the engine
     # was built from is what can be checked, provided it is still that file.
-    source = Path(onnx_path or metadata["onnx"]["path"])
-    if not source.is_file() or file_sha256(source) != metadata["onnx"]["sha256"]:
+    source = Path(onnx_path or metadata.onnx.path)
+    if not source.is_file() or file_sha256(source) != metadata.onnx.sha256:
         raise PipelineError(f"{artifact} cannot run here (no TensorRT with a CUDA GPU) and {source} is missing or "
                             "not the ONNX it was built from (sha256 differs); verify on a GPU machine or pass the ONNX")
     log.warning("verify: no TensorRT runtime with a GPU for %s here; verifying the ONNX it was built from (%s) on "
@@ -123,52 +115,6 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     runner, image_input, output_names, executed = _candidate(source, plugin_library, None)
     executed["instead_of"] = str(artifact)
     return runner, image_input, output_names, executed
-
-
-class ComparisonMetrics:
-    """Accumulates the comparison of one output batch by batch, so memory stays one batch whatever the image count.
-
-    Max/mean abs error, per-sample cosine (mean, min), top-1 agreement (classifiers) and SQNR in dB.
-    """
-
-    def __init__(self) -> None:
-        self.max_abs, self.abs_sum, self.elements = 0.0, 0.0, 0
-        self.cosines: list[np.ndarray] = []
-        self.top1_agreed, self.samples, self.is_classifier = 0, 0, True
-        self.signal, self.noise = 0.0, 0.0
-
-    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
-        reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
-        error = np.abs(reference - candidate)
-        rows_ref, rows_cand = reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)
-        self.cosines.append((rows_ref * rows_cand).sum(1) / np.maximum(
-            np.linalg.norm(rows_ref, axis=1) * np.linalg.norm(rows_cand, axis=1), np.finfo(np.float64).tiny))
-        self.max_abs = max(self.max_abs, float(error.max()))
-        self.abs_sum += float(error.sum())
-        self.elements += error.size
-        self.is_classifier &= reference.ndim == 2
-        self.top1_agreed += int((rows_ref.argmax(1) == rows_cand.argmax(1)).sum())
-        self.samples += len(reference)
-        self.signal += float((reference ** 2).sum())
-        self.noise += float((error ** 2).sum())
-
-    def result(self) -> dict[str, float | None]:
-        cosine = np.concatenate(self.cosines)
-        return {
-            "max_abs": self.max_abs,
-            "mean_abs": self.abs_sum / self.elements,
-            "cosine_mean": float(cosine.mean()),
-            "cosine_min": float(cosine.min()),
-            "top1_agreement": self.top1_agreed / self.samples if self.is_classifier else None,
-            "sqnr_db": float(10 * np.log10(self.signal / self.noise)) if self.noise > 0 else None,  # None: identical
-        }
-
-
-def comparison_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | None]:
-    """:class:`ComparisonMetrics` of two whole arrays."""
-    metrics = ComparisonMetrics()
-    metrics.add(reference, candidate)
-    return metrics.result()
 
 
 def default_image_count(height: int, width: int) -> int:
@@ -191,12 +137,12 @@ def _failures(metrics: dict[str, float | None], thresholds: dict[str, float]) ->
 def _verification_images(image_dir: Path | None, count: int | None, size: tuple[int, int]
                          ) -> tuple[np.ndarray, dict[str, Any]]:
     """ImageNet-preprocessed images from ``image_dir`` (default: generated scikit-image crops) and their record."""
-    from calib.data import image_set
+    from pipeline.images import image_set
 
     loaded = image_set(image_dir, count or default_image_count(*size), seed=1, img_size=size)
     if image_dir is not None:
         return loaded.images, {"source": "folder", **loaded.report()}
-    return loaded.images, {"source": "generated crops of the scikit-image photos (calib.data, seed 1)",
+    return loaded.images, {"source": "generated crops of the scikit-image photos (pipeline.images, seed 1)",
                            **loaded.report(), "folder": None}  # the generated folder is gone already
 
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from calib import calibration_images, quantize_int8
+from calib import quantize_int8
 from calib.quantize import ROLES, default_exclusions, find_quantizable_layers
 from calib.ranges import (
     ENTROPY_BINS,
@@ -25,7 +25,9 @@ from calib.ranges import (
     percentile_amax,
 )
 from pipeline.errors import PipelineError
-from pipeline.reference import PLUGIN_OP, ort_session
+from pipeline.images import image_array
+from pipeline.onnx_io import ort_session
+from pipeline.reference import PLUGIN_OP
 
 CALIB_SAMPLES = 16
 #: Photo crops never used for calibration (a different generation seed).
@@ -174,7 +176,7 @@ def test_qdq_structure_on_swin_t(int8_swin_t) -> None:
 
 def test_int8_logits_match_fp32_on_held_out_photos(int8_swin_t) -> None:
     swin_path, int8_path, _, _ = int8_swin_t
-    images = calibration_images(None, 4, seed=EVAL_SEED)
+    images = image_array(None, 4, seed=EVAL_SEED)
     reference = ort_session(swin_path).run(None, {"images": images})[0]
     actual = ort_session(int8_path).run(None, {"images": images})[0]
     cosine = np.sum(reference * actual, 1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(actual, axis=1))

@@ -18,9 +18,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_onnx_stage_writes_all_artifacts(tmp_path: Path) -> None:
     assert main(["onnx", "--variant", "T", "--max-batch", "2", "--out-dir", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.swin.onnx", "surgery.json"]
-    report = json.loads((tmp_path / "surgery.json").read_text())
-    assert report["blocks_replaced"] == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.swin.onnx", "report.json",
+                                                         "stages.json", "surgery.json"]
+    assert json.loads((tmp_path / "surgery.json").read_text())["blocks_replaced"] == 12
+    stages = json.loads((tmp_path / "report.json").read_text())["stages"]
+    assert list(stages) == ["export", "surgery", "check"] and stages["check"]["result"]["batches"] == [1, 2]
+    assert stages["check"]["result"]["max_rel_error"] < 1e-5
+    assert main(["onnx", "--variant", "T", "--max-batch", "2", "--out-dir", str(tmp_path)]) == 0  # all reused
+    assert all(s["skipped"] for s in json.loads((tmp_path / "report.json").read_text())["stages"].values())
     check = run_cli("check", str(tmp_path / "model.onnx"), str(tmp_path / "model.swin.onnx"), "--batch", "2")
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["passed"] is True
@@ -75,8 +80,8 @@ def test_usage_errors_are_one_line_with_a_pointer_to_help() -> None:
     (["--backend", "tensorrt"], "backend 'tensorrt' needs the tensorrt Python package and a CUDA GPU"),
     (["--variant", "Q"], "unknown Swin variant 'Q'"),
     (["--checkpoint", "missing.pth"], "checkpoint missing.pth does not exist"),
-    (["--calib-dir", "no-photos"], "calibration folder no-photos does not exist"),
-    (["--images", "no-photos"], "calibration folder no-photos does not exist"),
+    (["--calib-dir", "no-photos"], "image folder no-photos does not exist"),
+    (["--images", "no-photos"], "image folder no-photos does not exist"),
 ])
 def test_engine_rejects_bad_input_before_any_stage(tmp_path: Path, args: list[str], message: str) -> None:
     """Checked by EngineRecipe.validate: nothing is exported (no 'running' stage) and no folder is created."""

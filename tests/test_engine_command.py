@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.engine import EngineRecipe, EngineReport, make_engine
 
 ARTIFACTS = {"model.onnx", "model.swin.onnx", "surgery.json", "stages.json", "verify.json", "report.json"}
 
@@ -36,7 +37,8 @@ def test_fp16_engine_then_everything_reused(engine_dir: Path, plugin_library: Pa
     assert ARTIFACTS | {"model.swin.fp16.onnx", "swin_t_fp16.engine", "swin_t_fp16.json"} <= {
         p.name for p in tmp_path.iterdir()}
     stages = report["stages"]
-    assert list(stages) == ["export", "surgery", "precision", "build", "verify"]
+    assert list(stages) == ["export", "surgery", "check", "precision", "build", "verify"]
+    assert stages["check"]["result"]["max_rel_error"] < 1e-5
     assert not any(s["skipped"] for s in stages.values())
     assert stages["build"]["result"]["plugin_layers"] == 12
     assert stages["build"]["result"]["precision"] == "fp16"
@@ -45,16 +47,22 @@ def test_fp16_engine_then_everything_reused(engine_dir: Path, plugin_library: Pa
 
     again = run_engine(tmp_path, plugin_library, "--precision", "fp16")
     assert all(s["skipped"] for s in again["stages"].values())
+    # The library call with the same recipe is the same pipeline: every stage is reused, the report is typed.
+    from_python = make_engine(EngineRecipe(variant="T", precision="fp16", batch=(1, 2, 2),
+                                           plugin_library=plugin_library), tmp_path)
+    assert all(record.skipped for record in from_python.stages.values())
+    assert from_python.engine == tmp_path / "swin_t_fp16.engine" and from_python.model.weights == "random (seed 0)"
+    assert EngineReport.from_json(json.loads((tmp_path / "report.json").read_text())) == from_python
 
     # A new precision reuses export and surgery only.
     fp32 = run_engine(tmp_path, plugin_library, "--precision", "fp32")
-    assert [name for name, s in fp32["stages"].items() if s["skipped"]] == ["export", "surgery"]
+    assert [name for name, s in fp32["stages"].items() if s["skipped"]] == ["export", "surgery", "check"]
     assert json.loads((tmp_path / "verify.json").read_text())["outputs"]["logits"]["max_abs"] <= 1e-3
 
 
 def test_int8_engine(engine_dir: Path, plugin_library: Path) -> None:
     report = run_engine(engine_dir, plugin_library, "--precision", "int8", "--calib-samples", "16")
-    assert [name for name, s in report["stages"].items() if s["skipped"]] == ["export", "surgery"]
+    assert [name for name, s in report["stages"].items() if s["skipped"]] == ["export", "surgery", "check"]
     calibration = report["stages"]["precision"]["result"]["calibration"]
     assert calibration["samples"] == 16
     assert report["stages"]["build"]["result"]["precision"] == "int8"

@@ -1,4 +1,5 @@
-"""Calibration images: folder scanning, preprocessing, unreadable files, seeding and the generated folder."""
+"""Images for calibration and verification: folder scanning, preprocessing, unreadable files, seeding, the generated
+folder."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calib.data import (
+from pipeline.errors import PipelineError
+from pipeline.images import (
     GENERATED_README,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    calibration_images,
     generate_image_folder,
+    image_array,
     list_images,
-    load_calibration_set,
+    load_image_set,
 )
-from pipeline.errors import PipelineError
 
 #: One file per accepted format, some in sub-folders and with upper-case suffixes.
 FORMATS = {"a.png": "PNG", "sub/b.JPG": "JPEG", "sub/deeper/c.jpeg": "JPEG", "d.BMP": "BMP", "e.webp": "WEBP",
@@ -42,7 +43,7 @@ def test_finds_every_format_recursively_in_any_case(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "sub" / "model.onnx").write_bytes(b"\0")
     assert list_images(tmp_path) == sorted(expected)
-    report = load_calibration_set(tmp_path, len(FORMATS), img_size=32).report()
+    report = load_image_set(tmp_path, len(FORMATS), img_size=32).report()
     assert (report["files_found"], report["files_used"], report["files_skipped"]) == (7, 7, 0)
 
 
@@ -50,7 +51,7 @@ def test_unreadable_file_is_skipped_counted_and_warned(tmp_path: Path, caplog: p
     write_images(tmp_path, {"a.png": "PNG", "b.png": "PNG"})
     (tmp_path / "broken.jpg").write_bytes(b"this is not a JPEG")
     with caplog.at_level(logging.WARNING):
-        calibration = load_calibration_set(tmp_path, 3, img_size=32)
+        calibration = load_image_set(tmp_path, 3, img_size=32)
     assert [p.name for p in calibration.files_skipped] == ["broken.jpg"]
     assert calibration.report()["files_skipped"] == 1 and len(calibration.files_used) == 2
     assert calibration.images.shape == (3, 3, 32, 32)  # the missing sample comes from an augmented crop
@@ -65,26 +66,26 @@ def test_missing_or_empty_folder_is_an_actionable_error(tmp_path: Path, make: st
     if make == "only_text":
         (folder / "readme.txt").write_text("no images here")
     with pytest.raises(PipelineError, match=r"photos.*\.jpg.*\.tiff") as error:
-        calibration_images(folder, 4)
+        image_array(folder, 4)
     assert str(folder) in str(error.value)
 
 
 def test_all_files_unreadable_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "broken.png").write_bytes(b"garbage")
     with pytest.raises(PipelineError, match="none of the 1 image files"):
-        calibration_images(tmp_path, 2)
+        image_array(tmp_path, 2)
 
 
 def test_imagenet_preprocessing_of_a_known_image(tmp_path: Path) -> None:
     # A solid colour survives resizing and cropping exactly, so every pixel has a known normalized value.
     colour = np.array([255, 128, 0], np.uint8)
     Image.fromarray(np.broadcast_to(colour, (300, 500, 3)).copy()).save(tmp_path / "solid.png")
-    images = calibration_images(tmp_path, 1, img_size=224)
+    images = image_array(tmp_path, 1, img_size=224)
     assert images.shape == (1, 3, 224, 224) and images.dtype == np.float32
     expected = (colour / 255 - IMAGENET_MEAN) / IMAGENET_STD
     np.testing.assert_allclose(images[0].reshape(3, -1), np.broadcast_to(expected[:, None], (3, 224 * 224)),
                                atol=1e-5)
-    assert calibration_images(tmp_path, 1, img_size=(64, 96)).shape == (1, 3, 64, 96)
+    assert image_array(tmp_path, 1, img_size=(64, 96)).shape == (1, 3, 64, 96)
 
 
 def test_centre_crop_keeps_the_middle_of_the_shorter_side(tmp_path: Path) -> None:
@@ -92,18 +93,18 @@ def test_centre_crop_keeps_the_middle_of_the_shorter_side(tmp_path: Path) -> Non
     pixels = np.zeros((256, 256, 3), np.uint8)
     pixels[:, 128:] = 255
     Image.fromarray(pixels).save(tmp_path / "halves.png")
-    row = calibration_images(tmp_path, 1)[0, 0, 112]
+    row = image_array(tmp_path, 1)[0, 0, 112]
     assert (row[:110] < 0).all() and (row[114:] > 0).all()
 
 
 def test_sampling_is_seeded_and_extra_samples_differ(tmp_path: Path) -> None:
     write_images(tmp_path, {f"{i}.png": "PNG" for i in range(3)})
-    first = calibration_images(tmp_path, 8, seed=5, img_size=32)
-    np.testing.assert_array_equal(first, calibration_images(tmp_path, 8, seed=5, img_size=32))
-    assert not np.array_equal(first, calibration_images(tmp_path, 8, seed=6, img_size=32))
+    first = image_array(tmp_path, 8, seed=5, img_size=32)
+    np.testing.assert_array_equal(first, image_array(tmp_path, 8, seed=5, img_size=32))
+    assert not np.array_equal(first, image_array(tmp_path, 8, seed=6, img_size=32))
     flat = first.reshape(len(first), -1)
     assert len(np.unique(flat, axis=0)) == len(first), "samples beyond the file count must be new crops"
-    assert load_calibration_set(tmp_path, 8, img_size=32).augmented_samples == 5
+    assert load_image_set(tmp_path, 8, img_size=32).augmented_samples == 5
 
 
 def test_generated_folder_is_labelled_reused_and_loadable(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -117,5 +118,5 @@ def test_generated_folder_is_labelled_reused_and_loadable(tmp_path: Path, caplog
     generate_image_folder(folder, 3, seed=1)
     assert len(list(folder.glob("*.png"))) == 3
     with caplog.at_level(logging.WARNING):
-        images = calibration_images(None, 2, img_size=64)
+        images = image_array(None, 2, img_size=64)
     assert images.shape == (2, 3, 64, 64) and "generated" in caplog.text

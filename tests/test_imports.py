@@ -1,4 +1,4 @@
-"""No module of pipeline/, calib/ or benchmarks/ is part of an import cycle.
+"""No module of pipeline/, calib/ or benchmarks/ is part of an import cycle, and shared helpers sit in leaf modules.
 
 Every import counts, also one inside a function: a lazy import only hides a cycle until the day someone moves it
 to the top. Importing ``a.b.c`` also runs the ``a`` and ``a.b`` packages' ``__init__``.
@@ -12,6 +12,10 @@ from pathlib import Path
 from pipeline.native import ROOT
 
 PACKAGES = ("pipeline", "calib", "benchmarks")
+#: What several stages share; a leaf imports only other leaves, and calib/ (a stage of its own) imports only leaves.
+LEAVES = {"pipeline", "pipeline.errors", "pipeline.artifacts", "pipeline.interrupts", "pipeline.records",
+          "pipeline.variants", "pipeline.compare", "pipeline.reference", "pipeline.onnx_io", "pipeline.images",
+          "pipeline.engine_metadata"}
 
 
 def module_files() -> dict[str, Path]:
@@ -76,6 +80,15 @@ def test_no_import_cycles() -> None:
     modules = module_files()
     assert {"pipeline.engine", "calib.int8", "benchmarks.bench"} <= set(modules)
     assert cycles(import_graph(modules)) == []
+
+
+def test_leaves_and_calib_import_only_leaves() -> None:
+    modules = module_files()
+    graph = import_graph(modules)
+    assert LEAVES <= set(modules)
+    importers = sorted(LEAVES) + sorted(m for m in modules if m.split(".")[0] == "calib")
+    offending = {m: sorted(i for i in graph[m] if i.startswith("pipeline") and i not in LEAVES) for m in importers}
+    assert {m: i for m, i in offending.items() if i} == {}
 
 
 def test_a_cycle_is_found() -> None:

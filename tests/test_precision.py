@@ -10,8 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.errors import PipelineError
+from pipeline.onnx_io import ort_session, tensor_types
 from pipeline.precision import convert_fp16
-from pipeline.reference import PLUGIN_OP, ort_session, tensor_types
+from pipeline.reference import PLUGIN_OP
 
 
 @pytest.fixture(scope="module")

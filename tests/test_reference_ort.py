@@ -18,7 +18,8 @@ import pytest
 from onnx import helper, numpy_helper
 from plugin_build import synthetic_onnx
 
-from pipeline.reference import ATTRIBUTES, PLUGIN_OP, ort_session, window_attention_reference
+from pipeline.onnx_io import ort_session
+from pipeline.reference import ATTRIBUTES, PLUGIN_OP, window_attention_reference
 
 SIZE = {"channels": 96, "height": 28, "width": 28}
 
@@ -62,7 +63,7 @@ def test_run_outside_the_main_thread_and_handler_restored(four_blocks: Path) -> 
 CHILD = """
 import sys
 import numpy as np
-from pipeline.reference import ort_session
+from pipeline.onnx_io import ort_session
 
 session = ort_session(sys.argv[1])
 feed = {{"tokens": np.random.default_rng(1).standard_normal((4, {tokens}, {channels}), np.float32)}}

@@ -23,10 +23,10 @@ BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
     try:
-        from calib.data import calibration_images
+        from pipeline.images import image_array
     except ImportError:  # calib/ lands in parallel; random images still exercise the comparison
         return np.random.default_rng(1).normal(size=(8, 3, 224, 224)).astype(np.float32)
-    return calibration_images(None, 8, seed=1)
+    return image_array(None, 8, seed=1)
 
 
 def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
