@@ -39,7 +39,7 @@ onnx: venv
 	$(PY) -m pipeline onnx --variant $(VARIANT) --max-batch $(MAX_BATCH) --out-dir $(BUILD_DIR) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
-# Every stage into $(BUILD_DIR): export, surgery, precision (FP16 / INT8 calibration), engine build
+# Every stage into $(BUILD_DIR): export, surgery, check, precision (FP16 / INT8 calibration), engine build
 # (TensorRT when installed with a GPU, else TensorRT-RTX ahead of time for SM), verification. Stages whose
 # inputs are unchanged are reused. IMAGES: verification photos (default CALIB_DIR); ENGINE_ARGS: more flags of
 # `python -m pipeline engine` (e.g. --features-only --img-size 800x1333).
