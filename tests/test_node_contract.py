@@ -57,6 +57,7 @@ class Implementations:
     """The files checked against the contract (``surgered_onnx`` None skips the graph check)."""
 
     reference_py: Path = ROOT / "pipeline" / "reference.py"
+    onnx_io_py: Path = ROOT / "pipeline" / "onnx_io.py"  #: registers the reference as an onnxruntime op
     native_py: Path = ROOT / "pipeline" / "native.py"
     plugin_cpp: Path = PLUGIN_DIR / "swin_window_attention_plugin.cpp"
     plugin_h: Path = PLUGIN_DIR / "swin_window_attention_plugin.h"
@@ -262,17 +263,9 @@ def boundary_cases(c: Contract) -> list[tuple[str, bool, dict[str, int]]]:
     return cases
 
 
-def check_reference(c: Contract, path: Path) -> list[str]:
-    module = import_path(path)
+def check_ort_op(c: Contract, path: Path, attributes: tuple[str, ...]) -> list[str]:
+    """The onnxruntime op: its attribute types and its I/O count, evaluated from the registration's source."""
     problems = []
-    for constant, expected in (("PLUGIN_OP", c.name), ("PLUGIN_DOMAIN", c.domain), ("PLUGIN_VERSION", c.version),
-                               ("MASK_VALUE", c.mask_value), ("ATTRIBUTES", tuple(c.attributes))):
-        if not hasattr(module, constant):
-            raise DeclarationNotFound(f"{path}: {constant} not found")
-        if getattr(module, constant) != expected:
-            problems.append(f"{path.name}: {constant} = {getattr(module, constant)!r}, the contract says {expected!r}")
-
-    # The onnxruntime op: its attribute types and its I/O count, evaluated from the registration's source.
     tree = ast.parse(path.read_text())
     register = next((n for n in ast.walk(tree)
                      if isinstance(n, ast.FunctionDef) and n.name == "_register_ort_custom_op"), None)
@@ -286,7 +279,7 @@ def check_reference(c: Contract, path: Path) -> list[str]:
     if attrs is None or decorator is None:
         raise DeclarationNotFound(f"{path}: the `attrs = ...` of _register_ort_custom_op or its @onnx_op not found")
     dt = types.SimpleNamespace(dt_float="float", dt_int64="int", dt_string="string")
-    namespace = {"int_attr": "int32", "float_attr": "float32", "str_attr": "string", "ATTRIBUTES": module.ATTRIBUTES,
+    namespace = {"int_attr": "int32", "float_attr": "float32", "str_attr": "string", "ATTRIBUTES": attributes,
                  "PyCustomOpDef": dt}
     registered = eval(compile(ast.Expression(attrs), str(path), "eval"), namespace)
     declared = {name: c.types[name] for name in c.attributes}
@@ -298,6 +291,20 @@ def check_reference(c: Contract, path: Path) -> list[str]:
     if (len(io.get("inputs", [])), len(io.get("outputs", []))) != (len(c.inputs), len(c.outputs)):
         problems.append(f"{path.name}: the onnxruntime op has {len(io.get('inputs', []))} inputs and "
                         f"{len(io.get('outputs', []))} outputs, the contract {len(c.inputs)} and {len(c.outputs)}")
+    return problems
+
+
+def check_reference(c: Contract, path: Path, op_path: Path) -> list[str]:
+    module = import_path(path)
+    problems = []
+    for constant, expected in (("PLUGIN_OP", c.name), ("PLUGIN_DOMAIN", c.domain), ("PLUGIN_VERSION", c.version),
+                               ("MASK_VALUE", c.mask_value), ("ATTRIBUTES", tuple(c.attributes))):
+        if not hasattr(module, constant):
+            raise DeclarationNotFound(f"{path}: {constant} not found")
+        if getattr(module, constant) != expected:
+            problems.append(f"{path.name}: {constant} = {getattr(module, constant)!r}, the contract says {expected!r}")
+
+    problems += check_ort_op(c, op_path, module.ATTRIBUTES)
 
     # validate_attributes on both sides of every bound.
     for bound, inside, case in boundary_cases(c):
@@ -539,7 +546,7 @@ def contract_mismatches(contract_path: Path, implementations: Implementations = 
     if problems:
         return problems  # the implementations cannot be checked against a contract that contradicts itself
     i = implementations
-    problems += check_reference(contract, i.reference_py)
+    problems += check_reference(contract, i.reference_py, i.onnx_io_py)
     problems += check_plugin_cpp(contract, i.plugin_cpp)
     problems += check_plugin_h(contract, i.plugin_h)
     problems += check_index_h(contract, i.index_h)
@@ -637,7 +644,7 @@ MUTATIONS = [
      "&mAttributes.shiftSize, PluginFieldType::kFLOAT32"),
     ("type of the creator's fields", "plugin_cpp", "PluginFieldType::kFLOAT32 : PluginFieldType::kINT32;",
      "PluginFieldType::kFLOAT32 : PluginFieldType::kFLOAT32;"),
-    ("type of the onnxruntime op", "reference_py", 'float_attr if name == "scale" else int_attr',
+    ("type of the onnxruntime op", "onnx_io_py", 'float_attr if name == "scale" else int_attr',
      'float_attr if name in ("scale", "window_size") else int_attr'),
     ("type in the ctypes params", "native_py", '[("scale", ctypes.c_float)]', '[("scale", ctypes.c_int32)]'),
     ("type in the Attributes struct", "plugin_h", "int32_t windowSize{0};", "float windowSize{0};"),
