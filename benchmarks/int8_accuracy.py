@@ -105,7 +105,7 @@ def main() -> None:
         int8 = run(ort_session(quantized), evaluation, args.batch)
         calib_s = absmax_s + (histogram_s if method != "max" else 0.0) + search_and_insert_s
         rows.append({"config": label, "method": method, "percentile": percentile, "exclude": list(exclude),
-                     "quantized_layers": len(layers) - len(excluded), **comparison_metrics(reference, int8),
+                     "quantized_layers": len(layers) - len(excluded), **comparison_metrics(reference, int8).to_json(),
                      "calib_and_quantize_s": round(calib_s, 1)})
         print(f"{label}: {rows[-1]}", flush=True)
 

@@ -8,7 +8,11 @@ graph vs the export) all compute the same function in float32, so they share :fu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from pipeline.records import JsonRecord
 
 #: Two float32 computations of the same graph agree to this relative error (measured: ~1e-6 on the CPU).
 FP32_TOLERANCE = 1e-4
@@ -18,6 +22,18 @@ def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     """Max absolute error relative to the expected output's magnitude, floored at 1 (so near-zero outputs are
     judged absolutely)."""
     return float(np.abs(expected - actual).max() / max(1.0, float(np.abs(expected).max())))
+
+
+@dataclass(frozen=True)
+class Metrics(JsonRecord):
+    """How far a candidate's outputs are from the reference's, over every sample compared."""
+
+    max_abs: float
+    mean_abs: float
+    cosine_mean: float  #: per-sample cosine similarity of the flattened outputs
+    cosine_min: float
+    top1_agreement: float | None  #: classifiers only (2-D outputs)
+    sqnr_db: float | None  #: None: identical outputs
 
 
 class ComparisonMetrics:
@@ -47,19 +63,15 @@ class ComparisonMetrics:
         self.signal += float((reference ** 2).sum())
         self.noise += float((error ** 2).sum())
 
-    def result(self) -> dict[str, float | None]:
+    def result(self) -> Metrics:
         cosine = np.concatenate(self.cosines)
-        return {
-            "max_abs": self.max_abs,
-            "mean_abs": self.abs_sum / self.elements,
-            "cosine_mean": float(cosine.mean()),
-            "cosine_min": float(cosine.min()),
-            "top1_agreement": self.top1_agreed / self.samples if self.is_classifier else None,
-            "sqnr_db": float(10 * np.log10(self.signal / self.noise)) if self.noise > 0 else None,  # None: identical
-        }
+        return Metrics(max_abs=self.max_abs, mean_abs=self.abs_sum / self.elements, cosine_mean=float(cosine.mean()),
+                       cosine_min=float(cosine.min()),
+                       top1_agreement=self.top1_agreed / self.samples if self.is_classifier else None,
+                       sqnr_db=float(10 * np.log10(self.signal / self.noise)) if self.noise > 0 else None)
 
 
-def comparison_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | None]:
+def comparison_metrics(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
     """:class:`ComparisonMetrics` of two whole arrays."""
     metrics = ComparisonMetrics()
     metrics.add(reference, candidate)

@@ -261,12 +261,10 @@ def _verify(run: EngineRun) -> dict[str, Any]:
     from pipeline.verify import verify
 
     recipe = run.recipe
-    result = verify(run.model(), run.files.engine, recipe.precision, image_dir=recipe.verify_images,
-                    batch=min(8, recipe.max_batch), out_path=run.files.verify_report,
-                    plugin_library=recipe.plugin_library, onnx_path=run.files.typed,
-                    model_record=run.model_record.to_json())
-    return {k: v for k, v in result.items() if k in ("passed", "runners", "executed", "images", "outputs",
-                                                      "thresholds")}
+    return verify(run.model(), run.files.engine, recipe.precision, image_dir=recipe.verify_images,
+                  batch=min(8, recipe.max_batch), out_path=run.files.verify_report,
+                  plugin_library=recipe.plugin_library, onnx_path=run.files.typed,
+                  model_record=run.model_record.to_json()).summary()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ still leaves its numbers.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import sys
 import time
@@ -29,10 +30,11 @@ from tqdm import tqdm
 
 from pipeline.artifacts import file_sha256, write_json
 from pipeline.build import check_engine_compatible, load_engine
-from pipeline.compare import ComparisonMetrics
-from pipeline.engine_metadata import EngineMetadata
+from pipeline.compare import ComparisonMetrics, Metrics
+from pipeline.engine_metadata import EngineMetadata, TensorSpec
 from pipeline.errors import PipelineError
 from pipeline.onnx_io import graph_input, ort_session, read_onnx
+from pipeline.records import JsonRecord
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,45 @@ THRESHOLDS: dict[str, dict[str, float]] = {
 }
 DEFAULT_IMAGE_COUNT = 32
 MIN_IMAGE_COUNT = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Executed(JsonRecord):
+    """What ran as the candidate: the engine, or the ONNX it was built from (``instead_of`` the engine)."""
+
+    kind: str  #: "engine" or "onnx"
+    path: str
+    backend: str
+    gpu: str | None = None
+    instead_of: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputVerdict(Metrics):
+    """One output's metrics and whether they pass the precision's thresholds."""
+
+    passed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport(JsonRecord):
+    """What :func:`verify` compared and found: written to ``verify.json``."""
+
+    artifact: str
+    executed: Executed
+    model: dict[str, Any] | None  #: which weights (pipeline.engine.ModelRecord's JSON), when the caller knows
+    precision: str
+    thresholds: dict[str, float]
+    runners: tuple[str, ...]
+    images: dict[str, Any]  #: count, batch, and where they came from (pipeline.images.ImageSet.report)
+    polygraphy_compare_accuracy_passed: bool | None
+    outputs: dict[str, OutputVerdict]
+    passed: bool
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers make_engine keeps in stages.json."""
+        data = self.to_json()
+        return {key: data[key] for key in ("passed", "runners", "executed", "images", "outputs", "thresholds")}
 
 
 class TorchCpuRunner(PytRunner):
@@ -68,14 +109,13 @@ class TorchCpuRunner(PytRunner):
             (name, output.float().numpy()) for name, output in zip(self.output_names, outputs, strict=True))
 
 
-def _onnx_io(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """The single image input (name, dtype, shape with -1 for the batch) and the output names."""
+def _onnx_io(path: Path) -> tuple[TensorSpec, list[str]]:
+    """The single image input (shape with -1 for the batch) and the output names."""
     model = read_onnx(path)
     name, dims = graph_input(model, None, path)
     elem_type = next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
-    shape = [-1 if d is None else d for d in dims]
-    return {"name": name, "dtype": dtype, "shape": shape}, [o.name for o in model.graph.output]
+    return TensorSpec(name, dtype, tuple(-1 if d is None else d for d in dims)), [o.name for o in model.graph.output]
 
 
 def engine_runner(engine: Path, metadata: EngineMetadata, plugin_library: Path | None) -> BaseRunner:
@@ -87,22 +127,21 @@ def engine_runner(engine: Path, metadata: EngineMetadata, plugin_library: Path |
 
 
 def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | None
-               ) -> tuple[BaseRunner, dict[str, Any], list[str], dict]:
+               ) -> tuple[BaseRunner, TensorSpec, list[str], Executed]:
     """The runner for ``artifact``, its input, its output names and what was executed (for the report)."""
     if artifact.suffix == ".onnx":
         image_input, output_names = _onnx_io(artifact)
         runner = OnnxrtRunner(lambda: ort_session(artifact), name="onnxruntime-cpu")
-        return runner, image_input, output_names, {"kind": "onnx", "path": str(artifact), "backend": "onnxruntime"}
+        return runner, image_input, output_names, Executed("onnx", str(artifact), "onnxruntime")
     if artifact.suffix != ".engine":
         raise PipelineError(f"cannot verify {artifact}: expected an .engine or an .onnx file")
 
     compatibility = check_engine_compatible(artifact)
     metadata, runtime = compatibility.metadata, compatibility.runtime
     if runtime is not None and runtime.backend == "tensorrt" and runtime.sm is not None:
-        executed = {"kind": "engine", "path": str(artifact), "backend": f"tensorrt {runtime.version}",
-                    "gpu": runtime.gpu}
-        image_input, output_names = metadata.inputs[0].to_json(), [o.name for o in metadata.outputs]
-        return engine_runner(artifact, metadata, plugin_library), image_input, output_names, executed
+        executed = Executed("engine", str(artifact), f"tensorrt {runtime.version}", gpu=runtime.gpu)
+        output_names = [o.name for o in metadata.outputs]
+        return engine_runner(artifact, metadata, plugin_library), metadata.inputs[0], output_names, executed
 
     # No TensorRT with a GPU here (or a TensorRT-RTX engine, which Polygraphy cannot run): the ONNX the engine
     # was built from is what can be checked, provided it is still that file.
@@ -113,8 +152,7 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     log.warning("verify: no TensorRT runtime with a GPU for %s here; verifying the ONNX it was built from (%s) on "
                 "onnxruntime instead", artifact, source)
     runner, image_input, output_names, executed = _candidate(source, plugin_library, None)
-    executed["instead_of"] = str(artifact)
-    return runner, image_input, output_names, executed
+    return runner, image_input, output_names, dataclasses.replace(executed, instead_of=str(artifact))
 
 
 def default_image_count(height: int, width: int) -> int:
@@ -125,11 +163,11 @@ def default_image_count(height: int, width: int) -> int:
     return max(MIN_IMAGE_COUNT, min(DEFAULT_IMAGE_COUNT, budget // (height * width)))
 
 
-def _failures(metrics: dict[str, float | None], thresholds: dict[str, float]) -> list[str]:
+def _failures(metrics: Metrics, thresholds: dict[str, float]) -> list[str]:
     checks = {"max_abs": lambda v, t: v <= t, "top1_agreement_min": lambda v, t: v is None or v >= t,
               "cosine_min": lambda v, t: v >= t}
-    measured = {"max_abs": metrics["max_abs"], "top1_agreement_min": metrics["top1_agreement"],
-                "cosine_min": metrics["cosine_min"]}
+    measured = {"max_abs": metrics.max_abs, "top1_agreement_min": metrics.top1_agreement,
+                "cosine_min": metrics.cosine_min}
     return [f"{name.removesuffix('_min')} {measured[name]:.4g} (limit {limit:g})"
             for name, limit in thresholds.items() if not checks[name](measured[name], limit)]
 
@@ -149,7 +187,7 @@ def _verification_images(image_dir: Path | None, count: int | None, size: tuple[
 def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,
            image_dir: str | Path | None = None, image_count: int | None = None, batch: int = 8,
            out_path: Path | None = None, plugin_library: Path | None = None, onnx_path: Path | None = None,
-           model_record: dict[str, Any] | None = None) -> dict[str, Any]:
+           model_record: dict[str, Any] | None = None) -> VerifyReport:
     """Compare ``artifact`` (``.engine``, or ``.onnx`` run on onnxruntime with the reference op) to ``model``.
 
     Images: ``images`` (float32 ``[N, 3, H, W]``, preprocessed), else ``image_count`` images from the photos
@@ -169,21 +207,21 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
     if batch < 1:
         raise PipelineError(f"batch must be >= 1, got {batch}")
     candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
-    height, width = image_input["shape"][2:]
+    height, width = image_input.shape[2:]
     if images is None:
         images, image_source = _verification_images(None if image_dir is None else Path(image_dir), image_count,
                                                     (height, width))
     else:
         image_source = {"source": "given"}
-    if images.ndim != 4 or list(images.shape[1:]) != image_input["shape"][1:]:
+    if images.ndim != 4 or tuple(images.shape[1:]) != image_input.shape[1:]:
         raise PipelineError(f"images have shape {list(images.shape)} but {artifact} takes "
-                            f"[N, {', '.join(map(str, image_input['shape'][1:]))}]")
+                            f"[N, {', '.join(map(str, image_input.shape[1:]))}]")
 
     # Both runners get the artifact's input dtype (the PyTorch runner casts to float32), so they see the same
     # rounded images.
-    dtype = np.dtype(image_input["dtype"])
-    feeds = [{image_input["name"]: images[i:i + batch].astype(dtype)} for i in range(0, len(images), batch)]
-    input_metadata = TensorMetadata().add(image_input["name"], dtype=dtype, shape=image_input["shape"])
+    dtype = np.dtype(image_input.dtype)
+    feeds = [{image_input.name: images[i:i + batch].astype(dtype)} for i in range(0, len(images), batch)]
+    input_metadata = TensorMetadata().add(image_input.name, dtype=dtype, shape=list(image_input.shape))
     reference = TorchCpuRunner(model.eval(), input_metadata, output_names)
     thresholds = THRESHOLDS[precision]
     polygraphy_passed = None if "max_abs" not in thresholds else True
@@ -205,28 +243,20 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
     for name, metrics in accumulated.items():
         result = metrics.result()
         output_failures = _failures(result, thresholds)
-        outputs[name] = {**result, "passed": not output_failures}
+        outputs[name] = OutputVerdict(**dataclasses.asdict(result), passed=not output_failures)
         failures += [f"{name}: {failure}" for failure in output_failures]
     passed = not failures and polygraphy_passed is not False
-    report = {
-        "artifact": str(artifact),
-        "executed": executed,
-        "model": model_record,
-        "precision": precision,
-        "thresholds": thresholds,
-        "runners": [reference.name, candidate.name],
-        "images": {"count": len(images), "batch": batch, **image_source},
-        "polygraphy_compare_accuracy_passed": polygraphy_passed,
-        "outputs": outputs,
-        "passed": passed,
-    }
+    report = VerifyReport(artifact=str(artifact), executed=executed, model=model_record, precision=precision,
+                          thresholds=thresholds, runners=(reference.name, candidate.name),
+                          images={"count": len(images), "batch": batch, **image_source},
+                          polygraphy_compare_accuracy_passed=polygraphy_passed, outputs=outputs, passed=passed)
     if out_path is not None:
-        write_json(out_path, report)
+        write_json(out_path, report.to_json())
     if not passed:
         where = f"; report: {out_path}" if out_path is not None else ""
         raise PipelineError(f"{artifact} ({precision}) does not match the PyTorch model: "
                             f"{'; '.join(failures) or 'Polygraphy compare_accuracy failed'}{where}")
-    log.info("verify: %s (%s, %s) matches PyTorch on %d images: %s", artifact, precision, executed["backend"],
-             len(images), ", ".join(f"{n} max abs {o['max_abs']:.2e} cosine min {o['cosine_min']:.6f}"
+    log.info("verify: %s (%s, %s) matches PyTorch on %d images: %s", artifact, precision, executed.backend,
+             len(images), ", ".join(f"{n} max abs {o.max_abs:.2e} cosine min {o.cosine_min:.6f}"
                                     for n, o in outputs.items()))
     return report

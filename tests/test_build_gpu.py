@@ -74,7 +74,7 @@ def test_engine_matches_onnx_reference(fp32_engine, swin_t_onnx, gpu_plugin):
 
 def test_fp32_engine_verifies_against_pytorch(fp32_engine, swin_t, tmp_path):
     report = verify(swin_t, fp32_engine[0], "fp32", batch=4, out_path=tmp_path / "verify.json")
-    assert report["passed"] and report["executed"]["kind"] == "engine"
+    assert report.passed and report.executed.kind == "engine"
 
 
 def test_fp16_engine_verifies_against_pytorch(swin_t, swin_t_onnx, gpu_plugin, tmp_path):
@@ -82,7 +82,7 @@ def test_fp16_engine_verifies_against_pytorch(swin_t, swin_t_onnx, gpu_plugin, t
     convert_fp16(swin_t_onnx[1], fp16_path)
     engine = tmp_path / "model.swin.fp16.engine"
     assert build_engine(fp16_path, engine, plugin_library=gpu_plugin, batch=BATCH).precision == "fp16"
-    assert verify(swin_t, engine, "fp16", batch=4)["passed"]
+    assert verify(swin_t, engine, "fp16", batch=4).passed
 
 
 def test_embedded_plugin_runs_without_loading_the_library(swin_t_onnx, gpu_plugin, tmp_path):

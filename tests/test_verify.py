@@ -31,11 +31,12 @@ def images() -> np.ndarray:
 
 def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
     out = tmp_path / "verify.json"
-    report = verify(swin_t, swin_t_onnx[1], "fp32", images=images, batch=BATCH, out_path=out)
+    report = verify(swin_t, swin_t_onnx[1], "fp32", images=images, batch=BATCH, out_path=out).to_json()
     assert json.loads(out.read_text()) == report
     assert report["passed"] and report["polygraphy_compare_accuracy_passed"]
     assert report["runners"] == ["pytorch-cpu", "onnxruntime-cpu"]
-    assert report["executed"] == {"kind": "onnx", "path": str(swin_t_onnx[1]), "backend": "onnxruntime"}
+    assert report["executed"] == {"kind": "onnx", "path": str(swin_t_onnx[1]), "backend": "onnxruntime",
+                                  "gpu": None, "instead_of": None}
     assert report["thresholds"] == THRESHOLDS["fp32"]
     assert report["images"] == {"count": 8, "source": "given", "batch": BATCH}
     logits = report["outputs"]["logits"]
@@ -46,7 +47,7 @@ def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
 def test_fp16_onnx_within_fp16_thresholds(swin_t, swin_t_onnx, images, tmp_path):
     fp16_path = tmp_path / "model.swin.fp16.onnx"
     convert_fp16(swin_t_onnx[1], fp16_path)
-    logits = verify(swin_t, fp16_path, "fp16", images=images, batch=BATCH)["outputs"]["logits"]
+    logits = verify(swin_t, fp16_path, "fp16", images=images, batch=BATCH).outputs["logits"].to_json()
     assert logits["max_abs"] <= THRESHOLDS["fp16"]["max_abs"] and logits["top1_agreement"] == 1.0
 
 
@@ -57,9 +58,9 @@ def test_engine_without_gpu_verifies_the_onnx_it_was_built_from(swin_t, swin_t_o
     engine = tmp_path / "model.swin.engine"
     build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=(1, 4, 4), backend="rtx")
     report = verify(swin_t, engine, "fp32", images=images[:BATCH], batch=BATCH)
-    assert report["passed"]
-    assert report["executed"]["path"] == str(swin_t_onnx[1].resolve())
-    assert report["executed"]["instead_of"] == str(engine)
+    assert report.passed
+    assert report.executed.path == str(swin_t_onnx[1].resolve())
+    assert report.executed.instead_of == str(engine)
     with pytest.raises(PipelineError, match="is missing or not the ONNX it was built from"):
         verify(swin_t, engine, "fp32", images=images[:BATCH], onnx_path=swin_t_onnx[0])
 
@@ -93,8 +94,8 @@ def test_verification_on_the_users_photos_records_them(swin_t, swin_t_onnx, tmp_
     model_record = {"variant": "T", "checkpoint": "weights.pth", "checkpoint_sha256": "ab" * 32}
     report = verify(swin_t, swin_t_onnx[1], "fp32", image_dir=photos, image_count=4, batch=BATCH,
                     model_record=model_record)
-    assert report["passed"] and report["model"] == model_record
-    images = report["images"]
+    assert report.passed and report.model == model_record
+    images = report.images
     assert (images["source"], images["folder"], images["count"]) == ("folder", str(photos), 4)
     assert (images["files_used"], images["augmented_samples"]) == (2, 2)  # two photos, two random crops of them
 
