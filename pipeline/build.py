@@ -656,25 +656,64 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
     return EngineCheck(metadata, runtime)
 
 
+#: One per bindings module: TensorRT keeps the first logger it was given for the rest of the process.
+_FORWARDING_LOGGERS: dict[str, Any] = {}
+
+
+def _forwarding_logger(trt: Any) -> Any:
+    """A ``trt.ILogger`` that forwards the runtime's messages to ``logging`` (errors and warnings as such, the rest at
+    debug level); without a GPU, the CUDA-driver errors TensorRT-RTX logs while probing for one go to debug level."""
+    if trt.__name__ not in _FORWARDING_LOGGERS:
+        severity, no_gpu = trt.ILogger.Severity, cuda_device() is None
+        levels = {severity.INTERNAL_ERROR: logging.ERROR, severity.ERROR: logging.ERROR,
+                  severity.WARNING: logging.WARNING}
+
+        class Forward(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+
+            def log(self, level: Any, message: str) -> None:
+                expected = no_gpu and any(m in message for m in _NO_GPU_MESSAGES)
+                log.log(logging.DEBUG if expected else levels.get(level, logging.DEBUG), "%s: %s", trt.__name__,
+                        message)
+
+        _FORWARDING_LOGGERS[trt.__name__] = Forward()
+    return _FORWARDING_LOGGERS[trt.__name__]
+
+
+def engine_runtime(metadata: EngineMetadata) -> tuple[Any, Any, Any]:
+    """(bindings, ``Runtime``, its logger) of the backend that built the engine. TensorRT's runtime logs through
+    Polygraphy's logger, as the build does; TensorRT-RTX's through :func:`_forwarding_logger`, since Polygraphy in
+    this process is normally loaded for TensorRT (it picks one per process: :func:`_polygraphy_bindings`)."""
+    if metadata.backend.name == TENSORRT_RTX.name:
+        trt = TENSORRT_RTX.bindings()
+        logger = _forwarding_logger(trt)
+    else:
+        trt = _polygraphy_bindings(TENSORRT)
+        from polygraphy.backend.trt import util as trt_util
+
+        logger = trt_util.get_trt_logger()
+    return trt, trt.Runtime(logger), logger
+
+
 def load_engine(engine_path: str | Path, metadata: EngineMetadata, plugin_library: str | Path | None = None) -> Any:
-    """TensorRT's ``ICudaEngine`` of ``engine_path`` (check it with :func:`check_engine_compatible` first), with the
-    plugin library (``plugin_library``, else the one the metadata names) loaded unless the engine embeds it or has
-    no plugin layers. Needs TensorRT and its GPU.
+    """The ``ICudaEngine`` of ``engine_path`` (check it with :func:`check_engine_compatible` first), deserialized by
+    the backend that built it (TensorRT, or TensorRT-RTX), with the plugin library (``plugin_library``, else the one
+    the metadata names) loaded unless the engine embeds it or has no plugin layers. Needs that backend and its GPU;
+    :class:`pipeline.runtime.SwinEngine` is the way to load and run one.
 
     Host code in the engine (an embedded plugin library) is allowed only when the metadata says it is there:
     Polygraphy's ``EngineFromBytes`` would allow it for every engine, hence our own deserialization.
     """
-    trt = _polygraphy_bindings(TENSORRT)
-    from polygraphy.backend.trt import util as trt_util
-
-    runtime = trt.Runtime(trt_util.get_trt_logger())  # created first: TensorRT logs through it while it lives
-    trt.init_libnvinfer_plugins(trt_util.get_trt_logger(), "")  # TensorRT's own, as NetworkFromOnnxPath registers
+    trt, runtime, logger = engine_runtime(metadata)  # the runtime first: TensorRT logs through it while it lives
+    trt.init_libnvinfer_plugins(logger, "")  # TensorRT's own, as NetworkFromOnnxPath registers
     if not metadata.plugin.embedded and metadata.plugin_layers:
         library = str(plugin_library or metadata.plugin.library)
         if not trt.get_plugin_registry().load_library(library):
-            raise PipelineError(f"TensorRT could not load the plugin library {library}; {_MAKE_PLUGIN_HINT}")
+            raise PipelineError(f"{metadata.backend.name} could not load the plugin library {library}; "
+                                f"{_MAKE_PLUGIN_HINT}")
     runtime.engine_host_code_allowed = metadata.plugin.embedded
     engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
     if engine is None:
-        raise PipelineError(f"TensorRT could not deserialize {engine_path}; {REBUILD}")
+        raise PipelineError(f"{metadata.backend.name} could not deserialize {engine_path}; {REBUILD}")
     return engine

@@ -84,7 +84,7 @@ def _read_rgb(path: Path) -> Image.Image | None:
         return None
 
 
-def _center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """ImageNet evaluation transform: resize so the crop is 224/256 of the image, then crop the centre."""
     height, width = size
     scale = max(height * 256 / 224 / image.height, width * 256 / 224 / image.width)
@@ -106,7 +106,8 @@ def _random_region(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
 
 
-def _normalize(image: Image.Image) -> np.ndarray:
+def normalize(image: Image.Image) -> np.ndarray:
+    """An RGB image as float32 ``[3, H, W]``: scaled to [0, 1], then normalized with the ImageNet mean and std."""
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
@@ -129,7 +130,7 @@ def load_image_set(folder: str | Path, count: int, seed: int = 0, img_size: Imag
             result.files_skipped.append(files[index])
             continue
         result.files_used.append(files[index])
-        result.images[filled] = _normalize(_center_crop(image, size))
+        result.images[filled] = normalize(center_crop(image, size))
         filled += 1
     if not result.files_used:
         raise PipelineError(f"none of the {len(files)} image files under {folder} could be read; "
@@ -144,7 +145,7 @@ def load_image_set(folder: str | Path, count: int, seed: int = 0, img_size: Imag
             image = _read_rgb(usable[index])
             assert image is not None  # it was read a moment ago
             region = _random_region(image, rng)
-            result.images[filled] = _normalize(region.resize((size[1], size[0]), Image.BILINEAR))
+            result.images[filled] = normalize(region.resize((size[1], size[0]), Image.BILINEAR))
             filled += 1
             result.augmented_samples += 1
     if result.files_skipped:

@@ -29,12 +29,13 @@ from polygraphy.logger import G_LOGGER
 from tqdm import tqdm
 
 from pipeline.artifacts import file_sha256, write_json
-from pipeline.build import check_engine_compatible, load_engine
+from pipeline.build import check_engine_compatible
 from pipeline.compare import ComparisonMetrics, Metrics
-from pipeline.engine_metadata import EngineMetadata, TensorSpec
+from pipeline.engine_metadata import TensorSpec
 from pipeline.errors import PipelineError
 from pipeline.onnx_io import graph_input, ort_session, read_onnx
 from pipeline.records import JsonRecord
+from pipeline.runtime import SwinEngine
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,41 @@ def _onnx_io(path: Path) -> tuple[TensorSpec, list[str]]:
     return TensorSpec(name, dtype, tuple(-1 if d is None else d for d in dims)), [o.name for o in model.graph.output]
 
 
-def engine_runner(engine: Path, metadata: EngineMetadata, plugin_library: Path | None) -> BaseRunner:
-    """Polygraphy's TrtRunner on the engine, with the plugin library loaded (or the embedded one allowed);
-    the engine is deserialized when the runner is activated."""
-    from polygraphy.backend.trt import TrtRunner
+class SwinEngineRunner(BaseRunner):
+    """A Polygraphy runner over :class:`pipeline.runtime.SwinEngine`: activating it opens the engine (compatibility
+    check, plugin library, context, stream), ``infer`` runs a batch through it, deactivating it closes it."""
 
-    return TrtRunner(lambda: load_engine(engine, metadata, plugin_library), name="tensorrt")
+    def __init__(self, engine_path: Path, plugin_library: Path | None = None, name: str = "tensorrt") -> None:
+        super().__init__(name=name)
+        self.engine_path = engine_path
+        self.plugin_library = plugin_library
+        self.engine: SwinEngine | None = None
+
+    def activate_impl(self) -> None:
+        self.engine = SwinEngine(self.engine_path, self.plugin_library)
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        assert self.engine is not None
+        spec = self.engine.input
+        return TensorMetadata().add(spec.name, dtype=np.dtype(spec.dtype), shape=list(spec.shape))
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.engine is not None
+        start = time.perf_counter()
+        outputs = self.engine.infer(feed_dict[self.engine.input.name])
+        self.inference_time = time.perf_counter() - start  # what BaseRunner.infer reads (not a return value)
+        return collections.OrderedDict((name, outputs[name]) for name in self.engine.output_names)
+
+    def deactivate_impl(self) -> None:
+        assert self.engine is not None
+        self.engine.close()
+        self.engine = None
+
+
+def engine_runner(engine: Path, plugin_library: Path | None = None) -> BaseRunner:
+    """The Polygraphy runner of ``engine``: :class:`SwinEngineRunner`, named ``tensorrt`` in the report; the
+    engine is loaded (with ``plugin_library``, else the one its metadata names) when the runner is activated."""
+    return SwinEngineRunner(engine, plugin_library)
 
 
 def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | None
@@ -141,9 +171,9 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     if runtime is not None and runtime.backend == "tensorrt" and runtime.sm is not None:
         executed = Executed("engine", str(artifact), f"tensorrt {runtime.version}", gpu=runtime.gpu)
         output_names = [o.name for o in metadata.outputs]
-        return engine_runner(artifact, metadata, plugin_library), metadata.inputs[0], output_names, executed
+        return engine_runner(artifact, plugin_library), metadata.inputs[0], output_names, executed
 
-    # No TensorRT with a GPU here (or a TensorRT-RTX engine, which Polygraphy cannot run): the ONNX the engine
+    # No TensorRT with a GPU here (or a TensorRT-RTX engine, which verify does not run yet): the ONNX the engine
     # was built from is what can be checked, provided it is still that file.
     source = Path(onnx_path or metadata.onnx.path)
     if not source.is_file() or file_sha256(source) != metadata.onnx.sha256:

@@ -1,5 +1,6 @@
 """The C++ engine runner compiles (syntax check against TensorRT and CUDA runtime headers, no GPU needed), and on a
-GPU: the CUDA-event timer and the TensorRT engine path of the benchmark."""
+GPU: the CUDA-event timer, what the benchmark times of an engine (``SwinEngine.bind``, plain and as a CUDA graph)
+and the TensorRT engine path of the benchmark."""
 
 from __future__ import annotations
 
@@ -63,14 +64,44 @@ def test_cuda_event_timer_measures_enqueued_work():
     assert sorted(large.latencies_ms)[10] > 1.5 * sorted(small.latencies_ms)[10]  # two GEMMs take about twice
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_tensorrt_path_runs_the_plugin_engine(swin_t_onnx, plugin_library, tmp_path):
+@pytest.fixture(scope="module")
+def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> Path:
+    """The surgered Swin-T built by TensorRT for this GPU, batch 1..4."""
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
     from pipeline.build import build_engine
 
-    engine = tmp_path / "swin_t_fp32.engine"
+    engine = tmp_path_factory.mktemp("bench-engine") / "swin_t_fp32.engine"
     build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=(1, 2, 4), backend="tensorrt")
+    return engine
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_swin_engine_bind_is_timed_plain_and_as_a_cuda_graph(fp32_engine, plugin_library):
+    from pipeline.errors import PipelineError
+    from pipeline.runtime import SwinEngine
+
+    budget = Budget(warmup=2, iterations=10, min_iterations=10)
+    with SwinEngine(fp32_engine, plugin_library) as engine:
+        for batch in (1, 4):
+            run = engine.bind(batch)
+            run()  # the first enqueue after a shape change does setup work: not in the graph
+            engine.stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=engine.stream):
+                run()
+            for step in (run, graph.replay):
+                measurement = CudaEventTimer(engine.stream).measure(step, budget)
+                assert len(measurement.latencies_ms) == 10 and all(t > 0 for t in measurement.latencies_ms)
+        assert engine.memory_mb() > 0
+        with pytest.raises(PipelineError, match=r"built for batch 1\.\.4"):
+            engine.bind(8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tensorrt_path_runs_the_plugin_engine(fp32_engine, plugin_library):
+    engine = fp32_engine
     path = TensorRTPath("tensorrt-plugin", "fp32", lambda: engine, plugin_library, cuda_graphs=True)
     path.setup()
     try:

@@ -1,6 +1,7 @@
 """The TensorRT 10/11 path of the build stage for real: build the surgered Swin-T for this machine's GPU,
-check its metadata and compatibility, deserialize and run it, and compare it to the onnxruntime reference and
-to PyTorch (FP32 and FP16), with the plugin library loaded or embedded in the engine.
+check its metadata and compatibility, run it through ``pipeline.runtime.SwinEngine`` (directly, and as verify's
+Polygraphy runner) and compare it to the onnxruntime reference and to PyTorch (FP32 and FP16), with the plugin
+library loaded or embedded in the engine.
 
 Needs ``import tensorrt`` and a CUDA device; skipped with the reason otherwise."""
 
@@ -22,6 +23,7 @@ from pipeline.engine_metadata import BuiltWith, EngineMetadata, Target
 from pipeline.native import ROOT, build_native
 from pipeline.onnx_io import ort_session
 from pipeline.precision import convert_fp16
+from pipeline.runtime import SwinEngine, preprocess, top_k
 from pipeline.verify import engine_runner, verify
 
 DEVICE = cuda_device()
@@ -64,12 +66,39 @@ def test_metadata_names_this_gpu(fp32_engine):
 
 
 def test_engine_matches_onnx_reference(fp32_engine, swin_t_onnx, gpu_plugin):
-    engine, metadata = fp32_engine
+    engine, _ = fp32_engine
     images = np.random.default_rng(0).normal(size=(4, 3, 224, 224)).astype(np.float32)
     runners = [OnnxrtRunner(lambda: ort_session(swin_t_onnx[1]), name="onnxruntime-reference"),
-               engine_runner(engine, metadata, gpu_plugin)]
+               engine_runner(engine, gpu_plugin)]
     results = Comparator.run(runners, data_loader=[{"images": images[:1]}, {"images": images}])
     assert Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=1e-3, rtol=0.0))
+
+
+def test_swin_engine_classifies_preprocessed_photos(fp32_engine, swin_t_onnx, gpu_plugin):
+    """More images than the profile's maximum (4) run in chunks; NumPy in gives NumPy out, torch in (any device,
+    any float dtype) gives CUDA tensors out."""
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    engine_path, _ = fp32_engine
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry(),
+              data.retina()]
+    with SwinEngine(engine_path, gpu_plugin) as engine:
+        assert engine.batch_range == (1, 4) and engine.image_size == (224, 224)
+        assert engine.input.name == "images" and engine.output_names == ("logits",)
+        images = np.stack([preprocess(Image.fromarray(photo), engine.image_size) for photo in photos])
+        logits = engine.infer(images)["logits"]
+        on_device = engine.infer(torch.from_numpy(images).cuda())["logits"]
+        from_half = engine.infer(torch.from_numpy(images).half())["logits"]  # cast to the engine's float32
+        assert engine.memory_mb() > 0
+    expected = ort_session(swin_t_onnx[1]).run(None, {"images": images})[0]
+    assert logits.shape == (6, 1000) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=0)
+    assert on_device.is_cuda and on_device.dtype == torch.float32 and from_half.is_cuda
+    np.testing.assert_allclose(on_device.cpu().numpy(), logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(from_half.cpu().numpy(), logits, atol=5e-2, rtol=0)  # FP16-rounded pixels
+    assert [len(row) for row in top_k(logits, 5)] == [5] * 6
 
 
 def test_fp32_engine_verifies_against_pytorch(fp32_engine, swin_t, tmp_path):
@@ -93,12 +122,9 @@ def test_embedded_plugin_runs_without_loading_the_library(swin_t_onnx, gpu_plugi
     script = textwrap.dedent(f"""
         import numpy as np
         from pathlib import Path
-        from pipeline.engine_metadata import EngineMetadata
-        from pipeline.verify import engine_runner
-        engine = Path({str(engine)!r})
-        metadata = EngineMetadata.read(engine)
-        with engine_runner(engine, metadata, None) as runner:
-            logits = runner.infer({{"images": np.zeros((2, 3, 224, 224), np.float32)}})["logits"]
+        from pipeline.runtime import SwinEngine
+        with SwinEngine(Path({str(engine)!r})) as engine:
+            logits = engine.infer(np.zeros((2, 3, 224, 224), np.float32))["logits"]
         assert logits.shape == (2, 1000) and np.isfinite(logits).all(), logits
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
