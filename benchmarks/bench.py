@@ -1,7 +1,7 @@
 """``python -m benchmarks.bench`` (``make bench``): every deployment path of one Swin variant that this machine
 can run, measured in one process, side by side.
 
-    python -m benchmarks.bench --variant T [--precision fp16,int8] [--batch 1,8,32,64] [--cuda-graphs]
+    python -m benchmarks.bench --variant T [--precision fp16,int8] [--batch 1,8,32,64] [--no-cuda-graphs] [--cpu]
 
 Paths (a path that cannot run here is listed as skipped with the reason, never dropped):
   tensorrt-plugin          our engine with SwinWindowAttention (build/swin_<v>/swin_<v>_<p>.engine from
@@ -11,10 +11,16 @@ Paths (a path that cannot run here is listed as skipped with the reason, never d
   onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu      onnxruntime on the plain ONNX
   onnxruntime-cpu-surgered the surgered ONNX with the Python reference op: a correctness path, not a deployment one
 
-GPU paths: warm-up, then --iterations (200) timed iterations with CUDA events and no host sync inside the loop.
-CPU paths: the same iteration count, but a timed loop stops after --cpu-budget-s once --cpu-min-iterations are
-done, and the default CPU batches are 1,8 (--batch sets both lists). Results go to
-build/bench/bench_<variant>_<device>_<UTC time>.{json,md,png} (git-ignored; a file is never replaced);
+GPU paths: warm-up, then --iterations (200) timed iterations with CUDA events and no host sync inside the loop;
+with a CUDA GPU, TensorRT, PyTorch eager and torch.compile are captured once per batch into a CUDA graph and
+replayed (--no-cuda-graphs: launched from Python every iteration), and nvidia-smi samples the SM clock and power
+while they are timed. CPU paths: the same iteration count, but a timed loop stops after --cpu-budget-s once
+--cpu-min-iterations are done, and the default CPU batches are 1,8 (--batch sets both lists); on a machine with
+a CUDA GPU they run only with --cpu or when named in --paths.
+
+Results go to build/bench/bench_<variant>_<device>_<UTC start time>.{json,md,png} (git-ignored; a file of another
+run is never replaced): the JSON is rewritten as each path finishes ("complete": false, so an interrupted run
+keeps what it measured), the .md and .png are written at the end ("complete": true).
 `python -m benchmarks.report --commit <json>` copies a run into benchmarks/results/ to be committed.
 """
 
@@ -24,13 +30,16 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from benchmarks import environment
+from benchmarks.gpu_load import GpuLoadSampler, Sample, in_windows, summarize_samples
 from benchmarks.paths import BenchPath, OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath
-from benchmarks.report import ROOT, RUNS_DIR, evaluate_goals, timestamped, utc_now, write_report
+from benchmarks.report import ROOT, RUNS_DIR, evaluate_goals, finish_run, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import summarize
 from benchmarks.timers import Budget
 from pipeline.arguments import ModelArguments, PluginArguments, add_groups, batch_list, precision_list, recipe_from_args
@@ -43,6 +52,43 @@ log = logging.getLogger("benchmarks.bench")
 DEFAULT_GPU_BATCHES = (1, 8, 32, 64)
 DEFAULT_CPU_BATCHES = (1, 8)
 SURGERED_NOTE = "reference op, correctness path, not a deployment path"
+NOT_SELECTED = "not selected (--paths)"
+CPU_ON_GPU_MACHINE = "CPU path: not run by default on a GPU machine; --cpu runs it"
+
+
+class NamedPath(Protocol):
+    name: str
+    device: str
+
+
+def default_paths(paths: Sequence[NamedPath], gpu_present: bool, cpu_requested: bool,
+                  selected: set[str] | None) -> list[tuple[Any, str | None]]:
+    """Each path with None where it runs, else the reason it is listed as skipped.
+
+    ``selected`` (``--paths``) runs exactly the paths it names; without it every path runs, except the CPU ones on
+    a machine with a CUDA GPU (minutes of CPU timing at large batches before the first file, for numbers nobody
+    deploys there). ``cpu_requested`` (``--cpu``) adds the CPU paths in both cases.
+    """
+    plan: list[tuple[Any, str | None]] = []
+    for path in paths:
+        cpu_wanted = path.device == "cpu" and cpu_requested
+        if selected is not None:
+            reason = None if path.name in selected or cpu_wanted else NOT_SELECTED
+        else:
+            reason = CPU_ON_GPU_MACHINE if path.device == "cpu" and gpu_present and not cpu_wanted else None
+        plan.append((path, reason))
+    return plan
+
+
+def resolve_cuda_graphs(requested: bool | None, gpu_present: bool) -> bool:
+    """``--cuda-graphs``/``--no-cuda-graphs``, or by default on wherever a CUDA GPU is visible."""
+    return gpu_present if requested is None else requested
+
+
+def gpu_present() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclasses.dataclass
@@ -153,15 +199,26 @@ def build_paths(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: boo
     return paths
 
 
-def run_path(path: BenchPath, batches: tuple[int, ...], budget: Budget) -> dict[str, Any]:
-    """Measure ``path`` at each batch; never raises for a path problem: it becomes ``skipped``/``failed``."""
+def run_path(path: BenchPath, batches: tuple[int, ...], budget: Budget,
+             sampler: GpuLoadSampler | None = None) -> dict[str, Any]:
+    """Measure ``path`` at each batch; never raises for a path problem: it becomes ``skipped``/``failed``.
+
+    ``sampler`` (GPU paths on a GPU machine) runs from before the setup to the end, so that it is sampling by the
+    time the first batch is timed; only its samples inside a batch's warm-up and timed loop count.
+    """
     record: dict[str, Any] = {"name": path.name, "precision": path.precision, "device": path.device,
-                              "note": path.note, "timer": None, "budget": dataclasses.asdict(budget), "results": []}
+                              "note": path.note, "cuda_graph": path.cuda_graph, "timer": None,
+                              "budget": dataclasses.asdict(budget), "results": []}
+    if sampler is not None:
+        sampler.start()
     try:
         path.setup()
         record["timer"] = path.timer().name
         for batch in batches:
+            start = time.time()
             record["results"].append(_run_batch(path, batch, budget))
+            if sampler is not None and record["results"][-1]["status"] == "measured":
+                sampler.windows[batch] = (start, time.time())
     except PathUnavailable as reason:
         record |= {"status": "skipped", "reason": str(reason)}
     except Exception as error:  # one broken path must not lose the others' numbers
@@ -175,6 +232,13 @@ def run_path(path: BenchPath, batches: tuple[int, ...], budget: Budget) -> dict[
     finally:
         record["details"] = path.details()
         path.close()
+        if sampler is not None:
+            sampler.stop()
+            if sampler.windows:
+                record["gpu_load"] = sampler.summary(sampler.windows.values())
+                for result in record["results"]:
+                    if result["batch"] in sampler.windows:
+                        result["gpu_load"] = sampler.summary([sampler.windows[result["batch"]]])
     log.info("%-26s %-4s %s%s", path.name, path.precision, record["status"],
              f": {record['reason']}" if record["reason"] else "")
     return record
@@ -213,8 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu-min-iterations", type=int, default=10, help="...once this many are done (10)")
     parser.add_argument("--compile-budget-s", type=float, default=90.0,
                         help="torch.compile's first call per batch may take this long, else the path is skipped (90)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="replay TensorRT and PyTorch eager as CUDA graphs")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                        help="replay TensorRT, PyTorch eager and torch.compile as CUDA graphs (default: on where a "
+                             "CUDA GPU is visible)")
     parser.add_argument("--paths", help="only these path names, comma-separated (the others are listed as skipped)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="run the CPU paths on a machine with a CUDA GPU too (they are off there by default)")
     parser.add_argument("--onnx-dir", type=Path, help="folder with model.onnx and model.swin.onnx (default: "
                                                       "build/swin_<v> when `make engine` wrote it, else exported)")
     parser.add_argument("--engine-dir", type=Path, help="folder with `make engine`'s engines (build/swin_<v>)")
@@ -245,35 +313,65 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
     batches = {"cuda": gpu_batches, "cpu": cpu_batches}
     inputs = prepare_inputs(recipe, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{variant.lower()}",
                             args.engine_dir or ROOT / "build" / f"swin_{variant.lower()}")
-    paths = build_paths(inputs, args.precision, cuda_graphs=args.cuda_graphs, compile_budget_s=args.compile_budget_s)
-    selected = set(args.paths.split(",")) if args.paths else None
-    if selected is not None and not selected & {p.name for p in paths}:
-        raise PipelineError(f"--paths {args.paths} names no path; choose from "
-                            f"{', '.join(dict.fromkeys(p.name for p in paths))}")
+    gpu = gpu_present()
+    cuda_graphs = resolve_cuda_graphs(args.cuda_graphs, gpu)
+    paths = build_paths(inputs, args.precision, cuda_graphs=cuda_graphs, compile_budget_s=args.compile_budget_s)
+    names = list(dict.fromkeys(p.name for p in paths))
+    selected = {n.strip() for n in args.paths.split(",") if n.strip()} if args.paths else None
+    if selected is not None and selected - set(names):
+        raise PipelineError(f"--paths: no path is named {', '.join(sorted(selected - set(names)))}; choose from "
+                            f"{', '.join(names)}")
+    plan = default_paths(paths, gpu, args.cpu, selected)
     env = environment.collect()
-    records = []
-    for path in paths:
-        if selected is not None and path.name not in selected:
-            records.append({"name": path.name, "precision": path.precision, "device": path.device, "note": path.note,
-                            "status": "skipped", "reason": "not selected (--paths)", "results": []})
-            continue
-        records.append(run_path(path, batches[path.device], budgets[path.device]))
     created = utc_now()
     device = environment.device_slug(env)
-    report = {
+    report: dict[str, Any] = {
         "schema": 1, "variant": variant, "image_size": list(recipe.image_size),
         "model": recipe.model_record().to_json(),
         "created": created.isoformat(timespec="seconds"), "device": device, "command": argv,
+        "complete": False, "finished": None,
         "environment": env,
         "settings": {"batches": {k: list(v) for k, v in batches.items()},
                      "budgets": {k: dataclasses.asdict(v) for k, v in budgets.items()},
-                     "cuda_graphs": args.cuda_graphs, "compile_budget_s": args.compile_budget_s,
-                     "precisions": list(args.precision)},
+                     "cuda_graphs": cuda_graphs, "gpu_present": gpu, "cpu_paths": args.cpu,
+                     "compile_budget_s": args.compile_budget_s, "precisions": list(args.precision)},
         "inputs": {"onnx": str(inputs.onnx), "surgered_onnx": str(inputs.surgered), "source": inputs.source},
-        "paths": records,
-        "goals": evaluate_goals(records),
+        "gpu_load": None, "paths": [], "pending": [], "goals": [],
     }
-    return write_report(report, args.results_dir / timestamped(f"bench_{variant.lower()}_{device}", created))
+    json_path = start_run(report, args.results_dir / timestamped(f"bench_{variant.lower()}_{device}", created))
+    log.info("results go to %s, rewritten as each path finishes", json_path)
+    records: list[dict[str, Any]] = []
+    load_samples: list[Sample] = []  # inside every GPU path's timed loops: the run's range under load
+
+    def update(position: int) -> None:
+        report["paths"] = records
+        report["pending"] = [f"{p.name} {p.precision}" for p, reason in plan[position:] if reason is None]
+        report["goals"] = evaluate_goals(records)
+        report["gpu_load"] = summarize_samples(load_samples) if load_samples else None
+
+    for position, (path, reason) in enumerate(plan, start=1):
+        if reason is not None:
+            records.append({"name": path.name, "precision": path.precision, "device": path.device, "note": path.note,
+                            "cuda_graph": path.cuda_graph, "status": "skipped", "reason": reason, "results": []})
+            continue
+        sampler = GpuLoadSampler() if gpu and path.device == "cuda" else None
+        try:
+            records.append(run_path(path, batches[path.device], budgets[path.device], sampler))
+        except KeyboardInterrupt:
+            update(position - 1)
+            report["interrupted_during"] = f"{path.name} {path.precision}"
+            update_run(json_path, report)
+            log.warning("interrupted during %s %s: the paths finished before it are in %s", path.name,
+                        path.precision, json_path)
+            raise
+        if sampler is not None:
+            load_samples += in_windows(sampler.samples, sampler.windows.values())
+        update(position)
+        update_run(json_path, report)
+        log.info("results so far (%d of %d paths) in %s", position, len(plan), json_path)
+    update(len(plan))
+    report |= {"complete": True, "finished": utc_now().isoformat(timespec="seconds")}
+    return finish_run(json_path, report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the JSON keeps the paths finished so far (\"complete\": false)", file=sys.stderr)
+        return 130
     for path in written:
         print(f"wrote {path}")
     return 0

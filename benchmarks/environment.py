@@ -18,7 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-#: nvidia-smi fields recorded per GPU: clocks and power state change latency by tens of percent.
+#: nvidia-smi fields recorded per GPU: clocks and power state change latency by tens of percent. Read once, before
+#: any path runs, so the clocks are an idle GPU's (345 MHz on an H100); benchmarks.gpu_load samples them under load.
 _SMI_FIELDS = ("name", "driver_version", "pstate", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
                "power.limit", "persistence_mode", "temperature.gpu")
 _PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "tensorrt-rtx-cu13-bindings",

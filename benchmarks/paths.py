@@ -4,8 +4,9 @@ with the reason, which the report lists as ``skipped``.
 
 Paths: PyTorch eager and ``torch.compile`` (FP32/FP16), onnxruntime on the exported ONNX (TensorRT, CUDA or CPU
 execution provider), onnxruntime on the surgered ONNX (the Python reference op: a correctness path), and
-TensorRT engines through the TensorRT Python API: ours with the plugin, and one built from the plain ONNX, where
-TensorRT (Myelin) fuses the attention itself — the baseline the plugin must beat.
+TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the plugin, and
+one built from the plain ONNX, where TensorRT (Myelin) fuses the attention itself — the baseline the plugin must
+beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA paths replay CUDA graphs (:func:`uses_cuda_graph`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ Step = Callable[[], Any]
 
 class PathUnavailable(Exception):
     """This path (or this batch of it) cannot run here; the message says why and how to enable it."""
+
+
+#: Paths whose step is captured once into a CUDA graph and replayed when graphs are on: each timed iteration is
+#: then one graph launch, so the CUDA events time the GPU work and not Python's kernel-by-kernel launches (the H100
+#: run timed torch.compile without a graph: 3.0 ms at batch 1 for what a graph replays in 0.6 ms). onnxruntime's
+#: paths are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
+#: what an onnxruntime user calls.
+CUDA_GRAPH_PATHS = ("tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda")
+
+
+def uses_cuda_graph(name: str, device: str, requested: bool) -> bool:
+    """Whether the path ``name`` on ``device`` replays a CUDA graph when ``--cuda-graphs`` is ``requested``."""
+    return requested and device == "cuda" and name in CUDA_GRAPH_PATHS
 
 
 def _torch_cuda_available() -> bool:
@@ -78,6 +92,7 @@ class BenchPath:
     precision: str
     device: str
     note: str = ""
+    cuda_graph: bool = False  #: each step replays a CUDA graph captured once per batch
 
     def setup(self) -> None:
         """Expensive, once per path (load or build); may raise PathUnavailable."""
@@ -109,7 +124,7 @@ _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
 class TorchPath(BenchPath):
-    """PyTorch eager, or ``torch.compile`` of it, optionally replayed as a CUDA graph (eager on CUDA only)."""
+    """PyTorch eager, or ``torch.compile`` of it, on CUDA optionally replayed as a CUDA graph (both of them)."""
 
     def __init__(self, model_factory: Callable[[], Any], image_size: tuple[int, int], precision: str, device: str,
                  *, compile: bool = False, compile_budget_s: float | None = None, cuda_graphs: bool = False) -> None:
@@ -122,11 +137,12 @@ class TorchPath(BenchPath):
         self.device = device
         self.compiled = compile
         self.compile_budget_s = compile_budget_s
-        self.cuda_graphs = cuda_graphs and device == "cuda" and not compile
         self.name = f"torch-{'compile' if compile else 'eager'}-{device}"
+        self.cuda_graph = uses_cuda_graph(self.name, device, cuda_graphs)
         self.model: Any = None
         self.compile_seconds: dict[int, float] = {}
         self.compile_timeout: PathUnavailable | None = None
+        self.captured: tuple[Any, Any] | None = None
 
     def setup(self) -> None:
         if self.precision not in _TORCH_DTYPES:
@@ -161,8 +177,15 @@ class TorchPath(BenchPath):
                 self.compile_timeout = timeout
                 raise
             self.compile_seconds[batch] = round(time.perf_counter() - start, 1)
-        if not self.cuda_graphs:
+        if not self.cuda_graph:
             return run
+        # torch.compile is captured here like eager, rather than compiled with mode="reduce-overhead" (CUDA graph
+        # trees): the graph then holds exactly the kernels inductor generated for this batch and one replay is one
+        # timed iteration, as for eager and TensorRT. reduce-overhead would add per call what is not the model's GPU
+        # time (dynamo's guards and the trees' bookkeeping in Python, and a copy of the input into its static buffer)
+        # and silently falls back to launching kernel by kernel when it meets something it cannot capture ("skipping
+        # cudagraphs due to ..."), which is the misleading number this replaces; a capture here fails loudly, and the
+        # path is reported failed with the reason.
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm up off the default stream before capture, as torch requires
@@ -172,6 +195,7 @@ class TorchPath(BenchPath):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), torch.inference_mode():
             self.model(images)
+        self.captured = (graph, images)  # the graph reads the input where it was at capture: keep it alive
         return graph.replay
 
     def timer(self) -> Timer:
@@ -183,13 +207,13 @@ class TorchPath(BenchPath):
         return self.torch.cuda.max_memory_allocated() / 2**20
 
     def details(self) -> dict[str, Any]:
-        details: dict[str, Any] = {"cuda_graph": self.cuda_graphs}
+        details: dict[str, Any] = {"cuda_graph": self.cuda_graph}
         if self.compiled:
             details["compile_seconds_by_batch"] = self.compile_seconds
         return details
 
     def close(self) -> None:
-        self.model = None
+        self.model, self.captured = None, None
         if self.device == "cuda":
             self.torch.cuda.empty_cache()
 
@@ -296,8 +320,8 @@ def require_tensorrt() -> Any:
 
 
 class TensorRTPath(BenchPath):
-    """A TensorRT engine through the TensorRT Python API: buffers on the device, ``execute_async_v3`` on a
-    stream, optionally captured once into a CUDA graph and replayed."""
+    """A TensorRT engine through :class:`pipeline.runtime.SwinEngine` (buffers on the device, one enqueue on the
+    engine's stream per step), optionally captured once per batch into a CUDA graph and replayed."""
 
     device = "cuda"
 
@@ -307,81 +331,58 @@ class TensorRTPath(BenchPath):
         self.precision = precision
         self.engine_provider = engine
         self.plugin_library = plugin_library
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graph = uses_cuda_graph(name, self.device, cuda_graphs)
         self.note = note
         self.engine: Any = None
-        self.buffers: dict[str, Any] = {}
+        self.metadata: Any = None
 
     def setup(self) -> None:
-        trt = require_tensorrt()
+        require_tensorrt()  # refuse before asking for the engine, which may mean building one
         import torch
 
-        from pipeline.build import check_engine_compatible, load_engine
+        from pipeline.runtime import SwinEngine  # here, not at module level: it needs the GPU runtime
 
-        self.trt, self.torch = trt, torch
+        self.torch = torch
         try:
             self.engine_path = self.engine_provider()
-            self.metadata = check_engine_compatible(self.engine_path).metadata
-            torch.cuda.synchronize()
-            self.free_before = torch.cuda.mem_get_info()[0]
-            self.engine = load_engine(self.engine_path, self.metadata, self.plugin_library)
-        except PipelineError as error:
+            self.engine = SwinEngine(self.engine_path, self.plugin_library)
+        except PipelineError as error:  # "cannot run here ...", an incompatible engine, a missing plugin library
             raise PathUnavailable(str(error)) from error
-        self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
-        self.peak_used = 0
-
-    def _io_names(self) -> list[str]:
-        return [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.metadata = self.engine.metadata
 
     def step(self, batch: int) -> Step:
-        trt, torch = self.trt, self.torch
-        self.buffers = {}
-        for name in self._io_names():
-            if self.engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-                continue
-            low, _, high = self.engine.get_tensor_profile_shape(name, 0)
-            if not low[0] <= batch <= high[0]:
-                raise PathUnavailable(f"{self.engine_path.name} was built for batch {low[0]}..{high[0]}; rebuild "
-                                      f"it with a profile up to {batch} (e.g. BATCH=1,8,{batch})")
-            shape = list(self.engine.get_tensor_shape(name))
-            self.context.set_input_shape(name, [batch, *shape[1:]])
-        for name in self._io_names():
-            dtype = torch.from_numpy(np.empty(0, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
-            tensor = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                tensor.normal_()
-            self.buffers[name] = tensor
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        stream = self.stream
-
-        def run() -> None:
-            if not self.context.execute_async_v3(stream.cuda_stream):
-                raise RuntimeError(f"TensorRT failed to enqueue {self.engine_path} at batch {batch}")
-
+        torch, engine = self.torch, self.engine
+        low, high = engine.batch_range[0], engine.batch_range[-1]
+        if not low <= batch <= high:
+            raise PathUnavailable(f"{self.engine_path.name} was built for batch {low}..{high}; rebuild it with a "
+                                  f"profile up to {batch} (e.g. BATCH=1,8,{batch})")
+        try:
+            run = engine.bind(batch)
+        except PipelineError as error:
+            raise PathUnavailable(str(error)) from error
         run()  # the first enqueue after a shape change does setup work that must not be captured
-        stream.synchronize()
-        self.peak_used = max(self.peak_used, self.free_before - torch.cuda.mem_get_info()[0])
-        if not self.cuda_graphs:
+        engine.stream.synchronize()
+        if not self.cuda_graph:
             return run
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
+        with torch.cuda.graph(graph, stream=engine.stream):
             run()
         return graph.replay
 
     def timer(self) -> Timer:
-        return CudaEventTimer(self.stream)
+        return CudaEventTimer(self.engine.stream)
 
     def memory_mb(self) -> float | None:
-        return self.peak_used / 2**20  # engine weights, activations and I/O buffers: the device memory it took
+        return self.engine.memory_mb()  # engine weights, activations and I/O buffers: the device memory it took
 
     def details(self) -> dict[str, Any]:
-        if self.engine is None:
+        if self.metadata is None:
             return {}
         return {"engine": str(self.engine_path), "backend": self.metadata.backend.to_json(),
-                "plugin_layers": self.metadata.plugin_layers, "cuda_graph": self.cuda_graphs}
+                "plugin_layers": self.metadata.plugin_layers, "cuda_graph": self.cuda_graph}
 
     def close(self) -> None:
-        self.buffers, self.context, self.engine = {}, None, None
-        if hasattr(self, "torch"):
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()
             self.torch.cuda.empty_cache()

@@ -20,19 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import engine_batch_profile, prepare_inputs
-from benchmarks.paths import PathUnavailable, TensorRTPath, require_tensorrt
+from benchmarks.paths import PathUnavailable, require_tensorrt
 from benchmarks.report import ROOT
 from pipeline.arguments import ModelArguments, PluginArguments, add_groups, recipe_from_args
 from pipeline.artifacts import write_json
+from pipeline.build import BACKENDS
 from pipeline.engine import PRECISIONS
 from pipeline.errors import PipelineError
+from pipeline.runtime import SwinEngine
 
 log = logging.getLogger("benchmarks.profile")
 
 
-def layer_times(path: TensorRTPath, batch: int, iterations: int) -> list[dict[str, Any]]:
+def layer_times(engine: SwinEngine, batch: int, iterations: int) -> list[dict[str, Any]]:
     """Average time per layer over ``iterations`` profiled runs, in execution order."""
-    trt = path.trt
+    trt = BACKENDS[engine.metadata.backend.name].bindings()
     totals: dict[str, list[float]] = {}
 
     class Profiler(trt.IProfiler):
@@ -42,14 +44,16 @@ def layer_times(path: TensorRTPath, batch: int, iterations: int) -> list[dict[st
         def report_layer_time(self, layer_name: str, ms: float) -> None:
             totals.setdefault(layer_name, []).append(ms)
 
-    path.step(batch)  # shapes and buffers for this batch, one untimed run
-    context = path.context
+    run = engine.bind(batch)  # shapes and buffers for this batch
+    run()  # one untimed run
+    engine.stream.synchronize()
+    context = engine.context
     profiler = Profiler()  # held here: TensorRT does not keep the Python object alive
     context.profiler = profiler
     context.enqueue_emits_profile = False  # report explicitly after each synchronization
     for _ in range(iterations):
-        context.execute_async_v3(path.stream.cuda_stream)
-        path.stream.synchronize()
+        run()
+        engine.stream.synchronize()
         context.report_to_profiler()
     total = sum(sum(v) / len(v) for v in totals.values())
     return [{"name": name, "average_ms": sum(v) / len(v), "percent": 100 * sum(v) / len(v) / total}
@@ -77,19 +81,18 @@ def summarize_layers(layers: list[dict[str, Any]], plugin_layer_names: list[str]
     }
 
 
-def profile_engine(path: TensorRTPath, batch: int, iterations: int) -> dict[str, Any]:
-    path.setup()
-    try:
-        layers = layer_times(path, batch, iterations)
-        inspector = path.engine.create_engine_inspector()
-        inspector.execution_context = path.context
-        information = json.loads(inspector.get_engine_information(path.trt.LayerInformationFormat.JSON))
-        return {"engine": str(path.engine_path), "batch": batch, "iterations": iterations,
-                "summary": summarize_layers(layers, list(path.metadata.plugin_layer_names)), "layers": layers,
+def profile_engine(engine_path: Path, plugin_library: Path | None, batch: int, iterations: int) -> dict[str, Any]:
+    """Per-layer times and the engine inspector's layer information of one engine (through SwinEngine)."""
+    with SwinEngine(engine_path, plugin_library) as engine:
+        trt = BACKENDS[engine.metadata.backend.name].bindings()
+        layers = layer_times(engine, batch, iterations)
+        inspector = engine.engine.create_engine_inspector()
+        inspector.execution_context = engine.context
+        information = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        return {"engine": str(engine_path), "batch": batch, "iterations": iterations,
+                "summary": summarize_layers(layers, list(engine.metadata.plugin_layer_names)), "layers": layers,
                 # LAYER_NAMES_ONLY engines give names only; DETAILED ones add tactics, formats and fused ops.
                 "inspector": information}
-    finally:
-        path.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,15 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe.validate(until="surgery")
         inputs = prepare_inputs(recipe, None, ROOT / "build" / f"bench_{variant.lower()}", engine_dir)
-        ours = TensorRTPath("tensorrt-plugin", args.precision, lambda: inputs.plugin_engine(args.precision),
-                            recipe.plugin_library)
-        result: dict[str, Any] = {"variant": variant, "precision": args.precision,
-                                  "plugin_engine": profile_engine(ours, args.batch, args.iterations)}
+        result: dict[str, Any] = {
+            "variant": variant, "precision": args.precision,
+            "plugin_engine": profile_engine(inputs.plugin_engine(args.precision), recipe.plugin_library, args.batch,
+                                            args.iterations)}
         if not args.no_native:
-            native = TensorRTPath("tensorrt-native", args.precision, lambda: inputs.native_engine(args.precision), None)
             try:
-                result["native_engine"] = profile_engine(native, args.batch, args.iterations)
-            except PathUnavailable as reason:
+                result["native_engine"] = profile_engine(inputs.native_engine(args.precision), None, args.batch,
+                                                         args.iterations)
+            except (PathUnavailable, PipelineError) as reason:
                 result["native_engine"] = {"skipped": str(reason)}
     except (PipelineError, PathUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)

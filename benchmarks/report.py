@@ -1,8 +1,10 @@
 """Benchmark reports: the JSON of a run, its Markdown table and latency plot, and the README table generated
 from the newest committed result files.
 
-A run writes its files under build/bench/ (git-ignored), named with a UTC time stamp, and never replaces a file;
-committing one is a deliberate step:
+A run writes its files under build/bench/ (git-ignored), named with the UTC time it started, and never replaces
+another run's file: it claims ``<stem>.json`` when it starts (``<stem>_2.json``… where a name is taken), rewrites
+that JSON atomically as each path finishes (``"complete": false``, so an interrupted run keeps what it measured)
+and adds the .md and .png when it is done (``"complete": true``). Committing one is a deliberate step:
 
     python -m benchmarks.report --commit build/bench/bench_t_<device>_<time>.json  # copy it to benchmarks/results/
     git add benchmarks/results/bench_t_<device>_<time>.*
@@ -83,18 +85,52 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def cuda_graph_used(path: dict[str, Any]) -> bool | None:
+    """Whether a CUDA path's steps replayed a CUDA graph (older files keep it in ``details``); None: not a CUDA
+    path, or not recorded."""
+    if path.get("device") != "cuda":
+        return None
+    used = path.get("cuda_graph", (path.get("details") or {}).get("cuda_graph"))
+    return None if used is None else bool(used)
+
+
 def _path_label(path: dict[str, Any]) -> str:
-    return f"{path['name']} {path['precision']}" + (f" ({path['note']})" if path.get("note") else "")
+    graph = cuda_graph_used(path)
+    marker = "" if graph is None else " [CUDA graph]" if graph else " [no CUDA graph]"
+    return f"{path['name']} {path['precision']}{marker}" + (f" ({path['note']})" if path.get("note") else "")
 
 
-def environment_line(environment: dict[str, Any]) -> str:
+NO_GRAPH_NOTE = ("[no CUDA graph]: launched kernel by kernel from Python on every iteration, so at small batches the "
+                 "time includes Python's launch overhead, not only the GPU's work; [CUDA graph]: one graph replay "
+                 "per iteration.")
+
+
+def load_line(load: dict[str, Any] | None) -> str | None:
+    """The SM clock and power sampled while GPU paths were timed (benchmarks.gpu_load), or None."""
+    if not load or not load.get("samples"):
+        return None
+    parts = []
+    if "sm_clock_mhz" in load:
+        clock = load["sm_clock_mhz"]
+        parts.append(f"SM clock {clock['min']:.0f}–{clock['max']:.0f} MHz (median {clock['median']:.0f})")
+    if "power_w" in load:
+        parts.append(f"power {load['power_w']['min']:.0f}–{load['power_w']['max']:.0f} W "
+                     f"(median {load['power_w']['median']:.0f})")
+    return f"under load: {', '.join(parts)}, {load['samples']} samples" if parts else None
+
+
+def environment_line(environment: dict[str, Any], load: dict[str, Any] | None = None) -> str:
     gpu = environment["gpu"]
     cpu = environment["cpu"]
     parts = [gpu.get("device") or f"CPU only: {cpu['model']}, {cpu['cores']} cores, load average "
                                   f"{cpu.get('load_average_1m')} at start"]
+    under_load = load_line(load)
+    if under_load:
+        parts.append(under_load)
     if environment.get("nvidia_smi"):
         smi = environment["nvidia_smi"][0]
-        parts.append(f"SM clock {smi.get('clocks.sm')} (max {smi.get('clocks.max.sm')}), power limit "
+        # Read once before anything ran: an idle GPU's clock (345 MHz on the H100), not the one it measured at.
+        parts.append(f"SM clock at start {smi.get('clocks.sm')} (max {smi.get('clocks.max.sm')}), power limit "
                      f"{smi.get('power.limit')}, driver {smi.get('driver_version')}")
     if environment.get("jetson"):
         parts.append(f"Jetson {environment['jetson']['l4t']}, nvpmodel: {environment['jetson']['nvpmodel']}")
@@ -138,17 +174,21 @@ def skipped_lines(report: dict[str, Any]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     """The full Markdown of one run: summary, per-batch statistics, skipped paths, goals, reference numbers."""
     lines = [f"# Swin-{report['variant']} {report['image_size'][0]}×{report['image_size'][1]} benchmark, "
-             f"{report['created'][:10]}", "", environment_line(report["environment"]), "",
-             *summary_table(report), "",
-             "| path | batch | p50 ms | p90 ms | p99 ms | mean ms | img/s | iterations | timer | memory MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{report['created'][:10]}", ""]
+    if report.get("complete") is False:
+        lines += [f"Incomplete: {_progress(report)}.", ""]
+    lines += [environment_line(report["environment"], report.get("gpu_load")), "", *summary_table(report), ""]
+    if any(cuda_graph_used(p) is False for p in report["paths"] if p["status"] == "measured"):
+        lines += [NO_GRAPH_NOTE, ""]
+    lines += ["| path | batch | p50 ms | p90 ms | p99 ms | mean ms | img/s | iterations | timer | memory MB | "
+              "SM MHz, W (median under load) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in report["paths"]:
         for r in path.get("results", []):
             if r["status"] == "measured":
                 lines.append(f"| {_path_label(path)} | {r['batch']} | {_fmt(r['p50_ms'])} | {_fmt(r['p90_ms'])} | "
                              f"{_fmt(r['p99_ms'])} | {_fmt(r['mean_ms'])} | {_fmt(r['throughput_img_s'], 1)} | "
                              f"{r['iterations']} ({r['stopped_by']}) | {path['timer']} | "
-                             f"{_fmt(r.get('memory_mb'), 0)} |")
+                             f"{_fmt(r.get('memory_mb'), 0)} | {_load_cell(r.get('gpu_load'))} |")
     skipped = skipped_lines(report)
     if skipped:
         lines += ["", "Not measured:", *skipped]
@@ -159,6 +199,21 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Reference numbers (docs/design.md §7, published, not measured here):", "",
               "| source | numbers |", "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
     return "\n".join(lines) + "\n"
+
+
+def _load_cell(load: dict[str, Any] | None) -> str:
+    if not load or not load.get("samples"):
+        return "—"
+    clock, power = load.get("sm_clock_mhz"), load.get("power_w")
+    return (f"{clock['median']:.0f} MHz" if clock else "— MHz") + (f", {power['median']:.0f} W" if power else ", — W")
+
+
+def _progress(report: dict[str, Any]) -> str:
+    """What an interrupted run did not reach (its JSON holds the paths it finished)."""
+    during = (f"interrupted during {report['interrupted_during']}" if report.get("interrupted_during") else
+              "stopped before the end")
+    pending = report.get("pending") or []
+    return during + (f", not reached: {', '.join(pending)}" if pending else "")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,7 +258,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 
 def utc_now() -> datetime.datetime:
-    """When a run finished, to the second: its record's ``created`` and its files' time stamp."""
+    """Now, to the second: a run's ``created`` (when it started) and its files' time stamp, and its ``finished``."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
@@ -227,11 +282,12 @@ def _link_all(sources: dict[str, Path], stem: Path) -> list[Path]:
     return linked
 
 
-def write_new(stem: Path, writers: dict[str, Callable[[Path], object]], *,
-              new_name_on_clash: bool = True) -> list[Path]:
+def write_new(stem: Path, writers: dict[str, Callable[[Path], object]], *, new_name_on_clash: bool = True,
+              reserve: tuple[str, ...] = ()) -> list[Path]:
     """``<stem><suffix>`` for each writer, written in a hidden staging folder beside them and then linked into
     place, so never half-written and never replacing a file. A taken name makes the stem ``<stem>_2``, ``_3``…
-    (a finished run is never lost), or with ``new_name_on_clash=False`` an error."""
+    (a finished run is never lost), or with ``new_name_on_clash=False`` an error. ``reserve``: suffixes written
+    later under the same stem, whose names must be free too."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{stem.name}.", suffix=".partial", dir=stem.parent) as staging:
         staged = {suffix: Path(staging) / f"{stem.name}{suffix}" for suffix in writers}
@@ -239,12 +295,15 @@ def write_new(stem: Path, writers: dict[str, Callable[[Path], object]], *,
             write(staged[suffix])
         target, attempt = stem, 1
         while True:
-            try:
-                return _link_all(staged, target)
-            except FileExistsError as clash:
-                if not new_name_on_clash:
-                    raise PipelineError(f"{clash.filename2} exists already and is never replaced; remove it first "
-                                        "(git rm) to replace it") from None
+            taken = next((name for name in (Path(f"{target}{s}") for s in reserve) if name.exists()), None)
+            if taken is None:
+                try:
+                    return _link_all(staged, target)
+                except FileExistsError as clash:
+                    taken = clash.filename2
+            if not new_name_on_clash:
+                raise PipelineError(f"{taken} exists already and is never replaced; remove it first (git rm) to "
+                                    "replace it")
             attempt += 1
             target = stem.with_name(f"{stem.name}_{attempt}")
 
@@ -254,6 +313,35 @@ def write_report(report: dict[str, Any], stem: Path) -> list[Path]:
     return write_new(stem, {".json": lambda path: write_json(path, report),
                             ".md": lambda path: path.write_text(markdown(report)),
                             ".png": lambda path: plot(report, path)})
+
+
+def start_run(report: dict[str, Any], stem: Path) -> Path:
+    """Claim ``<stem>.json`` for a run that is starting (``<stem>_2.json``… where that name, or the .md or .png
+    beside it, is taken) by writing ``report`` to it; the run then rewrites it with :func:`update_run`."""
+    [json_path] = write_new(stem, {".json": lambda path: write_json(path, report)}, reserve=(".md", ".png"))
+    return json_path
+
+
+def update_run(json_path: Path, report: dict[str, Any]) -> Path:
+    """Rewrite the run's own JSON, atomically: a reader (or a kill) sees the previous version or this one."""
+    return write_json(json_path, report)
+
+
+def finish_run(json_path: Path, report: dict[str, Any]) -> list[Path]:
+    """The run's last JSON and its .md and .png beside it (linked into place from a staging folder, never over a
+    file: start_run found their names free, and every writer here claims a stem by its .json first)."""
+    update_run(json_path, report)
+    stem = json_path.with_suffix("")
+    with tempfile.TemporaryDirectory(prefix=f".{stem.name}.", suffix=".partial", dir=stem.parent) as staging:
+        staged = {".md": Path(staging) / f"{stem.name}.md", ".png": Path(staging) / f"{stem.name}.png"}
+        staged[".md"].write_text(markdown(report))
+        plot(report, staged[".png"])
+        try:
+            return [json_path, *_link_all(staged, stem)]
+        except FileExistsError as clash:
+            raise PipelineError(f"{clash.filename2} appeared during the run and is never replaced; the run's "
+                                f"results are in {json_path}: `python -m benchmarks.report {json_path}` prints "
+                                "its Markdown") from None
 
 
 def commit_run(run: Path, results_dir: Path) -> list[Path]:
@@ -282,16 +370,26 @@ def committed_results(results_dir: Path) -> list[Path]:
     return [f for f in files if f.name in set(listed)]
 
 
+def _created(report: dict[str, Any]) -> datetime.datetime:
+    created = datetime.datetime.fromisoformat(report["created"])
+    return created if created.tzinfo else created.replace(tzinfo=datetime.timezone.utc)
+
+
 def newest_per_device(files: Iterable[Path]) -> list[dict[str, Any]]:
-    """The newest run per (variant, device), newest first."""
+    """The newest run per (variant, device slug), newest first: a complete run before an interrupted one (whose
+    JSON holds only the paths it finished), then by when it started."""
     newest: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def rank(report: dict[str, Any]) -> tuple[bool, datetime.datetime, str]:
+        return report.get("complete", True) is not False, _created(report), report["file"]
+
     for file in files:
         report = json.loads(file.read_text())
         report["file"] = file.name
         key = (report["variant"], report["device"])
-        if key not in newest or report["created"] > newest[key]["created"]:
+        if key not in newest or rank(report) > rank(newest[key]):
             newest[key] = report
-    return sorted(newest.values(), key=lambda r: r["created"], reverse=True)
+    return sorted(newest.values(), key=_created, reverse=True)
 
 
 def readme_section(reports: list[dict[str, Any]]) -> str:
@@ -300,9 +398,12 @@ def readme_section(reports: list[dict[str, Any]]) -> str:
     lines = ["Generated by `python -m benchmarks.report --readme README.md` from the newest committed file per "
              "device in `benchmarks/results/`; rerun `make bench` on your machine for its numbers. Throughput is "
              "batch / mean latency, so latency spikes (other processes on a CPU machine) lower it below batch / p50."]
+    if any(cuda_graph_used(p) is False for r in reports for p in r["paths"] if p["status"] == "measured"):
+        lines += ["", NO_GRAPH_NOTE]
     for report in reports:
+        incomplete = f"; incomplete: {_progress(report)}" if report.get("complete") is False else ""
         lines += ["", f"**Swin-{report['variant']}, {report['created'][:10]}** "
-                  f"({environment_line(report['environment'])}; "
+                  f"({environment_line(report['environment'], report.get('gpu_load'))}{incomplete}; "
                   f"[`{report['file']}`](benchmarks/results/{report['file']}))", "", *summary_table(report)]
         skipped = skipped_lines(report)
         if skipped:

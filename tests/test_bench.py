@@ -1,24 +1,31 @@
 """The benchmark's pure parts on synthetic data (statistics, timers' budget logic, reports, README generation,
-goals), skip reasons on this machine, where results go (never onto an existing file), and a tiny end-to-end CPU
-run of `python -m benchmarks.bench`."""
+goals, which paths replay CUDA graphs and which run by default, clocks and power under load), skip reasons on this
+machine, where results go (never onto an existing file, rewritten as each path finishes, valid after a kill), and a
+tiny end-to-end CPU run of `python -m benchmarks.bench`."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
+import signal
+import stat
 import struct
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks import bench, environment, profile, report
-from benchmarks.paths import OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath, deadline
+from benchmarks import bench, environment, gpu_load, profile, report
+from benchmarks.paths import OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath, deadline, uses_cuda_graph
 from benchmarks.stats import percentile, speedup, summarize
 from benchmarks.timers import Budget, WallClockTimer
+from pipeline.engine import EngineRecipe
 from pipeline.errors import PipelineError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -136,6 +143,149 @@ def test_gpu_paths_give_reasons_without_a_gpu():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# which paths replay CUDA graphs, which run by default
+
+
+def every_path(tmp_path: Path, cuda_graphs: bool = True) -> list:
+    """build_paths' list; nothing is loaded or built until a path's setup()."""
+    inputs = bench.Inputs(EngineRecipe(), tmp_path / "model.onnx", tmp_path / "model.swin.onnx", "test", tmp_path,
+                          tmp_path)
+    return bench.build_paths(inputs, ("fp16",), cuda_graphs=cuda_graphs, compile_budget_s=None)
+
+
+def test_compile_paths_use_cuda_graphs_when_asked(tmp_path):
+    assert uses_cuda_graph("torch-compile-cuda", "cuda", True)
+    assert not uses_cuda_graph("torch-compile-cuda", "cuda", False)
+    assert not uses_cuda_graph("torch-compile-cpu", "cpu", True)
+    assert not uses_cuda_graph("onnxruntime-cuda", "cuda", True)  # no graph support of onnxruntime's here
+    for requested in (True, False):
+        paths = every_path(tmp_path, cuda_graphs=requested)
+        compiled = [p for p in paths if p.name == "torch-compile-cuda"]
+        assert [p.precision for p in compiled] == ["fp32", "fp16"]
+        for path in compiled:
+            assert path.cuda_graph is requested and path.details()["cuda_graph"] is requested
+        graphs = {p.name for p in paths if p.cuda_graph}
+        assert graphs == ({"tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda"}
+                          if requested else set())
+        assert not any(p.cuda_graph for p in paths if p.device == "cpu")
+    parser = bench.build_parser()
+    assert parser.parse_args([]).cuda_graphs is None  # decided by the machine: on wherever a CUDA GPU is visible
+    assert parser.parse_args(["--no-cuda-graphs"]).cuda_graphs is False
+    assert parser.parse_args(["--cuda-graphs"]).cuda_graphs is True
+    assert bench.resolve_cuda_graphs(None, gpu_present=True) is True
+    assert bench.resolve_cuda_graphs(None, gpu_present=False) is False
+    assert bench.resolve_cuda_graphs(False, gpu_present=True) is False
+
+
+def test_gpu_run_default_selection_excludes_cpu_paths(tmp_path):
+    paths = every_path(tmp_path)
+    cpu = {p.name for p in paths if p.device == "cpu"}
+    assert cpu == {"torch-eager-cpu", "torch-compile-cpu", "onnxruntime-cpu", "onnxruntime-cpu-surgered"}
+
+    def skipped(plan: list) -> dict[str, str]:
+        assert [p for p, _ in plan] == paths  # every path is listed, in order, run or skipped
+        return {p.name: reason for p, reason in plan if reason is not None}
+
+    on_gpu = skipped(bench.default_paths(paths, gpu_present=True, cpu_requested=False, selected=None))
+    assert on_gpu == dict.fromkeys(cpu, "CPU path: not run by default on a GPU machine; --cpu runs it")
+    assert skipped(bench.default_paths(paths, gpu_present=True, cpu_requested=True, selected=None)) == {}
+    assert skipped(bench.default_paths(paths, gpu_present=False, cpu_requested=False, selected=None)) == {}
+    named = skipped(bench.default_paths(paths, True, False, {"torch-eager-cpu", "tensorrt-plugin"}))
+    assert {p.name for p in paths} - set(named) == {"torch-eager-cpu", "tensorrt-plugin"}
+    assert set(named.values()) == {"not selected (--paths)"}
+    with_cpu = skipped(bench.default_paths(paths, True, True, {"tensorrt-plugin"}))
+    assert {p.name for p in paths} - set(with_cpu) == {"tensorrt-plugin", *cpu}
+
+
+def empty_onnx_dir(tmp_path: Path) -> Path:
+    """Stand-ins for the exports: enough for runs whose every path is skipped before reading them."""
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    for name in ("model.onnx", "model.swin.onnx"):
+        (onnx_dir / name).touch()
+    return onnx_dir
+
+
+@pytest.mark.skipif(environment.driver_version() is not None, reason="fakes a GPU machine where there is none")
+def test_a_gpu_machine_run_skips_cpu_paths_and_turns_graphs_on(tmp_path, monkeypatch):
+    # Every GPU path refuses at once here (no CUDA), and the CPU ones are not run: nothing is loaded.
+    monkeypatch.setattr(bench, "gpu_present", lambda: True)
+    argv = ["--onnx-dir", str(empty_onnx_dir(tmp_path)), "--work-dir", str(tmp_path / "work"), "--results-dir",
+            str(tmp_path / "results")]
+    assert bench.main(argv) == 0
+    [json_path] = (tmp_path / "results").glob("*.json")
+    data = json.loads(json_path.read_text())
+    assert data["complete"] is True and data["pending"] == [] and data["settings"]["cuda_graphs"] is True
+    records = {(p["name"], p["precision"]): p for p in data["paths"]}
+    for name in ("torch-eager-cpu", "torch-compile-cpu", "onnxruntime-cpu", "onnxruntime-cpu-surgered"):
+        assert records[(name, "fp32")]["reason"] == bench.CPU_ON_GPU_MACHINE
+    assert records[("torch-compile-cuda", "fp16")]["cuda_graph"] is True
+    assert "CUDA GPU" in records[("torch-compile-cuda", "fp16")]["reason"]  # it ran, and said why it could not
+
+
+def test_bench_rejects_a_path_name_it_does_not_know(tmp_path, capsys):
+    argv = ["--onnx-dir", str(empty_onnx_dir(tmp_path)), "--paths", "torch-eager-cpu,torch-eagre-cuda",
+            "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+    assert bench.main(argv) == 2
+    assert "no path is named torch-eagre-cuda" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# clocks and power under load
+
+
+def smi_line(when: datetime.datetime, clock: str, power: str, index: str = "0", uuid: str = "GPU-a1") -> str:
+    return f"{when:%Y/%m/%d %H:%M:%S}.{when.microsecond // 1000:03d}, {index}, {uuid}, {clock}, {power}\n"
+
+
+def test_clock_and_power_samples_are_parsed_and_summarized_inside_the_timed_windows():
+    start = datetime.datetime(2026, 11, 25, 16, 47, 24, 125000)
+    lines = [smi_line(start + datetime.timedelta(milliseconds=100 * i), clock, power)
+             for i, (clock, power) in enumerate([("345", "70.1"), ("1980", "350.5"), ("1755", "420.0"),
+                                                 ("1980", "[N/A]"), ("345", "72.0")])]
+    samples = [gpu_load.parse_sample(line) for line in lines]
+    assert samples[0] == gpu_load.Sample(start.timestamp(), "0", "GPU-a1", 345.0, 70.1)
+    assert samples[3].power_w is None
+    for junk in ("timestamp, index, uuid, clocks.sm [MHz], power.draw [W]", "No devices were found", "",
+                 smi_line(start, "[N/A]", "[N/A]"), "2026/11/25 16:47:24.1"):
+        assert gpu_load.parse_sample(junk) is None
+    # The idle samples before and after the timed loop are left out: 1755..1980 MHz, not 345.
+    loop = (samples[1].time - 0.01, samples[3].time + 0.01)
+    under_load = gpu_load.summarize_samples(gpu_load.in_windows(samples, [loop]))
+    assert under_load == {"samples": 3, "sm_clock_mhz": {"min": 1755.0, "median": 1980.0, "max": 1980.0},
+                          "power_w": {"min": 350.5, "median": 385.2, "max": 420.0}}
+    assert gpu_load.summarize_samples([]) == {"samples": 0}
+    by_uuid = gpu_load.device_matcher("3", "a1")  # torch's UUID wins, without nvidia-smi's "GPU-" prefix
+    assert by_uuid(samples[0]) and not by_uuid(gpu_load.Sample(0, "0", "GPU-b2", 1.0, 1.0))
+    assert gpu_load.device_matcher("1,0", None)(gpu_load.Sample(0, "1", "GPU-b2", 1.0, 1.0))
+    assert gpu_load.device_matcher(None, None)(samples[0])
+
+
+def test_sampler_runs_nvidia_smi_in_the_background_or_says_why_not(tmp_path):
+    missing = gpu_load.GpuLoadSampler(executable=str(tmp_path / "nvidia-smi"))
+    with missing:
+        pass
+    summary = missing.summary([(0.0, time.time())])
+    assert summary["samples"] == 0 and "nvidia-smi not found" in summary["reason"]
+    # A stand-in printing nvidia-smi's loop-mode lines for two GPUs; the sampler keeps GPU 1's.
+    fake = tmp_path / "fake-nvidia-smi"
+    fake.write_text("#!/bin/sh\nwhile true; do\n  now=$(date '+%Y/%m/%d %H:%M:%S.%3N')\n"
+                    "  echo \"$now, 0, GPU-a0, 345, 60.0\"\n  echo \"$now, 1, GPU-a1, 1980, 400.0\"\n"
+                    "  sleep 0.02\ndone\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    sampler = gpu_load.GpuLoadSampler(device=gpu_load.device_matcher("1", None), executable=str(fake))
+    assert "-lms" in sampler.command()
+    with sampler:
+        start = time.time()
+        time.sleep(0.4)
+        sampler.windows[1] = (start, time.time())
+    summary = sampler.summary(sampler.windows.values())
+    assert summary["samples"] >= 3 and summary["sm_clock_mhz"]["min"] == 1980.0
+    assert summary["power_w"]["median"] == 400.0
+
+
+# ---------------------------------------------------------------------------------------------------------
 # reports
 
 
@@ -217,6 +367,31 @@ def test_readme_table_comes_from_the_newest_result_per_device(tmp_path):
         report.update_readme(readme, "x")
 
 
+def test_tables_mark_cuda_graphs_and_the_readme_prefers_complete_runs(tmp_path):
+    data = synthetic_report("2026-11-25T16:48:59+00:00", "gpu-a")
+    data["paths"][0]["cuda_graph"] = True
+    data["paths"][1]["details"] = {"cuda_graph": False}  # where the H100 run of 2026-11-25 kept it
+    data["paths"][0]["results"][0]["gpu_load"] = {"samples": 4, "sm_clock_mhz": {"min": 1755, "median": 1980,
+                                                                                 "max": 1980},
+                                                  "power_w": {"min": 300, "median": 350.5, "max": 420}}
+    data["gpu_load"] = data["paths"][0]["results"][0]["gpu_load"]
+    text = report.markdown(data)
+    assert "| tensorrt-plugin fp16 [CUDA graph] | 1.00 (1,000.0) |" in text
+    assert "| tensorrt-native fp16 [no CUDA graph] | 1.50" in text and report.NO_GRAPH_NOTE in text
+    assert "| 1980 MHz, 350 W |" in text  # the batch's median under load
+    assert "under load: SM clock 1755–1980 MHz (median 1980), power 300–420 W (median 350)" in text
+    assert "SM clock at start" in text or not data["environment"].get("nvidia_smi")
+    # An interrupted run started later does not displace the complete one of the same device from the README.
+    later = synthetic_report("2026-11-26T09:00:00+00:00", "gpu-a") | {"complete": False, "pending": ["x fp16"]}
+    (tmp_path / "bench_t_gpu-a_2026-11-25.json").write_text(json.dumps(data))
+    (tmp_path / "bench_t_gpu-a_2026-11-26T090000Z.json").write_text(json.dumps(later))
+    [shown] = report.newest_per_device(sorted(tmp_path.glob("bench_*.json")))
+    assert shown["file"] == "bench_t_gpu-a_2026-11-25.json"
+    (tmp_path / "bench_t_gpu-a_2026-11-25.json").unlink()
+    [shown] = report.newest_per_device(sorted(tmp_path.glob("bench_*.json")))
+    assert "incomplete: stopped before the end, not reached: x fp16" in report.readme_section([shown])
+
+
 def test_report_never_replaces_a_file(tmp_path):
     data = synthetic_report()
     (tmp_path / "bench_t_test.md").write_text("an earlier run")
@@ -280,7 +455,65 @@ def test_bench_cpu_end_to_end(swin_t_onnx, tmp_path):
     assert all(p["reason"] for p in data["paths"] if p["status"] != "measured")  # never silently dropped
     assert paths[("tensorrt-plugin", "fp16")]["status"] == "skipped"
     assert data["settings"]["budgets"]["cpu"]["seconds"] == 1.0
+    assert data["complete"] is True and data["pending"] == [] and data["finished"] >= data["created"]
     assert json_path.with_suffix(".md").is_file() and json_path.with_suffix(".png").is_file()
+
+
+def test_a_run_killed_mid_way_leaves_valid_json_with_the_finished_paths(swin_t_onnx, tmp_path):
+    """SIGKILL right after the first path is reported: nothing can run after it, yet the JSON holds that path."""
+    argv = ["--variant", "T", "--batch", "1", "--iterations", "1", "--cpu-warmup", "0", "--paths",
+            "onnxruntime-cpu,onnxruntime-cpu-surgered", "--onnx-dir", str(Path(swin_t_onnx[0]).parent),
+            "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.bench", *argv], cwd=report.ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.start()
+    json_path, seen = None, []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            seen.append(line)
+            if match := re.search(r"results so far \(.*\) in (.+\.json)$", line.strip()):
+                process.send_signal(signal.SIGKILL)  # the second path (seconds of reference op) has just begun
+                json_path = Path(match[1])
+                break
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.wait()
+    assert json_path is not None, "".join(seen[-20:])
+    assert process.returncode == -signal.SIGKILL
+    data = json.loads(json_path.read_text())
+    assert data["complete"] is False and data["finished"] is None
+    finished = {(p["name"], p["precision"]): p for p in data["paths"]}
+    [result] = finished[("onnxruntime-cpu", "fp32")]["results"]
+    assert result["status"] == "measured" and result["iterations"] == 1 and result["p50_ms"] > 0
+    assert ("onnxruntime-cpu-surgered", "fp32") not in finished
+    assert data["pending"] == ["onnxruntime-cpu-surgered fp32"]
+    assert sorted(p.name for p in json_path.parent.iterdir()) == [json_path.name]  # no .md/.png: not finished
+    assert "Incomplete: stopped before the end, not reached: onnxruntime-cpu-surgered fp32" in report.markdown(data)
+
+
+def test_an_interrupted_run_says_so_in_its_json(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def interrupted_second_time(path, *args, **kwargs):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_path(path, *args, **kwargs)
+
+    real_run_path = bench.run_path
+    monkeypatch.setattr(bench, "run_path", interrupted_second_time)
+    argv = ["--paths", "tensorrt-plugin,tensorrt-native", "--onnx-dir", str(empty_onnx_dir(tmp_path)),
+            "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+    assert bench.main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    [json_path] = (tmp_path / "results").iterdir()
+    data = json.loads(json_path.read_text())
+    assert (data["complete"], data["interrupted_during"], data["pending"]) == (False, "tensorrt-native fp16",
+                                                                               ["tensorrt-native fp16"])
+    assert [p["name"] for p in data["paths"]] == ["tensorrt-plugin"]
 
 
 def test_bench_writes_under_build_and_never_over_an_earlier_run(tmp_path, monkeypatch):
