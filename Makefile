@@ -20,7 +20,7 @@ BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
-.PHONY: venv onnx engine test lint plugin clean bench profile format
+.PHONY: venv onnx engine triton test lint plugin clean bench profile format
 
 # The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
 plugin: venv
@@ -48,6 +48,15 @@ engine: venv plugin
 		--backend $(BACKEND) --sm $(SM) --out-dir $(BUILD_DIR) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
 		$(if $(CALIB_SAMPLES),--calib-samples $(CALIB_SAMPLES)) $(if $(IMAGES),--images $(IMAGES)) $(ENGINE_ARGS)
+
+# A Triton Inference Server model repository in TRITON_DIR from the engine `make engine` wrote for VARIANT and
+# PRECISION into BUILD_DIR (it builds none: a missing engine is an error that says which `make engine` to run).
+# Its README.md has the tritonserver command and the client's. TRITON_ARGS: more flags of `python -m pipeline
+# triton` (e.g. --engines a.engine b.engine for several compute capabilities, --instances 2).
+TRITON_DIR ?= build/triton
+triton: venv
+	$(PY) -m pipeline triton --variant $(VARIANT) --precision $(PRECISION) --engine-dir $(BUILD_DIR) \
+		--out $(TRITON_DIR) $(TRITON_ARGS)
 
 # Every deployment path this machine can run, side by side: build/bench/bench_<v>_<device>_<UTC time>.{json,md,png}
 # (git-ignored, never overwritten); `python -m benchmarks.report --commit <json>` copies one to benchmarks/results/.

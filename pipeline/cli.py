@@ -9,6 +9,7 @@
     python -m pipeline build   build/swin_t/model.swin.fp16.onnx build/swin_t/swin_t_fp16.engine --batch 1,8,32
     python -m pipeline check-engine build/swin_t/swin_t_fp16.engine
     python -m pipeline engine  --variant T --precision fp16 --out-dir build/swin_t   (every stage, incrementally)
+    python -m pipeline triton  --variant T --precision fp16 --out build/triton      (Triton model repository)
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ def _cmd_check_engine(args: argparse.Namespace) -> None:
     print(json.dumps(check_engine_compatible(Path(args.engine)).to_json(), indent=2, default=str))
 
 
+def _cmd_triton(args: argparse.Namespace) -> None:
+    from pipeline.triton import write_variant_repository
+
+    write_variant_repository(args.variant, args.precision, args.out, engine_dir=args.engine_dir, engines=args.engines,
+                             plugin_library=args.plugin, max_queue_delay_us=args.max_queue_delay_us,
+                             instances=args.instances)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes as one ``error:`` line and a pointer to ``--help``, not argparse's usage block."""
 
@@ -173,9 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     check_engine = sub.add_parser("check-engine", help="does this engine fit this machine's TensorRT and GPU?")
     check_engine.add_argument("engine", help="engine with its metadata JSON beside it")
 
+    triton = sub.add_parser("triton", help="Triton Inference Server model repository of built engines (builds none)")
+    triton.add_argument("--variant", default="T", help="Swin variant whose engine to serve; the model is swin_<v>")
+    triton.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    triton.add_argument("--engine-dir", type=Path, help="folder `make engine` wrote (default build/swin_<v>)")
+    triton.add_argument("--engines", type=Path, nargs="+", help="engines to serve instead, one per compute "
+                                                                "capability (metadata JSON beside each)")
+    triton.add_argument("--out", type=Path, default=Path("build/triton"), help="repository folder (default "
+                        "build/triton): absent, empty, or one this command wrote")
+    triton.add_argument("--plugin", type=Path, help="plugin library to ship (default: the one the engines were "
+                                                    "built with)")
+    triton.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching's queue delay")
+    triton.add_argument("--instances", type=_positive_int, default=1, help="model instances per GPU")
+
     for name, handler in (("export", _cmd_export), ("surgery", _cmd_surgery), ("check", _cmd_check),
                           ("onnx", _cmd_onnx), ("fp16", _cmd_fp16), ("engine", _cmd_engine),
-                          ("quantize", _cmd_quantize), ("build", _cmd_build), ("check-engine", _cmd_check_engine)):
+                          ("quantize", _cmd_quantize), ("build", _cmd_build), ("check-engine", _cmd_check_engine),
+                          ("triton", _cmd_triton)):
         sub.choices[name].set_defaults(handler=handler)
     return parser
 

@@ -1,0 +1,232 @@
+"""Send photos to a Swin model served by Triton Inference Server and print each photo's top-5 classes.
+
+    python client.py --url localhost:8001 --protocol grpc photo.jpg more/*.png
+    python client.py --url localhost:8000 --protocol http --labels imagenet_classes.txt photo.jpg
+
+``python -m pipeline triton`` copies this file, unchanged, into the model repository it writes (as ``client.py``), so
+a machine with only the repository can run it: it needs numpy, Pillow and ``tritonclient`` (``pip install
+'tritonclient[grpc,http]' pillow numpy``), never the rest of this project. In this repository it also runs as
+``python -m pipeline.triton_client``. The gRPC and HTTP clients are imported only when used.
+
+The request follows the model configuration the server reports (input name, data type, dims without the batch
+dimension, ``max_batch_size``); more photos than ``max_batch_size`` are sent in several requests. Preprocessing is
+the ImageNet evaluation transform of ``pipeline/images.py`` and ``pipeline.runtime.preprocess`` (bilinear resize so
+the crop is 224/256 of the shorter side, centre crop, scale to [0, 1], normalize with the ImageNet mean and std),
+written out again here so that this file stands alone; tests/test_triton.py checks that they give the same arrays,
+bit for bit, and the same top-5 as ``pipeline.runtime.top_k``. Probabilities are the softmax of the logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+#: Triton's configuration data types → (the data type name its inference protocol uses, numpy's dtype).
+DATA_TYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16)}
+PROTOCOLS = ("grpc", "http")
+DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
+
+
+class ClientError(Exception):
+    """A problem the user can fix: a bad argument, an unreadable photo, a model this client cannot feed."""
+
+
+class InputSpec(NamedTuple):
+    """The image input of a model configuration."""
+
+    name: str
+    datatype: str  #: the inference protocol's name, e.g. "FP32"
+    dtype: Any  #: numpy's
+    dims: tuple[int, ...]  #: without the batch dimension: (3, H, W)
+    max_batch_size: int
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Preprocessing: pipeline/images.py's evaluation transform
+
+
+def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize (bilinear) so the crop is 224/256 of the image, then crop the centre ``size`` = (H, W)."""
+    height, width = size
+    scale = max(height * 256 / 224 / image.height, width * 256 / 224 / image.width)
+    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                           Image.BILINEAR)
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return resized.crop((left, top, left + width, top + height))
+
+
+def preprocess(image: str | Path | Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """A photo (a path or a PIL image) as float32 ``[3, H, W]``, ImageNet-normalized."""
+    if not isinstance(image, Image.Image):
+        try:
+            with Image.open(image) as opened:
+                opened.load()
+                image = opened.convert("RGB")
+        except (OSError, ValueError) as error:
+            raise ClientError(f"cannot read the image {image}: {error}") from None
+    pixels = np.asarray(center_crop(image.convert("RGB"), size), dtype=np.float32) / 255.0
+    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model configuration and the request
+
+
+def model_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The configuration itself, from what ``get_model_config`` returns (HTTP: the configuration; gRPC with
+    ``as_json=True``: ``{"config": …}``) or from :func:`read_config`."""
+    return config["config"] if "config" in config and "input" not in config else config
+
+
+def input_spec(config: Mapping[str, Any]) -> InputSpec:
+    """The image input of a model configuration (JSON form, as the server returns it or :func:`read_config`
+    reads it); a ClientError unless it is one batched ``[3, H, W]`` input of a type this client can fill."""
+    config = model_config(config)
+    inputs = config.get("input", [])
+    if len(inputs) != 1:
+        raise ClientError(f"model {config.get('name')!r} has {len(inputs)} inputs; this client feeds one image input")
+    spec = inputs[0]
+    # gRPC's JSON spells int64 values as strings; a missing max_batch_size is 0 (protobuf omits defaults).
+    dims = tuple(int(d) for d in spec.get("dims", ()))
+    max_batch = int(config.get("max_batch_size", 0))
+    data_type = spec.get("data_type", "TYPE_INVALID")
+    if data_type not in DATA_TYPES:
+        raise ClientError(f"input {spec['name']!r} is {data_type}; this client sends {', '.join(DATA_TYPES)}")
+    if len(dims) != 3 or dims[0] != 3 or min(dims[1:]) < 1:
+        raise ClientError(f"input {spec['name']!r} has dims {list(dims)}; this client sends RGB images [3, H, W]")
+    if max_batch < 1:
+        raise ClientError(f"model {config.get('name')!r} has max_batch_size {max_batch}; this client sends batches")
+    datatype, dtype = DATA_TYPES[data_type]
+    return InputSpec(spec["name"], datatype, dtype, dims, max_batch)
+
+
+def build_request(images: Sequence[str | Path | Image.Image], config: Mapping[str, Any]
+                  ) -> tuple[str, str, np.ndarray]:
+    """(input name, the protocol's data type, the batch ``[N, 3, H, W]``) for ``images`` (N ≤ max_batch_size)."""
+    spec = input_spec(config)
+    if not 1 <= len(images) <= spec.max_batch_size:
+        raise ClientError(f"a request holds 1 to {spec.max_batch_size} images, got {len(images)}")
+    size = (spec.dims[1], spec.dims[2])
+    batch = np.stack([preprocess(image, size) for image in images]).astype(spec.dtype, copy=False)
+    return spec.name, spec.datatype, batch
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A ``config.pbtxt`` parsed with Triton's own ``ModelConfig`` protobuf, in the JSON form the server returns."""
+    from google.protobuf import json_format, text_format
+
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as error:
+        raise ClientError(f"reading config.pbtxt needs tritonclient's gRPC part: pip install "
+                          f"'tritonclient[grpc]' ({error})") from None
+    message = text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def top_k(logits: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
+    """Per row of ``logits`` [N, classes]: the ``k`` most probable classes as (index, softmax probability)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[(int(i), float(row[i])) for i in indices] for row, indices in zip(probabilities, order, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Talking to the server
+
+
+def _client_module(protocol: str) -> Any:
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError as error:
+        raise ClientError(f"the {protocol} client needs tritonclient: pip install 'tritonclient[{protocol}]' "
+                          f"({error})") from None
+    return module
+
+
+class TritonModelClient:
+    """One model on one server, over gRPC or HTTP."""
+
+    def __init__(self, url: str, protocol: str, model: str) -> None:
+        self.protocol, self.model = protocol, model
+        self.module = _client_module(protocol)
+        self.client = self.module.InferenceServerClient(url=url)
+        config = (self.client.get_model_config(model, as_json=True) if protocol == "grpc"
+                  else self.client.get_model_config(model))
+        self.config = model_config(config)
+        self.spec = input_spec(self.config)
+        self.outputs = [output["name"] for output in self.config.get("output", [])]
+
+    def infer(self, images: Sequence[str | Path | Image.Image]) -> dict[str, np.ndarray]:
+        """Every output for ``images``, in requests of at most max_batch_size images."""
+        results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+        for start in range(0, len(images), self.spec.max_batch_size):
+            name, datatype, batch = build_request(images[start:start + self.spec.max_batch_size], self.config)
+            request = self.module.InferInput(name, list(batch.shape), datatype)
+            request.set_data_from_numpy(batch)
+            result = self.client.infer(self.model, [request],
+                                       outputs=[self.module.InferRequestedOutput(o) for o in self.outputs])
+            for output in self.outputs:
+                results[output].append(result.as_numpy(output))
+        return {name: np.concatenate(arrays) for name, arrays in results.items()}
+
+
+def _default_model() -> str | None:
+    """The model beside this file, when it runs as a repository's client.py holding exactly one model."""
+    models = [p.parent.name for p in Path(__file__).resolve().parent.glob("*/config.pbtxt")]
+    return models[0] if len(models) == 1 else None
+
+
+def _report(paths: list[str], outputs: dict[str, np.ndarray], labels: list[str] | None, k: int) -> None:
+    if len(outputs) == 1 and next(iter(outputs.values())).ndim == 2:
+        for path, best in zip(paths, top_k(next(iter(outputs.values())), k), strict=True):
+            classes = ", ".join(f"{index}{f' {labels[index]}' if labels and index < len(labels) else ''} "
+                                f"{probability:.4f}" for index, probability in best)
+            print(f"{path}: {classes}")
+    else:  # a backbone: feature maps, no classes
+        for i, path in enumerate(paths):
+            print(f"{path}: " + ", ".join(f"{name} {list(array[i].shape)}" for name, array in outputs.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Top-5 classes of photos from a Swin model served by Triton")
+    parser.add_argument("images", nargs="+", help="image files (anything Pillow reads)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
+    parser.add_argument("--url", help="host:port (default localhost:8001 for grpc, localhost:8000 for http)")
+    default_model = _default_model()
+    parser.add_argument("--model", default=default_model, required=default_model is None,
+                        help="model name" + (f" (default {default_model})" if default_model else ""))
+    parser.add_argument("--labels", type=Path, help="text file with one class name per line, in class order")
+    parser.add_argument("-k", "--top", type=int, default=5, help="classes per image (default 5)")
+    args = parser.parse_args(argv)
+    try:
+        labels = args.labels.read_text().splitlines() if args.labels else None
+        client = TritonModelClient(args.url or DEFAULT_URLS[args.protocol], args.protocol, args.model)
+        _report(args.images, client.infer(args.images), labels, args.top)
+    except ClientError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # the server's answer (InferenceServerException), no server, an unreadable label file
+        if not isinstance(error, OSError) and type(error).__module__.split(".")[0] not in (
+                "tritonclient", "grpc", "geventhttpclient"):
+            raise
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

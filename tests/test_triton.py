@@ -1,0 +1,487 @@
+"""`python -m pipeline triton` (`make triton`): the Triton model repository, its config.pbtxt read with Triton's own
+ModelConfig protobuf, refusals, the client's request against the configuration, and the plugin's load-time
+registration (all that Triton's `plugins=` does is dlopen it).
+
+No TensorRT runs here, so the engines are files with metadata written through EngineMetadata (size and SHA-256 right,
+so check_engine_compatible's file checks pass); building a real one takes minutes and the writer reads only these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from concurrent import futures
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from PIL import Image
+
+from pipeline import triton_client
+from pipeline.artifacts import write_json
+from pipeline.cli import main
+from pipeline.engine_metadata import (
+    BatchProfile,
+    BuiltWith,
+    EngineMetadata,
+    OnnxSource,
+    PluginLibrary,
+    Target,
+    TensorSpec,
+    metadata_path,
+)
+from pipeline.errors import PipelineError
+from pipeline.images import load_image_set
+from pipeline.runtime import preprocess as runtime_preprocess
+from pipeline.runtime import top_k as runtime_top_k
+from pipeline.triton import MARKER, plugin_registers_with, write_model_repository
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+
+RTX = BuiltWith("tensorrt_rtx", "1.7.1.116")
+CLASSIFIER = ((TensorSpec("images", "float32", (-1, 3, 224, 224)),), (TensorSpec("logits", "float32", (-1, 1000)),))
+BACKBONE = ((TensorSpec("images", "float32", (-1, 3, 160, 224)),),
+            tuple(TensorSpec(f"features.{i}", "float32", (-1, 96 << i, 40 >> i, 56 >> i)) for i in range(4)))
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> Path:
+    """A stand-in plugin library: names libnvinfer.so.10 as ours does (what plugin_registers_with reads)."""
+    path = tmp_path / "plugin" / "libswin_window_attention_plugin.so"
+    path.parent.mkdir()
+    path.write_bytes(b"\x7fELF stand-in\x00libnvinfer.so.10\x00getCreators\x00")
+    return path
+
+
+def fake_engine(folder: Path, plugin: Path, *, sm: int = 86, precision: str = "fp16", variant: str = "t",
+                backend: BuiltWith = RTX, batch: tuple[int, int, int] = (1, 8, 32), embedded: bool = False,
+                tensors: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = CLASSIFIER,
+                onnx_sha256: str = "0" * 64) -> Path:
+    """``make engine``'s file names in ``folder``: swin_<v>_<precision>.engine and its metadata JSON."""
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = folder / f"swin_{variant}_{precision}.engine"
+    engine.write_bytes(f"engine {sm} {precision} {backend.name}".encode() * 100)
+    inputs, outputs = tensors
+    image = inputs[0].shape[1:]
+    metadata = EngineMetadata(
+        engine=engine.name, precision=precision, onnx=OnnxSource(f"model.swin.{precision}.onnx", onnx_sha256),
+        plugin=PluginLibrary(str(plugin), hashlib.sha256(plugin.read_bytes()).hexdigest(), embedded),
+        backend=backend, target=Target(sm, None if backend == RTX else "NVIDIA GPU", backend == RTX),
+        inputs=inputs, outputs=outputs,
+        profile=BatchProfile(inputs[0].name, (batch[0], *image), (batch[1], *image), (batch[2], *image)),
+        builder_optimization_level=3, profiling_verbosity="default", timing_cache=None, layers=200, plugin_layers=12,
+        plugin_layer_names=(), parse_seconds=0.5, build_seconds=30.0, engine_bytes=engine.stat().st_size,
+        engine_sha256=hashlib.sha256(engine.read_bytes()).hexdigest(), built_at="2026-11-25T00:00:00+00:00")
+    write_json(metadata_path(engine), metadata.to_json())
+    return engine
+
+
+def parse_config(repository: Path, model: str = "swin_t") -> model_config_pb2.ModelConfig:
+    return text_format.Parse((repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def load_client(path: Path) -> ModuleType:
+    """The repository's client.py, imported by path as a deployment machine would run it."""
+    spec = importlib.util.spec_from_file_location(f"client_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_repository_from_one_engine_matches_its_metadata(tmp_path: Path, plugin: Path) -> None:
+    engine = fake_engine(tmp_path / "swin_t", plugin)
+    repository = tmp_path / "triton"
+    record = write_model_repository([engine], repository, model_name="swin_t", max_queue_delay_us=250, instances=2)
+    metadata = EngineMetadata.read(engine)
+
+    config = parse_config(repository)
+    assert (config.name, config.platform) == ("swin_t", "tensorrt_plan")
+    assert config.max_batch_size == metadata.profile.max[0] == record.max_batch_size == 32
+    for tensors, specs in ((config.input, metadata.inputs), (config.output, metadata.outputs)):
+        assert [(t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims)) for t in tensors] == [
+            (s.name, "TYPE_FP32", s.shape[1:]) for s in specs]
+    assert list(config.dynamic_batching.preferred_batch_size) == [metadata.profile.opt[0]] == [8]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 250
+    assert [(model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind), g.count) for g in config.instance_group] == [
+        ("KIND_GPU", 2)]
+    assert not config.cc_model_filenames and not config.default_model_filename  # Triton's default: model.plan
+
+    files = {str(p.relative_to(repository)) for p in repository.rglob("*") if p.is_file()}
+    assert files == {"swin_t/config.pbtxt", "swin_t/1/model.plan", "swin_t/libswin_window_attention_plugin.so",
+                     "README.md", "client.py", MARKER}
+    assert (repository / "swin_t/1/model.plan").read_bytes() == engine.read_bytes()
+    assert (repository / record.plugin_library).read_bytes() == plugin.read_bytes()
+    assert (repository / "client.py").read_bytes() == Path(triton_client.__file__).read_bytes()
+    assert record.plugin_registers_with_tensorrt == 10
+    assert json.loads((repository / MARKER).read_text())["engines"][0]["file"] == "swin_t/1/model.plan"
+    assert not list(tmp_path.glob(".triton.*"))  # no temporary folder left beside it
+
+    readme = (repository / "README.md").read_text()
+    command = re.search(r'tritonserver --model-repository="\$PWD" \\\n +--backend-config=tensorrt,plugins="\$PWD/(.+)"',
+                        readme)
+    assert command and (repository / command.group(1)).is_file()
+    assert 'LD_PRELOAD="libnvinfer.so.10 $PWD/swin_t/libswin_window_attention_plugin.so"' in readme
+    assert "Not servable as is" in readme and "BACKEND=tensorrt" in readme  # a TensorRT-RTX engine
+    assert "python client.py --url localhost:8001 --protocol grpc --model swin_t" in readme
+
+
+def test_engines_for_several_compute_capabilities(tmp_path: Path, plugin: Path) -> None:
+    engines = [fake_engine(tmp_path / f"sm{sm}", plugin, sm=sm) for sm in (86, 120, 89)]
+    write_model_repository(engines, tmp_path / "triton", model_name="swin_t")
+    config = parse_config(tmp_path / "triton")
+    assert dict(config.cc_model_filenames) == {"8.6": "model.sm86.plan", "12.0": "model.sm120.plan",
+                                               "8.9": "model.sm89.plan"}
+    assert config.default_model_filename == "model.sm86.plan"
+    for engine, file in zip(engines, ("model.sm86.plan", "model.sm120.plan", "model.sm89.plan"), strict=True):
+        assert (tmp_path / "triton/swin_t/1" / file).read_bytes() == engine.read_bytes()
+    assert not (tmp_path / "triton/swin_t/1/model.plan").exists()
+
+
+def test_embedded_plugin_ships_no_library(tmp_path: Path, plugin: Path) -> None:
+    engine = fake_engine(tmp_path / "e", plugin, embedded=True)
+    plugin.unlink()  # embedded: the file on disk no longer matters
+    record = write_model_repository([engine], tmp_path / "triton", model_name="swin_t")
+    assert record.plugin_library is None and not list((tmp_path / "triton").rglob("*.so"))
+    readme = (tmp_path / "triton/README.md").read_text()
+    assert "--backend-config=tensorrt,version-compatible=true" in readme and "plugins=" not in readme
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"sm": 86}, "same compute capability"),
+    ({"onnx_sha256": "1" * 64}, "differ in their ONNX graph"),
+    ({"batch": (1, 8, 16)}, "differ in their batch profile"),
+    ({"tensors": BACKBONE}, "differ in their inputs"),
+])
+def test_engines_of_another_model_are_refused(tmp_path: Path, plugin: Path, change: dict, message: str) -> None:
+    first = fake_engine(tmp_path / "a", plugin, sm=86)
+    second = fake_engine(tmp_path / "b", plugin, **{"sm": 89, **change})
+    with pytest.raises(PipelineError, match=message):
+        write_model_repository([first, second], tmp_path / "triton", model_name="swin_t")
+    assert not (tmp_path / "triton").exists()
+
+
+def test_batch_profile_must_start_at_one(tmp_path: Path, plugin: Path) -> None:
+    engine = fake_engine(tmp_path / "e", plugin, batch=(2, 8, 32))
+    with pytest.raises(PipelineError, match=r"starts at 2.*BATCH=1,8,32"):
+        write_model_repository([engine], tmp_path / "triton", model_name="swin_t")
+
+
+def test_plugin_must_register_with_the_engines_tensorrt(tmp_path: Path, plugin: Path) -> None:
+    """A TensorRT 11 engine with a plugin built against TensorRT 10's headers would not load in Triton."""
+    engine = fake_engine(tmp_path / "e", plugin, backend=BuiltWith("tensorrt", "11.0.0.12"))
+    with pytest.raises(PipelineError, match=r"only with TensorRT 10 .*Rebuild the plugin against TensorRT 11"):
+        write_model_repository([engine], tmp_path / "triton", model_name="swin_t")
+    ten = fake_engine(tmp_path / "f", plugin, backend=BuiltWith("tensorrt", "10.13.3.9"))
+    readme = (write_model_repository([ten], tmp_path / "triton", model_name="swin_t").repository / "README.md")
+    assert "Not servable" not in readme.read_text()
+
+
+def test_rerun_replaces_our_repository(tmp_path: Path, plugin: Path) -> None:
+    engine = fake_engine(tmp_path / "e", plugin)
+    repository = tmp_path / "triton"
+    write_model_repository([engine], repository, model_name="swin_t")
+    (repository / "stale.txt").write_text("from an earlier run")
+    write_model_repository([engine], repository, model_name="swin_t", instances=3)
+    assert parse_config(repository).instance_group[0].count == 3
+    assert not (repository / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "plugin", "triton"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_model_repository([engine], empty, model_name="swin_t")  # an empty folder is fine too
+    assert (empty / "swin_t/1/model.plan").is_file()
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def test_make_triton_command(tmp_path: Path, plugin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_engine(tmp_path / "swin_t", plugin)
+    out = tmp_path / "triton"
+    code, err = run_main(["triton", "--variant", "T", "--precision", "fp16", "--engine-dir",
+                          str(tmp_path / "swin_t"), "--out", str(out), "--instances", "2"], capsys)
+    assert code == 0, err
+    assert parse_config(out).instance_group[0].count == 2
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("no engine", "no fp16 engine of Swin-T at {dir}/swin_t_fp16.engine ({dir} has no engine); build it first "
+                  "with `make engine VARIANT=T PRECISION=fp16 BUILD_DIR={dir}`"),
+    ("precision without an engine", "no int8 engine of Swin-T at {dir}/swin_t_int8.engine ({dir} holds "
+                                    "swin_t_fp16.engine); build it first with `make engine VARIANT=T PRECISION=int8"),
+    ("folder that is not a repository", "exists and is not a Triton repository written by `python -m pipeline "
+                                        "triton`"),
+    ("corrupt engine", "is corrupt"),
+    ("unknown variant", "unknown Swin variant 'Q'"),
+])
+def test_bad_input_is_one_error_line(tmp_path: Path, plugin: Path, capsys: pytest.CaptureFixture[str], case: str,
+                                     message: str) -> None:
+    engine_dir, out = tmp_path / "swin_t", tmp_path / "triton"
+    engine_dir.mkdir()
+    precision, variant = "fp16", "T"
+    if case != "no engine":
+        engine = fake_engine(engine_dir, plugin)
+    if case == "precision without an engine":
+        precision = "int8"
+    elif case == "folder that is not a repository":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    elif case == "corrupt engine":
+        engine.write_bytes(engine.read_bytes()[:-1] + b"!")
+    elif case == "unknown variant":
+        variant = "Q"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = run_main(["triton", "--variant", variant, "--precision", precision, "--engine-dir", str(engine_dir),
+                          "--out", str(out)], capsys)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message.format(dir=engine_dir) in errors[0], err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created, no temporary folder left
+    if case == "folder that is not a repository":
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_bad_input_through_the_real_command_line(tmp_path: Path) -> None:
+    """What `make triton` shows: exactly one line on stderr and exit status 2."""
+    result = subprocess.run([sys.executable, "-m", "pipeline", "triton", "--variant", "T", "--engine-dir",
+                             str(tmp_path / "none"), "--out", str(tmp_path / "triton")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: no fp16 engine of Swin-T at {tmp_path}/none/swin_t_fp16.engine ({tmp_path}/none has no engine); "
+        f"build it first with `make engine VARIANT=T PRECISION=fp16 BUILD_DIR={tmp_path}/none`"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The client's request against config.pbtxt
+
+
+def write_photos(folder: Path) -> list[Path]:
+    """Generated photos of awkward sizes and modes (grayscale, RGBA, palette, small ones that get upscaled)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    photos = []
+    for i, (size, mode) in enumerate([((500, 375), "RGB"), ((180, 260), "L"), ((333, 333), "RGBA"),
+                                      ((120, 90), "RGB"), ((640, 200), "P")]):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        pixels[:, : size[0] // 2] //= 2  # some structure, so a shifted crop would not pass unnoticed
+        image = Image.fromarray(pixels).convert(mode)
+        photos.append(folder / f"{i}.png")
+        image.save(photos[-1])
+    return photos
+
+
+@pytest.mark.parametrize("tensors", [CLASSIFIER, BACKBONE], ids=["classifier", "backbone-160x224"])
+def test_request_follows_config_and_runtime_preprocessing(tmp_path: Path, plugin: Path,
+                                                          tensors: tuple[tuple[TensorSpec, ...], ...]) -> None:
+    engine = fake_engine(tmp_path / "e", plugin, tensors=tensors)
+    repository = tmp_path / "triton"
+    write_model_repository([engine], repository, model_name="swin_t")
+    photos = write_photos(tmp_path / "photos")
+    spec = EngineMetadata.read(engine).inputs[0]
+    expected = load_image_set(tmp_path / "photos", count=len(photos), img_size=spec.shape[2:])
+
+    for client in (triton_client, load_client(repository / "client.py")):
+        config = client.read_config(repository / "swin_t/config.pbtxt")
+        name, datatype, batch = client.build_request(expected.files_used, config)
+        assert (name, datatype) == (config["input"][0]["name"], "FP32") == (spec.name, "FP32")
+        assert batch.dtype == np.float32 and batch.shape == (len(photos), *spec.shape[1:])
+        assert np.array_equal(batch, expected.images)  # bit for bit what calibration and verification feed
+        assert np.array_equal(batch, np.stack([runtime_preprocess(p, spec.shape[2:]) for p in expected.files_used]))
+        with pytest.raises(client.ClientError, match="1 to 32 images"):
+            client.build_request(expected.files_used * 7, config)
+
+
+def test_client_ranks_as_the_runtime_does() -> None:
+    logits = np.random.default_rng(0).normal(size=(4, 1000)).astype(np.float32)
+    logits[1, 10] = logits[1, 20] = 9.0  # a tie: the lower class first
+    assert triton_client.top_k(logits) == runtime_top_k(logits)
+
+
+def test_client_refuses_what_it_cannot_feed() -> None:
+    config = {"name": "m", "max_batch_size": 4, "input": [{"name": "x", "data_type": "TYPE_INT64", "dims": [7]}]}
+    with pytest.raises(triton_client.ClientError, match="TYPE_INT64"):
+        triton_client.input_spec(config)
+    config["input"][0] |= {"data_type": "TYPE_FP32", "dims": ["3", "64", "64"]}  # gRPC's JSON: int64 as strings
+    assert triton_client.input_spec({"config": config}).dims == (3, 64, 64)
+    assert triton_client.top_k(np.array([[0.0, 2.0, 1.0]]), 2)[0] == [
+        (1, pytest.approx(np.exp(2) / np.exp([0, 1, 2]).sum())), (2, pytest.approx(np.e / np.exp([0, 1, 2]).sum()))]
+
+
+def test_grpc_client_against_a_stand_in_server(tmp_path: Path, plugin: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """client.py over real gRPC against a server that answers as Triton does from the repository's config.pbtxt:
+    model configuration, requests split at max_batch_size, top-5 from the returned logits."""
+    grpc = pytest.importorskip("grpc")
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    engine = fake_engine(tmp_path / "e", plugin, batch=(1, 2, 2))
+    repository = tmp_path / "triton"
+    write_model_repository([engine], repository, model_name="swin_t")
+    config = parse_config(repository)
+    photos = write_photos(tmp_path / "photos")[:3]
+    received: list[np.ndarray] = []
+
+    class Server(service_pb2_grpc.GRPCInferenceServiceServicer):
+        def ModelConfig(self, request, context):  # the service's method names
+            assert request.name == "swin_t"
+            return service_pb2.ModelConfigResponse(config=config)
+
+        def ModelInfer(self, request, context):
+            (tensor,) = request.inputs
+            assert (tensor.name, tensor.datatype) == ("images", "FP32")
+            batch = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(tuple(tensor.shape))
+            received.append(batch)
+            logits = np.zeros((len(batch), 1000), np.float32)
+            for i in range(len(batch)):  # image k of the whole run: class 100 + k first, 200 + k second
+                k = sum(map(len, received)) - len(batch) + i
+                logits[i, 100 + k], logits[i, 200 + k] = 5.0, 4.0
+            output = service_pb2.ModelInferResponse.InferOutputTensor(name="logits", datatype="FP32",
+                                                                      shape=list(logits.shape))
+            return service_pb2.ModelInferResponse(model_name="swin_t", outputs=[output],
+                                                  raw_output_contents=[logits.tobytes()])
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Server(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        client = load_client(repository / "client.py")
+        code = client.main(["--url", f"127.0.0.1:{port}", "--protocol", "grpc", *map(str, photos)])  # model: beside
+    finally:
+        server.stop(None)
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert [len(batch) for batch in received] == [2, 1]  # max_batch_size 2
+    config_json = client.read_config(repository / "swin_t/config.pbtxt")
+    expected = [client.build_request(photos[:2], config_json)[2], client.build_request(photos[2:], config_json)[2]]
+    assert all(np.array_equal(got, sent) for got, sent in zip(received, expected, strict=True))
+    assert [line.split(": ")[0] for line in out] == list(map(str, photos))
+    for k, line in enumerate(out):
+        classes = [int(entry.split()[0]) for entry in line.split(": ")[1].split(", ")]
+        assert len(classes) == 5 and classes[:2] == [100 + k, 200 + k]
+
+
+def test_client_without_a_server_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("grpc")
+    code = triton_client.main(["--url", "127.0.0.1:1", "--protocol", "grpc", "--model", "swin_t", "x.png"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: InferenceServerException")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plugin library under Triton's loader: dlopen only
+
+
+STAND_IN_NVINFER = r"""
+// libnvinfer.so.<N> as far as the plugin can tell: getPluginRegistry() with the IPluginRegistry ABI of the headers
+// the plugin was compiled against, counting registered creators.
+#include <NvInferRuntime.h>
+#include <cstdio>
+using namespace nvinfer1;
+namespace {
+int gRegistered = 0;
+class Registry : public IPluginRegistry {
+public:
+    bool registerCreator(IPluginCreator&, AsciiChar const* const) noexcept override { return false; }
+    IPluginCreator* const* getPluginCreatorList(int32_t* const n) const noexcept override { *n = 0; return nullptr; }
+    IPluginCreator* getPluginCreator(AsciiChar const* const, AsciiChar const* const, AsciiChar const* const) noexcept
+        override { return nullptr; }
+    void setErrorRecorder(IErrorRecorder* const) noexcept override {}
+    IErrorRecorder* getErrorRecorder() const noexcept override { return nullptr; }
+    bool deregisterCreator(IPluginCreator const&) noexcept override { return false; }
+    bool isParentSearchEnabled() const override { return false; }
+    void setParentSearchEnabled(bool const) override {}
+    PluginLibraryHandle loadLibrary(AsciiChar const*) noexcept override { return nullptr; }
+    void deregisterLibrary(PluginLibraryHandle) noexcept override {}
+    bool registerCreator(IPluginCreatorInterface& creator, AsciiChar const* const ns) noexcept override {
+        auto& v3 = static_cast<IPluginCreatorV3One&>(creator);
+        std::printf("registered %s %s '%s'\n", v3.getPluginName(), v3.getPluginVersion(), ns);
+        std::fflush(stdout);
+        return ++gRegistered > 0;
+    }
+    IPluginCreatorInterface* const* getAllCreators(int32_t* const n) const noexcept override { *n = 0; return nullptr; }
+    IPluginCreatorInterface* getCreator(AsciiChar const* const, AsciiChar const* const, AsciiChar const* const)
+        noexcept override { return nullptr; }
+    bool deregisterCreator(IPluginCreatorInterface const&) noexcept override { return --gRegistered >= 0; }
+    IPluginResource* acquirePluginResource(AsciiChar const*, IPluginResource*) noexcept override { return nullptr; }
+    int32_t releasePluginResource(AsciiChar const*) noexcept override { return 0; }
+    IPluginCreatorInterface* const* getAllCreatorsRecursive(int32_t* const n) noexcept override {
+        *n = 0; return nullptr; }
+};
+}  // namespace
+extern "C" __attribute__((visibility("default"))) IPluginRegistry* getPluginRegistry() noexcept {
+    static Registry registry;
+    return &registry;
+}
+extern "C" __attribute__((visibility("default"))) int registered_creators() { return gRegistered; }
+"""
+
+#: Triton's TensorRT backend links libnvinfer, then dlopens each `plugins=` library (RTLD_NOW | RTLD_LOCAL).
+LOADER = """
+import ctypes, os, sys
+plugin, nvinfer, order = sys.argv[1:]
+if order == "plugin last":
+    registry = ctypes.CDLL(nvinfer, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+    ctypes.CDLL(plugin, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+elif order == "plugin first":
+    ctypes.CDLL(plugin, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+    registry = ctypes.CDLL(nvinfer, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+else:  # preloaded: the plugin was initialized before this process ran a line
+    registry = ctypes.CDLL(nvinfer, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+print("count", registry.registered_creators())
+"""
+
+
+def test_plugin_registers_when_triton_dlopens_it(tmp_path: Path, plugin_library: Path) -> None:
+    """The real plugin library against stand-ins of libnvinfer.so.<N>: Triton's `plugins=` (dlopen after libnvinfer)
+    registers the creator with the TensorRT major of the plugin's headers only; LD_PRELOAD alone registers nothing,
+    LD_PRELOAD with libnvinfer does."""
+    cache = (plugin_library.parent / "CMakeCache.txt").read_text()
+    headers = Path(re.search(r"^TENSORRT_INCLUDE_DIR:PATH=(.+)$", cache, re.M).group(1))
+    major = int(re.search(r"#define (?:NV_TENSORRT_MAJOR|TRT_MAJOR_ENTERPRISE) (\d+)",
+                          (headers / "NvInferVersion.h").read_text()).group(1))
+    assert plugin_registers_with(plugin_library) == major
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build the stand-in libnvinfer")
+    (tmp_path / "cuda").mkdir()  # the headers include it for the stream types only
+    (tmp_path / "cuda/cuda_runtime_api.h").write_text("typedef struct CUstream_st* cudaStream_t;\n"
+                                                      "typedef struct CUevent_st* cudaEvent_t;\n")
+    (tmp_path / "nvinfer.cpp").write_text(STAND_IN_NVINFER)
+    for soname in (f"libnvinfer.so.{major}", f"libnvinfer.so.{major + 1}"):
+        subprocess.run([compiler, "-std=c++17", "-shared", "-fPIC", f"-I{headers}", f"-I{tmp_path / 'cuda'}",
+                        "-Wno-deprecated-declarations", f"-Wl,-soname,{soname}", "-o", str(tmp_path / soname),
+                        str(tmp_path / "nvinfer.cpp")], check=True, capture_output=True)
+
+    def load(nvinfer: str, order: str, preload: str | None = None) -> list[str]:
+        env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": str(tmp_path)} | ({"LD_PRELOAD": preload} if preload else {})
+        result = subprocess.run([sys.executable, "-c", LOADER, str(plugin_library), str(tmp_path / nvinfer), order],
+                                capture_output=True, text=True, env=env, timeout=60, check=True)
+        return result.stdout.splitlines()
+
+    ours, other = f"libnvinfer.so.{major}", f"libnvinfer.so.{major + 1}"
+    assert load(ours, "plugin last") == ["registered SwinWindowAttention 1 ''", "count 1"]  # plugins=
+    assert load(other, "plugin last") == ["count 0"]  # a Triton on the next TensorRT major
+    assert load(ours, "plugin first") == ["count 0"]  # no libnvinfer yet: nothing to register with
+    assert load(ours, "preloaded", preload=str(plugin_library)) == ["count 0"]
+    assert load(ours, "preloaded", preload=f"{ours} {plugin_library}") == [
+        "registered SwinWindowAttention 1 ''", "count 1"]
+
+
+def test_every_repository_record_field_is_json(tmp_path: Path, plugin: Path) -> None:
+    record = write_model_repository([fake_engine(tmp_path / "e", plugin)], tmp_path / "triton", model_name="swin_t")
+    marker = json.loads((tmp_path / "triton" / MARKER).read_text())
+    assert set(marker) == {field.name for field in dataclasses.fields(record)}
+    assert marker["repository"] == "." and marker["plugin_library"] == "swin_t/libswin_window_attention_plugin.so"
