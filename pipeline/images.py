@@ -16,13 +16,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
+from pipeline.imagenet_transform import center_crop, normalize
 
 log = logging.getLogger(__name__)
 
 #: File name suffixes read from an image folder (compared case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 #: The folder name :func:`generate_image_folder` is meant to be used with, and its label file.
 GENERATED_FOLDER_NAME = "generated-calibration-images"
 GENERATED_README = "README.txt"
@@ -84,16 +83,6 @@ def _read_rgb(path: Path) -> Image.Image | None:
         return None
 
 
-def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """ImageNet evaluation transform: resize so the crop is 224/256 of the image, then crop the centre."""
-    height, width = size
-    scale = max(height * 256 / 224 / image.height, width * 256 / 224 / image.width)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                           Image.BILINEAR)
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return resized.crop((left, top, left + width, top + height))
-
-
 def _random_region(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """A random crop of 25–100 % of the area (aspect 3/4–4/3), flipped left-right half the time."""
     area = image.width * image.height * rng.uniform(*CROP_AREA)
@@ -104,12 +93,6 @@ def _random_region(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     top = int(rng.integers(0, image.height - height + 1))
     crop = image.crop((left, top, left + width, top + height))
     return crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
-
-
-def normalize(image: Image.Image) -> np.ndarray:
-    """An RGB image as float32 ``[3, H, W]``: scaled to [0, 1], then normalized with the ImageNet mean and std."""
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
 
 def load_image_set(folder: str | Path, count: int, seed: int = 0, img_size: ImageSize = 224) -> ImageSet:

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.build import BACKENDS, check_engine_compatible, engine_runtime, installed_runtimes, load_engine
 from pipeline.engine_metadata import REBUILD, EngineMetadata, Runtime, TensorSpec
 from pipeline.errors import PipelineError
-from pipeline.images import center_crop, normalize
+from pipeline.imagenet_transform import center_crop, normalize
 
 if TYPE_CHECKING:
     import torch

@@ -12,6 +12,7 @@ writes::
       swin_t/libswin_window_attention_plugin.so unless every engine embeds the plugin
       README.md                                 the exact tritonserver command, the client command
       client.py                                 pipeline/triton_client.py, unchanged
+      imagenet_transform.py                     pipeline/imagenet_transform.py (client.py's preprocessing)
       swin_trt_triton.json                      what was written (TritonModel): marks the folder as ours
 
 Triton treats every folder at the top of a repository as a model, so the plugin library lives in the model's
@@ -61,6 +62,8 @@ log = logging.getLogger("pipeline.triton")
 MARKER = "swin_trt_triton.json"
 WRITTEN_BY = "python -m pipeline triton"
 CLIENT_SOURCE = Path(__file__).with_name("triton_client.py")
+#: client.py's preprocessing, copied beside it under its own name (client.py imports it from there).
+TRANSFORM_SOURCE = Path(__file__).with_name("imagenet_transform.py")
 #: Engine metadata dtypes (numpy names) → Triton's model configuration data types.
 TRITON_DTYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
                  "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
@@ -434,6 +437,7 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
                                                      max_queue_delay_us=max_queue_delay_us, instances=instances))
         (tmp / record.readme).write_text(_readme(record, metadata))
         shutil.copyfile(CLIENT_SOURCE, tmp / record.client)
+        shutil.copyfile(TRANSFORM_SOURCE, tmp / TRANSFORM_SOURCE.name)
         write_json(tmp / MARKER, {**record.to_json(), "repository": "."})
         umask = os.umask(0)
         os.umask(umask)

@@ -3,17 +3,18 @@
     python client.py --url localhost:8001 --protocol grpc photo.jpg more/*.png
     python client.py --url localhost:8000 --protocol http --labels imagenet_classes.txt photo.jpg
 
-``python -m pipeline triton`` copies this file, unchanged, into the model repository it writes (as ``client.py``), so
-a machine with only the repository can run it: it needs numpy, Pillow and ``tritonclient`` (``pip install
+``python -m pipeline triton`` copies this file, unchanged, into the model repository it writes (as ``client.py``, with
+``pipeline/imagenet_transform.py`` beside it), so a machine with only the repository can run it: it needs numpy,
+Pillow and ``tritonclient`` (``pip install
 'tritonclient[grpc,http]' pillow numpy``), never the rest of this project. In this repository it also runs as
 ``python -m pipeline.triton_client``. The gRPC and HTTP clients are imported only when used.
 
 The request follows the model configuration the server reports (input name, data type, dims without the batch
 dimension, ``max_batch_size``); more photos than ``max_batch_size`` are sent in several requests. Preprocessing is
-the ImageNet evaluation transform of ``pipeline/images.py`` and ``pipeline.runtime.preprocess`` (bilinear resize so
-the crop is 224/256 of the shorter side, centre crop, scale to [0, 1], normalize with the ImageNet mean and std),
-written out again here so that this file stands alone; tests/test_triton.py checks that they give the same arrays,
-bit for bit, and the same top-5 as ``pipeline.runtime.top_k``. Probabilities are the softmax of the logits.
+``pipeline/imagenet_transform.py``, the transform calibration, verification and ``pipeline.runtime.preprocess``
+use (bilinear resize so the crop is 224/256 of the shorter side, centre crop, scale to [0, 1], normalize with the
+ImageNet mean and std); tests/test_triton.py checks the same arrays, bit for bit, and the same top-5 as
+``pipeline.runtime.top_k``. Probabilities are the softmax of the logits.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+try:  # a model repository: the copy beside this file
+    from imagenet_transform import center_crop, normalize
+except ImportError:  # this project
+    from pipeline.imagenet_transform import center_crop, normalize
+
 #: Triton's configuration data types → (the data type name its inference protocol uses, numpy's dtype).
 DATA_TYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16)}
 PROTOCOLS = ("grpc", "http")
@@ -50,17 +54,7 @@ class InputSpec(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Preprocessing: pipeline/images.py's evaluation transform
-
-
-def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize (bilinear) so the crop is 224/256 of the image, then crop the centre ``size`` = (H, W)."""
-    height, width = size
-    scale = max(height * 256 / 224 / image.height, width * 256 / 224 / image.width)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                           Image.BILINEAR)
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return resized.crop((left, top, left + width, top + height))
+# Preprocessing: the ImageNet evaluation transform
 
 
 def preprocess(image: str | Path | Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -72,8 +66,7 @@ def preprocess(image: str | Path | Image.Image, size: tuple[int, int]) -> np.nda
                 image = opened.convert("RGB")
         except (OSError, ValueError) as error:
             raise ClientError(f"cannot read the image {image}: {error}") from None
-    pixels = np.asarray(center_crop(image.convert("RGB"), size), dtype=np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    return normalize(center_crop(image.convert("RGB"), size))
 
 
 # ---------------------------------------------------------------------------------------------------------

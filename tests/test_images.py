@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import PipelineError
+from pipeline.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.images import (
     GENERATED_README,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     generate_image_folder,
     image_array,
     list_images,

@@ -42,7 +42,7 @@ from pipeline.errors import PipelineError
 from pipeline.images import load_image_set
 from pipeline.runtime import preprocess as runtime_preprocess
 from pipeline.runtime import top_k as runtime_top_k
-from pipeline.triton import MARKER, plugin_registers_with, write_model_repository
+from pipeline.triton import MARKER, TRANSFORM_SOURCE, plugin_registers_with, write_model_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
@@ -116,10 +116,11 @@ def test_repository_from_one_engine_matches_its_metadata(tmp_path: Path, plugin:
 
     files = {str(p.relative_to(repository)) for p in repository.rglob("*") if p.is_file()}
     assert files == {"swin_t/config.pbtxt", "swin_t/1/model.plan", "swin_t/libswin_window_attention_plugin.so",
-                     "README.md", "client.py", MARKER}
+                     "README.md", "client.py", "imagenet_transform.py", MARKER}
     assert (repository / "swin_t/1/model.plan").read_bytes() == engine.read_bytes()
     assert (repository / record.plugin_library).read_bytes() == plugin.read_bytes()
     assert (repository / "client.py").read_bytes() == Path(triton_client.__file__).read_bytes()
+    assert (repository / "imagenet_transform.py").read_bytes() == TRANSFORM_SOURCE.read_bytes()
     assert record.plugin_registers_with_tensorrt == 10
     assert json.loads((repository / MARKER).read_text())["engines"][0]["file"] == "swin_t/1/model.plan"
     assert not list(tmp_path.glob(".triton.*"))  # no temporary folder left beside it
@@ -131,6 +132,15 @@ def test_repository_from_one_engine_matches_its_metadata(tmp_path: Path, plugin:
     assert 'LD_PRELOAD="libnvinfer.so.10 $PWD/swin_t/libswin_window_attention_plugin.so"' in readme
     assert "Not servable as is" in readme and "BACKEND=tensorrt" in readme  # a TensorRT-RTX engine
     assert "python client.py --url localhost:8001 --protocol grpc --model swin_t" in readme
+
+
+def test_the_repositorys_client_uses_the_transform_beside_it(tmp_path: Path, plugin: Path) -> None:
+    """On a deployment machine client.py imports its preprocessing from the copy beside it, not from this project."""
+    repository = tmp_path / "triton"
+    write_model_repository([fake_engine(tmp_path / "swin_t", plugin)], repository, model_name="swin_t")
+    probe = "import client, imagenet_transform; print(imagenet_transform.__file__)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=repository, capture_output=True, text=True, check=True)
+    assert Path(result.stdout.strip()) == repository / "imagenet_transform.py"
 
 
 def test_engines_for_several_compute_capabilities(tmp_path: Path, plugin: Path) -> None:
