@@ -1,55 +1,210 @@
-"""Benchmark the SwinWindowAttention CUDA kernel against PyTorch on Swin-T and Swin-B stage shapes.
+"""Benchmark the SwinWindowAttention CUDA kernel against PyTorch on the stage shapes of every Swin variant.
 
 Compared, all from the same qkv [B, H·W, 3C] to the output [B, H·W, C] in image order:
   kernel   our kernel through the C ABI (one launch)
+  op       the same kernel as torch.ops.swin.window_attention (pipeline.ops: the dispatcher and output allocation)
   eager    timm-style: roll, window partition, q·kᵀ + rel bias + mask, softmax, ·v, reverse, roll back
   sdpa     the same layout work around F.scaled_dot_product_attention with bias + mask as attn_mask
-  compile  torch.compile of eager
+  compile  torch.compile of eager, compiled afresh for every row (torch._dynamo.reset(): with one compiled
+           function for all shapes, dynamo hits its recompile limit after 8 shapes and silently runs eager)
+
+Every candidate is captured into a CUDA graph (``--calls`` calls per graph) and only graph replays are timed, so
+batch 1 measures the GPU and not Python's launches. Rows: Swin-T/S/B stages 1–4 (224, window 7) and Swin-B-384 /
+L-384 stages 1–3 (384, window 12) at batches 1, 8 and 64; Swin-T and Swin-S share their stage shapes, so such a
+shape is timed once and its row names both. Each row reports the bytes the node must move at least (qkv and rel_bias
+and qkv_bias read, the output written; the shift mask is computed from indices), the bandwidth that implies for each
+candidate and its fraction of the device's DRAM peak; ``network_attention_us`` adds up depth × time over a model's
+stages. nvidia-smi samples the SM clock and power while the rows are timed (benchmarks.gpu_load): the record of the
+device under load, beside the idle one taken at the start.
 
 Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes build/bench/kernel_bench_<device>_<UTC time>.json
 (never replacing a file; `python -m benchmarks.report --commit <json>` copies it into benchmarks/results/).
 
-    python -m benchmarks.kernel_bench [--dtypes fp16 fp32] [--batches 1 8 64] [--iters 200]
+    python -m benchmarks.kernel_bench [--models T S B B384 L384] [--dtypes fp16 fp32] [--batches 1 8 64]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
+import math
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.environment import collect as collect_environment
 from benchmarks.environment import device_slug
+from benchmarks.gpu_load import GpuLoadSampler
 from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
+from benchmarks.stats import percentile
 from pipeline.artifacts import write_json
 from pipeline.native import SwinAttention, build_native
+from pipeline.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
 from pipeline.reference import shift_mask
+from pipeline.variants import VARIANTS
 
-# (model, stage, resolution, channels, heads, window, shift) at 224 input; stage 4 has no shift (7 ≤ window).
-STAGES = [("T", 1, 56, 96, 3, 7, 3), ("T", 2, 28, 192, 6, 7, 3), ("T", 3, 14, 384, 12, 7, 3),
-          ("T", 4, 7, 768, 24, 7, 0),
-          ("B", 1, 56, 128, 4, 7, 3), ("B", 2, 28, 256, 8, 7, 3), ("B", 3, 14, 512, 16, 7, 3),
-          ("B", 4, 7, 1024, 32, 7, 0)]
+#: Candidates in report order; the first is the one the others are compared with.
+CANDIDATES = ("kernel", "op", "eager", "sdpa", "compile")
+#: Stages benchmarked per variant: all four at 224; at 384 the fourth stage (12×12) is a single unshifted window.
+DEFAULT_STAGES = {"T": 4, "S": 4, "B": 4, "B384": 3, "L384": 3}
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+ELEMENT_BYTES = {"fp16": 2, "fp32": 4}
 
-# Theoretical DRAM bandwidth (GB/s) where the driver's clock × bus width is unreliable (HBM parts report it).
-PEAK_BANDWIDTH_GBS = {"H100 SXM": 3350, "H100 PCIe": 2000, "H100 NVL": 3900, "H200": 4800, "A100-SXM4-80GB": 2039,
-                      "A100-SXM4-40GB": 1555, "A100-PCIE-40GB": 1555, "A100 80GB PCIe": 1935}
+#: Theoretical DRAM bandwidth (GB/s) by a substring of the device name, first match wins (so the specific names
+#: first). The driver's memory clock × bus width is a fallback only: HBM parts report it inconsistently.
+PEAK_BANDWIDTH_GBS = (
+    ("GH200", 4000), ("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100 80GB HBM3", 3350),
+    ("H100 SXM", 3350), ("H800", 3350), ("A100-SXM4-80GB", 2039), ("A100 80GB PCIe", 1935),
+    ("A100-SXM4-40GB", 1555), ("A100-PCIE-40GB", 1555), ("L40S", 864), ("L40", 864), ("L4", 300),
+    ("A10G", 600), ("A10", 600), ("RTX 4090", 1008), ("RTX 6000 Ada", 960), ("T4", 320), ("V100", 900),
+)
 
 
-def peak_bandwidth_gbs(props) -> tuple[float, str]:
-    for name, value in PEAK_BANDWIDTH_GBS.items():
-        if name in props.name:
+# ---------------------------------------------------------------------------------------------------------
+# Pure parts: rows, bytes, peaks, aggregation (tests/test_kernel_bench.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """One window-attention shape (square stage): what the kernel sees, and the model stages that have it."""
+
+    resolution: int  #: H = W
+    channels: int
+    heads: int
+    window: int
+    shift: int
+    stages: tuple[tuple[str, int, int], ...]  #: (model, stage 1..4, blocks in that stage) with this shape
+
+    @property
+    def tokens(self) -> int:
+        return self.resolution * self.resolution
+
+    @property
+    def label(self) -> str:
+        return "/".join(f"Swin-{model} s{stage}" for model, stage, _ in self.stages)
+
+    def attributes(self) -> dict[str, int | float]:
+        """The node attributes (``pipeline.reference`` keywords) of this shape."""
+        return {"height": self.resolution, "width": self.resolution, "window_size": self.window,
+                "shift_size": self.shift, "num_heads": self.heads, "scale": (self.channels // self.heads) ** -0.5}
+
+
+def stage_shapes(stages: dict[str, int] | None = None) -> list[Shape]:
+    """The distinct shapes of the first ``stages[variant]`` stages of each variant at its own image size, in the
+    order first met; a stage's blocks shift by window // 2 unless it fits in one window (as the model does)."""
+    found: dict[tuple[int, int, int, int, int], list[tuple[str, int, int]]] = {}
+    for variant, count in (DEFAULT_STAGES if stages is None else stages).items():
+        config = VARIANTS[variant.upper()]
+        for i in range(count):
+            resolution = config.img_size // config.patch_size // 2**i
+            m = config.window_size
+            key = (resolution, config.stage_dim(i), config.num_heads[i], m, m // 2 if resolution > m else 0)
+            found.setdefault(key, []).append((variant.upper(), i + 1, config.depths[i]))
+    return [Shape(*key, stages=tuple(models)) for key, models in found.items()]
+
+
+def bench_rows(shapes: Sequence[Shape], batches: Iterable[int], dtypes: Iterable[str]) -> list[tuple[Shape, int, str]]:
+    """Every (shape, batch, dtype) to time: dtype outermost, then shape, then batch."""
+    batches = list(batches)
+    return [(shape, batch, dtype) for dtype in dtypes for shape in shapes for batch in batches]
+
+
+def bytes_moved(shape: Shape, batch: int, element_bytes: int) -> int:
+    """The least DRAM traffic of one node: qkv [B, T, 3C], rel_bias [heads, N, N] and qkv_bias [3C] read once,
+    the output [B, T, C] written once (the shift mask is index arithmetic, never read)."""
+    n = shape.window * shape.window
+    elements = batch * shape.tokens * 4 * shape.channels + shape.heads * n * n + 3 * shape.channels
+    return elements * element_bytes
+
+
+def peak_bandwidth_gbs(name: str, memory_clock_khz: int = 0, bus_width_bits: int = 0) -> tuple[float, str]:
+    """(Peak DRAM GB/s, where it came from): the table by device name, else clock × bus width (double data
+    rate), else NaN."""
+    for pattern, value in PEAK_BANDWIDTH_GBS:
+        if pattern in name:
             return float(value), "table"
-    clock_khz = getattr(props, "memory_clock_rate", 0)
-    bus_bits = getattr(props, "memory_bus_width", 0)
-    if clock_khz and bus_bits:  # double data rate: 2 transfers per clock
-        return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9, "cudaDeviceProp"
+    if memory_clock_khz and bus_width_bits:
+        return 2 * memory_clock_khz * 1e3 * bus_width_bits / 8 / 1e9, "cudaDeviceProp"
     return float("nan"), "unknown"
+
+
+def per_call_us(elapsed_ms: Sequence[float], replays: int, calls: int) -> list[float]:
+    """Microseconds per call for each timed trial of ``replays`` graph replays of ``calls`` calls each."""
+    if replays < 1 or calls < 1:
+        raise ValueError(f"need replays >= 1 and calls >= 1, got {replays} and {calls}")
+    return [ms * 1e3 / (replays * calls) for ms in elapsed_ms]
+
+
+def summarize_row(shape: Shape, batch: int, dtype: str, timings_us: dict[str, Sequence[float]], peak_gbs: float,
+                  errors: dict[str, float] | None = None, failures: dict[str, str] | None = None) -> dict[str, Any]:
+    """One row of the report from the per-trial µs of each candidate that ran.
+
+    Per candidate: the median µs over trials (``<name>_us``, and min/max), the bandwidth the row's
+    :func:`bytes_moved` implies at that time (``<name>_gbs``, effective for candidates that move more) and its
+    fraction of ``peak_gbs``; ``speedup_vs_<name>`` is that candidate's time over the kernel's.
+    """
+    moved = bytes_moved(shape, batch, ELEMENT_BYTES[dtype])
+    row: dict[str, Any] = {
+        "shape": shape.label, "models": [f"Swin-{model}" for model, _, _ in shape.stages],
+        "stages": [{"model": f"Swin-{model}", "stage": stage, "blocks": blocks}
+                   for model, stage, blocks in shape.stages],
+        "dtype": dtype, "batch": batch, "resolution": shape.resolution, "tokens": shape.tokens,
+        "channels": shape.channels, "heads": shape.heads, "window": shape.window, "shift": shape.shift,
+        "bytes": moved, "peak_dram_gbs": peak_gbs,
+    }
+    for name in sorted(timings_us, key=lambda n: CANDIDATES.index(n) if n in CANDIDATES else len(CANDIDATES)):
+        trials = sorted(timings_us[name])
+        if not trials:
+            continue
+        median = percentile(trials, 50)
+        row[f"{name}_us"] = median
+        row[f"{name}_us_min"], row[f"{name}_us_max"] = trials[0], trials[-1]
+        row[f"{name}_gbs"] = moved / (median * 1e-6) / 1e9
+        row[f"{name}_fraction_of_peak"] = row[f"{name}_gbs"] / peak_gbs
+    if "kernel_us" in row:
+        for name in CANDIDATES[1:]:
+            if f"{name}_us" in row:
+                row[f"speedup_vs_{name}"] = row[f"{name}_us"] / row["kernel_us"]
+    if errors:
+        row["max_abs_error_vs_eager"] = dict(errors)
+    if failures:
+        row["failed"] = dict(failures)
+    return row
+
+
+def network_attention_us(rows: Iterable[dict[str, Any]], candidates: Sequence[str] = CANDIDATES) -> list[dict]:
+    """Per model, dtype and batch: the window-attention time of the benchmarked stages, Σ blocks × µs per row, for
+    each candidate timed on every one of those stages (a candidate missing on one is left out)."""
+    totals: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        for stage in row["stages"]:
+            key = (stage["model"], row["dtype"], row["batch"])
+            total = totals.setdefault(key, {"model": key[0], "dtype": key[1], "batch": key[2], "stages": [],
+                                            "blocks": 0, "us": {}, "missing": set()})
+            total["stages"].append(stage["stage"])
+            total["blocks"] += stage["blocks"]
+            for name in candidates:
+                if f"{name}_us" in row:
+                    total["us"][name] = total["us"].get(name, 0.0) + stage["blocks"] * row[f"{name}_us"]
+                else:
+                    total["missing"].add(name)
+    result = []
+    for total in totals.values():
+        missing = total.pop("missing")
+        total["stages"] = sorted(total["stages"])
+        total["us"] = {name: us for name, us in total["us"].items() if name not in missing}
+        result.append(total)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The candidates (GPU)
 
 
 def eager_attention(qkv, rel_bias, mask, *, res, window, shift, heads, scale):
@@ -91,89 +246,177 @@ def sdpa_attention(qkv, bias_mask, *, res, window, shift, heads, scale):
     return out.reshape(batch, res * res, c)
 
 
-def time_us(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Sequence[str],
+                    generator: torch.Generator, device: str = "cuda") -> dict[str, Callable[[], torch.Tensor]]:
+    """Zero-argument callables returning [B, T, C] for the ``names`` wanted, on inputs made here.
+
+    ``lib``: the C ABI binding (``pipeline.native.SwinAttention``) the ``kernel`` candidate calls. Each candidate
+    looks up the current stream when called, so that it runs on the capture stream inside ``torch.cuda.graph``;
+    ``compile`` is a fresh ``torch.compile`` after ``torch._dynamo.reset()``. ``device`` "cpu" serves the tests
+    (eager, sdpa and op: the reference there).
+    """
+    n, c = shape.window**2, shape.channels
+    qkv = torch.randn(batch, shape.tokens, 3 * c, device=device, dtype=dtype, generator=generator)
+    rel_bias = torch.randn(shape.heads, n, n, device=device, dtype=dtype, generator=generator)
+    qkv_bias = torch.randn(3 * c, device=device, dtype=dtype, generator=generator)
+    mask = (torch.from_numpy(shift_mask(shape.resolution, shape.resolution, shape.window, shape.shift))
+            .to(device, dtype) if shape.shift else None)
+    bias_mask = (rel_bias[None] + (mask[:, None] if mask is not None else 0)).contiguous()
+    attributes = shape.attributes()
+    layout = dict(res=shape.resolution, window=shape.window, shift=shape.shift, heads=shape.heads,
+                  scale=attributes["scale"])
+    out = torch.empty(batch, shape.tokens, c, device=device, dtype=dtype)
+
+    def kernel() -> torch.Tensor:
+        lib.forward(qkv, rel_bias, qkv_bias, out, stream=torch.cuda.current_stream().cuda_stream, **attributes)
+        return out
+
+    def op() -> torch.Tensor:
+        return torch.ops.swin.window_attention(qkv, rel_bias, qkv_bias, shape.resolution, shape.resolution,
+                                               shape.window, shape.shift, shape.heads, attributes["scale"])
+
+    def eager() -> torch.Tensor:
+        return eager_attention(qkv, rel_bias, mask, **layout)
+
+    def sdpa() -> torch.Tensor:
+        return sdpa_attention(qkv, bias_mask, **layout)
+
+    candidates = {"kernel": kernel, "op": op, "eager": eager, "sdpa": sdpa}
+    if "compile" in names:
+        torch._dynamo.reset()  # a fresh compile per row: no recompile limit, no silent fall back to eager
+        compiled = torch.compile(eager_attention, dynamic=False)
+        candidates["compile"] = lambda: compiled(qkv, rel_bias, mask, **layout)
+    return {name: candidates[name] for name in names}
+
+
+def capture(fn: Callable[[], Any], calls: int, warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """Warm ``fn`` up on a side stream (compiles, cuBLAS handles, autotuning), then capture ``calls`` calls of it
+    into one CUDA graph. Returns the graph and the last call's output (kept alive with the graph)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    # Warm-up and capture in the same grad mode: torch.compile guards on it, and must not recompile in the capture.
+    with torch.inference_mode():
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                out = fn()
+    return graph, out
+
+
+def replays_per_trial(replay_ms: float, min_trial_ms: float, at_least: int) -> int:
+    """Replays in one timed trial: ``at_least``, or more so that a trial lasts ``min_trial_ms`` (tiny rows would
+    otherwise be timed over less than a millisecond and fall between nvidia-smi's clock samples)."""
+    if replay_ms <= 0:
+        return at_least
+    return max(at_least, math.ceil(min_trial_ms / replay_ms))
+
+
+def time_replays(graph: torch.cuda.CUDAGraph, replays: int, trials: int) -> list[float]:
+    """Elapsed ms of ``replays`` back-to-back replays, for each of ``trials`` trials (CUDA events around each
+    trial: the replays queue up behind each other, so the GPU never waits for the host)."""
     torch.cuda.synchronize()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / iters
+    elapsed = []
+    for _ in range(trials):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        elapsed.append(start.elapsed_time(end))
+    return elapsed
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    times = "  ".join(f"{name} {row[f'{name}_us']:8.1f}" for name in CANDIDATES if f"{name}_us" in row)
+    kernel = (f" ({row['kernel_gbs']:6.0f} GB/s, {100 * row['kernel_fraction_of_peak']:4.1f}% of peak)"
+              if "kernel_us" in row else "")
+    failed = f"  failed: {', '.join(row['failed'])}" if row.get("failed") else ""
+    print(f"{row['shape']:<28} {row['dtype']} b{row['batch']:3d}: {times} us{kernel}{failed}", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dtypes", nargs="+", default=["fp16", "fp32"], choices=["fp16", "fp32"])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_STAGES), choices=list(DEFAULT_STAGES),
+                        help="variants whose stage shapes to time (stages 1-4 at 224, 1-3 at 384)")
+    parser.add_argument("--dtypes", nargs="+", default=["fp16", "fp32"], choices=list(DTYPES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    parser.add_argument("--calls", type=int, default=10, help="calls captured in one CUDA graph")
+    parser.add_argument("--replays", type=int, default=20, help="graph replays per timed trial, at least")
+    parser.add_argument("--min-trial-ms", type=float, default=25.0,
+                        help="more replays where a trial would be shorter (clock samples need a few ms)")
+    parser.add_argument("--trials", type=int, default=5, help="timed trials per candidate (the median is reported)")
     parser.add_argument("--out", type=Path, help="JSON path (default build/bench/kernel_bench_<device>_<UTC "
                         "time>.json); an existing file is never replaced: the results then go to <stem>_2.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("kernel_bench: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
-
+    names = [n for n in args.candidates if not (args.no_compile and n == "compile")]
+    if "kernel" not in names:
+        names.insert(0, "kernel")  # the reference point of every row
     props = torch.cuda.get_device_properties(0)
     major, minor = torch.cuda.get_device_capability()
-    lib = SwinAttention(build_native(Path(tempfile.mkdtemp(prefix="swin-bench-")), cuda_arch=f"{major}{minor}").cuda)
-    peak, peak_source = peak_bandwidth_gbs(props)
-    stream = torch.cuda.current_stream()
-    # The same environment record as make bench, plus the roofline this benchmark reports against.
+    libs = build_native(Path(tempfile.mkdtemp(prefix="swin-bench-")), cuda_arch=f"{major}{minor}")
+    lib = SwinAttention(libs.cuda)
+    enable_cuda(libs.cuda)  # torch.ops.swin.window_attention on CUDA: the same library
+    peak, peak_source = peak_bandwidth_gbs(props.name, getattr(props, "memory_clock_rate", 0),
+                                           getattr(props, "memory_bus_width", 0))
+    # Read before anything runs, so its clocks are the idle GPU's; "gpu_load" holds the clocks under load.
     environment = {**collect_environment(), "peak_dram_gbs": round(peak, 1), "peak_source": peak_source}
-    results = []
-    for dtype_name in args.dtypes:
-        dtype = torch.float16 if dtype_name == "fp16" else torch.float32
-        for model, stage, res, c, heads, m, s in STAGES:
-            n = m * m
-            rel_bias = torch.randn(heads, n, n, device="cuda", dtype=dtype)
-            qkv_bias = torch.randn(3 * c, device="cuda", dtype=dtype)
-            mask = torch.from_numpy(shift_mask(res, res, m, s)).to("cuda", dtype) if s else None
-            bias_mask = (rel_bias[None] + (mask[:, None] if mask is not None else 0)).contiguous()
-            scale = (c // heads) ** -0.5
-            attrs = dict(res=res, window=m, shift=s, heads=heads, scale=scale)
-            compiled = None if args.no_compile else torch.compile(eager_attention, dynamic=False)
-            for batch in args.batches:
-                qkv = torch.randn(batch, res * res, 3 * c, device="cuda", dtype=dtype)
-                out = torch.empty(batch, res * res, c, device="cuda", dtype=dtype)
-
-                kernel = functools.partial(lib.forward, qkv, rel_bias, qkv_bias, out, stream=stream.cuda_stream,
-                                           height=res, width=res, window_size=m, shift_size=s, num_heads=heads,
-                                           scale=scale)
-                kernel()
-                reference = eager_attention(qkv, rel_bias, mask, **attrs)
-                max_error = (out.float() - reference.float()).abs().max().item()
-                row = {"model": f"Swin-{model}", "stage": stage, "dtype": dtype_name, "batch": batch,
-                       "tokens": res * res, "channels": c, "heads": heads, "window": m, "shift": s,
-                       "max_abs_error_vs_eager": max_error}
-                candidates = {"kernel": kernel,
-                              "eager": functools.partial(eager_attention, qkv, rel_bias, mask, **attrs),
-                              "sdpa": functools.partial(sdpa_attention, qkv, bias_mask, **attrs)}
-                if compiled is not None:
-                    candidates["compile"] = functools.partial(compiled, qkv, rel_bias, mask, **attrs)
-                for name, fn in candidates.items():
-                    row[f"{name}_us"] = time_us(fn, args.warmup, args.iters)
-                for other in ("eager", "sdpa", "compile"):
-                    if f"{other}_us" in row:
-                        row[f"speedup_vs_{other}"] = row[f"{other}_us"] / row["kernel_us"]
-                element = qkv.element_size()
-                moved = (qkv.numel() + out.numel() + rel_bias.numel() + qkv_bias.numel()) * element
-                row["bytes"] = moved
-                row["kernel_gbs"] = moved / (row["kernel_us"] * 1e-6) / 1e9
-                row["fraction_of_peak"] = row["kernel_gbs"] / peak
-                results.append(row)
-                print(f"{row['model']} s{stage} {dtype_name} b{batch:3d}: kernel {row['kernel_us']:8.1f} us "
-                      f"({row['kernel_gbs']:6.0f} GB/s, {100 * row['fraction_of_peak']:4.1f}% of peak)  "
-                      f"eager {row['eager_us']:8.1f}  sdpa {row['sdpa_us']:8.1f}"
-                      + (f"  compile {row['compile_us']:8.1f}" if "compile_us" in row else "")
-                      + f"  err {max_error:.1e}", flush=True)
+    config = {"candidates": names, "calls_per_graph": args.calls, "min_replays_per_trial": args.replays,
+              "min_trial_ms": args.min_trial_ms, "trials": args.trials, "cuda_graphs": True,
+              "compile_reset_per_row": True}
+    shapes = stage_shapes({m: DEFAULT_STAGES[m] for m in args.models})
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    results: list[dict[str, Any]] = []
+    timed_windows: list[tuple[float, float]] = []  # (start, end) of every timed trial loop: the GPU under load
+    sampler = GpuLoadSampler().start()
+    try:
+        for shape, batch, dtype_name in bench_rows(shapes, args.batches, args.dtypes):
+            dtype = DTYPES[dtype_name]
+            candidates = make_candidates(lib, shape, batch, dtype, names, generator)
+            with torch.inference_mode():
+                reference = candidates["eager"]().float() if "eager" in candidates else None
+            timings, errors, failures, row_windows = {}, {}, {}, []
+            for name, fn in candidates.items():
+                try:
+                    graph, out = capture(fn, args.calls)
+                    graph.replay()
+                    if reference is not None:
+                        errors[name] = (out.float() - reference).abs().max().item()
+                    replays = replays_per_trial(time_replays(graph, 1, 1)[0], args.min_trial_ms, args.replays)
+                    start = time.time()
+                    timings[name] = per_call_us(time_replays(graph, replays, args.trials), replays, args.calls)
+                    row_windows.append((start, time.time()))
+                    del graph, out
+                except Exception as error:  # one candidate failing (memory, capture) must not lose the run
+                    failures[name] = f"{type(error).__name__}: {error}"
+                    torch.cuda.synchronize()
+            timed_windows += row_windows
+            row = summarize_row(shape, batch, dtype_name, timings, peak, errors, failures)
+            row["gpu_load"] = sampler.summary(row_windows)
+            results.append(row)
+            _print_row(row)
+            del candidates, reference
+            torch.cuda.empty_cache()
+    finally:
+        sampler.stop()
+    environment["gpu_load"] = sampler.summary(timed_windows)
     stem = (args.out.with_suffix("") if args.out else
             RUNS_DIR / timestamped(f"kernel_bench_{device_slug(environment)}", utc_now()))
-    [path] = write_new(stem, {".json": lambda out: write_json(out, {"environment": environment, "results": results})})
+    record = {"environment": environment, "config": config, "results": results,
+              "network_attention_us": network_attention_us(results, names)}
+    [path] = write_new(stem, {".json": lambda out: write_json(out, record)})
     print(f"wrote {path}")
     return 0
 

@@ -3,6 +3,10 @@
 The graph has a dynamic batch dimension (declared maximum ``max_batch``), opset ≥ 17 so every
 LayerNorm is one ``LayerNormalization`` node, and it is accepted only if ``onnx.checker`` passes
 and onnxruntime reproduces PyTorch at two batch sizes.
+
+``torch.ops.swin.window_attention`` (``pipeline.ops``: a ``build_swin(..., fused_attention=True)`` model) is
+exported as the ``SwinWindowAttention`` node itself, the node graph surgery writes; onnxruntime then checks it
+with the reference op (``pipeline.onnx_io.ort_session``).
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
 from pipeline.interrupts import interrupts_deferred
-from pipeline.onnx_io import write_onnx
+from pipeline.onnx_io import ort_session, write_onnx
+from pipeline.ops import fold_plugin_inputs, onnx_translation_table
+from pipeline.reference import PLUGIN_OP
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,9 @@ def _torch_outputs(model: nn.Module, images: torch.Tensor) -> list[np.ndarray]:
 
 def check_against_torch(model: nn.Module, onnx_path: str | Path, img_size: tuple[int, int],
                         batches: tuple[int, ...]) -> float:
-    """Run the ONNX file in onnxruntime and PyTorch at each batch size; return the worst relative error."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    """Run the ONNX file in onnxruntime (``SwinWindowAttention`` nodes through the reference op) and PyTorch at each
+    batch size; return the worst relative error."""
+    session = ort_session(onnx_path)
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     for batch in batches:
@@ -72,6 +78,8 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, i
 
     Works for our Swin models and for timm/torchvision ones. The file is written only after it
     passes ``onnx.checker`` and matches PyTorch in onnxruntime at batch 1 and 3 (or ``max_batch``).
+    ``torch.ops.swin.window_attention`` becomes a ``SwinWindowAttention`` node
+    (:func:`pipeline.ops.onnx_translation_table`).
     """
     if opset < 17:
         raise PipelineError(f"opset {opset} is too old: LayerNormalization needs opset 17 or newer")
@@ -89,7 +97,12 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, i
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=names,
             dynamic_shapes=({0: batch_dim},) if batch_dim is not None else None, verbose=False,
+            custom_translation_table=onnx_translation_table(),
         )
+    plugin_nodes = sum(n.op_type == PLUGIN_OP for n in program.model.graph)
+    if plugin_nodes and (computed := fold_plugin_inputs(program.model)):
+        raise PipelineError(f"export: {computed} constant inputs of {PLUGIN_OP} nodes are still computed in the graph "
+                            "after constant folding; TensorRT's plugin and graph surgery expect initializers")
     proto = program.model_proto
     variant = getattr(model, "variant", None)
     onnx.helper.set_model_props(proto, {
@@ -101,6 +114,7 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, i
 
     def matches_torch(written: Path) -> None:
         worst = check_against_torch(model, written, size, tuple(sorted({1, min(3, max_batch)})))
-        log.info("exported %s: onnxruntime matches PyTorch to %.1e", path, worst)
+        log.info("exported %s%s: onnxruntime matches PyTorch to %.1e", path,
+                 f" with {plugin_nodes} {PLUGIN_OP} nodes (reference op)" if plugin_nodes else "", worst)
 
     return write_onnx(proto, path, full_check=True, verify=matches_torch)

@@ -9,8 +9,12 @@ See ``plugins/swin_window_attention/README.md`` for the node contract.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 PLUGIN_OP = "SwinWindowAttention"
 PLUGIN_DOMAIN = "trt.plugins"
@@ -94,21 +98,39 @@ def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: 
     ``rel_bias``: ``[heads, N, N]``; ``qkv_bias``: ``[3C]``, the q/k/v of padded tokens.
     Returns ``[B, H*W, C]`` in image order.
 
-    Computed with torch (batched GEMMs and softmax on all cores) a chunk of windows at a time: about
-    :data:`SCORES_CHUNK_BYTES` of scores (at least one window's) exist at once, whatever the map size.
+    NumPy in and out around :func:`window_attention_torch`, which computes it (no copy of float32 C-contiguous
+    inputs).
     """
     import torch  # here, not at the top: checking a recipe imports this module and must not wait for torch
 
-    channels = validate_attributes(qkv.shape, rel_bias.shape, height, width, window_size, shift_size, num_heads)
+    qkv, rel_bias, qkv_bias = (torch.from_numpy(np.require(a, np.float32, "CW")) for a in (qkv, rel_bias, qkv_bias))
+    return window_attention_torch(qkv, rel_bias, qkv_bias, height=height, width=width, window_size=window_size,
+                                  shift_size=shift_size, num_heads=num_heads, scale=scale).numpy()
+
+
+def window_attention_torch(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, *, height: int,
+                           width: int, window_size: int, shift_size: int, num_heads: int,
+                           scale: float) -> torch.Tensor:
+    """:func:`window_attention_reference` on torch tensors: float32 ``[B, H*W, C]`` on ``qkv``'s device.
+
+    Inputs of any floating dtype are read as float32. Computed with torch (batched GEMMs and softmax on all cores)
+    a chunk of windows at a time: about :data:`SCORES_CHUNK_BYTES` of scores (at least one window's) exist at once,
+    whatever the map size. This is the CPU implementation of ``torch.ops.swin.window_attention`` (``pipeline.ops``).
+    """
+    import torch
+
+    channels = validate_attributes(tuple(qkv.shape), tuple(rel_bias.shape), height, width, window_size, shift_size,
+                                   num_heads)
     batch = qkv.shape[0]
     head_dim = channels // num_heads
+    device = qkv.device
     source, _region = window_token_index(height, width, window_size, shift_size)
     num_windows, n = source.shape
-    tokens_in, rel, pad_token = (torch.from_numpy(np.require(a, np.float32, "CW")) for a in (qkv, rel_bias, qkv_bias))
-    mask = torch.from_numpy(shift_mask(height, width, window_size, shift_size)) if shift_size else None
-    slot_source = torch.from_numpy(source.reshape(-1))
-    result = torch.empty(batch, height * width, channels)
-    step = max(1, SCORES_CHUNK_BYTES // (batch * num_heads * n * n * 4))
+    tokens_in, rel, pad_token = (a.to(device=device, dtype=torch.float32) for a in (qkv, rel_bias, qkv_bias))
+    mask = (torch.from_numpy(shift_mask(height, width, window_size, shift_size)).to(device) if shift_size else None)
+    slot_source = torch.from_numpy(source.reshape(-1)).to(device)
+    result = torch.empty(batch, height * width, channels, device=device)
+    step = max(1, SCORES_CHUNK_BYTES // max(1, batch * num_heads * n * n * 4))
     for first in range(0, num_windows, step):
         slots = slot_source[first * n:(first + step) * n]
         real = slots >= 0
@@ -121,4 +143,4 @@ def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: 
             scores += mask[first:first + step, None]
         out = torch.matmul(scores.softmax(-1), v).transpose(2, 3).reshape(batch, -1, channels)
         result[:, slots[real]] = out[:, real]
-    return result.numpy()
+    return result

@@ -9,6 +9,11 @@ its normalized input up to a multiple of the window (bottom/right, after norm1, 
 and torchvision do), shifts, attends, reverses and crops. The attention core is exactly the
 ``SwinWindowAttention`` node contract (``pipeline.reference``), which graph surgery later replaces
 with the TensorRT plugin.
+
+With ``fused_attention`` the blocks run that node's data flow instead, the one surgery leaves in the graph:
+LN → qkv Linear (tokens in image order, no pad, roll or partition) → ``torch.ops.swin.window_attention``
+(``pipeline.ops``: the reference on the CPU, the plugin's kernel on CUDA) → proj Linear. The parameters and
+buffers are the same, so one state dict loads into either form, and its ONNX export holds the plugin nodes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import pipeline.ops  # noqa: F401  (registers torch.ops.swin.window_attention)
 from pipeline.reference import padded_size, shift_mask
 from pipeline.variants import SwinConfig
 
@@ -94,6 +100,17 @@ class WindowAttention(nn.Module):
         x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b_, n, c)
         return self.proj(x)
 
+    def forward_fused(self, tokens: torch.Tensor, height: int, width: int, shift_size: int) -> torch.Tensor:
+        """``[B, H·W, C]`` tokens in image order → qkv → one ``SwinWindowAttention`` → proj, in image order.
+
+        The op pads, shifts and partitions internally; a padded token's q/k/v is the qkv bias (0·W + b), which is
+        what the unfused path computes for the zero padding it adds after norm1.
+        """
+        qkv = self.qkv(tokens)
+        out = torch.ops.swin.window_attention(qkv, self.relative_position_bias(), self.qkv.bias, height, width,
+                                              self.window_size, shift_size, self.num_heads, self.scale)
+        return self.proj(out)
+
 
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
@@ -109,10 +126,12 @@ class Mlp(nn.Module):
 class SwinTransformerBlock(nn.Module):
     """W-MSA (``shift_size`` 0) or SW-MSA block; the shift is dropped where ``min(H, W) ≤ window``."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
+                 fused_attention: bool = False) -> None:
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
+        self.fused_attention = fused_attention
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, num_heads, window_size)
         self.norm2 = nn.LayerNorm(dim)
@@ -122,8 +141,12 @@ class SwinTransformerBlock(nn.Module):
         return 0 if min(height, width) <= self.window_size else self.shift_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, height, width, _ = x.shape
+        batch, height, width, channels = x.shape
         m, s = self.window_size, self.effective_shift(height, width)
+        if self.fused_attention:
+            y = self.attn.forward_fused(self.norm1(x).reshape(batch, height * width, channels), height, width, s)
+            x = x + y.reshape(batch, height, width, channels)
+            return x + self.mlp(self.norm2(x))
         hp, wp = padded_size(height, m), padded_size(width, m)
         y = self.norm1(x)
         if (hp, wp) != (height, width):
@@ -159,10 +182,11 @@ class BasicLayer(nn.Module):
     """One stage: pairs of W-MSA / SW-MSA blocks, then (except the last stage) patch merging."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 downsample: bool) -> None:
+                 downsample: bool, fused_attention: bool = False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, mlp_ratio)
+            SwinTransformerBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, mlp_ratio,
+                                 fused_attention)
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
@@ -192,15 +216,21 @@ class PatchEmbed(nn.Module):
 
 
 class SwinTransformer(nn.Module):
-    """Image classifier, or with ``features_only`` a backbone returning the four stage maps ``[B, C_i, H_i, W_i]``."""
+    """Image classifier, or with ``features_only`` a backbone returning the four stage maps ``[B, C_i, H_i, W_i]``.
 
-    def __init__(self, config: SwinConfig, features_only: bool = False) -> None:
+    ``fused_attention``: every block's attention is one ``torch.ops.swin.window_attention`` between the qkv and proj
+    Linears (the module docstring); same parameters and outputs.
+    """
+
+    def __init__(self, config: SwinConfig, features_only: bool = False, fused_attention: bool = False) -> None:
         super().__init__()
         self.config = config
         self.features_only = features_only
+        self.fused_attention = fused_attention
         self.patch_embed = PatchEmbed(config.patch_size, config.embed_dim)
         self.layers = nn.ModuleList(
-            BasicLayer(config.stage_dim(i), depth, heads, config.window_size, config.mlp_ratio, downsample=i < 3)
+            BasicLayer(config.stage_dim(i), depth, heads, config.window_size, config.mlp_ratio, downsample=i < 3,
+                       fused_attention=fused_attention)
             for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True))
         )
         self.norm = None if features_only else nn.LayerNorm(config.stage_dim(3))
