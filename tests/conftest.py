@@ -1,20 +1,81 @@
-"""Shared fixtures: one perturbed random-weight Swin-T, exported and surgered once per session."""
+"""Shared fixtures: one perturbed random-weight Swin-T, exported and surgered once per session, and one small export
+of every variant in ``pipeline.variants.VARIANTS`` shared by the export and surgery tests."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 import torch
 
-from pipeline.models import build_swin, perturb_weights_
+from pipeline.models import SwinTransformer, build_swin, perturb_weights_
+from pipeline.variants import VARIANTS, SwinConfig
+
+if TYPE_CHECKING:
+    from pipeline.surgery import SurgeryReport
 
 # The native build fixtures (native_libs, plugin_library) live with the ctypes binding they serve.
 pytest_plugins = ("plugin_build",)
 
+#: Width divisor of the per-variant exports (head dim 32 → 8; depths, heads and window stay the variant's). Export
+#: and surgery time grows with the number of blocks and with the bytes of weights (serialization, checker,
+#: onnxruntime sessions), hardly with the image: on a shared 2-core machine Swin-L took ~95 s to export, surger and
+#: compare at full width (197M parameters), ~30 s at a quarter.
+NARROWING = 4
+
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
+
+
+def narrow_config(variant: str) -> SwinConfig:
+    """Swin-``variant`` (depths, heads, window, patch, MLP ratio) at 1/NARROWING of its width."""
+    config = VARIANTS[variant]
+    narrow = dataclasses.replace(config, embed_dim=config.embed_dim // NARROWING)
+    assert all(narrow.stage_dim(i) % heads == 0 for i, heads in enumerate(narrow.num_heads)), (
+        f"Swin-{variant} at 1/{NARROWING} width has channels that its heads do not divide; change NARROWING")
+    return narrow
+
+
+def export_config(variant: str) -> SwinConfig:
+    """What the per-variant export tests export: :func:`narrow_config` with at most two blocks a stage (one W-MSA,
+    one SW-MSA). The variant's window, heads, head dim ratio and stage layout stay; the 18 blocks of stage 3 of
+    S/B/L repeat one pattern that two blocks already exercise, at a third of the export and surgery time."""
+    config = narrow_config(variant)
+    return dataclasses.replace(config, depths=tuple(min(depth, 2) for depth in config.depths))
+
+
+def small_image_size(config: SwinConfig) -> tuple[int, int]:
+    """A small non-square size at which every stage is padded to the window, the first three are shifted and the
+    last one fits in one window (so it is not), the width is no multiple of the patch (patch embedding pads) and
+    the first stages' widths are odd (patch merging pads): window 7 128×146 (stages 32×37, 16×19, 8×10, 4×5),
+    window 12 208×226 (52×57, 26×29, 13×15, 7×8). Export time hardly depends on it; surgery's does."""
+    m, p = config.window_size, config.patch_size
+    return p * 4 * (m + 1), p * (4 * (m + 2) + 1) - p // 2
+
+
+def stage_resolutions(config: SwinConfig, size: tuple[int, int]) -> list[tuple[int, int]]:
+    """Each stage's (H, W): the patch embedding and every patch merging round up."""
+    height, width = -(-size[0] // config.patch_size), -(-size[1] // config.patch_size)
+    resolutions = []
+    for _ in config.depths:
+        resolutions.append((height, width))
+        height, width = -(-height // 2), -(-width // 2)
+    return resolutions
+
+
+def expected_blocks(config: SwinConfig, size: tuple[int, int]) -> list[dict[str, int]]:
+    """Every block's attention parameters by the paper's rule: odd blocks shift by window//2, unless the stage fits
+    in one window (min(H, W) ≤ window: official Swin drops the shift there)."""
+    m = config.window_size
+    return [{"height": h, "width": w, "channels": config.stage_dim(stage), "num_heads": heads, "window_size": m,
+             "shift_size": m // 2 if j % 2 and min(h, w) > m else 0}
+            for stage, ((h, w), depth, heads) in enumerate(zip(stage_resolutions(config, size), config.depths,
+                                                                config.num_heads, strict=True))
+            for j in range(depth)]
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +85,7 @@ def swin_t() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
-def swin_t_onnx(swin_t: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+def swin_t_onnx(swin_t: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, SurgeryReport]:
     """(model.onnx, model.swin.onnx, surgery report) of Swin-T with a dynamic batch up to 4."""
     # Imported here so that the GPU kernel tests also run where onnx-graphsurgeon is not installed.
     from pipeline.export import export_onnx
@@ -34,3 +95,36 @@ def swin_t_onnx(swin_t: torch.nn.Module, tmp_path_factory: pytest.TempPathFactor
     onnx_path = export_onnx(swin_t, folder / "model.onnx", max_batch=4)
     report = replace_window_attention(onnx_path, folder / "model.swin.onnx")
     return onnx_path, folder / "model.swin.onnx", report
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantExport:
+    variant: str
+    config: SwinConfig  #: of the exported model: the variant's, narrowed and shallow (export_config)
+    img_size: tuple[int, int]
+    model: torch.nn.Module  #: features-only backbone
+    onnx_path: Path  #: batch 1 (static)
+    images: torch.Tensor  #: [1, 3, H, W]
+    expected: list[np.ndarray]  #: PyTorch's four stage maps for ``images``
+
+
+@pytest.fixture(scope="session", params=list(VARIANTS))
+def variant_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> VariantExport:
+    """Every variant exported once: narrowed, features-only, at small_image_size, batch 1.
+
+    Session-scoped and parametrized, so pytest runs the export and surgery tests of one variant together and keeps
+    one variant's model alive at a time.
+    """
+    from pipeline.export import export_onnx
+
+    variant = request.param
+    config = export_config(variant)
+    size = small_image_size(config)
+    torch.manual_seed(0)
+    model = perturb_weights_(SwinTransformer(config, features_only=True))
+    onnx_path = export_onnx(model, tmp_path_factory.mktemp(f"variant_{variant}") / "model.onnx", img_size=size,
+                            max_batch=1)
+    images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = [f.numpy() for f in model(images)]
+    return VariantExport(variant, config, size, model, onnx_path, images, expected)

@@ -8,12 +8,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import stage_resolutions
 
 import pipeline.export
+from pipeline.compare import relative_error
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
-from pipeline.models import build_swin, perturb_weights_
-from pipeline.reference import ort_session
+from pipeline.models import build_swin
+from pipeline.onnx_io import ort_session
 
 
 def test_structure_and_dynamic_batch(swin_t_onnx) -> None:
@@ -39,11 +41,27 @@ def test_onnxruntime_matches_pytorch(swin_t, swin_t_onnx, batch: int) -> None:
     assert np.abs(actual - expected).max() <= 1e-4
 
 
+def test_every_variant_matches_pytorch(variant_export) -> None:
+    """Each variant (narrowed, features-only, padded in every stage, batch 1): structure and onnxruntime."""
+    config, size = variant_export.config, variant_export.img_size
+    model = onnx.load(str(variant_export.onnx_path))
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    blocks, stages = sum(config.depths), len(config.depths)
+    assert ops["Softmax"] == blocks
+    assert ops["LayerNormalization"] == 2 * blocks + 1 + (stages - 1)  # blocks, patch embedding, patch mergings
+    shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
+    assert shapes == [[1, config.stage_dim(i), h, w] for i, (h, w) in enumerate(stage_resolutions(config, size))]
+    actual = ort_session(variant_export.onnx_path).run(None, {"images": variant_export.images.numpy()})
+    for expected, got in zip(variant_export.expected, actual, strict=True):
+        assert expected.std() > 0.1  # not a comparison of near-constant maps
+        assert relative_error(expected, got) <= 1e-4
+
+
 def test_failed_check_leaves_no_file(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(pipeline.export, "EXPORT_TOLERANCE", -1.0)
-    model = perturb_weights_(build_swin("T", features_only=True))
+    monkeypatch.setattr(pipeline.export, "FP32_TOLERANCE", -1.0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
     with pytest.raises(PipelineError, match="onnxruntime differs from PyTorch"):
-        export_onnx(model, tmp_path / "model.onnx", img_size=64, max_batch=2)
+        export_onnx(conv, tmp_path / "model.onnx", img_size=16, max_batch=2)
     assert list(tmp_path.iterdir()) == []
 
 

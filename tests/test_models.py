@@ -6,27 +6,89 @@ import pytest
 import timm
 import torch
 import torchvision
-from conftest import max_abs_diff
+from conftest import NARROWING, max_abs_diff, narrow_config, small_image_size, stage_resolutions
 from safetensors.torch import save_file
 
 from pipeline.errors import PipelineError
-from pipeline.models import build_swin, load_checkpoint, perturb_weights_
+from pipeline.models import SwinTransformer, build_swin, load_checkpoint, perturb_weights_
+from pipeline.variants import VARIANTS, SwinConfig
 
-TIMM_MODELS = [
-    ("T", "swin_tiny_patch4_window7_224"),
-    ("S", "swin_small_patch4_window7_224"),
-    ("B", "swin_base_patch4_window7_224"),
-    ("L", "swin_large_patch4_window7_224"),
-    ("B384", "swin_base_patch4_window12_384"),
-    ("L384", "swin_large_patch4_window12_384"),
-]
+#: timm's model of each variant. A variant added to VARIANTS fails the tests below until it is named here.
+TIMM_NAMES = {
+    "T": "swin_tiny_patch4_window7_224",
+    "S": "swin_small_patch4_window7_224",
+    "B": "swin_base_patch4_window7_224",
+    "L": "swin_large_patch4_window7_224",
+    "B384": "swin_base_patch4_window12_384",
+    "L384": "swin_large_patch4_window12_384",
+}
 
 
-@pytest.mark.parametrize(("variant", "timm_name"), TIMM_MODELS)
-def test_matches_timm(variant: str, timm_name: str) -> None:
-    reference = perturb_weights_(timm.create_model(timm_name, pretrained=False))
-    model = build_swin(variant, checkpoint=reference.state_dict())
-    size = model.config.img_size
+def timm_name(variant: str) -> str:
+    assert variant in TIMM_NAMES, f"name timm's model of Swin-{variant} in TIMM_NAMES"
+    return TIMM_NAMES[variant]
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def expected_parameter_count(config: SwinConfig, features_only: bool = False) -> int:
+    """The parameters the paper's architecture has, counted layer by layer from the config alone."""
+    c, p = config.embed_dim, config.patch_size
+    count = 3 * p * p * c + c + 2 * c  # patch embedding: conv and LayerNorm
+    for stage, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
+        c, m = config.stage_dim(stage), config.window_size
+        hidden = int(c * config.mlp_ratio)
+        attention = (3 * c * c + 3 * c) + (c * c + c) + (2 * m - 1) ** 2 * heads  # qkv, proj, bias table
+        mlp = (c * hidden + hidden) + (hidden * c + c)
+        count += depth * (2 * c + attention + 2 * c + mlp)  # norm1, norm2
+        if stage < len(config.depths) - 1:
+            count += 2 * 4 * c + 4 * c * 2 * c  # patch merging: LayerNorm(4C), Linear(4C → 2C) without bias
+    if not features_only:
+        count += 2 * c + c * config.num_classes + config.num_classes  # final LayerNorm, head
+    return count
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_architecture_matches_config_and_timm(variant: str) -> None:
+    """Built on the meta device (no weights, no compute): layer by layer against the config and timm's model, and
+    timm's state dict loads (names mapped, every shape checked)."""
+    config = VARIANTS[variant]
+    size = small_image_size(config)
+    with torch.device("meta"):
+        reference = timm.create_model(timm_name(variant))
+        model = build_swin(variant, checkpoint=reference.state_dict())
+        backbone = build_swin(variant, features_only=True)
+        features = backbone(torch.empty(1, 3, *size))
+    assert parameter_count(model) == expected_parameter_count(config) == parameter_count(reference)
+    assert parameter_count(backbone) == expected_parameter_count(config, features_only=True)
+    assert [tuple(f.shape) for f in features] == [
+        (1, config.stage_dim(i), h, w) for i, (h, w) in enumerate(stage_resolutions(config, size))]
+    assert len(model.layers) == len(reference.layers) == len(config.depths)
+    m = config.window_size
+    for stage, (ours, theirs) in enumerate(zip(model.layers, reference.layers, strict=True)):
+        assert len(ours.blocks) == len(theirs.blocks) == config.depths[stage]
+        assert (ours.downsample is None) == (stage == len(config.depths) - 1)
+        for j, (block, timm_block) in enumerate(zip(ours.blocks, theirs.blocks, strict=True)):
+            heads, dim = config.num_heads[stage], config.stage_dim(stage)
+            assert block.attn.num_heads == timm_block.attn.num_heads == heads
+            assert block.attn.qkv.in_features == timm_block.attn.qkv.in_features == dim
+            assert block.attn.relative_position_bias_table.shape == ((2 * m - 1) ** 2, heads)
+            assert block.window_size == m and timm_block.window_size == (m, m)
+            assert block.shift_size == (m // 2 if j % 2 else 0)
+    assert model.head.out_features == reference.num_classes == config.num_classes
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_matches_timm(variant: str) -> None:
+    """timm's model of the variant at 1/NARROWING width (timm's own depths, heads, window and image size; full width
+    costs ~10 s a variant on 2 cores, and the architecture test checks it), its weights loaded into ours."""
+    config = narrow_config(variant)
+    reference = perturb_weights_(timm.create_model(timm_name(variant), embed_dim=config.embed_dim))
+    model = load_checkpoint(SwinTransformer(config).eval(), reference.state_dict())
+    assert config.embed_dim * NARROWING == VARIANTS[variant].embed_dim
+    size = config.img_size
     images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, actual = reference(images), model(images)

@@ -12,12 +12,15 @@ import pytest
 import timm
 import torch
 import torchvision
+from conftest import expected_blocks, stage_resolutions
 
+from pipeline.compare import relative_error
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
-from pipeline.models import build_swin, perturb_weights_
-from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP, ort_session
-from pipeline.surgery import replace_window_attention
+from pipeline.models import perturb_weights_
+from pipeline.onnx_io import ort_session
+from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP
+from pipeline.surgery import SurgeryReport, replace_window_attention
 
 #: Ops that only the replaced regions contain in these exports: roll, window partition, padding, mask.
 REGION_OPS = {"Softmax", "Pad", "Slice", "Concat", "Squeeze", "Unsqueeze", "Gather", "Split"}
@@ -40,7 +43,7 @@ def plugin_nodes(path: Path) -> list[onnx.NodeProto]:
     return [n for n in onnx.load(str(path)).graph.node if n.op_type == PLUGIN_OP]
 
 
-def export_and_surger(model: torch.nn.Module, folder: Path, size, max_batch: int) -> tuple[Path, dict]:
+def export_and_surger(model: torch.nn.Module, folder: Path, size, max_batch: int) -> tuple[Path, SurgeryReport]:
     onnx_path = export_onnx(model, folder / "model.onnx", img_size=size, max_batch=max_batch)
     report = replace_window_attention(onnx_path, folder / "model.swin.onnx")
     return folder / "model.swin.onnx", report
@@ -48,14 +51,14 @@ def export_and_surger(model: torch.nn.Module, folder: Path, size, max_batch: int
 
 def test_swin_t_report_and_structure(swin_t_onnx) -> None:
     _, swin_path, report = swin_t_onnx
-    assert (report["blocks_found"], report["blocks_replaced"], report["blocks_shifted"]) == (12, 12, 5)
-    assert [(s["resolution"], s["num_heads"], s["blocks"], s["shifted"]) for s in report["stages"]] == [
-        ([56, 56], 3, 2, 1), ([28, 28], 6, 2, 1), ([14, 14], 12, 6, 3), ([7, 7], 24, 2, 0)]
-    assert report["max_rel_error"] < 1e-5
+    assert (report.blocks_found, report.blocks_replaced, report.blocks_shifted) == (12, 12, 5)
+    assert [(s.resolution, s.num_heads, s.blocks, s.shifted) for s in report.stages] == [
+        ((56, 56), 3, 2, 1), ((28, 28), 6, 2, 1), ((14, 14), 12, 6, 3), ((7, 7), 24, 2, 0)]
+    assert report.max_rel_error < 1e-5
     ops = collections.Counter(n.op_type for n in onnx.load(str(swin_path)).graph.node)
     assert ops[PLUGIN_OP] == 12
     assert not REGION_OPS & set(ops), f"left over from the replaced regions: {REGION_OPS & set(ops)}"
-    assert report["nodes_after"] == dict(sorted(ops.items()))
+    assert report.nodes_after == dict(sorted(ops.items()))
     first = plugin_nodes(swin_path)[1]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in first.attribute}
     assert first.domain == PLUGIN_DOMAIN and len(first.input) == 3
@@ -70,42 +73,68 @@ def test_swin_t_surgered_matches_pytorch(swin_t, swin_t_onnx) -> None:
 
 def test_running_twice_changes_nothing(swin_t_onnx, tmp_path) -> None:
     report = replace_window_attention(swin_t_onnx[1], tmp_path / "again.onnx")
-    assert (report["blocks_replaced"], report["blocks_already_replaced"]) == (0, 12)
+    assert (report.blocks_replaced, report.blocks_already_replaced) == (0, 12)
     assert (tmp_path / "again.onnx").read_bytes() == swin_t_onnx[1].read_bytes()
 
 
-def test_swin_s(tmp_path) -> None:
-    torch.manual_seed(0)
-    model = perturb_weights_(build_swin("S"))
-    swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=3)
-    assert (report["blocks_replaced"], report["blocks_shifted"]) == (24, 11)
-    assert_matches_pytorch(model, swin_path, (224, 224), (1, 3))
+def test_every_variant(variant_export, tmp_path) -> None:
+    """Each variant's export (narrowed, padded in every stage, batch 1): every block replaced with the parameters
+    the config gives, and onnxruntime still computes what the export and PyTorch compute."""
+    config, size = variant_export.config, variant_export.img_size
+    report = replace_window_attention(variant_export.onnx_path, tmp_path / "model.swin.onnx")
+    expected = expected_blocks(config, size)
+    assert report.blocks_found == report.blocks_replaced == len(expected) == sum(config.depths)
+    assert report.blocks_shifted == sum(b["shift_size"] > 0 for b in expected)
+    fields = ("height", "width", "channels", "num_heads", "window_size", "shift_size")
+    assert [{f: getattr(b, f) for f in fields} for b in report.blocks] == expected
+    m = config.window_size
+    assert [(s.resolution, s.channels, s.blocks, s.shifted, s.padded) for s in report.stages] == [
+        ((h, w), config.stage_dim(i), depth, depth // 2 if min(h, w) > m else 0, bool(h % m or w % m))
+        for i, ((h, w), depth) in enumerate(zip(stage_resolutions(config, size), config.depths, strict=True))]
+    assert report.max_rel_error <= 1e-4
+
+    # Pad and Slice stay: patch embedding and patch merging pad at this size.
+    nodes = onnx.load(str(tmp_path / "model.swin.onnx")).graph.node
+    assert not any(n.op_type == "Softmax" for n in nodes)
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes if n.op_type == PLUGIN_OP]
+    assert [{f: a[f] for f in fields if f != "channels"} for a in attrs] == [
+        {f: b[f] for f in fields if f != "channels"} for b in expected]
+    head_dims = [b["channels"] // b["num_heads"] for b in expected]
+    assert all(abs(a["scale"] - d**-0.5) < 1e-7 for a, d in zip(attrs, head_dims, strict=True))
+
+    feeds = {"images": variant_export.images.numpy()}
+    surgered = ort_session(tmp_path / "model.swin.onnx").run(None, feeds)
+    original = ort_session(variant_export.onnx_path).run(None, feeds)
+    for torch_out, before, after in zip(variant_export.expected, original, surgered, strict=True):
+        assert relative_error(before, after) <= 1e-4
+        assert relative_error(torch_out, after) <= 1e-4
 
 
-def test_padded_non_square_backbone(tmp_path) -> None:
-    torch.manual_seed(0)
-    model = perturb_weights_(build_swin("T", features_only=True))
-    swin_path, report = export_and_surger(model, tmp_path, (256, 320), max_batch=3)
-    assert report["blocks_replaced"] == 12
-    assert [s["padded"] for s in report["stages"]] == [True, True, True, True]
-    assert_matches_pytorch(model, swin_path, (256, 320), (1, 3))
+def tiny_timm_swin() -> torch.nn.Module:
+    """timm's Swin code at a small size (stages 28², 14², 7²: multiples of the window, which timm needs)."""
+    return perturb_weights_(timm.models.swin_transformer.SwinTransformer(
+        img_size=112, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=7, num_classes=10))
 
 
-@pytest.mark.parametrize("max_batch", [1, 4], ids=["batch1", "dynamic"])
-def test_timm_export(tmp_path, max_batch: int) -> None:
-    model = perturb_weights_(timm.create_model("swin_tiny_patch4_window7_224"))
-    swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=max_batch)
-    assert (report["blocks_replaced"], report["blocks_shifted"]) == (12, 5)
-    assert_matches_pytorch(model, swin_path, (224, 224), (1,) if max_batch == 1 else (1, 3))
+def test_timm_export_with_dynamic_batch(tmp_path) -> None:
+    """(A static batch is what every test_every_variant export has.)"""
+    model = tiny_timm_swin()
+    swin_path, report = export_and_surger(model, tmp_path, 112, max_batch=4)
+    # The last stage is one window: timm (like official Swin) does not shift there.
+    assert (report.blocks_replaced, report.blocks_shifted) == (6, 2)
+    assert_matches_pytorch(model, swin_path, (112, 112), (1, 3))
 
 
-def test_torchvision_export_after_constant_folding(tmp_path) -> None:
-    """torchvision computes the shift mask at run time; surgery folds it first."""
-    model = perturb_weights_(torchvision.models.swin_t())
-    swin_path, report = export_and_surger(model, tmp_path, 224, max_batch=4)
-    assert (report["blocks_replaced"], report["blocks_shifted"]) == (12, 5)
-    assert report["nodes_before"]["Softmax"] == 12
-    assert_matches_pytorch(model, swin_path, (224, 224), (1, 3))
+def test_torchvision_padded_export_after_constant_folding(tmp_path) -> None:
+    """torchvision computes the shift mask at run time; surgery folds it first. 128×144 pads every stage (32×36,
+    16×18, 8×9 → 35×42, 21×21, 14×14) and the batch is dynamic."""
+    model = perturb_weights_(torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[4, 4], embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 8], window_size=[7, 7], num_classes=10))
+    swin_path, report = export_and_surger(model, tmp_path, (128, 144), max_batch=3)
+    assert (report.blocks_replaced, report.blocks_shifted) == (6, 3)
+    assert [s.padded for s in report.stages] == [True, True, True]
+    assert report.nodes_before["Softmax"] == 6
+    assert_matches_pytorch(model, swin_path, (128, 144), (1, 3))
 
 
 def test_unmatched_region_fails_naming_the_node(swin_t_onnx, tmp_path) -> None:
@@ -126,7 +155,7 @@ def test_timm_roll_before_pad_is_refused(tmp_path) -> None:
     """timm shifts before padding; the plugin (official order) would compute something else, so surgery refuses."""
     model = perturb_weights_(timm.models.swin_transformer.SwinTransformer(
         img_size=(80, 96), embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=7))
-    onnx_path = export_onnx(model, tmp_path / "model.onnx", img_size=(80, 96), max_batch=2)
+    onnx_path = export_onnx(model, tmp_path / "model.onnx", img_size=(80, 96), max_batch=1)
     with pytest.raises(PipelineError, match=r"would change its output by .* timm shifts before padding"):
         replace_window_attention(onnx_path, tmp_path / "out.onnx")
 
