@@ -1,10 +1,14 @@
-"""Ctrl-C for code that calls back into Python from C++.
+"""Ctrl-C that always stops the pipeline, cleanly.
 
-Python runs a signal handler at the next bytecode. When that bytecode is in a Python callback under a library's
-C++ frames (onnxruntime's Python custom op, torch.export's dispatch callbacks), the KeyboardInterrupt cannot cross
-them and the process aborts: ``terminate called after throwing an instance of 'pybind11::error_already_set'`` or
-``'python_error'``, exit 134. Inside :func:`interrupts_deferred` Ctrl-C is only recorded, and raised as
-KeyboardInterrupt when the block ends.
+Python runs a signal handler at the next bytecode, and two places lose the KeyboardInterrupt it raises:
+- a Python callback under a library's C++ frames (onnxruntime's Python custom op, torch.export's dispatch
+  callbacks): it cannot cross them and the process aborts (``terminate called after throwing an instance of
+  'pybind11::error_already_set'`` or ``'python_error'``, exit 134). Inside :func:`interrupts_deferred` Ctrl-C is
+  only recorded, and raised as KeyboardInterrupt when the block ends;
+- a finalizer (tqdm's ``__del__`` closing a progress bar): Python prints "Exception ignored in" and carries on.
+  Inside :func:`interrupts_remembered` Ctrl-C raises as usual and is also remembered, and
+  :func:`raise_if_interrupted` raises it again where the caller checks (the stage runner, before it records a
+  stage as done).
 """
 
 from __future__ import annotations
@@ -18,6 +22,42 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
+_interrupted = False
+
+
+def _raise_and_remember(signum: int, frame: FrameType | None) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _python_default_handler() -> bool:
+    """Whether SIGINT does what Python does by default (ours only adds remembering): else the caller chose."""
+    return signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _raise_and_remember)
+
+
+@contextlib.contextmanager
+def interrupts_remembered() -> Iterator[None]:
+    """Ctrl-C in the block raises KeyboardInterrupt as usual and is remembered for :func:`raise_if_interrupted`."""
+    global _interrupted
+    if threading.current_thread() is not threading.main_thread() or not _python_default_handler():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _raise_and_remember)
+    _interrupted = False
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C came inside :func:`interrupts_remembered` and Python swallowed it."""
+    global _interrupted
+    if _interrupted:
+        _interrupted = False
+        raise KeyboardInterrupt
+
 
 @contextlib.contextmanager
 def interrupts_deferred(activity: str, on_interrupt: Callable[[], None] | None = None) -> Iterator[None]:
@@ -27,8 +67,7 @@ def interrupts_deferred(activity: str, on_interrupt: Callable[[], None] | None =
     KeyboardInterrupt. Signal handlers can only be installed from the main thread, and a caller's own SIGINT
     handler is left alone: in both cases the block runs unchanged.
     """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread() or not _python_default_handler():
         yield
         return
     received = False
@@ -41,13 +80,13 @@ def interrupts_deferred(activity: str, on_interrupt: Callable[[], None] | None =
                 on_interrupt()
         received = True
 
-    signal.signal(signal.SIGINT, record)
+    previous = signal.signal(signal.SIGINT, record)
     try:
         yield
     except Exception:
         if not received:
             raise
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
     if received:
         raise KeyboardInterrupt

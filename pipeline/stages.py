@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import file_sha256, write_json
+from pipeline.interrupts import interrupts_remembered, raise_if_interrupted
 from pipeline.records import JsonRecord
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class StageRunner:
         else:
             log.info("%s: running", name)
             start = time.perf_counter()
-            result = stage()
+            with interrupts_remembered():
+                result = stage()
+                raise_if_interrupted()  # a Ctrl-C Python swallowed (in a finalizer): the stage is not recorded
             record = StageRecord(fingerprint=key, seconds=round(time.perf_counter() - start, 2),
                                  artifacts=tuple(str(p) for p in outputs), result=result)
             self.records[name] = record
