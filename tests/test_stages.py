@@ -44,13 +44,18 @@ class _InterruptedFinalizer:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt itself
 def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_stage(tmp_path: Path) -> None:
     output = tmp_path / "out.txt"
+    # Python's own Ctrl-C handling, also where this runs as a background job (whose SIGINT the shell ignores).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def stage() -> dict:
         _InterruptedFinalizer()  # collected at once: the KeyboardInterrupt is raised, and ignored, in __del__
         output.write_text("done")
         return {}
 
-    with pytest.raises(KeyboardInterrupt):
-        StageRunner(tmp_path).run("finalized", {}, [], [output], stage)
-    assert not (tmp_path / RECORDS_FILE).exists()  # not recorded as done: the next run does it again
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            StageRunner(tmp_path).run("finalized", {}, [], [output], stage)
+        assert not (tmp_path / RECORDS_FILE).exists()  # not recorded as done: the next run does it again
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
