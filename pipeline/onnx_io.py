@@ -68,6 +68,11 @@ def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path) ->
 ORT_CUSTOM_DOMAIN = "ai.onnx.contrib"
 
 
+#: Exceptions the reference raised inside an onnxruntime run. One cannot cross onnxruntime's C++ frames (the process
+#: would abort, exit 134), so the op records it and returns a placeholder; InterruptibleSession.run raises it.
+_op_errors: list[Exception] = []
+
+
 @functools.cache
 def _register_ort_custom_op() -> str:
     """Register the reference as an onnxruntime-extensions op once; return the extensions library path."""
@@ -90,7 +95,12 @@ def _register_ort_custom_op() -> str:
         any array and copies its buffer (hence C-contiguous float32)."""
         if op_id != id(swin_window_attention):  # the id onnx_op registered; other Python ops keep the stock path
             return _on_pyop_invocation(op_id, inputs, attributes)
-        out = swin_window_attention(*inputs, **swin_window_attention.cast_attributes(attributes))
+        try:
+            out = swin_window_attention(*inputs, **swin_window_attention.cast_attributes(attributes))
+        except Exception as error:  # e.g. a node whose attributes contradict its inputs
+            _op_errors.append(error)
+            qkv = inputs[0]
+            out = np.zeros((*qkv.shape[:-1], qkv.shape[-1] // 3), np.float32)  # the run's outputs are discarded
         return op_id, out.shape, np.ascontiguousarray(out, np.float32)
 
     PyCustomOpDef.install_hooker(invoke)
@@ -131,21 +141,31 @@ def _run_plugin_nodes_in_float32(model: onnx.ModelProto) -> None:
 
 
 class InterruptibleSession(ort.InferenceSession):
-    """An onnxruntime session whose ``run`` turns Ctrl-C into a KeyboardInterrupt once onnxruntime has returned.
+    """An onnxruntime session whose ``run`` raises, once onnxruntime has returned, what happened inside it.
 
-    During a run, Python would raise it inside the Python custom op under onnxruntime's C++ frames and abort the
-    process (:mod:`pipeline.interrupts`). So SIGINT only sets the run's terminate flag (onnxruntime stops before
-    its next node) and ``run`` raises KeyboardInterrupt afterwards.
+    During a run, Python would raise a KeyboardInterrupt, or the reference op's own error, inside the Python custom
+    op under onnxruntime's C++ frames and abort the process (:mod:`pipeline.interrupts`). So SIGINT only sets the
+    run's terminate flag (onnxruntime stops before its next node) and ``run`` raises KeyboardInterrupt afterwards;
+    an error of the op is recorded and raised as a PipelineError naming the node's problem.
     """
 
     def run(self, output_names: list[str] | None, input_feed: dict[str, Any],
             run_options: ort.RunOptions | None = None) -> list[Any]:
         options = run_options or ort.RunOptions()
+        _op_errors.clear()
         try:
             with interrupts_deferred("the onnxruntime run", on_interrupt=lambda: setattr(options, "terminate", True)):
-                return super().run(output_names, input_feed, options)
+                outputs = super().run(output_names, input_feed, options)
+        except Exception:
+            if not _op_errors:  # else the placeholder output made a later node fail: the op's error is the cause
+                raise
         finally:
             options.terminate = False  # the caller's options stay usable
+        if _op_errors:
+            error = _op_errors[0]
+            _op_errors.clear()
+            raise PipelineError(f"the {PLUGIN_OP} reference op failed: {error}") from error
+        return outputs
 
 
 def ort_session(model: str | Path | onnx.ModelProto, intra_op_threads: int = 0) -> InterruptibleSession:

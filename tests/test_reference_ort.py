@@ -102,3 +102,25 @@ def test_ctrl_c_at_random_moments_always_raises_keyboard_interrupt(four_blocks: 
     stderr = child.stderr.read()
     assert "terminate called" not in stderr
     assert (returncode, seen) == (130, ["interrupted"] * rounds), stderr
+
+
+def test_an_error_inside_the_op_is_an_error_not_an_abort(tmp_path: Path) -> None:
+    """A node whose attributes contradict its inputs: the reference raises inside onnxruntime, which used to abort
+    the process (exit 134); now the run raises a PipelineError saying what is wrong. In a child process, so a
+    regression fails this test instead of killing pytest."""
+    bad = synthetic_onnx(tmp_path / "bad.onnx", [{"window_size": 7, "shift_size": 0, "num_heads": 5}], **SIZE)
+    script = (
+        "import sys, numpy as np\n"
+        "from pipeline.errors import PipelineError\n"
+        "from pipeline.onnx_io import ort_session\n"
+        f"x = np.zeros((1, {SIZE['height'] * SIZE['width']}, {SIZE['channels']}), np.float32)\n"
+        "try:\n"
+        "    ort_session(sys.argv[1]).run(None, {'tokens': x})\n"
+        "except PipelineError as error:\n"
+        "    print(error)\n"
+        "    sys.exit(2)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "SwinWindowAttention reference op failed" in result.stdout and "num_heads=5 does not divide C=96" in \
+        result.stdout
+
