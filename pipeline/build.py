@@ -70,6 +70,7 @@ from pipeline.engine_metadata import (
     metadata_path,
 )
 from pipeline.errors import PipelineError
+from pipeline.interrupts import interrupts_deferred
 from pipeline.onnx_io import graph_input, read_onnx
 from pipeline.precision import QDQ_OPS
 
@@ -336,20 +337,6 @@ def _progress_monitor(trt: Any, cancel: threading.Event) -> Any:
 
 
 @contextlib.contextmanager
-def _sigint_cancels(cancel: threading.Event) -> Iterator[None]:
-    """While TensorRT parses and builds, Ctrl-C asks it to stop (through the progress monitor) instead of raising
-    inside a C++ callback; the caller raises KeyboardInterrupt once TensorRT has returned."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
 def _timing_cache_files(path: Path | None) -> Iterator[tuple[IO[bytes] | None, IO[bytes] | None]]:
     """(read, write) files for Polygraphy's ``load_timing_cache`` and ``save_timing_cache``: the cache at ``path``
     if there is one, and a temporary file that replaces ``path`` when the block succeeds."""
@@ -408,15 +395,15 @@ def run_build(request: BuildRequest) -> EngineMetadata:
 
     cache_path = Path(request.timing_cache) if request.timing_cache else None
     cancel = threading.Event()
-    with _polygraphy_log(backend) as errors, _sigint_cancels(cancel):
+    # Ctrl-C asks TensorRT to stop (the progress monitor returns False) instead of raising inside its C++ callbacks;
+    # it is raised as KeyboardInterrupt once TensorRT has returned, replacing the error a cancelled build reports.
+    with _polygraphy_log(backend) as errors, interrupts_deferred("the TensorRT build", on_interrupt=cancel.set):
         _load_plugin_library(trt, backend, request.plugin_library, errors)
         start = time.perf_counter()
         try:
             # STRONGLY_TYPED is required on TensorRT 10 and accepted but ignored on 11 (always strongly typed).
             builder, network, parser = NetworkFromOnnxPath(request.onnx_path, strongly_typed=True)()
         except PolygraphyException as error:
-            if cancel.is_set():
-                raise KeyboardInterrupt from None
             raise _failure(f"{backend.name}'s ONNX parser rejected {request.onnx_path}", errors, error) from None
         parse_seconds = time.perf_counter() - start
         if cancel.is_set():
@@ -433,12 +420,10 @@ def run_build(request: BuildRequest) -> EngineMetadata:
                 serialized = EngineBytesFromNetwork((builder, network, parser), config=config,
                                                     save_timing_cache=cache_out)()
             except PolygraphyException as error:
-                if cancel.is_set():
-                    raise KeyboardInterrupt from None
                 raise _failure(f"{backend.name} failed to build {request.engine_path} from {request.onnx_path}",
                                errors, error) from None
             build_seconds = time.perf_counter() - start
-            if cancel.is_set():
+            if cancel.is_set():  # finished before it saw the request: keep neither the engine nor the cache
                 raise KeyboardInterrupt
             timing_cache = None if cache_path is None else TimingCacheUse(
                 path=str(cache_path), loaded_bytes=os.fstat(cache_in.fileno()).st_size if cache_in else 0,
