@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.imagenet_transform import center_crop, normalize
+from pipeline.imagenet_transform import center_crop, normalize, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,8 @@ def list_images(folder: str | Path) -> list[Path]:
 def _read_rgb(path: Path) -> Image.Image | None:
     """The image as RGB, or None (with a warning) when the file cannot be decoded."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        return read_rgb(path)
+    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
         log.warning("skipping unreadable image %s: %s", path, exc)
         return None
 

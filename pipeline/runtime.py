@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline import imagenet_transform
 from pipeline.build import BACKENDS, check_engine_compatible, engine_runtime, installed_runtimes, load_engine
 from pipeline.engine_metadata import REBUILD, EngineMetadata, Runtime, TensorSpec
 from pipeline.errors import PipelineError
-from pipeline.imagenet_transform import center_crop, normalize
+from pipeline.imagenet_transform import top_k as top_k  # part of this module's API (the README's example)
 
 if TYPE_CHECKING:
     import torch
@@ -59,33 +60,11 @@ def preprocess(image: Image.Image | str | Path, size: int | tuple[int, int] = 22
     """float32 ``[3, H, W]``: the ImageNet evaluation transform :mod:`pipeline.images` applies to photos (RGB,
     bilinear resize so the crop is 224/256 of the shorter side, centre crop ``size`` = (H, W) or an int, scale to
     [0, 1], normalize with the ImageNet mean and std). ``image``: a PIL image or the path of one."""
-    from PIL import Image, UnidentifiedImageError
-
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if not isinstance(image, Image.Image):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                image = opened.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise PipelineError(f"cannot read the image {image}: {error}") from None
-    return np.ascontiguousarray(normalize(center_crop(image.convert("RGB"), (height, width))))
-
-
-def top_k(logits: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
-    """Per row of ``logits`` (``[N, classes]``, or one row ``[classes]``): the ``k`` most probable classes as
-    (class index, softmax probability), best first; equal probabilities in class order; all classes when ``k``
-    exceeds their number."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    rows = np.asarray(logits, dtype=np.float64)
-    rows = rows[None] if rows.ndim == 1 else rows
-    if rows.ndim != 2:
-        raise ValueError(f"logits must be [N, classes] or [classes], got shape {np.shape(logits)}")
-    exp = np.exp(rows - rows.max(axis=1, keepdims=True))
-    probabilities = exp / exp.sum(axis=1, keepdims=True)
-    best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [[(int(c), float(p[c])) for c in order] for p, order in zip(probabilities, best, strict=True)]
+    try:
+        return np.ascontiguousarray(imagenet_transform.preprocess(image, (height, width)))
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"cannot read the image {image}: {error}") from None
 
 
 def _cuda_torch(engine_path: Path) -> Any:
@@ -328,13 +307,11 @@ class SwinEngine:
         self._bound = {name: images, **outputs}
         self._record_memory()
         token = self._binding = object()
-        context, handle, path = self.context, self.stream.cuda_stream, self.path
 
         def run() -> None:
             if self._binding is not token:
-                raise RuntimeError(f"SwinEngine.bind({batch}) of {path} was superseded by a later bind or infer")
-            if not context.execute_async_v3(handle):
-                raise RuntimeError(f"{self.metadata.backend.name} failed to enqueue {path} at batch {batch}")
+                raise RuntimeError(f"SwinEngine.bind({batch}) of {self.path} was superseded by a later bind or infer")
+            self._enqueue()
 
         return run
 

@@ -10,11 +10,11 @@ Pillow and ``tritonclient`` (``pip install
 ``python -m pipeline.triton_client``. The gRPC and HTTP clients are imported only when used.
 
 The request follows the model configuration the server reports (input name, data type, dims without the batch
-dimension, ``max_batch_size``); more photos than ``max_batch_size`` are sent in several requests. Preprocessing is
-``pipeline/imagenet_transform.py``, the transform calibration, verification and ``pipeline.runtime.preprocess``
-use (bilinear resize so the crop is 224/256 of the shorter side, centre crop, scale to [0, 1], normalize with the
-ImageNet mean and std); tests/test_triton.py checks the same arrays, bit for bit, and the same top-5 as
-``pipeline.runtime.top_k``. Probabilities are the softmax of the logits.
+dimension, ``max_batch_size``); more photos than ``max_batch_size`` are sent in several requests. Preprocessing
+and the top-5 come from ``pipeline/imagenet_transform.py``, which calibration, verification and
+``pipeline.runtime`` use too (bilinear resize so the crop is 224/256 of the shorter side, centre crop, scale to
+[0, 1], normalize with the ImageNet mean and std; probabilities are the softmax of the logits);
+tests/test_triton.py checks the same arrays, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 
 try:  # a model repository: the copy beside this file
-    from imagenet_transform import center_crop, normalize
+    import imagenet_transform
 except ImportError:  # this project
-    from pipeline.imagenet_transform import center_crop, normalize
+    from pipeline import imagenet_transform
 
 #: Triton's configuration data types → (the data type name its inference protocol uses, numpy's dtype).
 DATA_TYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16)}
@@ -59,14 +59,10 @@ class InputSpec(NamedTuple):
 
 def preprocess(image: str | Path | Image.Image, size: tuple[int, int]) -> np.ndarray:
     """A photo (a path or a PIL image) as float32 ``[3, H, W]``, ImageNet-normalized."""
-    if not isinstance(image, Image.Image):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                image = opened.convert("RGB")
-        except (OSError, ValueError) as error:
-            raise ClientError(f"cannot read the image {image}: {error}") from None
-    return normalize(center_crop(image.convert("RGB"), size))
+    try:
+        return imagenet_transform.preprocess(image, size)
+    except (OSError, ValueError) as error:
+        raise ClientError(f"cannot read the image {image}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -125,15 +121,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def top_k(logits: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
-    """Per row of ``logits`` [N, classes]: the ``k`` most probable classes as (index, softmax probability)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return [[(int(i), float(row[i])) for i in indices] for row, indices in zip(probabilities, order, strict=True)]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Talking to the server
 
@@ -185,7 +172,7 @@ def _default_model() -> str | None:
 
 def _report(paths: list[str], outputs: dict[str, np.ndarray], labels: list[str] | None, k: int) -> None:
     if len(outputs) == 1 and next(iter(outputs.values())).ndim == 2:
-        for path, best in zip(paths, top_k(next(iter(outputs.values())), k), strict=True):
+        for path, best in zip(paths, imagenet_transform.top_k(next(iter(outputs.values())), k), strict=True):
             classes = ", ".join(f"{index}{f' {labels[index]}' if labels and index < len(labels) else ''} "
                                 f"{probability:.4f}" for index, probability in best)
             print(f"{path}: {classes}")

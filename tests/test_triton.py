@@ -316,7 +316,7 @@ def test_request_follows_config_and_runtime_preprocessing(tmp_path: Path, plugin
 def test_client_ranks_as_the_runtime_does() -> None:
     logits = np.random.default_rng(0).normal(size=(4, 1000)).astype(np.float32)
     logits[1, 10] = logits[1, 20] = 9.0  # a tie: the lower class first
-    assert triton_client.top_k(logits) == runtime_top_k(logits)
+    assert triton_client.imagenet_transform.top_k(logits) == runtime_top_k(logits)
 
 
 def test_client_refuses_what_it_cannot_feed() -> None:
@@ -325,7 +325,7 @@ def test_client_refuses_what_it_cannot_feed() -> None:
         triton_client.input_spec(config)
     config["input"][0] |= {"data_type": "TYPE_FP32", "dims": ["3", "64", "64"]}  # gRPC's JSON: int64 as strings
     assert triton_client.input_spec({"config": config}).dims == (3, 64, 64)
-    assert triton_client.top_k(np.array([[0.0, 2.0, 1.0]]), 2)[0] == [
+    assert triton_client.imagenet_transform.top_k(np.array([[0.0, 2.0, 1.0]]), 2)[0] == [
         (1, pytest.approx(np.exp(2) / np.exp([0, 1, 2]).sum())), (2, pytest.approx(np.e / np.exp([0, 1, 2]).sum()))]
 
 
