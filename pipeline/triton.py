@@ -36,19 +36,15 @@ left alone, hence a library built against TensorRT 10's headers serves a Triton 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.artifacts import file_sha256, write_json
+from pipeline.artifacts import atomic_folder, file_sha256, write_json
 from pipeline.build import TENSORRT, TENSORRT_RTX, check_engine_compatible
 from pipeline.engine import EngineFiles
 from pipeline.engine_metadata import BuiltWith, EngineMetadata, TensorSpec
@@ -366,32 +362,6 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata]) -> str:
     return "\n".join(text)
 
 
-@contextlib.contextmanager
-def _temporary_folder(target: Path) -> Iterator[Path]:
-    """A new folder beside ``target``; removed unless the block renamed it away."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace(folder: Path, target: Path) -> None:
-    """Rename ``folder`` onto ``target`` (absent, empty, or a repository of ours, which is removed after)."""
-    if target.exists() and any(target.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        os.replace(target, old)
-        try:
-            os.replace(folder, target)
-        except BaseException:
-            os.replace(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(folder, target)  # rename(2) replaces an empty folder
-
-
 def write_model_repository(engines: list[Path], repository: Path, *, model_name: str,
                            plugin_library: Path | None = None, max_queue_delay_us: int = 100,
                            instances: int = 1) -> TritonModel:
@@ -426,7 +396,7 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
         log.warning("triton: %s built by TensorRT-RTX, which Triton's TensorRT backend cannot load; the repository "
                     "is written, and its README says how to rebuild for the server", ", ".join(rtx))
 
-    with _temporary_folder(repository) as tmp:
+    with atomic_folder(repository) as tmp:
         version = tmp / model_name / "1"
         version.mkdir(parents=True)
         for engine, file in zip(engines, files, strict=True):
@@ -439,10 +409,6 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
         shutil.copyfile(CLIENT_SOURCE, tmp / record.client)
         shutil.copyfile(TRANSFORM_SOURCE, tmp / TRANSFORM_SOURCE.name)
         write_json(tmp / MARKER, {**record.to_json(), "repository": "."})
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a repository is meant to be shipped
-        _replace(tmp, repository)
     log.info("triton: wrote %s (model %s: %d engine(s) for %s, max batch %d); start it as its README.md says",
              repository, model_name, len(engines), ", ".join(f"SM{m.target.sm}" for m in metadata),
              record.max_batch_size)
