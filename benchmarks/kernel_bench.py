@@ -43,6 +43,7 @@ from benchmarks.environment import device_slug
 from benchmarks.gpu_load import GpuLoadSampler
 from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
 from benchmarks.stats import percentile
+from benchmarks.timers import capture
 from pipeline.artifacts import write_json
 from pipeline.native import SwinAttention, build_native
 from pipeline.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
@@ -287,24 +288,6 @@ def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Se
         compiled = torch.compile(eager_attention, dynamic=False)
         candidates["compile"] = lambda: compiled(qkv, rel_bias, mask, **layout)
     return {name: candidates[name] for name in names}
-
-
-def capture(fn: Callable[[], Any], calls: int, warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, Any]:
-    """Warm ``fn`` up on a side stream (compiles, cuBLAS handles, autotuning), then capture ``calls`` calls of it
-    into one CUDA graph. Returns the graph and the last call's output (kept alive with the graph)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    # Warm-up and capture in the same grad mode: torch.compile guards on it, and must not recompile in the capture.
-    with torch.inference_mode():
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(calls):
-                out = fn()
-    return graph, out
 
 
 def replays_per_trial(replay_ms: float, min_trial_ms: float, at_least: int) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.timers import CudaEventTimer, Timer, WallClockTimer
+from benchmarks.timers import CudaEventTimer, Timer, WallClockTimer, capture
 from pipeline.errors import PipelineError
 
 Step = Callable[[], Any]
@@ -142,7 +142,7 @@ class TorchPath(BenchPath):
         self.model: Any = None
         self.compile_seconds: dict[int, float] = {}
         self.compile_timeout: PathUnavailable | None = None
-        self.captured: tuple[Any, Any] | None = None
+        self.captured: tuple[Any, Any, Any] | None = None
 
     def setup(self) -> None:
         if self.precision not in _TORCH_DTYPES:
@@ -186,16 +186,8 @@ class TorchPath(BenchPath):
         # and silently falls back to launching kernel by kernel when it meets something it cannot capture ("skipping
         # cudagraphs due to ..."), which is the misleading number this replaces; a capture here fails loudly, and the
         # path is reported failed with the reason.
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm up off the default stream before capture, as torch requires
-            for _ in range(3):
-                run()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            self.model(images)
-        self.captured = (graph, images)  # the graph reads the input where it was at capture: keep it alive
+        graph, output = capture(lambda: self.model(images))
+        self.captured = (graph, images, output)  # the graph reads the input and writes the output where they were
         return graph.replay
 
     def timer(self) -> Timer:

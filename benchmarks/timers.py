@@ -105,3 +105,24 @@ class CudaEventTimer:
             elapsed = time.perf_counter() - loop_start
         latencies = [start.elapsed_time(end) for start, end in zip(starts, ends, strict=True)]
         return Measurement(latencies, self.name, "iterations", elapsed)
+
+
+def capture(fn: Callable[[], Any], calls: int = 1, warmup: int = 3) -> tuple[Any, Any]:
+    """Warm ``fn`` up on a side stream (compiles, cuBLAS handles, autotuning), then capture ``calls`` calls of it
+    into one CUDA graph. Returns the ``torch.cuda.CUDAGraph`` and the last call's output (keep it alive with the
+    graph: the replays write there)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    # Warm-up and capture in the same grad mode: torch.compile guards on it, and must not recompile in the capture.
+    with torch.inference_mode():
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                out = fn()
+    return graph, out
