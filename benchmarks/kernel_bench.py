@@ -45,7 +45,7 @@ from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
 from benchmarks.stats import percentile
 from benchmarks.timers import capture
 from pipeline.artifacts import write_json
-from pipeline.native import SwinAttention, build_native
+from pipeline.native import SwinAttention, build_native, kernel_resources
 from pipeline.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
 from pipeline.reference import shift_mask
 from pipeline.variants import VARIANTS
@@ -350,6 +350,8 @@ def main() -> int:
     props = torch.cuda.get_device_properties(0)
     major, minor = torch.cuda.get_device_capability()
     libs = build_native(Path(tempfile.mkdtemp(prefix="swin-bench-")), cuda_arch=f"{major}{minor}")
+    # Registers and spills of the timed build, read now so that a missing cuobjdump fails before the timing.
+    resources = [dataclasses.asdict(kernel) for kernel in kernel_resources(libs.cuda)]
     lib = SwinAttention(libs.cuda)
     enable_cuda(libs.cuda)  # torch.ops.swin.window_attention on CUDA: the same library
     peak, peak_source = peak_bandwidth_gbs(props.name, getattr(props, "memory_clock_rate", 0),
@@ -398,7 +400,7 @@ def main() -> int:
     stem = (args.out.with_suffix("") if args.out else
             RUNS_DIR / timestamped(f"kernel_bench_{device_slug(environment)}", utc_now()))
     record = {"environment": environment, "config": config, "results": results,
-              "network_attention_us": network_attention_us(results, names)}
+              "network_attention_us": network_attention_us(results, names), "kernel_resources": resources}
     [path] = write_new(stem, {".json": lambda out: write_json(out, record)})
     print(f"wrote {path}")
     return 0
