@@ -179,6 +179,74 @@ def summarize_row(shape: Shape, batch: int, dtype: str, timings_us: dict[str, Se
     return row
 
 
+@dataclasses.dataclass(frozen=True)
+class KernelGoal:
+    """A target every selected row must meet: rows of ``dtype`` at one of ``batches`` whose stages include one of
+    ``stages`` ((model, stage) pairs; None: every row), ``metric`` compared with ``target``."""
+
+    id: str
+    goal: str
+    dtype: str
+    batches: tuple[int, ...]
+    stages: tuple[tuple[str, int], ...] | None
+    metric: str
+    comparison: str  #: ">=" or "<="
+    target: float
+
+
+_WINDOW_7_STAGES = tuple((f"Swin-{model}", stage) for model in ("T", "B") for stage in (1, 2, 3))
+#: Issue 11's targets on an H100/H200 (FP16: the precision engines deploy).
+KERNEL_GOALS = (
+    KernelGoal("bandwidth_w7_b64", "FP16 batch 64, window 7 (Swin-T/B stages 1-3): >= 60% of DRAM peak", "fp16",
+               (64,), _WINDOW_7_STAGES, "kernel_fraction_of_peak", ">=", 0.60),
+    KernelGoal("vs_compile_w7_b64", "FP16 batch 64, window 7 (Swin-T/B stages 1-3): >= 2.5x torch.compile", "fp16",
+               (64,), _WINDOW_7_STAGES, "speedup_vs_compile", ">=", 2.5),
+    KernelGoal("bandwidth_w12", "FP16 batch 8 and 64, window 12 (Swin-B-384 stages 1-3): >= 40% of DRAM peak",
+               "fp16", (8, 64), tuple(("Swin-B384", stage) for stage in (1, 2, 3)), "kernel_fraction_of_peak", ">=",
+               0.40),
+    KernelGoal("latency_b1", "FP16 batch 1, every stage: kernel <= 10 us (graph-replayed)", "fp16", (1,), None,
+               "kernel_us", "<=", 10.0),
+)
+
+
+def evaluate_kernel_goals(rows: Sequence[dict[str, Any]],
+                          goals: Sequence[KernelGoal] = KERNEL_GOALS) -> list[dict[str, Any]]:
+    """Per goal and selected row: the value and whether it meets the target (None, with the reason, where the row
+    or its metric was not measured, e.g. torch.compile skipped); a goal whose stages have no row at all says so."""
+    verdicts = []
+    for goal in goals:
+        wanted = set(goal.stages) if goal.stages is not None else None
+        selected = [row for row in rows if row["dtype"] == goal.dtype and row["batch"] in goal.batches and
+                    (wanted is None or wanted & {(s["model"], s["stage"]) for s in row["stages"]})]
+        base = {"id": goal.id, "goal": goal.goal, "target": goal.target}
+        if not selected:
+            verdicts.append({**base, "row": None, "batch": None, "value": None, "met": None,
+                             "reason": f"no {goal.dtype} row at batch {'/'.join(map(str, goal.batches))} measured"})
+        for row in selected:
+            value = row.get(goal.metric)
+            verdict = {**base, "row": row["shape"], "batch": row["batch"], "value": value}
+            if value is None:
+                verdict |= {"met": None, "reason": f"{goal.metric} not measured"}
+            else:
+                verdict["met"] = value >= goal.target if goal.comparison == ">=" else value <= goal.target
+            verdicts.append(verdict)
+    return verdicts
+
+
+def goal_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per goal: rows meeting it, and the worst measured value against the target."""
+    lines = []
+    for goal_id in dict.fromkeys(v["id"] for v in verdicts):
+        mine = [v for v in verdicts if v["id"] == goal_id]
+        goal = next(g for g in KERNEL_GOALS if g.id == goal_id)
+        values = [v["value"] for v in mine if v["value"] is not None]
+        worst = (min(values) if goal.comparison == ">=" else max(values)) if values else None
+        met = sum(v["met"] is True for v in mine)
+        lines.append(f"{goal_id}: {met}/{len(mine)} rows met (worst {'-' if worst is None else f'{worst:.3g}'}, "
+                     f"target {goal.comparison} {goal.target:g})")
+    return lines
+
+
 def network_attention_us(rows: Iterable[dict[str, Any]], candidates: Sequence[str] = CANDIDATES) -> list[dict]:
     """Per model, dtype and batch: the window-attention time of the benchmarked stages, Σ blocks × µs per row, for
     each candidate timed on every one of those stages (a candidate missing on one is left out)."""
@@ -400,8 +468,10 @@ def main() -> int:
     stem = (args.out.with_suffix("") if args.out else
             RUNS_DIR / timestamped(f"kernel_bench_{device_slug(environment)}", utc_now()))
     record = {"environment": environment, "config": config, "results": results,
-              "network_attention_us": network_attention_us(results, names), "kernel_resources": resources}
+              "network_attention_us": network_attention_us(results, names), "kernel_resources": resources,
+              "goals": evaluate_kernel_goals(results)}
     [path] = write_new(stem, {".json": lambda out: write_json(out, record)})
+    print("\n".join(goal_lines(record["goals"])))
     print(f"wrote {path}")
     return 0
 

@@ -136,3 +136,46 @@ def test_needs_a_gpu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     monkeypatch.setattr("sys.argv", ["kernel_bench"])
     assert kernel_bench.main() == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def _row_at(shape: Shape, batch: int, fraction: float, compile_speedup: float | None, peak: float = 3350.0) -> dict:
+    """A row whose kernel reaches ``fraction`` of ``peak`` and whose torch.compile takes ``compile_speedup`` × as
+    long (None: compile not measured)."""
+    kernel_us = bytes_moved(shape, batch, 2) / (fraction * peak * 1e9) * 1e6
+    timings = {"kernel": [kernel_us]} | ({"compile": [kernel_us * compile_speedup]} if compile_speedup else {})
+    return summarize_row(shape, batch, "fp16", timings, peak)
+
+
+def test_kernel_goals_select_the_issue_rows_and_judge_them() -> None:
+    shapes = by_label()
+    rows = [_row_at(shape, batch, 0.7, 3.0) for shape in shapes.values() for batch in (1, 8, 64)]
+    # Two rows miss: Swin-B stage 2 at 50% of peak, Swin-T stage 1 only 2x torch.compile.
+    rows = [_row_at(shapes["Swin-B s2"], 64, 0.5, 3.0) if (r["shape"], r["batch"]) == ("Swin-B s2", 64) else
+            _row_at(shapes["Swin-T s1/Swin-S s1"], 64, 0.7, 2.0) if (r["shape"], r["batch"]) == (
+                "Swin-T s1/Swin-S s1", 64) else r for r in rows]
+    verdicts = kernel_bench.evaluate_kernel_goals(rows)
+    by_goal: dict[str, list[dict]] = {}
+    for verdict in verdicts:
+        by_goal.setdefault(verdict["id"], []).append(verdict)
+    # Window 7 at batch 64: Swin-T and Swin-B stages 1-3 (T and S share a row), six rows.
+    assert sorted(v["row"] for v in by_goal["bandwidth_w7_b64"]) == sorted(
+        [f"Swin-T s{i}/Swin-S s{i}" for i in (1, 2, 3)] + [f"Swin-B s{i}" for i in (1, 2, 3)])
+    assert [v["row"] for v in by_goal["bandwidth_w7_b64"] if not v["met"]] == ["Swin-B s2"]
+    assert [v["row"] for v in by_goal["vs_compile_w7_b64"] if not v["met"]] == ["Swin-T s1/Swin-S s1"]
+    # Window 12: Swin-B-384 stages 1-3 at batch 8 and 64, not L-384.
+    assert sorted((v["row"], v["batch"]) for v in by_goal["bandwidth_w12"]) == sorted(
+        (f"Swin-B384 s{i}", b) for i in (1, 2, 3) for b in (8, 64))
+    assert all(math.isclose(v["value"], 0.7) and v["met"] for v in by_goal["bandwidth_w12"])
+    # Batch 1: every stage shape, judged on kernel µs (these synthetic rows are far under 10 µs).
+    assert len(by_goal["latency_b1"]) == len(shapes)
+    lines = kernel_bench.goal_lines(verdicts)
+    assert "bandwidth_w7_b64: 5/6 rows met (worst 0.5, target >= 0.6)" in lines
+
+
+def test_kernel_goals_say_what_was_not_measured() -> None:
+    shape = by_label()["Swin-T s1/Swin-S s1"]
+    verdicts = kernel_bench.evaluate_kernel_goals([_row_at(shape, 64, 0.7, None)])
+    [compile_verdict] = [v for v in verdicts if v["id"] == "vs_compile_w7_b64"]
+    assert compile_verdict["met"] is None and compile_verdict["reason"] == "speedup_vs_compile not measured"
+    [window_12] = [v for v in verdicts if v["id"] == "bandwidth_w12"]
+    assert window_12["row"] is None and window_12["met"] is None and "no fp16 row at batch 8/64" in window_12["reason"]
