@@ -18,7 +18,9 @@ stages. nvidia-smi samples the SM clock and power while the rows are timed (benc
 device under load, beside the idle one taken at the start.
 
 Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes build/bench/kernel_bench_<device>_<UTC time>.json
-(never replacing a file; `python -m benchmarks.report --commit <json>` copies it into benchmarks/results/).
+(never replacing a file; rewritten after every row with ``"complete": false`` until the end, so a killed run keeps
+its rows; ``goals`` judges the kernel targets of ``KERNEL_GOALS``, also printed last). `python -m benchmarks.report
+--commit <json>` copies it into benchmarks/results/.
 
     python -m benchmarks.kernel_bench [--models T S B B384 L384] [--dtypes fp16 fp32] [--batches 1 8 64]
 """
@@ -41,10 +43,9 @@ import torch.nn.functional as F
 from benchmarks.environment import collect as collect_environment
 from benchmarks.environment import device_slug
 from benchmarks.gpu_load import GpuLoadSampler
-from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
+from benchmarks.report import RUNS_DIR, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import percentile
 from benchmarks.timers import capture
-from pipeline.artifacts import write_json
 from pipeline.native import SwinAttention, build_native, kernel_resources
 from pipeline.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
 from pipeline.reference import shift_mask
@@ -434,6 +435,15 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     timed_windows: list[tuple[float, float]] = []  # (start, end) of every timed trial loop: the GPU under load
     sampler = GpuLoadSampler().start()
+
+    def record(complete: bool) -> dict[str, Any]:
+        return {"environment": {**environment, "gpu_load": sampler.summary(timed_windows)}, "config": config,
+                "complete": complete, "results": results, "network_attention_us": network_attention_us(results, names),
+                "kernel_resources": resources, "goals": evaluate_kernel_goals(results)}
+
+    # Claimed now and rewritten after every row, so a run killed by a time limit keeps the rows it timed.
+    path = start_run(record(False), args.out.with_suffix("") if args.out else
+                     RUNS_DIR / timestamped(f"kernel_bench_{device_slug(environment)}", utc_now()))
     try:
         for shape, batch, dtype_name in bench_rows(shapes, args.batches, args.dtypes):
             dtype = DTYPES[dtype_name]
@@ -459,19 +469,15 @@ def main() -> int:
             row = summarize_row(shape, batch, dtype_name, timings, peak, errors, failures)
             row["gpu_load"] = sampler.summary(row_windows)
             results.append(row)
+            update_run(path, record(False))
             _print_row(row)
             del candidates, reference
             torch.cuda.empty_cache()
     finally:
         sampler.stop()
-    environment["gpu_load"] = sampler.summary(timed_windows)
-    stem = (args.out.with_suffix("") if args.out else
-            RUNS_DIR / timestamped(f"kernel_bench_{device_slug(environment)}", utc_now()))
-    record = {"environment": environment, "config": config, "results": results,
-              "network_attention_us": network_attention_us(results, names), "kernel_resources": resources,
-              "goals": evaluate_kernel_goals(results)}
-    [path] = write_new(stem, {".json": lambda out: write_json(out, record)})
-    print("\n".join(goal_lines(record["goals"])))
+    final = record(True)
+    update_run(path, final)
+    print("\n".join(goal_lines(final["goals"])))
     print(f"wrote {path}")
     return 0
 
