@@ -8,6 +8,8 @@ Paths (a path that cannot run here is listed as skipped with the reason, never d
                            `make engine`, else built here from the surgered ONNX for FP32/FP16)
   tensorrt-native          TensorRT on the plain exported ONNX, no surgery (Myelin fuses attention itself)
   torch-eager-*, torch-compile-*      PyTorch on CUDA (FP32 and the requested precisions) and on the CPU (FP32)
+  torch-eager-cuda-fused, torch-compile-cuda-fused   the same model with fused attention: our kernel through
+                           torch.ops.swin.window_attention (its library from `make plugin` or $SWIN_ATTN_CUDA_LIBRARY)
   onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu      onnxruntime on the plain ONNX
   onnxruntime-cpu-surgered the surgered ONNX with the Python reference op: a correctness path, not a deployment one
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import sys
 import time
@@ -171,10 +174,8 @@ def build_paths(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: boo
                 compile_budget_s: float | None) -> list[BenchPath]:
     """Every path, GPU ones first; PyTorch and onnxruntime also run FP32, the reference everyone compares with."""
     recipe = inputs.recipe
-
-    def model() -> Any:
-        return build_model(recipe)  # random weights from seed 0 without a checkpoint: latency does not depend on them
-
+    # Random weights from seed 0 without a checkpoint (latency does not depend on them), the same for fused ones.
+    model = functools.partial(build_model, recipe)
     with_fp32 = tuple(dict.fromkeys(("fp32", *precisions)))
     paths: list[BenchPath] = []
     for precision in precisions:
@@ -184,8 +185,9 @@ def build_paths(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: boo
         paths.append(TensorRTPath("tensorrt-native", precision, lambda p=precision: inputs.native_engine(p), None,
                                   cuda_graphs=cuda_graphs, note="plain ONNX, no surgery"))
     for compiled in (False, True):
-        paths += [TorchPath(model, recipe.image_size, p, "cuda", compile=compiled, compile_budget_s=compile_budget_s,
-                            cuda_graphs=cuda_graphs) for p in with_fp32]
+        for fused in (False, True):  # each fused path right after the path it is compared with
+            paths += [TorchPath(model, recipe.image_size, p, "cuda", compile=compiled, fused=fused,
+                                compile_budget_s=compile_budget_s, cuda_graphs=cuda_graphs) for p in with_fp32]
     for name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
         paths += [OnnxruntimePath(name, lambda p=p: inputs.typed_plain_onnx(p), p, cache_dir=inputs.work_dir)
                   for p in with_fp32]
@@ -346,7 +348,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
     def update(position: int) -> None:
         report["paths"] = records
         report["pending"] = [f"{p.name} {p.precision}" for p, reason in plan[position:] if reason is None]
-        report["goals"] = evaluate_goals(records)
+        report["goals"] = evaluate_goals(records, variant)
         report["gpu_load"] = summarize_samples(load_samples) if load_samples else None
 
     for position, (path, reason) in enumerate(plan, start=1):

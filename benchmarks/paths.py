@@ -2,11 +2,13 @@
 orchestrator (:mod:`benchmarks.bench`) times it. A path that cannot run here raises :class:`PathUnavailable`
 with the reason, which the report lists as ``skipped``.
 
-Paths: PyTorch eager and ``torch.compile`` (FP32/FP16), onnxruntime on the exported ONNX (TensorRT, CUDA or CPU
-execution provider), onnxruntime on the surgered ONNX (the Python reference op: a correctness path), and
-TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the plugin, and
-one built from the plain ONNX, where TensorRT (Myelin) fuses the attention itself — the baseline the plugin must
-beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA paths replay CUDA graphs (:func:`uses_cuda_graph`).
+Paths: PyTorch eager and ``torch.compile`` (FP32/FP16), on CUDA each also with fused attention (``build_swin(...,
+fused_attention=True)``: our kernel through ``torch.ops.swin.window_attention``), onnxruntime on the exported ONNX
+(TensorRT, CUDA or CPU execution provider), onnxruntime on the surgered ONNX (the Python reference op: a correctness
+path), and TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the
+plugin, and one built from the plain ONNX, where TensorRT (Myelin) fuses the attention itself — the baseline the
+plugin must beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA paths replay CUDA graphs
+(:func:`uses_cuda_graph`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,7 +39,10 @@ class PathUnavailable(Exception):
 #: run timed torch.compile without a graph: 3.0 ms at batch 1 for what a graph replays in 0.6 ms). onnxruntime's
 #: paths are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
 #: what an onnxruntime user calls.
-CUDA_GRAPH_PATHS = ("tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda")
+CUDA_GRAPH_PATHS = ("tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda",
+                    "torch-eager-cuda-fused", "torch-compile-cuda-fused")
+#: Ends the name of a PyTorch path whose model has fused attention (``build_swin(..., fused_attention=True)``).
+FUSED_SUFFIX = "-fused"
 
 
 def uses_cuda_graph(name: str, device: str, requested: bool) -> bool:
@@ -123,11 +128,33 @@ class BenchPath:
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
-class TorchPath(BenchPath):
-    """PyTorch eager, or ``torch.compile`` of it, on CUDA optionally replayed as a CUDA graph (both of them)."""
+class ModelFactory(Protocol):
+    """Builds the model a PyTorch path runs: the same weights with or without fused attention."""
 
-    def __init__(self, model_factory: Callable[[], Any], image_size: tuple[int, int], precision: str, device: str,
-                 *, compile: bool = False, compile_budget_s: float | None = None, cuda_graphs: bool = False) -> None:
+    def __call__(self, *, fused_attention: bool) -> Any: ...
+
+
+def enable_fused_attention_cuda() -> Path:
+    """Load the attention kernel's library for ``torch.ops.swin.window_attention`` on CUDA and return its path
+    (:func:`pipeline.ops.enable_cuda`); a missing or wrong library is PathUnavailable with enable_cuda's message,
+    which says how to build it."""
+    from pipeline.ops import enable_cuda
+
+    try:
+        return enable_cuda()
+    except RuntimeError as error:
+        raise PathUnavailable(str(error)) from error
+
+
+class TorchPath(BenchPath):
+    """PyTorch eager, or ``torch.compile`` of it, on CUDA optionally replayed as a CUDA graph (both of them).
+
+    ``fused``: the model's blocks run ``torch.ops.swin.window_attention`` (``*-fused`` paths): on CUDA our kernel,
+    on the CPU the reference op (a correctness check, not a deployment path: none is in the benchmark's list)."""
+
+    def __init__(self, model_factory: ModelFactory, image_size: tuple[int, int], precision: str, device: str, *,
+                 compile: bool = False, fused: bool = False, compile_budget_s: float | None = None,
+                 cuda_graphs: bool = False) -> None:
         import torch
 
         self.torch = torch
@@ -136,9 +163,13 @@ class TorchPath(BenchPath):
         self.precision = precision
         self.device = device
         self.compiled = compile
+        self.fused = fused
         self.compile_budget_s = compile_budget_s
-        self.name = f"torch-{'compile' if compile else 'eager'}-{device}"
+        self.name = f"torch-{'compile' if compile else 'eager'}-{device}{FUSED_SUFFIX if fused else ''}"
+        if fused:
+            self.note = "our attention kernel" if device == "cuda" else "reference attention op"
         self.cuda_graph = uses_cuda_graph(self.name, device, cuda_graphs)
+        self.attention_library: Path | None = None
         self.model: Any = None
         self.compile_seconds: dict[int, float] = {}
         self.compile_timeout: PathUnavailable | None = None
@@ -150,8 +181,10 @@ class TorchPath(BenchPath):
                                   "quantizes the ONNX graph with Q/DQ for TensorRT)")
         if self.device == "cuda":
             require_cuda(f"{self.name} {self.precision}")
+            if self.fused:  # here: a missing library is a skip, and the op never loads it inside a graph capture
+                self.attention_library = enable_fused_attention_cuda()
         self.dtype = getattr(self.torch, _TORCH_DTYPES[self.precision])
-        model = self.model_factory().to(self.device, self.dtype).eval()
+        model = self.model_factory(fused_attention=self.fused).to(self.device, self.dtype).eval()
         self.model = self.torch.compile(model, dynamic=False) if self.compiled else model
 
     def step(self, batch: int) -> Step:
@@ -202,6 +235,8 @@ class TorchPath(BenchPath):
         details: dict[str, Any] = {"cuda_graph": self.cuda_graph}
         if self.compiled:
             details["compile_seconds_by_batch"] = self.compile_seconds
+        if self.attention_library is not None:
+            details["attention_library"] = str(self.attention_library)
         return details
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ and adds the .md and .png when it is done (``"complete": true``). Committing one
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import json
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.paths import FUSED_SUFFIX
 from pipeline.artifacts import atomic_path, write_json
 from pipeline.errors import PipelineError
 
@@ -46,13 +48,43 @@ REFERENCE_NUMBERS = [
     ("Community TensorRT 8.2, Swin-T FP16, T4, img/s", "510 at batch 1 · 833 at batch 64"),
 ]
 
-#: The issue's targets on real hardware: (id, description, numerator, denominator, metric, comparison, target).
-GOALS = [
-    ("plugin_vs_native_fp16_b1", "plugin engine FP16 batch-1 latency ≤ 0.8× TensorRT's native ONNX engine",
-     ("tensorrt-plugin", "fp16", 1), ("tensorrt-native", "fp16", 1), "p50_ms", "<=", 0.8),
-    ("int8_vs_fp16_throughput_b32", "plugin engine INT8 throughput ≥ 1.3× FP16 at batch 32",
-     ("tensorrt-plugin", "int8", 32), ("tensorrt-plugin", "fp16", 32), "throughput_img_s", ">=", 1.3),
-]
+PathAt = tuple[str, str, int]  #: (path name, precision, batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """A target on real hardware: ``metric`` of ``numerator`` over that of ``denominator`` compared with ``target``,
+    for runs of ``variants`` (None: every variant)."""
+
+    id: str
+    goal: str
+    numerator: PathAt
+    denominator: PathAt
+    metric: str
+    comparison: str  #: "<=", "<" or ">="
+    target: float
+    variants: tuple[str, ...] | None = None
+
+    def met(self, value: float) -> bool:
+        return {"<=": value <= self.target, "<": value < self.target, ">=": value >= self.target}[self.comparison]
+
+
+def _fused_vs_compile(variant: str, batch: int, comparison: str, target: float, wording: str) -> Goal:
+    return Goal(f"fused_vs_compile_fp16_{variant.lower()}_b{batch}",
+                f"Swin-{variant} FP16 batch {batch}: torch.compile of the fused model {wording} torch.compile alone",
+                ("torch-compile-cuda-fused", "fp16", batch), ("torch-compile-cuda", "fp16", batch), "p50_ms",
+                comparison, target, (variant,))
+
+
+#: The issues' targets on real hardware (the plugin engine's, and the fused attention kernel's in whole networks).
+GOALS = (
+    Goal("plugin_vs_native_fp16_b1", "plugin engine FP16 batch-1 latency ≤ 0.8× TensorRT's native ONNX engine",
+         ("tensorrt-plugin", "fp16", 1), ("tensorrt-native", "fp16", 1), "p50_ms", "<=", 0.8),
+    Goal("int8_vs_fp16_throughput_b32", "plugin engine INT8 throughput ≥ 1.3× FP16 at batch 32",
+         ("tensorrt-plugin", "int8", 32), ("tensorrt-plugin", "fp16", 32), "throughput_img_s", ">=", 1.3),
+    *(_fused_vs_compile("T", batch, "<=", 0.8, "≤ 0.8×") for batch in (1, 32, 64)),
+    *(_fused_vs_compile("B384", batch, "<", 1.0, "faster than") for batch in (1, 8, 32)),
+)
 
 
 def _measured(paths: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -60,20 +92,23 @@ def _measured(paths: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[st
             for r in p["results"] if r["status"] == "measured"}
 
 
-def evaluate_goals(paths: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each goal's ratio and verdict, or why it could not be evaluated in this run."""
+def evaluate_goals(paths: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+    """Each goal of ``variant``'s runs: its ratio and verdict, or why it could not be evaluated in this run."""
     measured = _measured(paths)
     goals = []
-    for goal_id, description, numerator, denominator, metric, comparison, target in GOALS:
-        goal: dict[str, Any] = {"id": goal_id, "goal": description, "target": target}
-        missing = [f"{name}/{precision} at batch {batch}" for name, precision, batch in (numerator, denominator)
+    for goal in GOALS:
+        if goal.variants is not None and variant.upper() not in goal.variants:
+            continue
+        verdict: dict[str, Any] = {"id": goal.id, "goal": goal.goal, "target": goal.target}
+        missing = [f"{name}/{precision} at batch {batch}" for name, precision, batch in (goal.numerator,
+                                                                                         goal.denominator)
                    if (name, precision, batch) not in measured]
         if missing:
-            goal |= {"value": None, "met": None, "reason": f"not measured in this run: {', '.join(missing)}"}
+            verdict |= {"value": None, "met": None, "reason": f"not measured in this run: {', '.join(missing)}"}
         else:
-            value = measured[numerator][metric] / measured[denominator][metric]
-            goal |= {"value": round(value, 3), "met": value <= target if comparison == "<=" else value >= target}
-        goals.append(goal)
+            value = measured[goal.numerator][goal.metric] / measured[goal.denominator][goal.metric]
+            verdict |= {"value": round(value, 3), "met": goal.met(value)}
+        goals.append(verdict)
     return goals
 
 
@@ -220,6 +255,18 @@ def _progress(report: dict[str, Any]) -> str:
 # Plot and files
 
 
+def line_styles(paths: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each plotted path's color and line style: a fused path (``*-fused``) dashed in its unfused path's color, so
+    the pairs read at a glance (and matplotlib's 10 cycle colors repeat later)."""
+    colors: dict[tuple[str, str], str] = {}
+    styles = []
+    for path in paths:
+        unfused = path["name"].removesuffix(FUSED_SUFFIX)
+        styles.append({"color": colors.setdefault((unfused, path["precision"]), f"C{len(colors) % 10}"),
+                       "linestyle": "-" if unfused == path["name"] else "--"})
+    return styles
+
+
 def plot(report: dict[str, Any], path: Path) -> Path:
     """Median latency vs batch per measured path (log-log), bars from p50 to p99."""
     import matplotlib
@@ -230,15 +277,14 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     figure, axes = plt.subplots(figsize=(8, 5))
     all_batches: set[int] = set()
-    for bench_path in report["paths"]:
-        results = [r for r in bench_path.get("results", []) if r["status"] == "measured"]
-        if not results:
-            continue
+    plotted = [(p, [r for r in p.get("results", []) if r["status"] == "measured"]) for p in report["paths"]]
+    plotted = [(p, results) for p, results in plotted if results]
+    for (bench_path, results), style in zip(plotted, line_styles([p for p, _ in plotted]), strict=True):
         batches = [r["batch"] for r in results]
         all_batches.update(batches)
         p50 = [r["p50_ms"] for r in results]
         spread = [[0.0] * len(results), [r["p99_ms"] - r["p50_ms"] for r in results]]
-        axes.errorbar(batches, p50, yerr=spread, marker="o", capsize=3,
+        axes.errorbar(batches, p50, yerr=spread, marker="o", capsize=3, **style,
                       label=f"{bench_path['name']} {bench_path['precision']} ({bench_path['device']})")
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")

@@ -124,8 +124,9 @@ class EngineRecipe:
                            weights="checkpoint" if checkpoint is not None else "random (seed 0)")
 
 
-def build_model(recipe: EngineRecipe) -> torch.nn.Module:
-    """The recipe's PyTorch model; without a checkpoint, random weights from seed 0 (and a warning)."""
+def build_model(recipe: EngineRecipe, *, fused_attention: bool = False) -> torch.nn.Module:
+    """The recipe's PyTorch model; without a checkpoint, random weights from seed 0 (and a warning).
+    ``fused_attention``: the same model and weights, its blocks calling ``torch.ops.swin.window_attention``."""
     import torch
 
     from pipeline.models import build_swin
@@ -134,7 +135,8 @@ def build_model(recipe: EngineRecipe) -> torch.nn.Module:
         log.warning("no checkpoint: Swin-%s gets random weights (seed 0); fine for testing the pipeline, "
                     "meaningless for accuracy", recipe.variant.upper())
         torch.manual_seed(0)
-    return build_swin(recipe.variant, recipe.checkpoint, features_only=recipe.features_only)
+    return build_swin(recipe.variant, recipe.checkpoint, features_only=recipe.features_only,
+                      fused_attention=fused_attention)
 
 
 @dataclasses.dataclass(frozen=True)

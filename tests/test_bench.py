@@ -20,13 +20,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import export_config, max_abs_diff, small_image_size
 
+import pipeline.ops
 from benchmarks import bench, environment, gpu_load, profile, report
-from benchmarks.paths import OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath, deadline, uses_cuda_graph
+from benchmarks.paths import (
+    ModelFactory,
+    OnnxruntimePath,
+    PathUnavailable,
+    TensorRTPath,
+    TorchPath,
+    deadline,
+    enable_fused_attention_cuda,
+    uses_cuda_graph,
+)
 from benchmarks.stats import percentile, speedup, summarize
 from benchmarks.timers import Budget, WallClockTimer
 from pipeline.engine import EngineRecipe
 from pipeline.errors import PipelineError
+from pipeline.models import SwinTransformer, perturb_weights_
+from pipeline.variants import SwinConfig
 
 # ---------------------------------------------------------------------------------------------------------
 # statistics
@@ -132,14 +146,15 @@ def test_deadline_turns_an_overrun_into_a_skip_even_when_wrapped():
 def test_gpu_paths_give_reasons_without_a_gpu():
     engine_never_built = pytest.fail  # setup must refuse before asking for the engine
     paths = [TensorRTPath("tensorrt-plugin", "fp16", engine_never_built, None),
-             TorchPath(lambda: None, (224, 224), "fp16", "cuda"),
+             TorchPath(lambda **_: None, (224, 224), "fp16", "cuda"),
+             TorchPath(lambda **_: None, (224, 224), "fp16", "cuda", fused=True),
              OnnxruntimePath("onnxruntime-cuda", engine_never_built, "fp16")]
     for path in paths:
         with pytest.raises(PathUnavailable) as reason:
             path.setup()
         assert "install" in str(reason.value) or "CUDA" in str(reason.value)
     with pytest.raises(PathUnavailable, match="INT8"):
-        TorchPath(lambda: None, (224, 224), "int8", "cpu").setup()
+        TorchPath(lambda **_: None, (224, 224), "int8", "cpu").setup()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,8 +180,8 @@ def test_compile_paths_use_cuda_graphs_when_asked(tmp_path):
         for path in compiled:
             assert path.cuda_graph is requested and path.details()["cuda_graph"] is requested
         graphs = {p.name for p in paths if p.cuda_graph}
-        assert graphs == ({"tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda"}
-                          if requested else set())
+        assert graphs == ({"tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda",
+                           "torch-eager-cuda-fused", "torch-compile-cuda-fused"} if requested else set())
         assert not any(p.cuda_graph for p in paths if p.device == "cpu")
     parser = bench.build_parser()
     assert parser.parse_args([]).cuda_graphs is None  # decided by the machine: on wherever a CUDA GPU is visible
@@ -197,6 +212,75 @@ def test_gpu_run_default_selection_excludes_cpu_paths(tmp_path):
     assert {p.name for p in paths} - set(with_cpu) == {"tensorrt-plugin", *cpu}
 
 
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch with fused attention (torch.ops.swin.window_attention)
+
+
+FUSED_PATHS = ("torch-eager-cuda-fused", "torch-compile-cuda-fused")
+
+
+def same_weights(config: SwinConfig) -> ModelFactory:
+    """A model factory for TorchPath: Swin of ``config`` with perturbed random weights, the same ones fused or not."""
+    torch.manual_seed(0)
+    weights = perturb_weights_(SwinTransformer(config)).state_dict()
+
+    def model(*, fused_attention: bool) -> SwinTransformer:
+        built = SwinTransformer(config, fused_attention=fused_attention)
+        built.load_state_dict(weights)
+        return built
+
+    return model
+
+
+def test_fused_paths_are_gpu_paths_listed_after_their_unfused_ones(tmp_path):
+    for requested in (True, False):
+        paths = every_path(tmp_path, cuda_graphs=requested)
+        torch_cuda = [(p.name, p.precision) for p in paths if p.name.startswith("torch-") and p.device == "cuda"]
+        assert torch_cuda == [(name, precision) for name in ("torch-eager-cuda", "torch-eager-cuda-fused",
+                                                             "torch-compile-cuda", "torch-compile-cuda-fused")
+                              for precision in ("fp32", "fp16")]
+        fused = [p for p in paths if p.name in FUSED_PATHS]
+        assert all(p.fused and p.cuda_graph is requested and p.note == "our attention kernel" for p in fused)
+        assert [p.compiled for p in fused] == [False, False, True, True]
+        assert not any(p.name.endswith("-fused") for p in paths if p.device == "cpu")  # the reference op: no path
+
+
+@pytest.mark.skipif(environment.driver_version() is not None, reason="checks the reasons given without a GPU")
+def test_fused_paths_are_skipped_here_because_they_need_a_cuda_gpu(tmp_path):
+    for path in (p for p in every_path(tmp_path) if p.name in FUSED_PATHS):  # refused before a model is built
+        record = bench.run_path(path, (1,), Budget(warmup=0, iterations=1, min_iterations=1))
+        assert record["status"] == "skipped" and record["cuda_graph"] is True
+        assert record["reason"].startswith(f"{path.name} {path.precision} needs a CUDA GPU")
+
+
+def test_a_missing_attention_library_is_a_skip_saying_how_to_build_it(tmp_path, monkeypatch):
+    """What a fused CUDA path's setup raises when the kernel's library is missing: enable_cuda's own message."""
+    monkeypatch.setenv(pipeline.ops.CUDA_LIBRARY_ENV, str(tmp_path / "libswin_window_attention_cuda.so"))
+    with pytest.raises(RuntimeError) as error:
+        pipeline.ops.enable_cuda()
+    with pytest.raises(PathUnavailable, match="does not exist: build it with `make plugin`") as skip:
+        enable_fused_attention_cuda()
+    assert str(skip.value) == str(error.value) and skip.value.__cause__ is not None
+
+
+def test_a_fused_torch_path_runs_the_fused_model_with_the_same_weights():
+    """On the CPU the op is the reference: the fused path's output is the unfused path's, so TorchPath builds the
+    fused model with the factory's weights. 128×146 pads every stage and shifts the first three."""
+    config = export_config("T")
+    size, model = small_image_size(config), same_weights(config)
+    outputs = []
+    for fused in (False, True):
+        path = TorchPath(model, size, "fp32", "cpu", fused=fused)
+        path.setup()
+        try:
+            assert path.model.fused_attention is fused
+            outputs.append(path.step(2)())
+        finally:
+            path.close()
+    assert path.name == "torch-eager-cpu-fused" and path.note == "reference attention op"
+    assert max_abs_diff(*outputs) <= 1e-4
+
+
 def empty_onnx_dir(tmp_path: Path) -> Path:
     """Stand-ins for the exports: enough for runs whose every path is skipped before reading them."""
     onnx_dir = tmp_path / "onnx"
@@ -219,8 +303,9 @@ def test_a_gpu_machine_run_skips_cpu_paths_and_turns_graphs_on(tmp_path, monkeyp
     records = {(p["name"], p["precision"]): p for p in data["paths"]}
     for name in ("torch-eager-cpu", "torch-compile-cpu", "onnxruntime-cpu", "onnxruntime-cpu-surgered"):
         assert records[(name, "fp32")]["reason"] == bench.CPU_ON_GPU_MACHINE
-    assert records[("torch-compile-cuda", "fp16")]["cuda_graph"] is True
-    assert "CUDA GPU" in records[("torch-compile-cuda", "fp16")]["reason"]  # it ran, and said why it could not
+    for name in ("torch-compile-cuda", *FUSED_PATHS):
+        assert records[(name, "fp16")]["cuda_graph"] is True
+        assert "CUDA GPU" in records[(name, "fp16")]["reason"]  # it ran, and said why it could not
 
 
 def test_bench_rejects_a_path_name_it_does_not_know(tmp_path, capsys):
@@ -304,7 +389,7 @@ def synthetic_report(created: str = "2026-11-25T10:00:00+00:00", device: str = "
     env = environment.collect()
     return {"schema": 1, "variant": "T", "image_size": [224, 224], "created": created, "device": device,
             "command": [], "environment": env, "settings": {}, "inputs": {}, "paths": paths,
-            "goals": report.evaluate_goals(paths)}
+            "goals": report.evaluate_goals(paths, "T")}
 
 
 def test_goals_are_evaluated_or_explained():
@@ -313,7 +398,7 @@ def test_goals_are_evaluated_or_explained():
     assert latency["value"] == pytest.approx(1.0 / 1.5, abs=1e-3) and latency["met"] is True
     throughput = goals["int8_vs_fp16_throughput_b32"]
     assert throughput["value"] == pytest.approx(1.25) and throughput["met"] is False
-    missing = report.evaluate_goals([])
+    missing = report.evaluate_goals([], "T")
     assert all(g["met"] is None and "not measured" in g["reason"] for g in missing)
 
 
@@ -331,6 +416,24 @@ def test_report_files_are_valid_json_markdown_and_png(tmp_path):
     width, height = struct.unpack(">II", png[16:24])
     assert width > 300 and height > 200
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_fused_paths_are_tabled_after_their_unfused_ones_and_plotted_dashed_in_their_color(tmp_path):
+    data = synthetic_report()
+    measured = data["paths"][0]  # rows follow the run's order, which build_paths makes unfused, then fused
+    data["paths"][1:1] = [measured | {"name": "torch-eager-cuda", "cuda_graph": True},
+                          measured | {"name": "torch-eager-cuda-fused", "cuda_graph": True,
+                                      "note": "our attention kernel"}]
+    text = report.markdown(data)
+    assert ("| torch-eager-cuda fp16 [CUDA graph] | 1.00 (1,000.0) | 10.00 (3,200.0) |\n"
+            "| torch-eager-cuda-fused fp16 [CUDA graph] (our attention kernel) | 1.00 (1,000.0) |") in text
+    styles = report.line_styles([{"name": n, "precision": p} for n, p in (
+        ("torch-eager-cuda", "fp16"), ("torch-eager-cuda-fused", "fp16"), ("torch-compile-cuda-fused", "fp16"),
+        ("torch-eager-cuda-fused", "fp32"), ("tensorrt-plugin", "fp16"))])
+    assert styles == [{"color": "C0", "linestyle": "-"}, {"color": "C0", "linestyle": "--"},
+                      {"color": "C1", "linestyle": "--"}, {"color": "C2", "linestyle": "--"},
+                      {"color": "C3", "linestyle": "-"}]
+    assert report.plot(data, tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_result_names_sort_by_time_next_to_date_only_ones():
@@ -568,3 +671,20 @@ def test_profile_summary_finds_the_plugin_share_and_myelin_fusion():
 def test_profile_skips_with_a_message_without_a_gpu(capsys):
     assert profile.main(["--variant", "T"]) == 0
     assert "profile: skipped" in capsys.readouterr().out
+
+
+def test_fused_goals_belong_to_their_variant_and_compare_compiled_models():
+    def compiled(name: str, p50s: dict[int, float]) -> dict:
+        return {"name": name, "precision": "fp16", "device": "cuda", "status": "measured",
+                "results": [{"batch": b, "status": "measured", "p50_ms": v, "throughput_img_s": b / v}
+                            for b, v in p50s.items()]}
+
+    paths = [compiled("torch-compile-cuda", {1: 1.0, 8: 2.0, 32: 4.0, 64: 8.0}),
+             compiled("torch-compile-cuda-fused", {1: 0.8, 8: 2.0, 32: 3.0, 64: 7.0})]
+    t_goals = {g["id"]: g for g in report.evaluate_goals(paths, "T")}
+    assert [t_goals[f"fused_vs_compile_fp16_t_b{b}"]["met"] for b in (1, 32, 64)] == [True, True, False]
+    assert not any(i.startswith("fused_vs_compile_fp16_b384") for i in t_goals)
+    b384 = {g["id"]: g for g in report.evaluate_goals(paths, "B384")}
+    # "Faster than torch.compile": equal time at batch 8 is not faster.
+    assert [b384[f"fused_vs_compile_fp16_b384_b{b}"]["met"] for b in (1, 8, 32)] == [True, False, True]
+    assert {"plugin_vs_native_fp16_b1", "int8_vs_fp16_throughput_b32"} <= set(b384)

@@ -1,6 +1,6 @@
 """The C++ engine runner compiles (syntax check against TensorRT and CUDA runtime headers, no GPU needed), and on a
-GPU: the CUDA-event timer, what the benchmark times of an engine (``SwinEngine.bind``, plain and as a CUDA graph)
-and the TensorRT engine path of the benchmark."""
+GPU: the CUDA-event timer, what the benchmark times of an engine (``SwinEngine.bind``, plain and as a CUDA graph),
+the TensorRT engine path of the benchmark and its PyTorch paths with fused attention."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import export_config, max_abs_diff, small_image_size
+from test_bench import same_weights
 
-from benchmarks.paths import TensorRTPath
+from benchmarks.paths import PathUnavailable, TensorRTPath, TorchPath
 from benchmarks.report import ROOT
 from benchmarks.timers import Budget, CudaEventTimer
-from pipeline.native import find_nvcc
+from pipeline.native import NativeLibs, find_nvcc
+from pipeline.ops import CUDA_LIBRARY_ENV
 
 
 def tensorrt_include_dir() -> Path | None:
@@ -110,3 +113,42 @@ def test_tensorrt_path_runs_the_plugin_engine(fp32_engine, plugin_library):
         assert path.details()["plugin_layers"] == 12
     finally:
         path.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_torch_paths_replay_what_the_unfused_model_computes(native_libs: NativeLibs, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    """torch-eager-cuda-fused and torch-compile-cuda-fused FP16 at batch 1 and 2, each step a CUDA graph replay of
+    our kernel, against the unfused model in FP32 on the same images. 128×146 pads every stage and shifts three."""
+    config = export_config("T")
+    size, model = small_image_size(config), same_weights(config)
+    monkeypatch.setenv(CUDA_LIBRARY_ENV, str(tmp_path / "libswin_window_attention_cuda.so"))
+    with pytest.raises(PathUnavailable, match="does not exist: build it with `make plugin`"):
+        TorchPath(model, size, "fp16", "cuda", fused=True).setup()
+    monkeypatch.setenv(CUDA_LIBRARY_ENV, str(native_libs.cuda))
+    reference = model(fused_attention=False).eval()
+    torch._dynamo.reset()  # a fresh compile, not one that earlier tests' recompilations pushed past dynamo's limit
+    for compiled in (False, True):
+        path = TorchPath(model, size, "fp16", "cuda", compile=compiled, fused=True, cuda_graphs=True)
+        assert path.name == ("torch-compile-cuda-fused" if compiled else "torch-eager-cuda-fused") and path.cuda_graph
+        path.setup()
+        try:
+            assert path.details()["attention_library"] == str(native_libs.cuda)
+            for batch in (1, 2):
+                replay = path.step(batch)
+                assert path.captured is not None
+                _, images, output = path.captured
+                with torch.inference_mode():
+                    output.zero_()  # what is compared below is the replay's, not the capture's
+                replay()
+                torch.cuda.synchronize()
+                with torch.inference_mode():
+                    expected = reference(images.float().cpu())
+                assert output.shape == expected.shape and output.dtype == torch.float16
+                assert max_abs_diff(output.cpu(), expected) <= 2e-3 * max(1.0, float(expected.abs().max()))
+                measurement = path.timer().measure(replay, Budget(warmup=1, iterations=5, min_iterations=5))
+                assert len(measurement.latencies_ms) == 5 and path.memory_mb() > 0
+        finally:
+            path.close()
+    torch._dynamo.reset()
