@@ -20,7 +20,7 @@ BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
-.PHONY: venv onnx engine triton test lint plugin clean bench profile format
+.PHONY: venv onnx engine triton test lint plugin clean bench profile format device-wheels kernel-resources
 
 # The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
 plugin: venv
@@ -69,6 +69,16 @@ bench: venv
 # TensorRT's per-layer times of the plugin engine and the native one (needs TensorRT and a GPU; says so otherwise).
 profile: venv
 	$(PY) -m benchmarks.profile --variant $(VARIANT) --precision $(PRECISION) --out $(BUILD_DIR)/profile.json
+
+# For a lent GPU machine without network (benchmarks/device_check.py): the pinned packages its image lacks, as
+# wheels for its Python 3.12, into .whl/ (git-ignored), which the device run carries and installs.
+device-wheels: venv
+	$(PY) -m benchmarks.device_check --download-wheels
+
+# Registers, shared memory and spills of every kernel for ARCH (default 90 87 86), read from the compiled library
+# without a GPU; exits 1 when a kernel spills to local memory.
+kernel-resources: venv
+	$(PY) -m benchmarks.kernel_resources $(if $(ARCH),--arch $(ARCH))
 
 test: lint
 	$(PY) -m pytest -q tests

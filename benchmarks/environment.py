@@ -127,3 +127,9 @@ def device_slug(environment: dict[str, Any]) -> str:
         name = name.replace(noise, " ")
     name = re.sub(r"@.*?GHz", " ", name)
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+if __name__ == "__main__":  # `python -m benchmarks.environment`: the record as JSON (benchmarks.device_check's env)
+    import json
+
+    print(json.dumps(collect(), indent=1))

@@ -1,0 +1,407 @@
+"""One prepared run on a lent GPU machine: every check and measurement the kernel work needs, in one command that
+fits the device tool's limits (one command ≤ 10 min, ≤ 8 result files, nothing fetched from the network there).
+
+Here, once (the machine has no network; docs/design.md §8):
+
+    make device-wheels        # .whl/: the pinned packages the device image lacks, for its Python 3.12
+
+There, in the repository root (the device tool's `run`, with `carry: [".whl"]`):
+
+    python3 -m benchmarks.device_check --out $OUT --commit <git sha> [--steps build,test,...] [--budget-s 540]
+
+Steps, in order of what matters most (``--steps`` picks and orders them; ``--dry-run`` prints the plan here):
+  wheels    installs .whl/*.whl into a folder of its own that every later step puts first on PYTHONPATH
+  env       the card, driver, clocks, nvcc and package versions (benchmarks.environment)
+  build     the native libraries for this card's architecture only, with their resource report (spills fail it)
+  test      every GPU test: pytest -m gpu tests
+  sanitize  compute-sanitizer memcheck and racecheck over the kernel's GPU test cases (the batch-64 case aside)
+  kernel    benchmarks.kernel_bench: FP16 with torch.compile, then FP32 without, and the kernel goals
+  network   benchmarks.bench on whole Swin-T and Swin-B-384, FP16: PyTorch eager / torch.compile, unfused and fused
+  ncu       Nsight Compute of the kernel at Swin-T stage 1 (batch 64) and Swin-B-384 stage 1 (batch 8)
+
+Each step runs its commands as child processes with a time limit (what is left of ``--budget-s``); a step whose
+typical duration no longer fits is skipped and says so; a failing step does not stop the later ones. Everything
+lands at the top of ``--out`` under the names in ``RESULT_FILES`` (the device tool returns at most 8 files):
+``summary.json`` (rewritten after every step, so a killed run still says how far it got), ``device_check.log``
+(every command's output), and the steps' own result files. The last lines printed are the summary table. Commit
+the files under benchmarks/results/<date>-<device>/ with a README saying what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipeline.artifacts import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEEL_DIR = ROOT / ".whl"
+#: What the device image lacks of this project's needs (its python3 has torch, onnx, onnxruntime, pytest, PyYAML):
+#: the versions come from requirements/constraints.txt. timm is there, but not necessarily the pinned one.
+DEVICE_PACKAGES = ("onnx_graphsurgeon", "polygraphy", "onnxruntime_extensions", "kernel-lens", "timm")
+DEVICE_PYTHON = "3.12"
+DEVICE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                    "manylinux2014_x86_64", "manylinux1_x86_64")
+SITE_DIR = "/tmp/swin-device-site"  #: where the wheels step installs (outside the repository: nothing to clean)
+#: The device tool returns at most 8 files from the top of $OUT (letters, digits, '.', '_', '-').
+MAX_RESULT_FILES = 8
+SUMMARY, LOG = "summary.json", "device_check.log"
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One child process: ``argv`` with ``{placeholders}`` from :class:`Plan`; its output goes to the log, or to
+    ``stdout_file`` (a result file) when set."""
+
+    argv: tuple[str, ...]
+    stdout_file: str | None = None
+
+    def resolve(self, values: dict[str, str], lists: dict[str, list[str]]) -> list[str]:
+        """Each ``{name}`` in an argument from ``values``; an argument that is exactly ``{name}`` of ``lists``
+        becomes that many arguments."""
+        argv: list[str] = []
+        for arg in self.argv:
+            key = arg.strip("{}")
+            argv += lists[key] if arg == f"{{{key}}}" and key in lists else [arg.format(**values)]
+        return argv
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A named group of commands; ``typical_s``: how long it takes on an H100 (what the budget plans with);
+    ``results``: files it leaves at the top of the output folder; ``collect``: (glob under the repository, name in
+    the output folder) copied after the commands ran (the newest match)."""
+
+    name: str
+    what: str
+    commands: tuple[Command, ...]
+    typical_s: float
+    results: tuple[str, ...] = ()
+    collect: tuple[tuple[str, str], ...] = ()
+
+
+def _py(*args: str, stdout_file: str | None = None) -> Command:
+    return Command(("{python}", *args), stdout_file)
+
+
+BENCH_RESULTS = "build/device-check/bench"
+# The GPU test cases without the batch-64 one (racecheck on it alone takes minutes); pytest ids join the parameters.
+SANITIZED_TESTS = ("tests/test_plugin_gpu.py", "-k", "not 64-56-56-96")
+NCU_SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "MemoryWorkloadAnalysis", "WarpStateStats")
+
+
+def _sanitizer(tool: str) -> Command:
+    # application-only: CMake's and nvcc's child processes (the test fixture builds the library) are not tracked.
+    return Command(("compute-sanitizer", "--tool", tool, "--target-processes", "application-only",
+                    "--error-exitcode", "1", "{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    *SANITIZED_TESTS))
+
+
+def _ncu(*kernel_bench_args: str) -> Command:
+    sections = [arg for name in NCU_SECTIONS for arg in ("--section", name)]
+    # Two launches of each dtype's kernel: the warm-up calls before the CUDA graph capture (graph replays are
+    # profiled node by node as well, but the first launches suffice). One replay, one trial: ncu serializes anyway.
+    return Command(("ncu", "--target-processes", "application-only", "--kernel-name", "regex:windowAttention.*",
+                    "--launch-count", "2", *sections, "{python}", "-m", "benchmarks.kernel_bench",
+                    *kernel_bench_args, "--candidates", "kernel", "--calls", "1", "--replays", "1", "--trials", "1",
+                    "--min-trial-ms", "0", "--out", "{scratch}/ncu_kernel_bench.json"), "ncu.txt")
+
+
+def _network(variant: str, batches: str) -> Command:
+    return _py("-m", "benchmarks.bench", "--variant", variant, "--precision", "fp16", "--batch", batches,
+               "--paths", "torch-eager-cuda,torch-compile-cuda,torch-eager-cuda-fused,torch-compile-cuda-fused",
+               "--results-dir", BENCH_RESULTS)
+
+
+STEPS = (
+    Step("wheels", "install the carried wheels (make device-wheels)",
+         (_py("-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
+              "--upgrade", "--target", "{site}", "{wheels}"),), 20),
+    Step("env", "card, driver, clocks, versions", (_py("-m", "benchmarks.environment"),), 10),
+    Step("build", "native libraries for this card, resource report",
+         (_py("-m", "benchmarks.kernel_resources", "--arch", "{arch}", "--json", "{out}/kernel_resources.json"),),
+         60, results=("kernel_resources.json",)),
+    Step("test", "every GPU test",
+         (_py("-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider", "tests"),), 180),
+    Step("sanitize", "compute-sanitizer memcheck and racecheck", (_sanitizer("memcheck"), _sanitizer("racecheck")),
+         180),
+    Step("kernel", "kernel benchmark (FP16 with torch.compile, FP32 without)",
+         (_py("-m", "benchmarks.kernel_bench", "--dtypes", "fp16", "--out", "{out}/kernel_bench_fp16.json"),
+          _py("-m", "benchmarks.kernel_bench", "--dtypes", "fp32", "--no-compile",
+              "--out", "{out}/kernel_bench_fp32.json")),
+         300, results=("kernel_bench_fp16.json", "kernel_bench_fp32.json")),
+    Step("network", "whole Swin-T and Swin-B-384, FP16, PyTorch unfused and fused",
+         (_network("T", "1,8,32,64"), _network("B384", "1,8,32")), 480,
+         collect=((f"{BENCH_RESULTS}/bench_t_*.json", "bench_t.json"),
+                  (f"{BENCH_RESULTS}/bench_b384_*.json", "bench_b384.json"))),
+    Step("ncu", "Nsight Compute of the kernel",
+         (_ncu("--models", "T", "--dtypes", "fp16", "--batches", "64"),
+          _ncu("--models", "B384", "--dtypes", "fp16", "--batches", "8")), 120, results=("ncu.txt",)),
+)
+STEP_NAMES = tuple(step.name for step in STEPS)
+
+
+def result_files(steps: Sequence[Step] = STEPS) -> list[str]:
+    """Every file a run of ``steps`` may leave at the top of the output folder."""
+    names = [SUMMARY, LOG]
+    for step in steps:
+        names += [*step.results, *(target for _, target in step.collect)]
+        names += [c.stdout_file for c in step.commands if c.stdout_file]
+    return list(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclasses.dataclass
+class StepRecord:
+    name: str
+    status: str = "pending"  #: passed, failed, timeout, skipped
+    seconds: float = 0.0
+    returncodes: list[int | None] = dataclasses.field(default_factory=list)
+    reason: str | None = None
+    headline: str | None = None
+
+
+@dataclasses.dataclass
+class Plan:
+    steps: list[Step]
+    out: Path
+    budget_s: float
+    python: str = sys.executable
+    arch: str = "{arch}"
+    commit: str = "unknown"
+
+    def values(self) -> dict[str, str]:
+        return {"python": self.python, "out": str(self.out), "arch": self.arch, "site": SITE_DIR,
+                "scratch": str(ROOT / "build" / "device-check")}
+
+    def argv(self, command: Command) -> list[str]:
+        # With no wheel there, the pattern itself goes to pip, whose error then names the missing folder.
+        wheels = [str(w) for w in sorted(WHEEL_DIR.glob("*.whl"))] or [str(WHEEL_DIR / "*.whl")]
+        return command.resolve(self.values(), {"wheels": wheels})
+
+    def describe(self) -> list[str]:
+        lines, total = [], 0.0
+        for step in self.steps:
+            total += step.typical_s
+            fits = "" if total <= self.budget_s else "  (beyond the budget: would be skipped)"
+            lines.append(f"{step.name:<9} ~{step.typical_s:4.0f} s  (cumulative {total:4.0f} s){fits}  {step.what}")
+            lines += [f"    {shlex.join(self.argv(c))}" + (f" > {c.stdout_file}" if c.stdout_file else "")
+                      for c in step.commands]
+        return lines
+
+
+def select_steps(names: str | None) -> list[Step]:
+    """The steps named (comma-separated, in that order), or all; an unknown name is a one-line error."""
+    if names is None:
+        return list(STEPS)
+    by_name = {step.name: step for step in STEPS}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown or not wanted:
+        raise SystemExit(f"device_check: error: --steps {names!r}: expected names from {', '.join(STEP_NAMES)}")
+    return [by_name[n] for n in dict.fromkeys(wanted)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running
+
+
+def _environment(plan: Plan, installed_site: bool) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    paths = [str(ROOT)] + ([SITE_DIR] if installed_site else [])
+    env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
+    # The fused model's op loads the kernel the build step built (pipeline.ops).
+    library = ROOT / "build" / "kernel-resources" / f"sm{plan.arch}" / "libswin_window_attention_cuda.so"
+    env.setdefault("SWIN_ATTN_CUDA_LIBRARY", str(library))
+    return env
+
+
+def run_command(argv: list[str], log: Path, stdout_file: Path | None, timeout_s: float,
+                env: dict[str, str]) -> int | None:
+    """Run ``argv`` in its own process group (a timeout kills its children too); None when it timed out."""
+    with log.open("a") as log_file:
+        log_file.write(f"\n$ {shlex.join(argv)}\n")
+        log_file.flush()
+        stdout = stdout_file.open("a") if stdout_file else log_file
+        try:
+            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=stdout, stderr=log_file,
+                                       start_new_session=True)
+            try:
+                return process.wait(timeout=max(timeout_s, 1))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                log_file.write(f"[device_check] killed after {timeout_s:.0f} s (the budget)\n")
+                return None
+        except FileNotFoundError as error:
+            log_file.write(f"[device_check] {error}\n")
+            return 127
+        finally:
+            if stdout_file:
+                stdout.close()
+
+
+def run_step(step: Step, plan: Plan, record: StepRecord, deadline: float,
+             runner: Callable[..., int | None] = run_command) -> None:
+    """Run one step's commands (each until ``deadline``), then collect its files; fill ``record``."""
+    start = time.monotonic()
+    env = _environment(plan, installed_site=Path(SITE_DIR).is_dir())
+    for command in step.commands:
+        left = deadline - time.monotonic()
+        code = runner(plan.argv(command), plan.out / LOG,
+                      plan.out / command.stdout_file if command.stdout_file else None, left, env)
+        record.returncodes.append(code)
+        if code is None:
+            break
+    for pattern, target in step.collect:
+        found = sorted(ROOT.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            shutil.copyfile(found[-1], plan.out / target)
+    record.seconds = round(time.monotonic() - start, 1)
+    record.status = ("timeout" if None in record.returncodes else
+                     "passed" if all(code == 0 for code in record.returncodes) else "failed")
+    record.headline = headline(step.name, plan.out)
+
+
+def run_plan(plan: Plan, runner: Callable[..., int | None] = run_command) -> list[StepRecord]:
+    """Every step in order within the budget; ``summary.json`` rewritten after each."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    deadline = started + plan.budget_s
+    records = [StepRecord(step.name) for step in plan.steps]
+    summary = {"commit": plan.commit, "arch": plan.arch, "budget_s": plan.budget_s,
+               "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "steps": records, "complete": False}
+
+    def save() -> None:
+        write_json(plan.out / SUMMARY, {**summary, "steps": [dataclasses.asdict(r) for r in records]})
+
+    save()
+    for step, record in zip(plan.steps, records, strict=True):
+        left = deadline - time.monotonic()
+        if left < step.typical_s:
+            record.status, record.reason = "skipped", f"{left:.0f} s of the budget left, it takes ~{step.typical_s:.0f}"
+        else:
+            record.status = "running"
+            save()
+            run_step(step, plan, record, deadline, runner)
+        save()
+    summary["complete"] = True
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    save()
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Headlines: one line per step for the table printed last (the device tool returns the output's tail)
+
+
+def _last_match(pattern: str, text: str) -> str | None:
+    found = re.findall(pattern, text, flags=re.MULTILINE)
+    return found[-1] if found else None
+
+
+def headline(step: str, out: Path) -> str | None:
+    """The one number a reader wants from a step's output (pytest's counts, the sanitizers' error summaries,
+    the kernel goals' verdicts), or None."""
+    log = (out / LOG).read_text(errors="replace") if (out / LOG).is_file() else ""
+    section = log.rsplit("\n$ ", 1)[-1] if step != "sanitize" else log
+    if step == "test":
+        return _last_match(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s", section)
+    if step == "sanitize":
+        summaries = re.findall(r"^=+ (?:ERROR|RACECHECK) SUMMARY: (.*)$", log, flags=re.MULTILINE)
+        return "; ".join(summaries[-2:]) or None
+    if step == "kernel" and (out / "kernel_bench_fp16.json").is_file():
+        goals = json.loads((out / "kernel_bench_fp16.json").read_text()).get("goals", [])
+        return f"{sum(g['met'] is True for g in goals)}/{len(goals)} goal rows met (kernel_bench_fp16.json)"
+    return None
+
+
+def summary_table(records: Sequence[StepRecord]) -> str:
+    lines = [f"{'step':<9} {'status':<8} {'seconds':>7}  result"]
+    for r in records:
+        detail = r.headline or r.reason or ""
+        lines.append(f"{r.name:<9} {r.status:<8} {r.seconds:7.1f}  {detail}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Here: the wheels the device needs
+
+
+def pinned_versions(names: Sequence[str], constraints: Path = ROOT / "requirements" / "constraints.txt") -> list[str]:
+    """``name==version`` for each name, from the constraints file (names compared as pip does: case, - and _)."""
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pins = {canonical(n): line.strip() for line in constraints.read_text().splitlines()
+            if "==" in line and not line.startswith("#") for n in [line.split("==")[0]]}
+    missing = [n for n in names if canonical(n) not in pins]
+    if missing:
+        raise SystemExit(f"device_check: error: {constraints} pins no {', '.join(missing)}: pin it there first")
+    return [pins[canonical(n)] for n in names]
+
+
+def download_wheels(dest: Path = WHEEL_DIR) -> int:
+    """``pip download`` of ``DEVICE_PACKAGES`` (pinned) for the device's Python and platform into ``dest``."""
+    platforms = [arg for p in DEVICE_PLATFORMS for arg in ("--platform", p)]
+    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+            DEVICE_PYTHON, "--implementation", "cp", *platforms, "-d", str(dest), *pinned_versions(DEVICE_PACKAGES)]
+    return subprocess.run(argv, check=False).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="result folder (on the device: $OUT)")
+    parser.add_argument("--steps", help=f"comma-separated, in order (default: all of {','.join(STEP_NAMES)})")
+    parser.add_argument("--budget-s", type=float, default=540.0,
+                        help="seconds for all steps (540: a device command may run 600 s)")
+    parser.add_argument("--commit", default="unknown", help="the commit the working tree is (the device has no .git)")
+    parser.add_argument("--arch", help="CUDA architecture, e.g. 90 (default: the visible GPU's)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--download-wheels", action="store_true",
+                        help=f"here, with network: fetch the device's wheels into {WHEEL_DIR.name}/ and exit")
+    args = parser.parse_args(argv)
+    if args.download_wheels:
+        return download_wheels()
+    steps = select_steps(args.steps)
+    if args.out is None and not args.dry_run:
+        parser.error("--out is required (on the device: --out $OUT)")
+    if len(result_files(steps)) > MAX_RESULT_FILES:
+        parser.error(f"these steps leave {len(result_files(steps))} files; the device tool returns {MAX_RESULT_FILES}")
+    plan = Plan(steps, args.out or Path("$OUT"), args.budget_s, commit=args.commit)
+    if args.arch:
+        plan.arch = args.arch
+    elif not args.dry_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("device_check: error: no CUDA device is visible (torch.cuda.is_available() is False); run it on "
+                  "the device machine, or --dry-run here", file=sys.stderr)
+            return 2
+        plan.arch = "".join(map(str, torch.cuda.get_device_capability()))
+    if args.dry_run:
+        print("\n".join(plan.describe()))
+        return 0
+    records = run_plan(plan)
+    print(summary_table(records))
+    return 0 if all(r.status in ("passed", "skipped") for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The prepared device run (benchmarks.device_check): its plan fits the device tool's limits, every command it
+would run names real modules, files and tests, and the runner keeps to its budget, records each step and survives a
+failing or hanging one. The steps' GPU work itself runs only on a GPU machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import device_check
+from benchmarks.device_check import (
+    DEVICE_PACKAGES,
+    LOG,
+    MAX_RESULT_FILES,
+    SANITIZED_TESTS,
+    STEPS,
+    SUMMARY,
+    Command,
+    Plan,
+    Step,
+    headline,
+    pinned_versions,
+    result_files,
+    run_plan,
+    select_steps,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_result_files_fit_what_the_device_tool_returns() -> None:
+    names = result_files(STEPS)
+    assert len(names) <= MAX_RESULT_FILES
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in names), names
+
+
+def test_every_command_names_a_real_module_or_path() -> None:
+    plan = Plan(list(STEPS), Path("/out"), 540.0, arch="90")
+    for step in STEPS:
+        for command in step.commands:
+            argv = plan.argv(command)
+            if "-m" in argv:
+                module = argv[argv.index("-m") + 1]
+                assert importlib.util.find_spec(module) is not None, f"{step.name}: no module {module}"
+            for arg in argv:
+                if arg.startswith("tests"):
+                    assert (ROOT / arg).exists(), f"{step.name}: {arg} does not exist"
+
+
+@pytest.mark.parametrize("module", ["benchmarks.kernel_bench"])
+def test_kernel_bench_accepts_the_arguments_the_steps_pass(module: str) -> None:
+    """On a CPU machine kernel_bench parses its arguments and then refuses for want of CUDA: a usage error would
+    say "usage:" instead."""
+    plan = Plan(list(STEPS), Path("/tmp/out"), 540.0, arch="90")
+    invocations = [plan.argv(c) for step in STEPS for c in step.commands if module in plan.argv(c)]
+    assert invocations
+    for argv in invocations:
+        args = argv[argv.index(module) + 1:]
+        result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
+                                check=False, timeout=120)
+        assert "usage:" not in result.stderr, result.stderr
+        assert "needs a CUDA device" in result.stderr
+
+
+def test_bench_accepts_the_arguments_and_path_names_the_network_step_passes() -> None:
+    from benchmarks.bench import build_parser
+    from benchmarks.paths import CUDA_GRAPH_PATHS
+
+    [network] = [step for step in STEPS if step.name == "network"]
+    for command in network.commands:
+        argv = Plan([network], Path("/tmp/out"), 540.0, arch="90").argv(command)
+        args = build_parser().parse_args(argv[argv.index("benchmarks.bench") + 1:])
+        assert args.batch
+        # PyTorch on CUDA only, each replayed from a CUDA graph: no CPU path, no TensorRT engine to build there.
+        assert set(args.paths.split(",")) <= set(CUDA_GRAPH_PATHS) - {"tensorrt-plugin", "tensorrt-native"}
+
+
+def test_sanitized_selection_is_every_kernel_case_but_the_batch_64_one() -> None:
+    """The sanitizers' -k expression against the real test ids: collected, not run (they need a GPU)."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                             *SANITIZED_TESTS], capture_output=True, text=True, cwd=ROOT, check=False, timeout=120)
+    selected = [line for line in result.stdout.splitlines() if "::" in line]
+    from test_plugin_gpu import GPU_CASES
+
+    cases = [case for case in GPU_CASES if case[0] != 64]
+    kernel_tests = [line for line in selected if "test_kernel_matches_reference" in line]
+    assert len(kernel_tests) == 2 * len(cases)  # FP32 and FP16
+    assert not any("[64-56-56-96" in line or "-64-56-56-96-" in line for line in selected)
+
+
+def test_every_device_package_is_pinned() -> None:
+    pins = pinned_versions(DEVICE_PACKAGES)
+    assert [pin.split("==")[0].lower().replace("_", "-") for pin in pins] == [
+        name.lower().replace("_", "-") for name in DEVICE_PACKAGES]
+    assert all(re.fullmatch(r"[\w.-]+==[\w.+-]+", pin) for pin in pins)
+
+
+def test_unknown_step_is_a_one_line_error() -> None:
+    with pytest.raises(SystemExit, match="expected names from wheels, env, build"):
+        select_steps("build,tset")
+    assert [s.name for s in select_steps("kernel,build,kernel")] == ["kernel", "build"]
+
+
+def test_dry_run_prints_the_plan_and_marks_what_exceeds_the_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    assert device_check.main(["--dry-run", "--budget-s", "100", "--arch", "90"]) == 0
+    printed = capsys.readouterr().out
+    for step in STEPS:
+        assert re.search(rf"^{step.name}\s", printed, flags=re.MULTILINE)
+    assert "beyond the budget" in printed
+    assert "--arch 90" in printed
+
+
+def test_a_real_run_needs_an_output_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        device_check.main(["--steps", "env"])
+    assert exit_info.value.code == 2
+    assert "--out is required" in capsys.readouterr().err
+
+
+def _python(code: str) -> Command:
+    return Command(("{python}", "-c", code))
+
+
+def test_runner_keeps_going_past_failures_skips_what_does_not_fit_and_kills_what_overruns(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    steps = [
+        Step("ok", "prints", (_python("print('fine')"),), typical_s=0.1),
+        Step("fails", "exits 3", (_python("import sys; sys.exit(3)"), _python("print('still runs')")),
+             typical_s=0.1),
+        Step("hangs", "sleeps with a child", (_python(
+            "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+            " time.sleep(60)"),), typical_s=0.1),
+        Step("late", "never fits", (_python("print('no')"),), typical_s=3600),
+    ]
+    start = time.monotonic()
+    records = run_plan(Plan(steps, out, budget_s=4.0, arch="90"))
+    assert time.monotonic() - start < 30
+    assert [(r.name, r.status) for r in records] == [("ok", "passed"), ("fails", "failed"), ("hangs", "timeout"),
+                                                     ("late", "skipped")]
+    assert records[1].returncodes == [3, 0]
+    assert "s of the budget left" in (records[3].reason or "")
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["complete"] is True
+    assert [s["status"] for s in summary["steps"]] == ["passed", "failed", "timeout", "skipped"]
+    log = (out / LOG).read_text()
+    assert "fine" in log and "still runs" in log and "killed after" in log
+    assert "no\n" not in log
+    # The hanging step's grandchild went with it: its process group was killed.
+    time.sleep(0.5)
+    leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(60\\)"], capture_output=True, text=True, check=False)
+    assert leftover.stdout.strip() == ""
+
+
+def test_runner_collects_the_newest_matching_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_check, "ROOT", tmp_path)
+    results = tmp_path / "build" / "bench"
+    results.mkdir(parents=True)
+    older, newer = results / "bench_t_a.json", results / "bench_t_b.json"
+    older.write_text('{"which": "older"}')
+    newer.write_text('{"which": "newer"}')
+    import os
+
+    os.utime(older, (1, 1))
+    step = Step("collect", "copies", (_python("pass"),), 0.1, collect=(("build/bench/bench_t_*.json", "bench_t.json"),))
+    run_plan(Plan([step], tmp_path / "out", 60.0, arch="90"))
+    assert json.loads((tmp_path / "out" / "bench_t.json").read_text()) == {"which": "newer"}
+
+
+def test_headlines_read_pytest_and_sanitizer_summaries(tmp_path: Path) -> None:
+    (tmp_path / LOG).write_text(
+        "\n$ compute-sanitizer --tool memcheck ...\n========= ERROR SUMMARY: 0 errors\n"
+        "\n$ compute-sanitizer --tool racecheck ...\n========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, "
+        "0 warnings)\n"
+        "\n$ python -m pytest -m gpu\n....s\n1 failed, 40 passed, 3 skipped in 51.20s\n")
+    assert headline("test", tmp_path) == "1 failed, 40 passed, 3 skipped"
+    assert headline("sanitize", tmp_path) == "0 errors; 0 hazards displayed (0 errors, 0 warnings)"
+    assert headline("env", tmp_path) is None
