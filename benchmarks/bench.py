@@ -94,24 +94,57 @@ def gpu_present() -> bool:
     return torch.cuda.is_available()
 
 
+ONNX_NAMES = ("model.onnx", "model.swin.onnx")
+
+
 @dataclasses.dataclass
 class Inputs:
-    """The ONNX files every path starts from, and a folder for what the benchmark derives from them.
+    """The ONNX files the ONNX and TensorRT paths start from, found or exported on first use (a run of PyTorch paths
+    alone exports nothing), and a folder for what the benchmark derives from them.
 
     ``recipe`` is the model and the engine to build when `make engine` has not built one: TensorRT on this
     machine's GPU, the optimization profile spanning the benchmarked batches, detailed profiling for `make profile`.
+    ``onnx_dir`` (given) must hold both files; else `make engine`'s ``engine_dir`` is used when it does, else the
+    model is exported into ``work_dir``.
     """
 
     recipe: EngineRecipe
-    onnx: Path
-    surgered: Path
-    source: str
+    onnx_dir: Path | None
     work_dir: Path
     engine_dir: Path
 
     def __post_init__(self) -> None:
+        if self.onnx_dir is not None and not all((self.onnx_dir / n).is_file() for n in ONNX_NAMES):
+            raise PipelineError(f"{self.onnx_dir} lacks {' or '.join(ONNX_NAMES)}; run `make onnx VARIANT="
+                                f"{self.recipe.variant}` or omit --onnx-dir to export here")
         # The native baseline's own records: make_engine keeps its stages.json in work_dir.
         self.native_stages = StageRunner(self.work_dir / "native")
+        self._found: tuple[Path, str] | None = None  #: (folder, where it came from), once a path asked
+
+    def _onnx_folder(self) -> tuple[Path, str]:
+        if self._found is None:
+            if self.onnx_dir is not None:
+                self._found = self.onnx_dir, str(self.onnx_dir)
+            elif all((self.engine_dir / n).is_file() for n in ONNX_NAMES):
+                self._found = self.engine_dir, f"{self.engine_dir} (make engine)"
+            else:
+                make_engine(self.recipe, self.work_dir, until="surgery")
+                self._found = self.work_dir, f"{self.work_dir} (exported by the benchmark)"
+        return self._found
+
+    @property
+    def onnx(self) -> Path:
+        return self._onnx_folder()[0] / ONNX_NAMES[0]
+
+    @property
+    def surgered(self) -> Path:
+        return self._onnx_folder()[0] / ONNX_NAMES[1]
+
+    def record(self) -> dict[str, str | None]:
+        """For the report: the files and where they came from, or that no path has needed them (yet)."""
+        if self._found is None:
+            return {"onnx": None, "surgered_onnx": None, "source": "not needed by the paths run so far"}
+        return {"onnx": str(self.onnx), "surgered_onnx": str(self.surgered), "source": self._found[1]}
 
     def typed_plain_onnx(self, precision: str) -> Path:
         """The plain export in ``precision``: TensorRT's own attention fusion gets the same types as ours."""
@@ -152,22 +185,6 @@ class Inputs:
                                                     timing_cache=self.work_dir / "timing.cache",
                                                     detailed_profile=True).to_json())
         return engine
-
-
-def prepare_inputs(recipe: EngineRecipe, onnx_dir: Path | None, work_dir: Path, engine_dir: Path) -> Inputs:
-    """Reuse ``onnx_dir`` or `make engine`'s ``engine_dir``; else export and operate into ``work_dir``."""
-    names = ("model.onnx", "model.swin.onnx")
-    if onnx_dir is not None:
-        if not all((onnx_dir / n).is_file() for n in names):
-            raise PipelineError(f"{onnx_dir} lacks {' or '.join(names)}; run `make onnx VARIANT={recipe.variant}` "
-                                "or omit --onnx-dir to export here")
-        return Inputs(recipe, onnx_dir / names[0], onnx_dir / names[1], str(onnx_dir), work_dir, engine_dir)
-    if all((engine_dir / n).is_file() for n in names):
-        return Inputs(recipe, engine_dir / names[0], engine_dir / names[1], f"{engine_dir} (make engine)", work_dir,
-                      engine_dir)
-    make_engine(recipe, work_dir, until="surgery")
-    return Inputs(recipe, work_dir / names[0], work_dir / names[1], f"{work_dir} (exported by the benchmark)",
-                  work_dir, engine_dir)
 
 
 def build_paths(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: bool,
@@ -313,8 +330,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
                "cpu": Budget(warmup=args.cpu_warmup, iterations=args.iterations,
                              min_iterations=min(args.cpu_min_iterations, args.iterations), seconds=args.cpu_budget_s)}
     batches = {"cuda": gpu_batches, "cpu": cpu_batches}
-    inputs = prepare_inputs(recipe, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{variant.lower()}",
-                            args.engine_dir or ROOT / "build" / f"swin_{variant.lower()}")
+    inputs = Inputs(recipe, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{variant.lower()}",
+                    args.engine_dir or ROOT / "build" / f"swin_{variant.lower()}")
     gpu = gpu_present()
     cuda_graphs = resolve_cuda_graphs(args.cuda_graphs, gpu)
     paths = build_paths(inputs, args.precision, cuda_graphs=cuda_graphs, compile_budget_s=args.compile_budget_s)
@@ -337,7 +354,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
                      "budgets": {k: dataclasses.asdict(v) for k, v in budgets.items()},
                      "cuda_graphs": cuda_graphs, "gpu_present": gpu, "cpu_paths": args.cpu,
                      "compile_budget_s": args.compile_budget_s, "precisions": list(args.precision)},
-        "inputs": {"onnx": str(inputs.onnx), "surgered_onnx": str(inputs.surgered), "source": inputs.source},
+        "inputs": inputs.record(),
         "gpu_load": None, "paths": [], "pending": [], "goals": [],
     }
     json_path = start_run(report, args.results_dir / timestamped(f"bench_{variant.lower()}_{device}", created))
@@ -349,6 +366,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
         report["paths"] = records
         report["pending"] = [f"{p.name} {p.precision}" for p, reason in plan[position:] if reason is None]
         report["goals"] = evaluate_goals(records, variant)
+        report["inputs"] = inputs.record()
         report["gpu_load"] = summarize_samples(load_samples) if load_samples else None
 
     for position, (path, reason) in enumerate(plan, start=1):

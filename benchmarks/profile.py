@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import engine_batch_profile, prepare_inputs
+from benchmarks.bench import Inputs, engine_batch_profile
 from benchmarks.paths import PathUnavailable, require_tensorrt
 from benchmarks.report import ROOT
 from pipeline.arguments import ModelArguments, PluginArguments, add_groups, recipe_from_args
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         recipe.validate(until="surgery")
-        inputs = prepare_inputs(recipe, None, ROOT / "build" / f"bench_{variant.lower()}", engine_dir)
+        inputs = Inputs(recipe, None, ROOT / "build" / f"bench_{variant.lower()}", engine_dir)
         result: dict[str, Any] = {
             "variant": variant, "precision": args.precision,
             "plugin_engine": profile_engine(inputs.plugin_engine(args.precision), recipe.plugin_library, args.batch,

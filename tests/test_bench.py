@@ -163,8 +163,7 @@ def test_gpu_paths_give_reasons_without_a_gpu():
 
 def every_path(tmp_path: Path, cuda_graphs: bool = True) -> list:
     """build_paths' list; nothing is loaded or built until a path's setup()."""
-    inputs = bench.Inputs(EngineRecipe(), tmp_path / "model.onnx", tmp_path / "model.swin.onnx", "test", tmp_path,
-                          tmp_path)
+    inputs = bench.Inputs(EngineRecipe(), None, tmp_path, tmp_path)
     return bench.build_paths(inputs, ("fp16",), cuda_graphs=cuda_graphs, compile_budget_s=None)
 
 
@@ -308,12 +307,26 @@ def test_a_gpu_machine_run_skips_cpu_paths_and_turns_graphs_on(tmp_path, monkeyp
         assert "CUDA GPU" in records[(name, "fp16")]["reason"]  # it ran, and said why it could not
 
 
-def test_bench_rejects_a_path_name_it_does_not_know(tmp_path, capsys):
-    argv = ["--onnx-dir", str(empty_onnx_dir(tmp_path)), "--paths", "torch-eager-cpu,torch-eagre-cuda",
-            "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "results")]
+def test_bench_rejects_a_path_name_it_does_not_know_before_exporting(tmp_path, capsys):
+    argv = ["--paths", "torch-eager-cpu,torch-eagre-cuda", "--work-dir", str(tmp_path / "work"), "--results-dir",
+            str(tmp_path / "results")]
     assert bench.main(argv) == 2
     assert "no path is named torch-eagre-cuda" in capsys.readouterr().err
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "work" / "model.onnx").exists()
+
+
+def test_pytorch_paths_alone_export_nothing(tmp_path):
+    """The ONNX files are made when an ONNX or TensorRT path first asks for them: a PyTorch run (the GPU machine's
+    whole-network check) spends no time exporting."""
+    argv = ["--paths", "torch-eager-cpu", "--batch", "1", "--iterations", "2", "--cpu-min-iterations", "1",
+            "--cpu-warmup", "0", "--work-dir", str(tmp_path / "work"), "--engine-dir", str(tmp_path / "engines"),
+            "--results-dir", str(tmp_path / "results")]
+    assert bench.main(argv) == 0
+    [json_path] = (tmp_path / "results").glob("*.json")
+    data = json.loads(json_path.read_text())
+    assert [p["status"] for p in data["paths"] if p["name"] == "torch-eager-cpu"] == ["measured"]
+    assert data["inputs"] == {"onnx": None, "surgered_onnx": None, "source": "not needed by the paths run so far"}
+    assert not (tmp_path / "work" / "model.onnx").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------
