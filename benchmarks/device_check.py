@@ -4,8 +4,10 @@ fits the device tool's limits (one command ≤ 10 min, ≤ 8 result files, nothi
 Here, once (the machine has no network; docs/design.md §8):
 
     make device-wheels        # .whl/: the pinned packages the device image lacks, for its Python 3.12
+    python -m benchmarks.device_check --build-baseline <rev> [--arch 90]
+                              # .device/: <rev>'s kernel library, which the kernel step times beside this tree's
 
-There, in the repository root (the device tool's `run`, with `carry: [".whl"]`):
+There, in the repository root (the device tool's `run`, with `carry: [".whl", ".device"]`):
 
     python3 -m benchmarks.device_check --out $OUT --commit <git sha> [--steps build,test,...] [--budget-s 540]
 
@@ -40,6 +42,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +58,7 @@ DEVICE_PYTHON = "3.12"
 DEVICE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                     "manylinux2014_x86_64", "manylinux1_x86_64")
 SITE_DIR = "/tmp/swin-device-site"  #: where the wheels step installs (outside the repository: nothing to clean)
+BASELINE_DIR = ROOT / ".device"  #: git-ignored: the baseline kernel library built here, carried to the device
 #: The device tool returns at most 8 files from the top of $OUT (letters, digits, '.', '_', '-').
 MAX_RESULT_FILES = 8
 SUMMARY, LOG = "summary.json", "device_check.log"
@@ -138,8 +142,9 @@ STEPS = (
     Step("sanitize", "compute-sanitizer memcheck and racecheck", (_sanitizer("memcheck"), _sanitizer("racecheck")),
          180),
     Step("kernel", "kernel benchmark (FP16 with torch.compile, FP32 without)",
-         (_py("-m", "benchmarks.kernel_bench", "--dtypes", "fp16", "--out", "{out}/kernel_bench_fp16.json"),
-          _py("-m", "benchmarks.kernel_bench", "--dtypes", "fp32", "--no-compile",
+         (_py("-m", "benchmarks.kernel_bench", "--dtypes", "fp16", "{baseline}", "--out",
+              "{out}/kernel_bench_fp16.json"),
+          _py("-m", "benchmarks.kernel_bench", "--dtypes", "fp32", "--no-compile", "{baseline}",
               "--out", "{out}/kernel_bench_fp32.json")),
          300, results=("kernel_bench_fp16.json", "kernel_bench_fp32.json")),
     Step("network", "whole Swin-T and Swin-B-384, FP16, PyTorch unfused and fused",
@@ -192,7 +197,9 @@ class Plan:
     def argv(self, command: Command) -> list[str]:
         # With no wheel there, the pattern itself goes to pip, whose error then names the missing folder.
         wheels = [str(w) for w in sorted(WHEEL_DIR.glob("*.whl"))] or [str(WHEEL_DIR / "*.whl")]
-        return command.resolve(self.values(), {"wheels": wheels})
+        library = baseline_library(self.arch)
+        baseline = ["--baseline", str(library)] if library.is_file() else []
+        return command.resolve(self.values(), {"wheels": wheels, "baseline": baseline})
 
     def describe(self) -> list[str]:
         lines, total = [], 0.0
@@ -357,6 +364,36 @@ def pinned_versions(names: Sequence[str], constraints: Path = ROOT / "requiremen
     return [pins[canonical(n)] for n in names]
 
 
+def baseline_library(arch: str) -> Path:
+    return BASELINE_DIR / f"baseline_sm{arch}.so"
+
+
+def build_baseline(revision: str, arch: str) -> Path:
+    """``revision``'s CUDA kernel library for ``arch``, built here from a temporary git worktree (the C ABI is the
+    same across revisions), at :func:`baseline_library` with a ``.json`` beside it naming the commit."""
+    from pipeline.artifacts import atomic_path
+    from pipeline.native import build_native
+
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
+    if commit.returncode != 0:
+        raise SystemExit(f"device_check: error: --build-baseline {revision!r} is no commit of this repository: "
+                         "give a branch, tag or commit hash")
+    sha = commit.stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="swin-baseline-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), sha], cwd=ROOT, check=True)
+        try:
+            built = build_native(Path(tmp) / "build", cuda_arch=arch, source=tree)
+            target = baseline_library(arch)
+            with atomic_path(target) as staged:
+                shutil.copyfile(built.cuda, staged)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    write_json(target.with_suffix(".json"), {"revision": revision, "commit": sha, "arch": arch})
+    return target
+
+
 def download_wheels(dest: Path = WHEEL_DIR) -> int:
     """``pip download`` of ``DEVICE_PACKAGES`` (pinned) for the device's Python and platform into ``dest``."""
     platforms = [arg for p in DEVICE_PLATFORMS for arg in ("--platform", p)]
@@ -376,9 +413,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--download-wheels", action="store_true",
                         help=f"here, with network: fetch the device's wheels into {WHEEL_DIR.name}/ and exit")
+    parser.add_argument("--build-baseline", metavar="REV",
+                        help=f"here: build REV's kernel library for --arch (default 90) into {BASELINE_DIR.name}/, "
+                             "which the kernel step then times beside this tree's, and exit")
     args = parser.parse_args(argv)
     if args.download_wheels:
         return download_wheels()
+    if args.build_baseline:
+        try:
+            print(f"wrote {build_baseline(args.build_baseline, args.arch or '90')}")
+        except RuntimeError as error:  # the build's own message, CMake's output after its first line
+            print(f"device_check: error: building {args.build_baseline}: {error}", file=sys.stderr)
+            return 2
+        return 0
     steps = select_steps(args.steps)
     if args.out is None and not args.dry_run:
         parser.error("--out is required (on the device: --out $OUT)")

@@ -2,6 +2,8 @@
 
 Compared, all from the same qkv [B, H·W, 3C] to the output [B, H·W, C] in image order:
   kernel   our kernel through the C ABI (one launch)
+  baseline with --baseline LIB: the kernel of another revision's libswin_window_attention_cuda.so (the same C ABI),
+           timed in the same run on the same card, so a kernel change is measured against what it replaces
   op       the same kernel as torch.ops.swin.window_attention (pipeline.ops: the dispatcher and output allocation)
   eager    timm-style: roll, window partition, q·kᵀ + rel bias + mask, softmax, ·v, reverse, roll back
   sdpa     the same layout work around F.scaled_dot_product_attention with bias + mask as attn_mask
@@ -52,7 +54,7 @@ from pipeline.reference import shift_mask
 from pipeline.variants import VARIANTS
 
 #: Candidates in report order; the first is the one the others are compared with.
-CANDIDATES = ("kernel", "op", "eager", "sdpa", "compile")
+CANDIDATES = ("kernel", "baseline", "op", "eager", "sdpa", "compile")
 #: Stages benchmarked per variant: all four at 224; at 384 the fourth stage (12×12) is a single unshifted window.
 DEFAULT_STAGES = {"T": 4, "S": 4, "B": 4, "B384": 3, "L384": 3}
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
@@ -317,10 +319,12 @@ def sdpa_attention(qkv, bias_mask, *, res, window, shift, heads, scale):
 
 
 def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Sequence[str],
-                    generator: torch.Generator, device: str = "cuda") -> dict[str, Callable[[], torch.Tensor]]:
+                    generator: torch.Generator, device: str = "cuda",
+                    baseline=None) -> dict[str, Callable[[], torch.Tensor]]:
     """Zero-argument callables returning [B, T, C] for the ``names`` wanted, on inputs made here.
 
-    ``lib``: the C ABI binding (``pipeline.native.SwinAttention``) the ``kernel`` candidate calls. Each candidate
+    ``lib``: the C ABI binding (``pipeline.native.SwinAttention``) the ``kernel`` candidate calls; ``baseline``:
+    the binding of another build the ``baseline`` candidate calls the same way. Each candidate
     looks up the current stream when called, so that it runs on the capture stream inside ``torch.cuda.graph``;
     ``compile`` is a fresh ``torch.compile`` after ``torch._dynamo.reset()``. ``device`` "cpu" serves the tests
     (eager, sdpa and op: the reference there).
@@ -335,11 +339,16 @@ def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Se
     attributes = shape.attributes()
     layout = dict(res=shape.resolution, window=shape.window, shift=shape.shift, heads=shape.heads,
                   scale=attributes["scale"])
-    out = torch.empty(batch, shape.tokens, c, device=device, dtype=dtype)
 
-    def kernel() -> torch.Tensor:
-        lib.forward(qkv, rel_bias, qkv_bias, out, stream=torch.cuda.current_stream().cuda_stream, **attributes)
-        return out
+    def c_abi(binding) -> Callable[[], torch.Tensor]:
+        out = torch.empty(batch, shape.tokens, c, device=device, dtype=dtype)
+
+        def call() -> torch.Tensor:
+            binding.forward(qkv, rel_bias, qkv_bias, out, stream=torch.cuda.current_stream().cuda_stream,
+                            **attributes)
+            return out
+
+        return call
 
     def op() -> torch.Tensor:
         return torch.ops.swin.window_attention(qkv, rel_bias, qkv_bias, shape.resolution, shape.resolution,
@@ -351,7 +360,9 @@ def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Se
     def sdpa() -> torch.Tensor:
         return sdpa_attention(qkv, bias_mask, **layout)
 
-    candidates = {"kernel": kernel, "op": op, "eager": eager, "sdpa": sdpa}
+    candidates = {"op": op, "eager": eager, "sdpa": sdpa}
+    candidates |= {name: c_abi(binding) for name, binding in (("kernel", lib), ("baseline", baseline))
+                   if name in names}
     if "compile" in names:
         torch._dynamo.reset()  # a fresh compile per row: no recompile limit, no silent fall back to eager
         compiled = torch.compile(eager_attention, dynamic=False)
@@ -400,7 +411,10 @@ def main() -> int:
                         help="variants whose stage shapes to time (stages 1-4 at 224, 1-3 at 384)")
     parser.add_argument("--dtypes", nargs="+", default=["fp16", "fp32"], choices=list(DTYPES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
-    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES),
+                        help="default: all, baseline only with --baseline")
+    parser.add_argument("--baseline", type=Path, help="libswin_window_attention_cuda.so of another revision "
+                        "(python -m benchmarks.device_check --build-baseline REV makes one): the baseline candidate")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
     parser.add_argument("--calls", type=int, default=10, help="calls captured in one CUDA graph")
     parser.add_argument("--replays", type=int, default=20, help="graph replays per timed trial, at least")
@@ -410,18 +424,29 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="JSON path (default build/bench/kernel_bench_<device>_<UTC "
                         "time>.json); an existing file is never replaced: the results then go to <stem>_2.json")
     args = parser.parse_args()
+    if args.baseline is not None and not args.baseline.is_file():
+        print(f"kernel_bench: --baseline {args.baseline} does not exist: build one with `python -m "
+              "benchmarks.device_check --build-baseline REV`", file=sys.stderr)
+        return 2
+    chosen = args.candidates or [n for n in CANDIDATES if n != "baseline" or args.baseline is not None]
+    if "baseline" in chosen and args.baseline is None:
+        print("kernel_bench: the baseline candidate needs --baseline LIB", file=sys.stderr)
+        return 2
+    names = [n for n in chosen if not (args.no_compile and n == "compile")]
+    if "kernel" not in names:
+        names.insert(0, "kernel")  # the reference point of every row
     if not torch.cuda.is_available():
         print("kernel_bench: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
-    names = [n for n in args.candidates if not (args.no_compile and n == "compile")]
-    if "kernel" not in names:
-        names.insert(0, "kernel")  # the reference point of every row
     props = torch.cuda.get_device_properties(0)
     major, minor = torch.cuda.get_device_capability()
     libs = build_native(Path(tempfile.mkdtemp(prefix="swin-bench-")), cuda_arch=f"{major}{minor}")
-    # Registers and spills of the timed build, read now so that a missing cuobjdump fails before the timing.
-    resources = [dataclasses.asdict(kernel) for kernel in kernel_resources(libs.cuda)]
+    libraries = {"kernel": libs.cuda} | ({"baseline": args.baseline} if args.baseline is not None else {})
+    # Registers and spills of the timed builds, read now so that a missing cuobjdump fails before the timing.
+    resources = [{**dataclasses.asdict(kernel), "library": name} for name, path in libraries.items()
+                 for kernel in kernel_resources(path)]
     lib = SwinAttention(libs.cuda)
+    baseline = SwinAttention(args.baseline) if args.baseline is not None else None
     enable_cuda(libs.cuda)  # torch.ops.swin.window_attention on CUDA: the same library
     peak, peak_source = peak_bandwidth_gbs(props.name, getattr(props, "memory_clock_rate", 0),
                                            getattr(props, "memory_bus_width", 0))
@@ -429,7 +454,7 @@ def main() -> int:
     environment = {**collect_environment(), "peak_dram_gbs": round(peak, 1), "peak_source": peak_source}
     config = {"candidates": names, "calls_per_graph": args.calls, "min_replays_per_trial": args.replays,
               "min_trial_ms": args.min_trial_ms, "trials": args.trials, "cuda_graphs": True,
-              "compile_reset_per_row": True}
+              "compile_reset_per_row": True, "baseline": str(args.baseline) if args.baseline else None}
     shapes = stage_shapes({m: DEFAULT_STAGES[m] for m in args.models})
     generator = torch.Generator(device="cuda").manual_seed(0)
     results: list[dict[str, Any]] = []
@@ -447,7 +472,7 @@ def main() -> int:
     try:
         for shape, batch, dtype_name in bench_rows(shapes, args.batches, args.dtypes):
             dtype = DTYPES[dtype_name]
-            candidates = make_candidates(lib, shape, batch, dtype, names, generator)
+            candidates = make_candidates(lib, shape, batch, dtype, names, generator, baseline=baseline)
             with torch.inference_mode():
                 reference = candidates["eager"]().float() if "eager" in candidates else None
             timings, errors, failures, row_windows = {}, {}, {}, []

@@ -58,14 +58,15 @@ def _run(command: list[str]) -> None:
 
 
 def configure_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str | None = None,
-                     build_type: str = "Release") -> None:
-    """Configure the CMake project into ``build_dir``; raise RuntimeError with CMake's output on failure.
+                     build_type: str = "Release", source: Path = ROOT) -> None:
+    """Configure the CMake project in ``source`` (this checkout's, or another revision's: the kernel benchmark's
+    baseline) into ``build_dir``; raise RuntimeError with CMake's output on failure.
 
     ``cuda_arch`` None keeps the folder's architectures: the project's default (what ``make plugin`` builds)
     unless an earlier configure chose some.
     """
     cmake, nvcc = _tools()
-    command = [cmake, "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
+    command = [cmake, "-S", str(source), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
                f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DSWIN_PYTHON={sys.executable}"]
     if cuda_arch:
         command.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
@@ -73,9 +74,9 @@ def configure_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str
 
 
 def build_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str | None = None,
-                 build_type: str = "Release") -> NativeLibs:
+                 build_type: str = "Release", source: Path = ROOT) -> NativeLibs:
     """Configure (``configure_native``) and build the CMake project; raise RuntimeError on failure."""
-    configure_native(build_dir, cuda_arch, build_type)
+    configure_native(build_dir, cuda_arch, build_type, source)
     cmake, _ = _tools()
     _run([cmake, "--build", str(build_dir), "-j", str(os.cpu_count() or 2)])
     plugin = build_dir / "libswin_window_attention_plugin.so"

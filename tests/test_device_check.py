@@ -182,3 +182,40 @@ def test_headlines_read_pytest_and_sanitizer_summaries(tmp_path: Path) -> None:
     assert headline("test", tmp_path) == "1 failed, 40 passed, 3 skipped"
     assert headline("sanitize", tmp_path) == "0 errors; 0 hazards displayed (0 errors, 0 warnings)"
     assert headline("env", tmp_path) is None
+
+
+def test_a_baseline_library_is_built_from_another_revision_and_passed_to_the_kernel_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--build-baseline: the revision's own CMake project from a temporary worktree (left behind: none), its CUDA
+    library with real kernels for the arch; the kernel step then times it as the baseline candidate."""
+    from pipeline.native import kernel_resources
+
+    monkeypatch.setattr(device_check, "BASELINE_DIR", tmp_path / ".device")
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    plan = Plan([s for s in STEPS if s.name == "kernel"], tmp_path / "out", 540.0, arch="86")
+    assert not any("--baseline" in plan.argv(c) for c in plan.steps[0].commands)
+
+    library = device_check.build_baseline("HEAD", "86")
+    assert library == tmp_path / ".device" / "baseline_sm86.so"
+    assert json.loads(library.with_suffix(".json").read_text())["arch"] == "86"
+    assert {k.arch for k in kernel_resources(library)} == {"sm_86"}
+    assert any(k.name.startswith("windowAttentionHalfKernel") for k in kernel_resources(library))
+    assert subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout == worktrees
+    for command in plan.steps[0].commands:
+        argv = plan.argv(command)
+        assert argv[argv.index("--baseline") + 1] == str(library)
+
+
+def test_a_revision_that_is_no_commit_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_check, "BASELINE_DIR", tmp_path / ".device")
+    with pytest.raises(SystemExit, match="'no-such-rev' is no commit of this repository"):
+        device_check.build_baseline("no-such-rev", "86")
+    assert not (tmp_path / ".device").exists()
+
+
+def test_kernel_bench_refuses_a_missing_baseline_before_anything_else(tmp_path: Path) -> None:
+    for args, message in ((["--baseline", str(tmp_path / "none.so")], "does not exist: build one with"),
+                          (["--candidates", "kernel", "baseline"], "the baseline candidate needs --baseline LIB")):
+        result = subprocess.run([sys.executable, "-m", "benchmarks.kernel_bench", *args], capture_output=True,
+                                text=True, cwd=ROOT, check=False, timeout=120)
+        assert result.returncode == 2 and message in result.stderr
