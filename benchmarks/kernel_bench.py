@@ -405,7 +405,7 @@ def _print_row(row: dict[str, Any]) -> None:
     print(f"{row['shape']:<28} {row['dtype']} b{row['batch']:3d}: {times} us{kernel}{failed}", flush=True)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_STAGES), choices=list(DEFAULT_STAGES),
                         help="variants whose stage shapes to time (stages 1-4 at 224, 1-3 at 384)")
@@ -423,7 +423,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5, help="timed trials per candidate (the median is reported)")
     parser.add_argument("--out", type=Path, help="JSON path (default build/bench/kernel_bench_<device>_<UTC "
                         "time>.json); an existing file is never replaced: the results then go to <stem>_2.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.baseline is not None and not args.baseline.is_file():
         print(f"kernel_bench: --baseline {args.baseline} does not exist: build one with `python -m "
               "benchmarks.device_check --build-baseline REV`", file=sys.stderr)
