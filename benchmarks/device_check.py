@@ -25,8 +25,9 @@ Each step runs its commands as child processes with a time limit (what is left o
 typical duration no longer fits is skipped and says so; a failing step does not stop the later ones. Everything
 lands at the top of ``--out`` under the names in ``RESULT_FILES`` (the device tool returns at most 8 files):
 ``summary.json`` (rewritten after every step, so a killed run still says how far it got), ``device_check.log``
-(every command's output), and the steps' own result files. The last lines printed are the summary table. Commit
-the files under benchmarks/results/<date>-<device>/ with a README saying what ran.
+(every command's output), and the steps' own result files. The last lines printed are the summary table. Then,
+here, ``--file-results <files_at>`` copies them into benchmarks/results/<date>-<device>/ with a README of what ran,
+for committing.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.artifacts import write_json
 
@@ -58,6 +60,7 @@ DEVICE_PYTHON = "3.12"
 DEVICE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                     "manylinux2014_x86_64", "manylinux1_x86_64")
 SITE_DIR = "/tmp/swin-device-site"  #: where the wheels step installs (outside the repository: nothing to clean)
+RESULTS_ROOT = ROOT / "benchmarks" / "results"
 BASELINE_DIR = ROOT / ".device"  #: git-ignored: the baseline kernel library built here, carried to the device
 #: The device tool returns at most 8 files from the top of $OUT (letters, digits, '.', '_', '-').
 MAX_RESULT_FILES = 8
@@ -133,10 +136,11 @@ STEPS = (
     Step("wheels", "install the carried wheels (make device-wheels)",
          (_py("-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
               "--upgrade", "--target", "{site}", "{wheels}"),), 20),
-    Step("env", "card, driver, clocks, versions", (_py("-m", "benchmarks.environment"),), 10),
+    Step("env", "card, driver, clocks, versions", (_py("-m", "benchmarks.environment",
+                                                        stdout_file="environment.json"),), 10),
+    # The table goes to the log; kernel_bench's JSON records the resources of the library it times.
     Step("build", "native libraries for this card, resource report",
-         (_py("-m", "benchmarks.kernel_resources", "--arch", "{arch}", "--json", "{out}/kernel_resources.json"),),
-         60, results=("kernel_resources.json",)),
+         (_py("-m", "benchmarks.kernel_resources", "--arch", "{arch}"),), 60),
     Step("test", "every GPU test",
          (_py("-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider", "tests"),), 180),
     Step("sanitize", "compute-sanitizer memcheck and racecheck", (_sanitizer("memcheck"), _sanitizer("racecheck")),
@@ -179,6 +183,7 @@ class StepRecord:
     returncodes: list[int | None] = dataclasses.field(default_factory=list)
     reason: str | None = None
     headline: str | None = None
+    commands: list[str] = dataclasses.field(default_factory=list)  #: as run, for the results' README
 
 
 @dataclasses.dataclass
@@ -263,15 +268,16 @@ def run_command(argv: list[str], log: Path, stdout_file: Path | None, timeout_s:
                 stdout.close()
 
 
-def run_step(step: Step, plan: Plan, record: StepRecord, deadline: float,
-             runner: Callable[..., int | None] = run_command) -> None:
+def run_step(step: Step, plan: Plan, record: StepRecord, deadline: float) -> None:
     """Run one step's commands (each until ``deadline``), then collect its files; fill ``record``."""
     start = time.monotonic()
     env = _environment(plan, installed_site=Path(SITE_DIR).is_dir())
     for command in step.commands:
         left = deadline - time.monotonic()
-        code = runner(plan.argv(command), plan.out / LOG,
-                      plan.out / command.stdout_file if command.stdout_file else None, left, env)
+        argv = plan.argv(command)
+        record.commands.append(shlex.join(argv) + (f" > {command.stdout_file}" if command.stdout_file else ""))
+        code = run_command(argv, plan.out / LOG, plan.out / command.stdout_file if command.stdout_file else None,
+                           left, env)
         record.returncodes.append(code)
         if code is None:
             break
@@ -285,7 +291,7 @@ def run_step(step: Step, plan: Plan, record: StepRecord, deadline: float,
     record.headline = headline(step.name, plan.out)
 
 
-def run_plan(plan: Plan, runner: Callable[..., int | None] = run_command) -> list[StepRecord]:
+def run_plan(plan: Plan) -> list[StepRecord]:
     """Every step in order within the budget; ``summary.json`` rewritten after each."""
     plan.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -306,7 +312,7 @@ def run_plan(plan: Plan, runner: Callable[..., int | None] = run_command) -> lis
         else:
             record.status = "running"
             save()
-            run_step(step, plan, record, deadline, runner)
+            run_step(step, plan, record, deadline)
         save()
     summary["complete"] = True
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -345,6 +351,56 @@ def summary_table(records: Sequence[StepRecord]) -> str:
         detail = r.headline or r.reason or ""
         lines.append(f"{r.name:<9} {r.status:<8} {r.seconds:7.1f}  {detail}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Here, afterwards: a run's files as a committed results folder
+
+
+def results_readme(summary: dict[str, Any], environment: dict[str, Any] | None, files: Sequence[str]) -> str:
+    """What ran, on what, with what outcome: the README of a results folder, from the run's own records."""
+    gpu = (environment or {}).get("gpu") or {}
+    smi = ((environment or {}).get("nvidia_smi") or [{}])[0]
+    packages = (environment or {}).get("packages") or {}
+    cpu = (environment or {}).get("cpu") or {}
+    machine = gpu.get("device") or (f"a CPU ({cpu['model']})" if cpu.get("model") else "an unrecorded machine")
+    lines = [f"# Device run on {machine}, {summary['started_utc']}", "",
+             f"Working tree at commit `{summary['commit']}`, built for sm_{summary['arch']}; "
+             f"driver {smi.get('driver_version', '?')}, nvcc {(environment or {}).get('nvcc', '?')}, "
+             f"torch {packages.get('torch', '?')}. Made by `python -m benchmarks.device_check` "
+             f"(budget {summary['budget_s']:.0f} s{'' if summary.get('complete') else ', did not finish'}).", "",
+             "| step | status | seconds | result |", "|---|---|---|---|"]
+    for step in summary["steps"]:
+        lines.append(f"| {step['name']} | {step['status']} | {step['seconds']:.1f} | "
+                     f"{step.get('headline') or step.get('reason') or ''} |")
+    lines += ["", "Files:", *(f"- `{name}`" for name in files), "", "Commands:", ""]
+    lines += [f"    {command}" for step in summary["steps"] for command in step.get("commands", [])]
+    return "\n".join(lines) + "\n"
+
+
+def file_results(run: Path, results_root: Path = RESULTS_ROOT) -> Path:
+    """Copy a device run's files (``run``: the device tool's files_at) into ``results_root/<date>-<device>/`` with
+    a README of what ran; a folder of that name is never replaced (``_2``…)."""
+    from benchmarks.environment import device_slug
+    from pipeline.artifacts import atomic_folder
+
+    if not (run / SUMMARY).is_file():
+        raise SystemExit(f"device_check: error: {run} has no {SUMMARY}: give the folder a device run's files came "
+                         "back to (the device tool's files_at)")
+    summary = json.loads((run / SUMMARY).read_text())
+    environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else None
+    device = device_slug(environment) if environment else "unknown-device"
+    stem = f"{summary['started_utc'][:10]}-{device}"
+    target, attempt = results_root / stem, 1
+    while target.exists():
+        attempt += 1
+        target = results_root / f"{stem}_{attempt}"
+    files = [name for name in result_files() if (run / name).is_file()]
+    with atomic_folder(target) as staged:
+        for name in files:
+            shutil.copyfile(run / name, staged / name)
+        (staged / "README.md").write_text(results_readme(summary, environment, files))
+    return target
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -416,7 +472,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build-baseline", metavar="REV",
                         help=f"here: build REV's kernel library for --arch (default 90) into {BASELINE_DIR.name}/, "
                              "which the kernel step then times beside this tree's, and exit")
+    parser.add_argument("--file-results", metavar="DIR", type=Path,
+                        help="here, afterwards: copy a run's files (the device tool's files_at) into "
+                             "benchmarks/results/<date>-<device>/ with a README of what ran, and exit")
     args = parser.parse_args(argv)
+    if args.file_results:
+        print(f"wrote {file_results(args.file_results)}")
+        return 0
     if args.download_wheels:
         return download_wheels()
     if args.build_baseline:

@@ -220,3 +220,29 @@ def test_kernel_bench_refuses_a_missing_baseline_before_anything_else(tmp_path: 
                           (["--candidates", "kernel", "baseline"], "the baseline candidate needs --baseline LIB")):
         assert kernel_bench.main(args) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_run_becomes_a_results_folder_with_a_readme_of_what_ran(tmp_path: Path) -> None:
+    from benchmarks.environment import device_slug
+
+    out = tmp_path / "out"
+    [env_step] = [s for s in STEPS if s.name == "env"]
+    steps = [env_step, Step("test", "prints pytest's last line", (_python("print('3 passed, 1 skipped in 0.50s')"),),
+                            typical_s=0.1)]
+    run_plan(Plan(steps, out, 120.0, arch="90", commit="abc123"))
+    target = device_check.file_results(out, tmp_path / "results")
+    environment = json.loads((out / "environment.json").read_text())
+    summary = json.loads((out / SUMMARY).read_text())
+    assert target.name == f"{summary['started_utc'][:10]}-{device_slug(environment)}"
+    assert sorted(p.name for p in target.iterdir()) == ["README.md", LOG, "environment.json", SUMMARY]
+    readme = (target / "README.md").read_text()
+    assert "commit `abc123`, built for sm_90" in readme
+    assert "| test | passed |" in readme and "| 3 passed, 1 skipped |" in readme
+    assert "-m benchmarks.environment > environment.json" in readme
+    assert device_check.file_results(out, tmp_path / "results").name == f"{target.name}_2"  # never replaced
+
+
+def test_filing_a_folder_that_is_no_run_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"has no summary\.json: give the folder a device run's files came back to"):
+        device_check.file_results(tmp_path, tmp_path / "results")
+    assert not (tmp_path / "results").exists()
