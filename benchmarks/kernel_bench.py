@@ -221,7 +221,9 @@ def evaluate_kernel_goals(rows: Sequence[dict[str, Any]],
         wanted = set(goal.stages) if goal.stages is not None else None
         selected = [row for row in rows if row["dtype"] == goal.dtype and row["batch"] in goal.batches and
                     (wanted is None or wanted & {(s["model"], s["stage"]) for s in row["stages"]})]
-        base = {"id": goal.id, "goal": goal.goal, "target": goal.target}
+        # Each verdict carries what judging it needs, so a file stays readable after KERNEL_GOALS changes.
+        base = {"id": goal.id, "goal": goal.goal, "dtype": goal.dtype, "comparison": goal.comparison,
+                "target": goal.target}
         if not selected:
             verdicts.append({**base, "row": None, "batch": None, "value": None, "met": None,
                              "reason": f"no {goal.dtype} row at batch {'/'.join(map(str, goal.batches))} measured"})
@@ -241,12 +243,12 @@ def goal_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
     lines = []
     for goal_id in dict.fromkeys(v["id"] for v in verdicts):
         mine = [v for v in verdicts if v["id"] == goal_id]
-        goal = next(g for g in KERNEL_GOALS if g.id == goal_id)
+        comparison, target = mine[0]["comparison"], mine[0]["target"]
         values = [v["value"] for v in mine if v["value"] is not None]
-        worst = (min(values) if goal.comparison == ">=" else max(values)) if values else None
+        worst = (min(values) if comparison == ">=" else max(values)) if values else None
         met = sum(v["met"] is True for v in mine)
         lines.append(f"{goal_id}: {met}/{len(mine)} rows met (worst {'-' if worst is None else f'{worst:.3g}'}, "
-                     f"target {goal.comparison} {goal.target:g})")
+                     f"target {comparison} {target:g})")
     return lines
 
 

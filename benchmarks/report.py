@@ -8,7 +8,8 @@ and adds the .md and .png when it is done (``"complete": true``). Committing one
 
     python -m benchmarks.report --commit build/bench/bench_t_<device>_<time>.json  # copy it to benchmarks/results/
     git add benchmarks/results/bench_t_<device>_<time>.*
-    python -m benchmarks.report --readme README.md     # rewrite the table between the bench-table markers
+    python -m benchmarks.report --readme README.md     # rewrite the tables between the bench-table and
+                                                       # kernel-table markers
     python -m benchmarks.report build/bench/bench_t_x.json  # print one run's Markdown
 """
 
@@ -19,6 +20,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.environment import device_slug
 from benchmarks.paths import FUSED_SUFFIX
 from pipeline.artifacts import atomic_path, write_json
 from pipeline.errors import PipelineError
@@ -35,8 +38,12 @@ from pipeline.errors import PipelineError
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RUNS_DIR = ROOT / "build" / "bench"  # every run's files, git-ignored: a run never edits a tracked file
+Markers = tuple[str, str]  #: (start, end) comment lines around a generated README block
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+BENCH_MARKERS: Markers = (README_START, README_END)
+KERNEL_MARKERS: Markers = ("<!-- kernel-table:start -->", "<!-- kernel-table:end -->")
 RESULT_GLOB = "bench_*.json"
+KERNEL_GLOB = "kernel_bench*.json"
 
 #: docs/design.md §7: what users compare against (published; not measured by this project).
 REFERENCE_NUMBERS = [
@@ -404,38 +411,79 @@ def commit_run(run: Path, results_dir: Path) -> list[Path]:
 # README
 
 
-def committed_results(results_dir: Path) -> list[Path]:
-    """Result JSONs under version control (all of them outside a git checkout): the README shows what others
-    can reproduce from the repository, not a local run that was never committed."""
-    files = sorted(results_dir.glob(RESULT_GLOB))
+def committed_results(results_dir: Path, pattern: str = RESULT_GLOB) -> list[Path]:
+    """Files matching ``pattern`` in ``results_dir`` or one folder down (where ``device_check --file-results`` puts
+    a GPU run's files) that are under version control (all of them outside a git checkout): the README shows what
+    others can reproduce from the repository, not a local run that was never committed."""
+    files = sorted([*results_dir.glob(pattern), *results_dir.glob(f"*/{pattern}")])
     try:
-        listed = subprocess.run(["git", "ls-files", "--", RESULT_GLOB], cwd=results_dir, capture_output=True,
-                                text=True, check=True).stdout.split()
+        # Run in results_dir, git lists the tracked files below it by their paths relative to it.
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=results_dir, capture_output=True, text=True,
+                                check=True).stdout.split("\0")
     except (OSError, subprocess.CalledProcessError):
         return files
-    return [f for f in files if f.name in set(listed)]
+    tracked = set(listed)
+    return [f for f in files if f.relative_to(results_dir).as_posix() in tracked]
+
+
+def _utc(stamp: str) -> datetime.datetime:
+    moment = datetime.datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def _created(report: dict[str, Any]) -> datetime.datetime:
-    created = datetime.datetime.fromisoformat(report["created"])
-    return created if created.tzinfo else created.replace(tzinfo=datetime.timezone.utc)
+    return _utc(report["created"])
 
 
-def newest_per_device(files: Iterable[Path]) -> list[dict[str, Any]]:
-    """The newest run per (variant, device slug), newest first: a complete run before an interrupted one (whose
-    JSON holds only the paths it finished), then by when it started."""
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
+def _collected(record: dict[str, Any]) -> datetime.datetime:
+    return _utc(record["environment"]["collected_at"])
 
-    def rank(report: dict[str, Any]) -> tuple[bool, datetime.datetime, str]:
-        return report.get("complete", True) is not False, _created(report), report["file"]
 
+def load_results(files: Iterable[Path], results_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Each file's JSON with ``"file"``: its path relative to ``results_dir`` (default: its own folder), the part
+    of the README's link after ``benchmarks/results/``."""
+    records = []
     for file in files:
-        report = json.loads(file.read_text())
-        report["file"] = file.name
-        key = (report["variant"], report["device"])
-        if key not in newest or rank(report) > rank(newest[key]):
-            newest[key] = report
-    return sorted(newest.values(), key=_created, reverse=True)
+        record = json.loads(file.read_text())
+        record["file"] = file.relative_to(results_dir or file.parent).as_posix()
+        records.append(record)
+    return records
+
+
+def newest_by(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
+              when: Callable[[dict[str, Any]], datetime.datetime]) -> list[dict[str, Any]]:
+    """The newest record per ``key``, newest first: a complete one before an interrupted one (whose JSON holds only
+    what it finished), then by ``when`` it ran (then by file name, so that a tie is decided the same every time)."""
+    newest: dict[Any, dict[str, Any]] = {}
+
+    def rank(record: dict[str, Any]) -> tuple[bool, datetime.datetime, str]:
+        return record.get("complete", True) is not False, when(record), record["file"]
+
+    for record in records:
+        if key(record) not in newest or rank(record) > rank(newest[key(record)]):
+            newest[key(record)] = record
+    return sorted(newest.values(), key=when, reverse=True)
+
+
+def newest_per_device(files: Iterable[Path], results_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The newest run per (variant, device slug), newest first (:func:`newest_by`, by when it started)."""
+    return newest_by(load_results(files, results_dir), lambda r: (r["variant"], r["device"]), _created)
+
+
+def newest_kernel_per_device(files: Iterable[Path], results_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The newest kernel benchmark (benchmarks.kernel_bench's JSON) per device whose goals judge at least one row,
+    newest first. Files of an older format (no ``goals``) and runs with no row of the goals' precision (the FP32
+    run beside the FP16 one) are left out: they have nothing for the goal table."""
+    judged = [r for r in load_results(files, results_dir)
+              if any(verdict["row"] is not None for verdict in r.get("goals") or [])]
+    return newest_by(judged, lambda r: device_slug(r["environment"]), _collected)
+
+
+def _heading(title: str, details: list[str], record: dict[str, Any]) -> str:
+    """A result's bold title, then what it ran on, whether it is incomplete and the link to its file."""
+    incomplete = [f"incomplete: {_progress(record)}"] if record.get("complete") is False else []
+    link = f"[`{record['file']}`](benchmarks/results/{record['file']})"
+    return f"**{title}** ({'; '.join([*details, *incomplete, link])})"
 
 
 def readme_section(reports: list[dict[str, Any]]) -> str:
@@ -447,10 +495,9 @@ def readme_section(reports: list[dict[str, Any]]) -> str:
     if any(cuda_graph_used(p) is False for r in reports for p in r["paths"] if p["status"] == "measured"):
         lines += ["", NO_GRAPH_NOTE]
     for report in reports:
-        incomplete = f"; incomplete: {_progress(report)}" if report.get("complete") is False else ""
-        lines += ["", f"**Swin-{report['variant']}, {report['created'][:10]}** "
-                  f"({environment_line(report['environment'], report.get('gpu_load'))}{incomplete}; "
-                  f"[`{report['file']}`](benchmarks/results/{report['file']}))", "", *summary_table(report)]
+        lines += ["", _heading(f"Swin-{report['variant']}, {report['created'][:10]}",
+                               [environment_line(report["environment"], report.get("gpu_load"))], report),
+                  "", *summary_table(report)]
         skipped = skipped_lines(report)
         if skipped:
             lines += ["", "<details><summary>not measured on this machine</summary>", "", *skipped, "",
@@ -460,19 +507,75 @@ def readme_section(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, section: str) -> bool:
-    """Replace the text between the bench-table markers; return whether the file changed."""
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise PipelineError(f"{readme} lacks the markers {README_START} … {README_END}; add them where the "
-                            "benchmark table should go")
-    updated = text[:start + len(README_START)] + "\n" + section + text[end:]
-    if updated == text:
+def _percent(fraction: float | None) -> str:
+    # An unknown DRAM peak (a card missing from kernel_bench's table) makes the fraction NaN.
+    return "—" if fraction is None or not math.isfinite(fraction) else f"{100 * fraction:.1f}%"
+
+
+def kernel_goal_table(record: dict[str, Any]) -> list[str]:
+    """One line per row and batch that the record's kernel goals judge, in the order of the run: its times and the
+    verdict of each goal that judges it."""
+    verdicts: dict[tuple[str, str, int], list[str]] = {}
+    for verdict in record["goals"]:
+        if verdict["row"] is not None:
+            outcome = "not measured" if verdict["met"] is None else "met" if verdict["met"] else "MISSED"
+            key = (verdict["row"], verdict["dtype"], verdict["batch"])
+            verdicts.setdefault(key, []).append(f"{verdict['id']} {outcome}")
+    lines = ["| row | batch | kernel µs | % of DRAM peak | × torch.compile | × baseline | goals |",
+             "|---|---|---|---|---|---|---|"]
+    for row in record["results"]:
+        judged = verdicts.get((row["shape"], row["dtype"], row["batch"]))
+        if judged:
+            lines.append(f"| {row['shape']} {row['dtype']} | {row['batch']} | {_fmt(row.get('kernel_us'), 1)} | "
+                         f"{_percent(row.get('kernel_fraction_of_peak'))} | {_fmt(row.get('speedup_vs_compile'))} | "
+                         f"{_fmt(row.get('speedup_vs_baseline'))} | {', '.join(judged)} |")
+    return lines
+
+
+def kernel_readme_section(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return ("(no kernel benchmark in the current format committed yet: `python -m benchmarks.device_check` on a "
+                "GPU makes one, `--file-results` files it under `benchmarks/results/`)\n")
+    from benchmarks.kernel_bench import goal_lines  # imports this module, and torch: only here
+
+    lines = ["Generated by `python -m benchmarks.report --readme README.md` from the newest committed "
+             "`kernel_bench*.json` per device in `benchmarks/results/` (or a folder below it): the rows the goals "
+             "judge, µs per call of CUDA-graph replays; × is the other candidate's time over the kernel's."]
+    for record in records:
+        environment = record["environment"]
+        peak = f"DRAM peak {_fmt(environment.get('peak_dram_gbs'), 0)} GB/s ({environment.get('peak_source')})"
+        lines += ["", _heading(f"SwinWindowAttention kernel, {environment['collected_at'][:10]}",
+                               [environment_line(environment, environment.get("gpu_load")), peak], record),
+                  "", *kernel_goal_table(record), ""]
+        descriptions = {verdict["id"]: verdict["goal"] for verdict in record["goals"]}
+        # goal_lines has one line per goal, in the order the goals first appear (as descriptions has them).
+        lines += [f"- {line} — {description}"
+                  for line, description in zip(goal_lines(record["goals"]), descriptions.values(), strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, sections: dict[Markers, str]) -> bool:
+    """Replace the text between each pair of markers by its section, all or none (every pair is checked before
+    the file is written); return whether the file changed."""
+    original = text = readme.read_text()
+    for (start_marker, end_marker), section in sections.items():
+        start, end = text.find(start_marker), text.find(end_marker)
+        if start < 0 or end < start:
+            raise PipelineError(f"{readme} lacks the markers {start_marker} … {end_marker}; add them where that "
+                                "table should go")
+        text = text[:start + len(start_marker)] + "\n" + section + text[end:]
+    if text == original:
         return False
     with atomic_path(readme) as tmp:
-        tmp.write_text(updated)
+        tmp.write_text(text)
     return True
+
+
+def readme_sections(results_dir: Path) -> dict[Markers, str]:
+    """Each generated README block, by its markers, from the committed files in ``results_dir``."""
+    return {BENCH_MARKERS: readme_section(newest_per_device(committed_results(results_dir), results_dir)),
+            KERNEL_MARKERS: kernel_readme_section(newest_kernel_per_device(committed_results(results_dir, KERNEL_GLOB),
+                                                                           results_dir))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", nargs="+", type=Path, default=[], metavar="JSON",
                         help="copy these runs (with their .md and .png) into --results-dir, to be added with git; "
                              "a file already there is never replaced")
-    parser.add_argument("--readme", type=Path, help="README to update from the newest committed results")
+    parser.add_argument("--readme", type=Path, help="README to update from the newest committed results (the "
+                        "whole-network and the kernel table)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="committed results (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -492,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.commit:
             print("next: `git add` these files, then `python -m benchmarks.report --readme README.md`")
         if args.readme:
-            changed = update_readme(args.readme, readme_section(newest_per_device(committed_results(args.results_dir))))
+            # Every block: markers missing for one is an error, never a block silently left stale.
+            changed = update_readme(args.readme, readme_sections(args.results_dir))
             print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
         for path in args.results:
             print(markdown(json.loads(path.read_text())))

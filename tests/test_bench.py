@@ -472,15 +472,15 @@ def test_readme_table_comes_from_the_newest_result_per_device(tmp_path):
                                                              ("gpu-b", "2026-11-10T12:30:00+00:00")]
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{report.README_START}\nold\n{report.README_END}\n\n## Next\n")
-    assert report.update_readme(readme, report.readme_section(newest))
+    assert report.update_readme(readme, {report.BENCH_MARKERS: report.readme_section(newest)})
     text = readme.read_text()
     assert "old" not in text and text.endswith(f"{report.README_END}\n\n## Next\n")
     assert "bench_t_gpu-a_2026-11-20.json" in text and "2026-11-01" not in text
     assert "bench_t_gpu-b_2026-11-10T123000Z.json" in text
-    assert not report.update_readme(readme, report.readme_section(newest))  # idempotent
+    assert not report.update_readme(readme, {report.BENCH_MARKERS: report.readme_section(newest)})  # idempotent
     readme.write_text("no markers")
     with pytest.raises(PipelineError, match="markers"):
-        report.update_readme(readme, "x")
+        report.update_readme(readme, {report.BENCH_MARKERS: "x"})
 
 
 def test_tables_mark_cuda_graphs_and_the_readme_prefers_complete_runs(tmp_path):
