@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from benchmarks.environment import collect as collect_environment
 from benchmarks.environment import device_slug
 from benchmarks.gpu_load import GpuLoadSampler
-from benchmarks.report import RUNS_DIR, start_run, timestamped, update_run, utc_now
+from benchmarks.report import RUNS_DIR, goal_lines, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import percentile
 from benchmarks.timers import capture
 from pipeline.native import SwinAttention, build_native, kernel_resources
@@ -236,20 +236,6 @@ def evaluate_kernel_goals(rows: Sequence[dict[str, Any]],
                 verdict["met"] = value >= goal.target if goal.comparison == ">=" else value <= goal.target
             verdicts.append(verdict)
     return verdicts
-
-
-def goal_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per goal: rows meeting it, and the worst measured value against the target."""
-    lines = []
-    for goal_id in dict.fromkeys(v["id"] for v in verdicts):
-        mine = [v for v in verdicts if v["id"] == goal_id]
-        comparison, target = mine[0]["comparison"], mine[0]["target"]
-        values = [v["value"] for v in mine if v["value"] is not None]
-        worst = (min(values) if comparison == ">=" else max(values)) if values else None
-        met = sum(v["met"] is True for v in mine)
-        lines.append(f"{goal_id}: {met}/{len(mine)} rows met (worst {'-' if worst is None else f'{worst:.3g}'}, "
-                     f"target {comparison} {target:g})")
-    return lines
 
 
 def network_attention_us(rows: Iterable[dict[str, Any]], candidates: Sequence[str] = CANDIDATES) -> list[dict]:

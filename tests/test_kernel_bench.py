@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import kernel_bench
+from benchmarks import kernel_bench, report
 from benchmarks.kernel_bench import (
     Shape,
     bench_rows,
@@ -168,7 +168,7 @@ def test_kernel_goals_select_the_issue_rows_and_judge_them() -> None:
     assert all(math.isclose(v["value"], 0.7) and v["met"] for v in by_goal["bandwidth_w12"])
     # Batch 1: every stage shape, judged on kernel µs (these synthetic rows are far under 10 µs).
     assert len(by_goal["latency_b1"]) == len(shapes)
-    lines = kernel_bench.goal_lines(verdicts)
+    lines = report.goal_lines(verdicts)
     assert "bandwidth_w7_b64: 5/6 rows met (worst 0.5, target >= 0.6)" in lines
 
 
