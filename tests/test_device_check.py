@@ -246,3 +246,9 @@ def test_filing_a_folder_that_is_no_run_is_a_one_line_error(tmp_path: Path) -> N
     with pytest.raises(SystemExit, match=r"has no summary\.json: give the folder a device run's files came back to"):
         device_check.file_results(tmp_path, tmp_path / "results")
     assert not (tmp_path / "results").exists()
+
+
+def test_the_test_step_names_every_file_with_gpu_tests() -> None:
+    marked = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
+              if re.search(r"pytest\.mark\.gpu\b", path.read_text())}
+    assert set(device_check.GPU_TEST_FILES) == marked
