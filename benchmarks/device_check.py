@@ -270,6 +270,8 @@ def run_command(argv: list[str], log: Path, stdout_file: Path | None, timeout_s:
         finally:
             if stdout_file:
                 stdout.close()
+                if stdout_file.stat().st_size == 0:  # a tool that never started: no empty result file
+                    stdout_file.unlink()
 
 
 def run_step(step: Step, plan: Plan, record: StepRecord, deadline: float) -> None:

@@ -252,3 +252,12 @@ def test_the_test_step_names_every_file_with_gpu_tests() -> None:
     marked = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
               if re.search(r"pytest\.mark\.gpu\b", path.read_text())}
     assert set(device_check.GPU_TEST_FILES) == marked
+
+
+def test_a_tool_that_is_not_installed_fails_its_step_and_leaves_no_empty_result_file(tmp_path: Path) -> None:
+    step = Step("ncu", "a profiler that is not there", (Command(("no-such-profiler-here", "--version"), "ncu.txt"),),
+                typical_s=0.1)
+    [record] = run_plan(Plan([step], tmp_path, 60.0, arch="90"))
+    assert (record.status, record.returncodes) == ("failed", [127])
+    assert not (tmp_path / "ncu.txt").exists()
+    assert "No such file or directory: 'no-such-profiler-here'" in (tmp_path / LOG).read_text()
