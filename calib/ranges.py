@@ -60,7 +60,7 @@ def _batches(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str],
     if batch < 1:
         raise PipelineError(f"calibration batch size must be >= 1, got {batch}")
     input_name = model.graph.input[0].name
-    session = ort_session(_observing_model(model, tensors))
+    session = ort_session(_observing_model(model, tensors), memory_arena=True)  # many runs, one shape
     computed = [t for t in tensors if t != input_name]
     with tqdm(total=len(images), desc=desc, unit="img") as progress:
         for start in range(0, len(images), batch):
