@@ -126,8 +126,8 @@ def _sanitizer(tool: str) -> Command:
 
 def _ncu(*kernel_bench_args: str) -> Command:
     sections = [arg for name in NCU_SECTIONS for arg in ("--section", name)]
-    # Two launches of each dtype's kernel: the warm-up calls before the CUDA graph capture (graph replays are
-    # profiled node by node as well, but the first launches suffice). One replay, one trial: ncu serializes anyway.
+    # The kernel's first two launches (kernel_bench's warm-up calls before its CUDA graph capture) are enough; one
+    # replay and one trial keep the rest of the run short, since ncu serializes every launch anyway.
     return Command(("ncu", "--target-processes", "application-only", "--kernel-name", "regex:windowAttention.*",
                     "--launch-count", "2", *sections, "{python}", "-m", "benchmarks.kernel_bench",
                     *kernel_bench_args, "--candidates", "kernel", "--calls", "1", "--replays", "1", "--trials", "1",
