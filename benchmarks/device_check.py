@@ -220,14 +220,17 @@ class Plan:
         baseline = ["--baseline", str(library)] if library.is_file() else []
         return command.resolve(self.values(), {"wheels": wheels, "baseline": baseline})
 
+    def command_line(self, command: Command) -> str:
+        """The command as a shell would read it, with where its output goes."""
+        return shlex.join(self.argv(command)) + (f" > {command.stdout_file}" if command.stdout_file else "")
+
     def describe(self) -> list[str]:
         lines, total = [], 0.0
         for step in self.steps:
             total += step.typical_s
             fits = "" if total <= self.budget_s else "  (beyond the budget: would be skipped)"
             lines.append(f"{step.name:<9} ~{step.typical_s:4.0f} s  (cumulative {total:4.0f} s){fits}  {step.what}")
-            lines += [f"    {shlex.join(self.argv(c))}" + (f" > {c.stdout_file}" if c.stdout_file else "")
-                      for c in step.commands]
+            lines += [f"    {self.command_line(c)}" for c in step.commands]
         return lines
 
 
@@ -251,9 +254,10 @@ def _environment(plan: Plan, installed_site: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     paths = [str(ROOT)] + ([SITE_DIR] if installed_site else [])
     env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
-    # The fused model's op loads the kernel the build step built (pipeline.ops).
-    library = ROOT / "build" / "kernel-resources" / f"sm{plan.arch}" / "libswin_window_attention_cuda.so"
-    env.setdefault("SWIN_ATTN_CUDA_LIBRARY", str(library))
+    from pipeline.native import arch_build_dir  # numpy: not needed to plan, list or file a run
+
+    # The fused model's op (pipeline.ops, $SWIN_ATTN_CUDA_LIBRARY) loads the kernel the build step built.
+    env.setdefault("SWIN_ATTN_CUDA_LIBRARY", str(arch_build_dir(plan.arch) / "libswin_window_attention_cuda.so"))
     return env
 
 
@@ -290,10 +294,9 @@ def run_step(step: Step, plan: Plan, record: StepRecord, deadline: float) -> Non
     env = _environment(plan, installed_site=Path(SITE_DIR).is_dir())
     for command in step.commands:
         left = deadline - time.monotonic()
-        argv = plan.argv(command)
-        record.commands.append(shlex.join(argv) + (f" > {command.stdout_file}" if command.stdout_file else ""))
-        code = run_command(argv, plan.out / LOG, plan.out / command.stdout_file if command.stdout_file else None,
-                           left, env)
+        record.commands.append(plan.command_line(command))
+        stdout_file = plan.out / command.stdout_file if command.stdout_file else None
+        code = run_command(plan.argv(command), plan.out / LOG, stdout_file, left, env)
         record.returncodes.append(code)
         if code is None:
             break
@@ -315,7 +318,7 @@ def run_plan(plan: Plan) -> list[StepRecord]:
     records = [StepRecord(step.name) for step in plan.steps]
     summary = {"commit": plan.commit, "arch": plan.arch, "budget_s": plan.budget_s,
                "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "steps": records, "complete": False}
+               "complete": False}
 
     def save() -> None:
         write_json(plan.out / SUMMARY, {**summary, "steps": [dataclasses.asdict(r) for r in records]})

@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -48,7 +47,7 @@ from benchmarks.gpu_load import GpuLoadSampler
 from benchmarks.report import RUNS_DIR, goal_lines, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import percentile
 from benchmarks.timers import capture
-from pipeline.native import SwinAttention, build_native, kernel_resources
+from pipeline.native import SwinAttention, arch_build_dir, build_native, kernel_resources
 from pipeline.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
 from pipeline.reference import shift_mask
 from pipeline.variants import VARIANTS
@@ -428,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     props = torch.cuda.get_device_properties(0)
     major, minor = torch.cuda.get_device_capability()
-    libs = build_native(Path(tempfile.mkdtemp(prefix="swin-bench-")), cuda_arch=f"{major}{minor}")
+    libs = build_native(arch_build_dir(f"{major}{minor}"), cuda_arch=f"{major}{minor}")
     libraries = {"kernel": libs.cuda} | ({"baseline": args.baseline} if args.baseline is not None else {})
     # Registers and spills of the timed builds, read now so that a missing cuobjdump fails before the timing.
     resources = [{**dataclasses.asdict(kernel), "library": name} for name, path in libraries.items()

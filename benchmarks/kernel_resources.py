@@ -1,6 +1,6 @@
 """The static resource report of the CUDA kernels, without a GPU: registers, shared memory, local memory and stack.
 
-Builds the native libraries for each architecture into build/kernel-resources/sm<arch>/ (``build_native``) and
+Builds the native libraries for each architecture into build/native-sm<arch>/ (``build_native``) and
 reads what ptxas allotted each kernel of the CUDA library (``pipeline.native.kernel_resources``: ``cuobjdump
 --dump-resource-usage``). Local memory or a stack frame means register spills to device memory, slow: the command
 then exits 1 naming those kernels, so a kernel change is checked here before it spends GPU time. Exit 2: a build or
@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.artifacts import write_json
-from pipeline.native import ROOT, KernelResources, build_native, kernel_resources
+from pipeline.native import KernelResources, arch_build_dir, build_native, kernel_resources
 
-BUILD_DIR = ROOT / "build" / "kernel-resources"
 #: H100/H200, Jetson Orin, Ampere (the tests' and TensorRT-RTX's SM86).
 DEFAULT_ARCHITECTURES = ("90", "87", "86")
 
@@ -60,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kernels: list[KernelResources] = []
     for arch in args.arch:
         try:
-            libs = build_native(BUILD_DIR / f"sm{arch}", cuda_arch=arch)
+            libs = build_native(arch_build_dir(arch), cuda_arch=arch)
             found = kernel_resources(libs.cuda)
         except RuntimeError as error:
             print(f"kernel_resources: sm_{arch}: {error}", file=sys.stderr)

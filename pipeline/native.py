@@ -73,6 +73,12 @@ def configure_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str
     _run(command)
 
 
+def arch_build_dir(cuda_arch: str) -> Path:
+    """``build/native-sm<arch>``: the build for one architecture that the kernel tools share (the resource report,
+    the kernel benchmark, the device run's fused model), so that each after the first finds it built."""
+    return ROOT / "build" / f"native-sm{cuda_arch}"
+
+
 def build_native(build_dir: Path = ROOT / "build" / "plugin", cuda_arch: str | None = None,
                  build_type: str = "Release", source: Path = ROOT) -> NativeLibs:
     """Configure (``configure_native``) and build the CMake project; raise RuntimeError on failure."""
