@@ -118,7 +118,8 @@ NCU_SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "MemoryWorkloadAnaly
 
 
 def _sanitizer(tool: str) -> Command:
-    # application-only: CMake's and nvcc's child processes (the test fixture builds the library) are not tracked.
+    # application-only: CMake's and nvcc's child processes (the test fixture's build, a no-op after the build step,
+    # which made the same build/native-sm<arch>) are not tracked.
     return Command(("compute-sanitizer", "--tool", tool, "--target-processes", "application-only",
                     "--error-exitcode", "1", "{python}", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     *SANITIZED_TESTS))

@@ -1,7 +1,10 @@
 """Fixtures and helpers for the SwinWindowAttention plugin tests (registered in conftest.py).
 
-- ``native_libs``: session fixture building the native libraries once into ``build/test-plugin`` for one CUDA
-  arch (``pipeline.native.build_native``; ``pipeline.native.SwinAttention`` calls their C ABI);
+- ``native_libs_for(arch)``: the native libraries for one CUDA arch, built once a session into
+  ``build/native-sm<arch>`` (``pipeline.native.arch_build_dir``, the folder the kernel tools build into too, so a
+  device run's build step leaves nothing for the GPU tests to build); ``pipeline.native.SwinAttention`` calls
+  their C ABI. ``plugin_library_for(arch)``: its TensorRT plugin library;
+- ``native_libs``: session fixture, ``native_libs_for(TEST_CUDA_ARCH)``, what the CPU tests use;
 - ``synthetic_onnx``: a small ONNX graph with SwinWindowAttention nodes per the contract;
 - ``plugin_library``: session fixture, the TensorRT plugin library of ``native_libs`` (fails the test if
   CMake found no TensorRT headers). Engines are built with ``pipeline.build.build_engine``.
@@ -9,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +20,36 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from pipeline.native import ROOT, NativeLibs, build_native
+from pipeline.native import NativeLibs, arch_build_dir, build_native
 from pipeline.reference import ATTRIBUTES, PLUGIN_DOMAIN, PLUGIN_OP, PLUGIN_VERSION
 
-TEST_BUILD_DIR = ROOT / "build" / "test-plugin"
 #: One architecture keeps the CI build short (2 cores); SM86 is also what the TensorRT-RTX tests target.
 TEST_CUDA_ARCH = "86"
 
 
-@pytest.fixture(scope="session")
-def native_libs() -> NativeLibs:
+@functools.cache
+def native_libs_for(cuda_arch: str) -> NativeLibs:
+    """The native libraries compiled for ``cuda_arch`` only; a failed build fails the test that asked."""
     try:
-        return build_native(TEST_BUILD_DIR, cuda_arch=TEST_CUDA_ARCH)
+        return build_native(arch_build_dir(cuda_arch), cuda_arch=cuda_arch)
     except RuntimeError as error:
         pytest.fail(str(error), pytrace=False)
 
 
+def plugin_library_for(cuda_arch: str) -> Path:
+    plugin = native_libs_for(cuda_arch).plugin
+    assert plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
+    return plugin
+
+
 @pytest.fixture(scope="session")
-def plugin_library(native_libs: NativeLibs) -> Path:
-    assert native_libs.plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
-    return native_libs.plugin
+def native_libs() -> NativeLibs:
+    return native_libs_for(TEST_CUDA_ARCH)
+
+
+@pytest.fixture(scope="session")
+def plugin_library() -> Path:
+    return plugin_library_for(TEST_CUDA_ARCH)
 
 
 # ---------------------------------------------------------------------------------------------------------

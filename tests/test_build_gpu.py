@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_build import plugin_library_for
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 
 from pipeline.build import build_engine, check_engine_compatible, cuda_device
 from pipeline.engine_metadata import BuiltWith, EngineMetadata, Target
-from pipeline.native import ROOT, build_native
+from pipeline.native import ROOT
 from pipeline.onnx_io import ort_session
 from pipeline.precision import convert_fp16
 from pipeline.runtime import SwinEngine, preprocess, top_k
@@ -37,11 +38,9 @@ BATCH = (1, 2, 4)  # swin_t_onnx is exported with a batch of at most 4
 
 
 @pytest.fixture(scope="module")
-def gpu_plugin(tmp_path_factory) -> Path:
+def gpu_plugin() -> Path:
     """The plugin library compiled for this GPU's architecture (the CPU tests build SM86 only)."""
-    built = build_native(tmp_path_factory.mktemp("gpu-plugin"), cuda_arch=str(DEVICE.sm))
-    assert built.plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
-    return built.plugin
+    return plugin_library_for(str(DEVICE.sm))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 from onnx import helper, numpy_helper
+from plugin_build import native_libs_for
 
 import pipeline.ops
 from pipeline.export import export_onnx
@@ -217,12 +218,9 @@ def test_fused_export_is_what_surgery_writes(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cuda_op(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.native import build_native
-
+def cuda_op() -> Path:
     major, minor = torch.cuda.get_device_capability()
-    built = build_native(tmp_path_factory.mktemp("fused-gpu-build"), cuda_arch=f"{major}{minor}")
-    return pipeline.ops.enable_cuda(built.cuda)
+    return pipeline.ops.enable_cuda(native_libs_for(f"{major}{minor}").cuda)
 
 
 @pytest.mark.gpu

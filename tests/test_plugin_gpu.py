@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from plugin_build import native_libs_for
 from test_plugin_host_reference import CASES, random_inputs, torch_window_attention
 
-from pipeline.native import SwinAttention, build_native
+from pipeline.native import SwinAttention
 
 pytestmark = [
     pytest.mark.gpu,
@@ -18,10 +19,10 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def libs(tmp_path_factory):
-    """Build for this device's architecture only (the CI build targets SM86, which may not run here)."""
+def libs():
+    """Built for this device's architecture only (the CI build targets SM86, which may not run here)."""
     major, minor = torch.cuda.get_device_capability()
-    built = build_native(tmp_path_factory.mktemp("gpu-build"), cuda_arch=f"{major}{minor}")
+    built = native_libs_for(f"{major}{minor}")
     return SwinAttention(built.reference), SwinAttention(built.cuda)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from plugin_build import synthetic_onnx
+from plugin_build import plugin_library_for, synthetic_onnx
 from scipy.special import softmax
 
 from pipeline.artifacts import file_sha256
@@ -192,13 +192,9 @@ def _backend_available(backend: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def device_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def device_plugin() -> Path:
     """The plugin library compiled for this GPU's architecture (the CPU tests build SM86 only)."""
-    from pipeline.native import build_native
-
-    built = build_native(tmp_path_factory.mktemp("runtime-plugin"), cuda_arch=str(DEVICE.sm))
-    assert built.plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
-    return built.plugin
+    return plugin_library_for(str(DEVICE.sm))
 
 
 @pytest.mark.gpu
