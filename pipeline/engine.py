@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import file_sha256, write_json
+from pipeline.checkpoint_format import checkpoint_format
 from pipeline.errors import PipelineError
 from pipeline.records import JsonRecord
 from pipeline.stages import StageRecord, StageRunner
@@ -104,9 +105,8 @@ class EngineRecipe:
                                 f"{', '.join(CALIB_METHODS)}")
         if self.calib_samples < 1:
             raise PipelineError(f"calibration samples must be >= 1, got {self.calib_samples}")
-        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
-            raise PipelineError(f"checkpoint {self.checkpoint} does not exist or is not a file; pass the path of a "
-                                ".pth or .safetensors file")
+        if self.checkpoint is not None:
+            checkpoint_format(self.checkpoint)
         batch_profile(tuple(self.batch), [None], "images")
         folders = [self.calib_dir if self.precision == "int8" and "precision" in stages else None,
                    self.verify_images if "verify" in stages else None]

@@ -104,15 +104,17 @@ def test_unreadable_checkpoints_are_one_line_and_never_advise_an_unsafe_load(tmp
     torch.save({"model": {}, "args": argparse.Namespace(lr=1)}, tmp_path / "training.pth")
     plugin = tmp_path / "plugin.so"
     plugin.write_bytes(b"")
-    for name, message in (("random.pth", "it is not a torch checkpoint (or it is corrupt)"),
-                          ("training.pth", "it pickles the Python object argparse.Namespace")):
+    # A file of another kind is refused before any stage runs; one that only loading can judge, by the export stage.
+    for name, message, stage_ran in (("random.pth", "it is not a torch checkpoint or a .safetensors file", False),
+                                     ("training.pth", "it pickles the Python object argparse.Namespace", True)):
         result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--out-dir", "out", "--checkpoint", name,
                                  "--plugin", str(plugin)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
         assert result.returncode == 2
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], result.stderr
+        assert ("export: running" in result.stderr) == stage_ran, result.stderr
         assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
-        assert not (tmp_path / "out").exists()  # the export stage failed first: no empty folder is left
+        assert not (tmp_path / "out").exists()  # no empty folder is left
 
 
 def np_random_bytes(count: int) -> bytes:

@@ -9,8 +9,10 @@ import torchvision
 from conftest import NARROWING, max_abs_diff, narrow_config, small_image_size, stage_resolutions
 from safetensors.torch import save_file
 
+from pipeline.checkpoint_format import checkpoint_format
 from pipeline.errors import PipelineError
 from pipeline.models import SwinTransformer, build_swin, load_checkpoint, perturb_weights_
+from pipeline.models.checkpoint import read_state_dict
 from pipeline.variants import VARIANTS, SwinConfig
 
 #: timm's model of each variant. A variant added to VARIANTS fails the tests below until it is named here.
@@ -179,10 +181,36 @@ def test_window12_checkpoint_into_window7_model_is_a_shape_mismatch() -> None:
 def test_unreadable_checkpoint(tmp_path) -> None:
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(PipelineError, match="cannot read checkpoint"):
+    with pytest.raises(PipelineError, match=r"cannot read checkpoint .*not a torch checkpoint or a \.safetensors"):
         build_swin("T", checkpoint=str(bad))
     with pytest.raises(PipelineError, match="does not exist"):
         build_swin("T", checkpoint=str(tmp_path / "missing.pth"))
+
+
+def test_checkpoint_format_is_read_from_the_content_and_truncation_is_caught(tmp_path) -> None:
+    state = {"a": torch.randn(3, 4), "b": torch.zeros(2, dtype=torch.long)}
+    torch.save(state, tmp_path / "zip.pth")
+    torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    save_file(state, tmp_path / "renamed.pth")  # a safetensors file under a .pth name still loads as safetensors
+    save_file(state, tmp_path / "w.safetensors")
+    formats = {path.name: checkpoint_format(path) for path in sorted(tmp_path.iterdir())}
+    assert formats == {"legacy.pth": "torch", "renamed.pth": "safetensors", "w.safetensors": "safetensors",
+                       "zip.pth": "torch"}
+    for name in formats:
+        loaded = read_state_dict(tmp_path / name)
+        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+    # An interrupted download: the zip loses its central directory, the safetensors file its last tensor's bytes.
+    for name, kind in (("zip.pth", "torch \\(zip\\)"), ("w.safetensors", ".safetensors")):
+        data = (tmp_path / name).read_bytes()
+        cut = tmp_path / f"cut_{name}"
+        cut.write_bytes(data[:-4])
+        with pytest.raises(PipelineError, match=f"{cut}: it is a truncated or corrupt {kind} file"):
+            checkpoint_format(cut)
+    for content in (b"", b"{}", (50).to_bytes(8, "little") + b"{}", b"root:x:0:0:root:/root:/bin/bash\n"):
+        (tmp_path / "other").write_bytes(content)
+        with pytest.raises(PipelineError, match=r"not a torch checkpoint or a \.safetensors file"):
+            checkpoint_format(tmp_path / "other")
 
 
 def test_unknown_variant() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.checkpoint_format import checkpoint_format
 from pipeline.errors import PipelineError
 from pipeline.variants import VARIANTS
 
@@ -27,11 +28,9 @@ _PREFIXES = ("module.", "backbone.")
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from a ``.safetensors`` file or a torch checkpoint (``weights_only=True``)."""
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"checkpoint {path} does not exist or is not a file; pass the path of a .pth or "
-                            ".safetensors file")
+    file_format = checkpoint_format(path)
     try:
-        if path.suffix == ".safetensors":
+        if file_format == "safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
