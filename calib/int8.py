@@ -15,7 +15,7 @@ import onnx
 
 from calib.quantize import default_exclusions, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import METHODS, amax_from_statistics, collect_statistics
-from pipeline.artifacts import file_sha256, write_json
+from pipeline.artifacts import check_writable, file_sha256, write_json
 from pipeline.errors import PipelineError
 from pipeline.images import GENERATED_FOLDER_NAME, generate_image_folder, load_image_set
 from pipeline.onnx_io import graph_input, read_onnx, write_onnx
@@ -86,6 +86,9 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     if method not in METHODS:
         raise PipelineError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     onnx_path, out_path = Path(onnx_path), Path(out_path)
+    for path in (out_path, cache_path):
+        if path is not None:
+            check_writable(path)
     model = read_onnx(onnx_path)
     layers = find_quantizable_layers(model)
     if not layers:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -58,6 +60,27 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
             os.replace(tmp, path)  # rename(2) replaces an empty folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Raise a PipelineError now, before any work, if ``path`` (a file, or with ``folder`` a folder) could not be
+    written later: it exists as the other kind, a parent on its way is a file, or the nearest existing folder does
+    not take a new file (permissions, a read-only mount). Only a nameless temporary file is made to find out."""
+    path = Path(path).absolute()
+    kind = "folder" if folder else "file"
+    if path.exists() and path.is_dir() != folder:
+        raise PipelineError(f"cannot write {path}: it exists and is not a {kind}; choose another path")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PipelineError(f"cannot write {path}: {existing} is a file, not a folder; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PipelineError(f"cannot write {path}: {existing} does not take new files ({error.strerror}); choose "
+                            "another path or fix its permissions") from None
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -54,7 +54,7 @@ from typing import IO, Any
 import numpy as np
 import onnx
 
-from pipeline.artifacts import atomic_path, file_sha256, write_json
+from pipeline.artifacts import atomic_path, check_writable, file_sha256, write_json
 from pipeline.engine_metadata import (
     REBUILD,
     BatchProfile,
@@ -567,6 +567,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if engine_path.suffix != ".engine":
         raise PipelineError(f"engine path {engine_path} must end in .engine (the metadata goes to <name>.json)")
+    check_writable(engine_path)
     plugin_library, chosen = check_build_options(plugin_library=plugin_library, batch=batch, opt_level=opt_level,
                                                  backend=backend, sm=sm)
     model = read_onnx(onnx_path)

@@ -214,10 +214,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if not _caused_by_interrupt(exc):
+        if _caused_by_interrupt(exc):
+            _report_interrupt()
+            return 130
+        if not isinstance(exc, OSError):
             raise
-        _report_interrupt()
-        return 130
+        # What no check beforehand can rule out (the disk fills, a file vanishes mid-run): the system's words.
+        logging.getLogger(__name__).debug("the error's traceback", exc_info=True)
+        print(f"error: {exc}; check that path, its permissions and the free disk space (-v shows the traceback)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         _report_interrupt()
         return 130

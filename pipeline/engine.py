@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.artifacts import file_sha256, write_json
+from pipeline.artifacts import check_writable, file_sha256, write_json
 from pipeline.checkpoint_format import checkpoint_format
 from pipeline.errors import PipelineError
 from pipeline.records import JsonRecord
@@ -208,6 +208,7 @@ def export_model(recipe: EngineRecipe, path: Path, model: torch.nn.Module | None
     from pipeline.export import export_onnx
 
     recipe.validate(until="export")
+    check_writable(path)
     return export_onnx(model or build_model(recipe), path, img_size=recipe.image_size, max_batch=recipe.max_batch)
 
 
@@ -355,6 +356,7 @@ def make_engine(recipe: EngineRecipe, out_dir: str | Path, *, until: str = "veri
     """
     recipe.validate(until)
     out = Path(out_dir)
+    check_writable(out, folder=True)
     created = not out.exists()
     try:
         return _run_stages(EngineRun(recipe, out), _stages_until(until))

@@ -20,6 +20,7 @@ import onnx
 import torch
 from torch import nn
 
+from pipeline.artifacts import check_writable
 from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
 from pipeline.interrupts import interrupts_deferred
@@ -85,6 +86,7 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, i
         raise PipelineError(f"opset {opset} is too old: LayerNormalization needs opset 17 or newer")
     if max_batch < 1:
         raise PipelineError(f"max_batch must be at least 1, got {max_batch}")
+    check_writable(path)
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     model = model.eval()
     # torch.export specializes a batch of 1; torchvision's classifier head needs an example batch >= 2.

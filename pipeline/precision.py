@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from pipeline.artifacts import check_writable
 from pipeline.errors import PipelineError
 from pipeline.onnx_io import read_onnx, write_onnx
 
@@ -53,6 +54,7 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
 
     The report lists the nodes kept in FP32, the Casts inserted and the number of initializers converted.
     """
+    check_writable(out_path)
     model = read_onnx(in_path)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     if any(t.dtype in (np.float16, onnx.TensorProto.FLOAT16) for t in graph.tensors().values()

@@ -27,7 +27,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from pipeline.artifacts import write_json
+from pipeline.artifacts import check_writable, write_json
 from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
 from pipeline.onnx_io import read_onnx, write_onnx
@@ -497,6 +497,9 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path,
     found/replaced/shifted, per-block and per-stage parameters, node counts before and after, the worst
     self-check error. Running it on its own output changes nothing.
     """
+    for path in (out_path, report_path):
+        if path is not None:
+            check_writable(path)
     graph = gs.import_onnx(read_onnx(in_path))
     nodes_before = _node_counts(graph)
     # Constant folding runs onnxruntime and Polygraphy's logger, which warn about harmless things.

@@ -44,7 +44,7 @@ import re
 import shutil
 from pathlib import Path
 
-from pipeline.artifacts import atomic_folder, file_sha256, write_json
+from pipeline.artifacts import atomic_folder, check_writable, file_sha256, write_json
 from pipeline.build import TENSORRT, TENSORRT_RTX, check_engine_compatible
 from pipeline.engine import EngineFiles
 from pipeline.engine_metadata import BuiltWith, EngineMetadata, TensorSpec
@@ -217,8 +217,10 @@ def _checked_plugin(engines: list[Path], metadata: list[EngineMetadata], plugin_
 
 
 def _checked_target(repository: Path) -> None:
-    """The target must be absent, an empty folder, or a repository this module wrote (its marker record)."""
+    """The target must be absent (and creatable), an empty folder, or a repository this module wrote (its marker
+    record)."""
     if not repository.exists() and not repository.is_symlink():
+        check_writable(repository, folder=True)
         return
     if not repository.is_dir() or repository.is_symlink():
         raise PipelineError(f"{repository} exists and is not a folder; choose another output folder (--out / "

@@ -140,6 +140,47 @@ def test_an_error_that_a_ctrl_c_started_counts_as_the_interrupt(monkeypatch: pyt
         main(["fp16", "in.onnx", "out.onnx"])
 
 
+def test_an_os_error_mid_run_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def disk_full(args: object) -> None:
+        raise OSError(28, "No space left on device", "build/swin_t/model.swin.fp16.onnx")
+
+    monkeypatch.setattr("pipeline.cli._cmd_fp16", disk_full)
+    assert main(["fp16", "in.onnx", "out.onnx"]) == 2
+    assert capsys.readouterr().err == (
+        "error: [Errno 28] No space left on device: 'build/swin_t/model.swin.fp16.onnx'; check that path, its "
+        "permissions and the free disk space (-v shows the traceback)\n")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, a folder nobody can write to")
+def test_an_output_path_that_cannot_be_written_fails_before_any_work(tmp_path: Path) -> None:
+    """Each command that writes checks its output path first: not minutes later, when the artifact is ready."""
+    plugin = tmp_path / "plugin.so"
+    plugin.write_bytes(b"")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    onnx_in = tmp_path / "in.onnx"  # never read: the output is checked first
+    cases = {
+        ("engine", "--variant", "T", "--plugin", str(plugin), "--out-dir", str(a_file)):
+            f"cannot write {a_file}: it exists and is not a folder",
+        ("onnx", "--variant", "T", "--out-dir", str(a_file / "sub")):
+            f"cannot write {a_file / 'sub'}: {a_file} is a file, not a folder",
+        ("export", "--variant", "T", "--out", "/proc/swin.onnx"): "cannot write /proc/swin.onnx: /proc does not take",
+        ("surgery", str(onnx_in), str(a_file / "out.onnx")): f"{a_file} is a file, not a folder",
+        ("fp16", str(onnx_in), "/proc/out.onnx"): "/proc does not take new files",
+        ("quantize", str(onnx_in), "/proc/out.onnx"): "/proc does not take new files",
+        ("build", str(onnx_in), "/proc/x.engine", "--plugin", str(plugin), "--backend", "rtx"):
+            "/proc does not take new files",
+    }
+    for argv, message in cases.items():
+        result = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=120)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1 and message in errors[0], (argv, result.stderr)
+        assert "Traceback" not in result.stderr and "running" not in result.stderr, (argv, result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "plugin.so"]
+
+
 def test_engine_validation_does_not_wait_for_torch(tmp_path: Path) -> None:
     """Bad input must fail in about a second: checking a recipe does not import torch (1.5 s alone on 2 cores)."""
     plugin = tmp_path / "plugin.so"
