@@ -32,13 +32,31 @@ def normalize(image: Image.Image) -> np.ndarray:
     return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
 
+#: Pillow's modes for one-channel 16-bit images (a 16-bit grayscale PNG or TIFF opens as one of these).
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    # Pillow's convert("RGB") clips a 16-bit image's values to 255 (nearly white) and a float image's to 0 or 1
+    # (black): scale 16 bits to 8, and refuse floats, whose range the file does not say.
+    if image.mode in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image, dtype=np.float64)
+        if image.mode == "I" and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError("a 32-bit integer image; convert it to 8 or 16 bits per channel")
+        image = Image.fromarray(np.round(pixels / 257).astype(np.uint8), "L")
+    elif image.mode == "F":
+        raise ValueError("a floating-point image, whose value range is unknown; convert it to 8 or 16 bits per channel")
+    return image.convert("RGB")
+
+
 def read_rgb(image: Image.Image | str | Path) -> Image.Image:
-    """A PIL image, or the image file at a path, as RGB; OSError or ValueError when the file cannot be decoded."""
+    """A PIL image, or the image file at a path, as 8-bit RGB (16-bit grayscale scaled to 8 bits); OSError or
+    ValueError when the file cannot be decoded or holds floating-point pixels."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return _as_rgb(image)
     with Image.open(image) as opened:
         opened.load()
-        return opened.convert("RGB")
+        return _as_rgb(opened)
 
 
 def preprocess(image: Image.Image | str | Path, size: tuple[int, int]) -> np.ndarray:

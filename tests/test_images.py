@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from pipeline.images import (
     GENERATED_README,
     generate_image_folder,
@@ -55,6 +55,23 @@ def test_unreadable_file_is_skipped_counted_and_warned(tmp_path: Path, caplog: p
     assert calibration.report()["files_skipped"] == 1 and len(calibration.files_used) == 2
     assert calibration.images.shape == (3, 3, 32, 32)  # the missing sample comes from an augmented crop
     assert "broken.jpg" in caplog.text
+
+
+def test_sixteen_bit_images_are_scaled_and_float_images_refused(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Pillow's own conversion turns a 16-bit grayscale photo (industrial and medical cameras) nearly white and a
+    float one black, which would calibrate INT8 ranges on blank images without a word."""
+    eight_bit = np.random.default_rng(0).integers(0, 256, (40, 60), dtype=np.uint8)
+    Image.fromarray(eight_bit.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # 0..255 → 0..65535
+    Image.fromarray(eight_bit.astype(np.float32) / 255).save(tmp_path / "float.tif")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    with caplog.at_level(logging.WARNING):
+        images = load_image_set(tmp_path, 1, img_size=(40, 60))
+    assert [p.name for p in images.files_used] == ["sixteen.png"]
+    assert "float.tif: a floating-point image" in caplog.text
+    rgb = np.repeat(eight_bit[..., None], 3, axis=2)
+    expected = preprocess(Image.fromarray(rgb), (40, 60))
+    np.testing.assert_allclose(images.images[0], expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "only_text"])
