@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -60,6 +61,22 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
             os.replace(tmp, path)  # rename(2) replaces an empty folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def folder_locked(folder: str | Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder`` (flock on the folder itself: no lock file to leave behind),
+    released when the block ends or the process dies; a PipelineError at once if another process holds it."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(f"{folder} is in use by another {holder} (two runs into one folder would overwrite "
+                                "each other's files); wait for it to end, or choose another folder") from None
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def check_writable(path: str | Path, *, folder: bool = False) -> None:

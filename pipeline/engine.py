@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.artifacts import check_writable, file_sha256, write_json
+from pipeline.artifacts import check_writable, file_sha256, folder_locked, write_json
 from pipeline.checkpoint_format import checkpoint_format
 from pipeline.errors import PipelineError
 from pipeline.records import JsonRecord
@@ -352,18 +352,22 @@ def make_engine(recipe: EngineRecipe, out_dir: str | Path, *, until: str = "veri
     """Validate ``recipe``, then run :data:`STAGES` up to and including ``until`` into ``out_dir``.
 
     Returns the report also written to ``out_dir/report.json``. A folder this call creates is removed again if
-    the run fails before any stage completed, so a typo never leaves an empty folder behind.
+    the run fails before any stage completed, so a typo never leaves an empty folder behind. One run at a time
+    per folder: a second one into the same folder fails at once instead of overwriting the first one's files.
     """
     recipe.validate(until)
     out = Path(out_dir)
     check_writable(out, folder=True)
     created = not out.exists()
-    try:
-        return _run_stages(EngineRun(recipe, out), _stages_until(until))
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    out.mkdir(parents=True, exist_ok=True)
+    # Only the lock's holder may remove the folder: another run may be about to fill it.
+    with folder_locked(out, "python -m pipeline engine (make engine)"):
+        try:
+            return _run_stages(EngineRun(recipe, out), _stages_until(until))
+        except BaseException:
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
 
 
 def _run_stages(run: EngineRun, names: tuple[str, ...]) -> EngineReport:

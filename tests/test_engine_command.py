@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.artifacts import folder_locked
 from pipeline.cli import main
 from pipeline.engine import EngineRecipe, EngineReport, make_engine
 
@@ -131,6 +132,22 @@ def test_missing_plugin_library(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 2
     assert "build it with `make plugin`" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_run_into_a_folder_in_use_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = tmp_path / "plugin.so"
+    plugin.write_bytes(b"")
+    out = tmp_path / "swin_t"
+    out.mkdir()
+    (out / "stages.json").write_text("{}")
+    # Another process's run: its lock is on the folder itself, so take it the same way, from another descriptor.
+    with folder_locked(out, "test"):
+        code = main(["engine", "--variant", "T", "--out-dir", str(out), "--plugin", str(plugin)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: {out} is in use by another python -m pipeline engine" in err, err
+    assert "running" not in err and [p.name for p in out.iterdir()] == ["stages.json"]
+    with folder_locked(out, "test"):  # released: a failed attempt leaves no lock behind
+        pass
 
 
 def test_unknown_precision_is_rejected(tmp_path: Path) -> None:
