@@ -144,8 +144,15 @@ class TritonModelClient:
         self.protocol, self.model = protocol, model
         self.module = _client_module(protocol)
         self.client = self.module.InferenceServerClient(url=url)
-        config = (self.client.get_model_config(model, as_json=True) if protocol == "grpc"
-                  else self.client.get_model_config(model))
+        try:
+            config = (self.client.get_model_config(model, as_json=True) if protocol == "grpc"
+                      else self.client.get_model_config(model))
+        except Exception as error:
+            if not _unreachable(error):
+                raise
+            raise ClientError(f"no Triton server answers {protocol} at {url} ({str(error).splitlines()[0][:200]}): "
+                              "start tritonserver as the repository's README.md says, or pass the server's --url "
+                              "and --protocol") from None
         self.config = model_config(config)
         self.spec = input_spec(self.config)
         self.outputs = [output["name"] for output in self.config.get("output", [])]
@@ -162,6 +169,12 @@ class TritonModelClient:
             for output in self.outputs:
                 results[output].append(result.as_numpy(output))
         return {name: np.concatenate(arrays) for name, arrays in results.items()}
+
+
+def _unreachable(error: Exception) -> bool:
+    """Whether ``error`` says that nothing answered (refused, unknown host), rather than the server's answer."""
+    status = getattr(error, "status", None)
+    return isinstance(error, OSError) or (callable(status) and status() == "StatusCode.UNAVAILABLE")
 
 
 def _default_model() -> str | None:
@@ -193,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", "--top", type=int, default=5, help="classes per image (default 5)")
     args = parser.parse_args(argv)
     try:
+        missing = [image for image in args.images if not Path(image).is_file()]
+        if missing:  # before connecting, let alone preprocessing the others
+            raise ClientError(f"no such image file: {', '.join(missing)}")
         labels = args.labels.read_text().splitlines() if args.labels else None
         client = TritonModelClient(args.url or DEFAULT_URLS[args.protocol], args.protocol, args.model)
         _report(args.images, client.infer(args.images), labels, args.top)

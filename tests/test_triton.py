@@ -383,11 +383,26 @@ def test_grpc_client_against_a_stand_in_server(tmp_path: Path, plugin: Path,
         assert len(classes) == 5 and classes[:2] == [100 + k, 200 + k]
 
 
-def test_client_without_a_server_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("grpc")
-    code = triton_client.main(["--url", "127.0.0.1:1", "--protocol", "grpc", "--model", "swin_t", "x.png"])
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_client_without_a_server_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   protocol: str) -> None:
+    pytest.importorskip("grpc" if protocol == "grpc" else "geventhttpclient")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64)).save(photo)
+    code = triton_client.main(["--url", "127.0.0.1:1", "--protocol", protocol, "--model", "swin_t", str(photo)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: no Triton server answers {protocol} at 127.0.0.1:1 (")
+    assert err.endswith("start tritonserver as the repository's README.md says, or pass the server's --url and "
+                        "--protocol\n")
+
+
+def test_client_checks_the_photos_before_it_connects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64)).save(photo)
+    code = triton_client.main(["--url", "127.0.0.1:1", "--model", "swin_t", str(photo), "missing.jpg", str(tmp_path)])
     assert code == 2
-    assert capsys.readouterr().err.startswith("error: InferenceServerException")
+    assert capsys.readouterr().err == f"error: no such image file: missing.jpg, {tmp_path}\n"
 
 
 # ---------------------------------------------------------------------------------------------------------
