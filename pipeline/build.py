@@ -157,11 +157,19 @@ def select_backend(choice: str = "auto", sm: int = 86) -> Backend:
     """``tensorrt`` when installed and a GPU is present, else TensorRT-RTX ahead of time for ``sm``.
 
     Cheap (no build, no import of the bindings): run it before any stage, so an impossible target fails at once.
+    ``auto`` on a machine whose GPU is not ``sm`` and that lacks TensorRT is refused: it would quietly build an
+    engine for another card, which that machine's user most likely meant to run there.
     """
     if choice not in ("auto", "tensorrt", "rtx"):
         raise PipelineError(f"unknown backend {choice!r}: expected auto, tensorrt or rtx")
-    if choice in ("auto", "tensorrt") and TENSORRT.is_installed() and cuda_device() is not None:
+    device = cuda_device()
+    if choice in ("auto", "tensorrt") and TENSORRT.is_installed() and device is not None:
         return TENSORRT
+    if choice == "auto" and device is not None and device.sm != sm:
+        raise PipelineError(f"this machine has {device.name} (SM{device.sm}) but no TensorRT, so the engine would be "
+                            f"built for SM{sm} ahead of time and could not run here: "
+                            f"{_install_tensorrt_hint(device.sm)}; or, to build for another card on purpose, choose "
+                            "it: --backend rtx --sm <its compute capability> (make: BACKEND=rtx SM=...)")
     if choice == "tensorrt":
         raise PipelineError("backend 'tensorrt' needs the tensorrt Python package and a CUDA GPU on this machine: "
                             f"{_install_tensorrt_hint(sm)}; or build ahead of time for an RTX card with --backend rtx")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import build
 from pipeline.artifacts import folder_locked
 from pipeline.cli import main
 from pipeline.engine import EngineRecipe, EngineReport, make_engine
@@ -148,6 +149,25 @@ def test_a_second_run_into_a_folder_in_use_fails_at_once(tmp_path: Path, capsys:
     assert "running" not in err and [p.name for p in out.iterdir()] == ["stages.json"]
     with folder_locked(out, "test"):  # released: a failed attempt leaves no lock behind
         pass
+
+
+def test_auto_on_a_gpu_without_tensorrt_refuses_to_build_for_another_card(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """On an H100 without TensorRT, auto used to build an SM86 TensorRT-RTX engine with an INFO line: an engine for
+    some other card, where the H100's user meant to run it on the H100."""
+    plugin = tmp_path / "plugin.so"
+    plugin.write_bytes(b"")
+    monkeypatch.setattr(build, "cuda_device", lambda: build.CudaDevice("NVIDIA H100 80GB HBM3", 90))
+    monkeypatch.setattr(build.Backend, "is_installed", lambda backend: backend is build.TENSORRT_RTX)
+    assert main(["engine", "--variant", "T", "--out-dir", str(tmp_path / "out"), "--plugin", str(plugin)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this machine has NVIDIA H100 80GB HBM3 (SM90) but no TensorRT, so the engine would "
+                          "be built for SM86 ahead of time and could not run here: install TensorRT"), err
+    assert "--backend rtx --sm <its compute capability>" in err and not (tmp_path / "out").exists()
+    assert build.select_backend("rtx", 86) is build.TENSORRT_RTX  # another card, asked for on purpose
+    monkeypatch.setattr(build, "cuda_device", lambda: build.CudaDevice("NVIDIA GeForce RTX 3090", 86))
+    assert build.select_backend("auto", 86) is build.TENSORRT_RTX  # built for the card it runs on
 
 
 def test_unknown_precision_is_rejected(tmp_path: Path) -> None:
