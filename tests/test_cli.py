@@ -87,8 +87,9 @@ def test_engine_rejects_bad_input_before_any_stage(tmp_path: Path, args: list[st
     """Checked by EngineRecipe.validate: nothing is exported (no 'running' stage) and no folder is created."""
     plugin = tmp_path / "plugin.so"
     plugin.write_bytes(b"")  # only its existence is checked before the build
+    # --backend rtx: what a machine without a GPU builds with, named so that a GPU machine validates the same way.
     result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--out-dir", "out", "--plugin", str(plugin),
-                             *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                             "--backend", "rtx", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
@@ -108,7 +109,8 @@ def test_unreadable_checkpoints_are_one_line_and_never_advise_an_unsafe_load(tmp
     for name, message, stage_ran in (("random.pth", "it is not a torch checkpoint or a .safetensors file", False),
                                      ("training.pth", "it pickles the Python object argparse.Namespace", True)):
         result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--out-dir", "out", "--checkpoint", name,
-                                 "--plugin", str(plugin)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                                 "--plugin", str(plugin), "--backend", "rtx"], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=300)
         assert result.returncode == 2
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], result.stderr
@@ -161,7 +163,7 @@ def test_an_output_path_that_cannot_be_written_fails_before_any_work(tmp_path: P
     a_file.write_text("")
     onnx_in = tmp_path / "in.onnx"  # never read: the output is checked first
     cases = {
-        ("engine", "--variant", "T", "--plugin", str(plugin), "--out-dir", str(a_file)):
+        ("engine", "--backend", "rtx", "--variant", "T", "--plugin", str(plugin), "--out-dir", str(a_file)):
             f"cannot write {a_file}: it exists and is not a folder",
         ("onnx", "--variant", "T", "--out-dir", str(a_file / "sub")):
             f"cannot write {a_file / 'sub'}: {a_file} is a file, not a folder",

@@ -17,12 +17,15 @@ from pipeline.artifacts import folder_locked
 from pipeline.cli import main
 from pipeline.engine import EngineRecipe, EngineReport, make_engine
 
+#: TensorRT-RTX ahead of time for SM86, what a machine without a GPU builds with: named, so that these tests build
+#: the same way on a GPU machine too (where auto would pick TensorRT, or refuse another card without it).
+RTX = ("--backend", "rtx", "--sm", "86")
 ARTIFACTS = {"model.onnx", "model.swin.onnx", "surgery.json", "stages.json", "verify.json", "report.json"}
 
 
 def run_engine(out_dir: Path, plugin: Path, *extra: str) -> dict:
-    code = main(["engine", "--variant", "T", "--batch", "1,2,2", "--out-dir", str(out_dir), "--plugin", str(plugin),
-                 *extra])
+    code = main(["engine", *RTX, "--variant", "T", "--batch", "1,2,2", "--out-dir", str(out_dir), "--plugin",
+                 str(plugin), *extra])
     assert code == 0
     return json.loads((out_dir / "report.json").read_text())
 
@@ -50,7 +53,7 @@ def test_fp16_engine_then_everything_reused(engine_dir: Path, plugin_library: Pa
     again = run_engine(tmp_path, plugin_library, "--precision", "fp16")
     assert all(s["skipped"] for s in again["stages"].values())
     # The library call with the same recipe is the same pipeline: every stage is reused, the report is typed.
-    from_python = make_engine(EngineRecipe(variant="T", precision="fp16", batch=(1, 2, 2),
+    from_python = make_engine(EngineRecipe(variant="T", precision="fp16", batch=(1, 2, 2), backend="rtx",
                                            plugin_library=plugin_library), tmp_path)
     assert all(record.skipped for record in from_python.stages.values())
     assert from_python.engine == tmp_path / "swin_t_fp16.engine" and from_python.model.weights == "random (seed 0)"
@@ -92,7 +95,7 @@ def test_backbone_engine_replaces_the_previous_models_artifacts(engine_dir: Path
 
 def interrupt_engine(out_dir: Path, plugin: Path, stage: str, delay: float, *args: str) -> tuple[int, str]:
     """Run the engine command, and Ctrl-C its process group (as a terminal does) ``delay`` s into ``stage``."""
-    command = [sys.executable, "-m", "pipeline", "engine", "--variant", "T", "--batch", "1,2,2", "--out-dir",
+    command = [sys.executable, "-m", "pipeline", "engine", *RTX, "--variant", "T", "--batch", "1,2,2", "--out-dir",
                str(out_dir), "--plugin", str(plugin), *args]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -143,7 +146,7 @@ def test_a_second_run_into_a_folder_in_use_fails_at_once(tmp_path: Path, capsys:
     (out / "stages.json").write_text("{}")
     # Another process's run: its lock is on the folder itself, so take it the same way, from another descriptor.
     with folder_locked(out, "test"):
-        code = main(["engine", "--variant", "T", "--out-dir", str(out), "--plugin", str(plugin)])
+        code = main(["engine", *RTX, "--variant", "T", "--out-dir", str(out), "--plugin", str(plugin)])
     err = capsys.readouterr().err
     assert code == 2 and f"error: {out} is in use by another python -m pipeline engine" in err, err
     assert "running" not in err and [p.name for p in out.iterdir()] == ["stages.json"]
