@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -34,6 +35,15 @@ HISTOGRAM_BINS = 16384
 #: TensorRT's entropy calibration: a 2048-bin histogram of |x|, INT8 has 128 non-negative levels.
 ENTROPY_BINS = 2048
 ENTROPY_LEVELS = 128
+
+
+class Samples(Protocol):
+    """Calibration samples, float32 ``[n, 3, H, W]`` a slice at a time: an array, or a
+    :class:`pipeline.images.ImageSet`, which keeps uint8 crops and normalizes each batch when it is asked for."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, samples: slice) -> np.ndarray: ...
 
 
 @dataclass
@@ -54,7 +64,7 @@ def _observing_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.Mod
     return observed
 
 
-def _batches(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str], batch: int,
+def _batches(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], batch: int,
              desc: str) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{tensor: value}`` for each batch of ``images`` run through ``model``."""
     if batch < 1:
@@ -72,7 +82,7 @@ def _batches(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str],
             progress.update(len(feed))
 
 
-def collect_absmax(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str],
+def collect_absmax(model: onnx.ModelProto, images: Samples, tensors: Sequence[str],
                    batch: int = 8) -> dict[str, float]:
     """Pass 1: max |x| of each tensor over all ``images``."""
     absmax = dict.fromkeys(tensors, 0.0)
@@ -82,7 +92,7 @@ def collect_absmax(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence
     return absmax
 
 
-def collect_histograms(model: onnx.ModelProto, images: np.ndarray, absmax: dict[str, float],
+def collect_histograms(model: onnx.ModelProto, images: Samples, absmax: dict[str, float],
                        batch: int = 8) -> dict[str, np.ndarray]:
     """Pass 2: the ``HISTOGRAM_BINS``-bin histogram of ``|x|`` over ``[0, absmax]`` of each tensor."""
     histograms = {name: np.zeros(HISTOGRAM_BINS, np.int64) for name in absmax}
@@ -92,7 +102,7 @@ def collect_histograms(model: onnx.ModelProto, images: np.ndarray, absmax: dict[
     return histograms
 
 
-def collect_statistics(model: onnx.ModelProto, images: np.ndarray, tensors: Sequence[str], batch: int = 8,
+def collect_statistics(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], batch: int = 8,
                        histograms: bool = True) -> ActivationStatistics:
     """Both passes (the second only if ``histograms``): all that any method in :data:`METHODS` needs."""
     absmax = collect_absmax(model, images, tensors, batch)

@@ -26,10 +26,11 @@ def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return resized.crop((left, top, left + width, top + height))
 
 
-def normalize(image: Image.Image) -> np.ndarray:
-    """An RGB image as float32 ``[3, H, W]``: scaled to [0, 1], then normalized with the ImageNet mean and std."""
+def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
+    """An RGB image (or uint8 ``[..., H, W, 3]`` pixels, e.g. a batch) as float32 ``[..., 3, H, W]``: scaled to
+    [0, 1], then normalized with the ImageNet mean and std."""
     pixels = np.asarray(image, dtype=np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.moveaxis((pixels - IMAGENET_MEAN) / IMAGENET_STD, -1, -3))
 
 
 #: Pillow's modes for one-channel 16-bit images (a 16-bit grayscale PNG or TIFF opens as one of these).

@@ -12,6 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from calib import quantize_int8
+from calib.int8 import calibration_batch
 from calib.quantize import ROLES, default_exclusions, find_quantizable_layers
 from calib.ranges import (
     ENTROPY_BINS,
@@ -20,6 +21,7 @@ from calib.ranges import (
     ActivationStatistics,
     amax_from_statistics,
     clip_divergence,
+    collect_absmax,
     entropy_amax,
     histogram,
     percentile_amax,
@@ -211,6 +213,17 @@ def test_swin_l_default_keeps_fc2_and_patch_merging_in_higher_precision(swin_t_o
     weight.dims[0] = 192  # only the embed dim is read: Swin-L's
     assert default_exclusions(model) == ("fc2", "patch_merging")
     assert len(find_quantizable_layers(model)) == 53
+
+
+def test_larger_images_go_fewer_to_a_run_and_the_ranges_do_not_depend_on_it(swin_t_onnx) -> None:
+    """A fixed batch of 8 took more than 23 GB for a detection backbone at 800×1333 (each run returns every
+    quantized layer's input: ~2.8 GB an image there); the batch only sets memory, never the ranges."""
+    assert [calibration_batch(size) for size in (224, 384, (800, 1333), 64)] == [8, 2, 1, 98]
+    model = onnx.load(str(swin_t_onnx[1]))
+    tensors = list(dict.fromkeys(layer.activation for layer in find_quantizable_layers(model)))
+    images = image_array(None, 3, img_size=224)
+    one_run, three_runs = (collect_absmax(model, images, tensors, batch) for batch in (3, 1))
+    assert one_run == pytest.approx(three_runs, rel=1e-5)
 
 
 def test_cache_is_reused_until_model_method_or_data_change(int8_swin_t, tmp_path: Path) -> None:
