@@ -65,6 +65,18 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     fp32_nodes = [n for n in graph.nodes if n.op in FP32_OPS]
     fp32_inputs = {id(t) for n in fp32_nodes for t in n.inputs}
     converted = 0
+    # The exporter shares equal initializers between layers (the zero biases of freshly initialized weights: a
+    # LayerNorm's and an MLP's), so a constant an FP32 node reads may feed FP16 nodes too: they get an FP16 copy.
+    fp16_copies: dict[int, gs.Constant] = {}
+    for node in graph.nodes:
+        if node.op in FP32_OPS:
+            continue
+        for i, tensor in enumerate(node.inputs):
+            if isinstance(tensor, gs.Constant) and id(tensor) in fp32_inputs and _is_float32(tensor):
+                if id(tensor) not in fp16_copies:
+                    fp16_copies[id(tensor)] = gs.Constant(f"{tensor.name}.fp16", tensor.values.astype(np.float16))
+                    converted += 1
+                node.inputs[i] = fp16_copies[id(tensor)]
     for tensor in graph.tensors().values():
         if not _is_float32(tensor):
             continue

@@ -91,6 +91,32 @@ def test_qdq_graph_gets_fp16_scales_and_opset_19(tmp_path) -> None:
     assert np.abs(actual - expected).max() <= 3e-2  # FP16 rounding of x and W before quantization
 
 
+def test_a_constant_shared_by_a_layernorm_and_an_fp16_node_gets_an_fp16_copy(tmp_path) -> None:
+    """The exporter shares equal initializers: the zero biases of a freshly initialized timm model made a LayerNorm
+    (kept FP32) and an MLP's Add read one tensor, and TensorRT refused the FP16 graph (Half + Float)."""
+    rng = np.random.default_rng(0)
+    shared = numpy_helper.from_array(np.zeros(8, np.float32), "zeros")
+    weight = numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "weight")
+    scale = numpy_helper.from_array(np.ones(8, np.float32), "scale")
+    graph = helper.make_graph(
+        [helper.make_node("LayerNormalization", ["x", "scale", "zeros"], ["normed"], axis=-1),
+         helper.make_node("MatMul", ["normed", "weight"], ["projected"]),
+         helper.make_node("Add", ["projected", "zeros"], ["y"])],
+        "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [shared, weight, scale])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "fp32.onnx")
+    convert_fp16(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx")
+    model = onnx.load(str(tmp_path / "fp16.onnx"))
+    types = tensor_types(model)
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "MatMul", "Add"):
+            expected = TensorProto.FLOAT if node.op_type == "LayerNormalization" else TensorProto.FLOAT16
+            assert {types[t] for t in node.input} == {expected}, node.name
+    x = rng.normal(size=(2, 8)).astype(np.float32)
+    want = ort_session(tmp_path / "fp32.onnx").run(None, {"x": x})[0]
+    np.testing.assert_allclose(ort_session(tmp_path / "fp16.onnx").run(None, {"x": x})[0], want, atol=1e-2)
+
+
 def test_rejects_an_fp16_graph(swin_t_fp16, tmp_path) -> None:
     with pytest.raises(PipelineError, match="already has FP16 tensors"):
         convert_fp16(swin_t_fp16[0], tmp_path / "again.onnx")
