@@ -159,6 +159,26 @@ def test_safetensors_checkpoint(tmp_path) -> None:
         assert max_abs_diff(model(images), source(images)) <= 1e-4
 
 
+@pytest.mark.parametrize("source", ["timm", "torchvision"])
+def test_a_fine_tuned_checkpoints_head_sets_the_number_of_classes(source: str, tmp_path) -> None:
+    """A model fine-tuned on its own classes (the usual thing to deploy) or an ImageNet-22K one used to be refused
+    as 'does not fit Swin-T' for its head's shape alone."""
+    if source == "timm":
+        reference = timm.create_model("swin_tiny_patch4_window7_224", num_classes=10)
+    else:
+        reference = torchvision.models.swin_t(num_classes=37)
+    reference = perturb_weights_(reference).eval()
+    torch.save(reference.state_dict(), tmp_path / "fine_tuned.pth")
+    model = build_swin("T", checkpoint=tmp_path / "fine_tuned.pth")
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        logits = model(images)
+        assert logits.shape == (2, 10 if source == "timm" else 37)
+        assert max_abs_diff(logits, reference(images)) <= 1e-4
+    # A backbone takes the same checkpoint without its head.
+    assert build_swin("T", checkpoint=reference.state_dict(), features_only=True).head is None
+
+
 def test_checkpoint_of_another_variant_is_rejected() -> None:
     small = timm.create_model("swin_small_patch4_window7_224").state_dict()
     expected = r"Swin-T .*depths=\(2, 2, 18, 2\), window=7, i\.e\. Swin-S\. unexpected 156: \['layers\.2\.blocks\.6\."

@@ -109,8 +109,17 @@ def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str:
     return f"embed_dim={embed_dim}, depths={tuple(depths)}, window={window}{looks_like}"
 
 
-def load_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load an official, timm or torchvision checkpoint (path or state dict) into ``model``, strictly."""
+def classifier_classes(state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    """How many classes the state dict's classifier head has (official, timm or torchvision names), or None
+    without a head: 1000 for ImageNet-1k weights, 21841 for ImageNet-22K ones, a fine-tuned model's own count."""
+    head = to_official_names(state_dict).get("head.weight")
+    return None if head is None or head.ndim != 2 else int(head.shape[0])
+
+
+def load_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor], *,
+                    source: str | None = None) -> nn.Module:
+    """Load an official, timm or torchvision checkpoint (path or state dict) into ``model``, strictly.
+    ``source`` names a state dict in errors (a path names itself)."""
     state_dict = read_state_dict(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
     mapped = to_official_names(state_dict)
     if getattr(model, "features_only", False):  # a backbone has no classifier
@@ -126,7 +135,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, torc
         problems = "; ".join(f"{label} {len(items)}: {items[:3]}" for label, items in
                              (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
                              if items)
-        source = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else "the given state dict"
+        source = (f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path))
+                  else source or "the given state dict")
         raise PipelineError(f"{source} does not fit Swin-{variant} ({describe_checkpoint(expected)}); "
                             f"the checkpoint has {describe_checkpoint(mapped)}. {problems}. "
                             "Pick the variant the checkpoint was trained as.")
