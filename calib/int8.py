@@ -131,8 +131,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     amax = _read_cache(cache_path, key, tensors)
     cache_hit = amax is not None
     if amax is None:
-        stats = collect_statistics(model, calibration, tensors, batch or calibration_batch(size),
-                                   histograms=method != "max")
+        per_run = calibration_batch(size) if batch is None else batch
+        stats = collect_statistics(model, calibration, tensors, per_run, histograms=method != "max")
         amax = amax_from_statistics(stats, method, percentile)
         write_json(cache_path, {**key, "calib_dir": str(calib_dir), "tensors": {
             name: {"amax": value, "scale": value / 127} for name, value in amax.items()}})
