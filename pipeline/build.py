@@ -600,9 +600,34 @@ def installed_runtimes() -> list[Runtime]:
             for backend in (TENSORRT, TENSORRT_RTX) if backend.is_installed()]
 
 
-def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | None = None) -> EngineCheck:
+def engine_plugin_library(engine_path: str | Path, metadata: EngineMetadata,
+                          plugin_library: str | Path | None = None) -> Path | None:
+    """The plugin library file ``engine_path`` needs (None when the engine embeds it): ``plugin_library`` when given,
+    else the path its metadata recorded at build time, else a file of that name beside the engine, which is where an
+    engine shipped with its library to another machine, or moved with its folder, has it. Whichever it is must be
+    the library the engine was built with (the recorded SHA-256); a PipelineError says what to do otherwise."""
+    if metadata.plugin.embedded:
+        return None
+    engine_path, recorded = Path(engine_path), Path(metadata.plugin.library)
+    candidates = ([Path(plugin_library)] if plugin_library is not None
+                  else [recorded, engine_path.parent / recorded.name])
+    library = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if library is None:
+        beside = "" if plugin_library is not None else f", nor is {recorded.name} beside it"
+        raise PipelineError(f"plugin library {candidates[0]} that {engine_path} needs is missing{beside}; pass where "
+                            f"it is (--plugin, or SwinEngine's plugin_library), or {_MAKE_PLUGIN_HINT}")
+    if file_sha256(library) != metadata.plugin.sha256:
+        what = "is not the one" if plugin_library is not None else "changed since"
+        raise PipelineError(f"plugin library {library} {what} {engine_path} was built with (sha256 "
+                            f"{metadata.plugin.sha256[:12]}…): pass the one it was built with, or {REBUILD}")
+    return library
+
+
+def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | None = None, *,
+                            plugin_library: str | Path | None = None) -> EngineCheck:
     """Refuse, before deserializing, an engine built for another backend, version or GPU, or whose plugin
-    library changed since; return its metadata and the runtime here that can load it.
+    library (:func:`engine_plugin_library`) is missing or changed since; return its metadata and the runtime here
+    that can load it.
 
     ``runtimes`` defaults to :func:`installed_runtimes`; without any (no TensorRT here) only the files are checked.
     """
@@ -611,7 +636,7 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
     if not engine_path.is_file():
         raise PipelineError(f"engine {engine_path} does not exist; build it with `python -m pipeline build`")
     metadata = EngineMetadata.read(engine_path)
-    built_with, target, plugin = metadata.backend, metadata.target, metadata.plugin
+    built_with, target = metadata.backend, metadata.target
     # A truncated or corrupted copy must fail here, with our message, not inside TensorRT's deserializer.
     size = engine_path.stat().st_size
     if size != metadata.engine_bytes or file_sha256(engine_path) != metadata.engine_sha256:
@@ -619,14 +644,7 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
                             f"{metadata.engine_bytes} bytes and sha256 {metadata.engine_sha256[:12]}… "
                             f"recorded in {meta_path} at build time; copy it again or {REBUILD}")
 
-    # An embedded plugin library travels inside the engine, so the file on disk no longer matters.
-    if not plugin.embedded:
-        library = Path(plugin.library)
-        if not library.is_file():
-            raise PipelineError(f"plugin library {library} that {engine_path} needs is missing; {_MAKE_PLUGIN_HINT}")
-        if file_sha256(library) != plugin.sha256:
-            raise PipelineError(f"plugin library {library} changed since {engine_path} was built (sha256 "
-                                f"{plugin.sha256[:12]}…); {REBUILD}")
+    engine_plugin_library(engine_path, metadata, plugin_library)
 
     runtimes = installed_runtimes() if runtimes is None else runtimes
     if not runtimes:
@@ -692,8 +710,8 @@ def engine_runtime(metadata: EngineMetadata) -> tuple[Any, Any, Any]:
 
 def load_engine(engine_path: str | Path, metadata: EngineMetadata, plugin_library: str | Path | None = None) -> Any:
     """The ``ICudaEngine`` of ``engine_path`` (check it with :func:`check_engine_compatible` first), deserialized by
-    the backend that built it (TensorRT, or TensorRT-RTX), with the plugin library (``plugin_library``, else the one
-    the metadata names) loaded unless the engine embeds it or has no plugin layers. Needs that backend and its GPU;
+    the backend that built it (TensorRT, or TensorRT-RTX), with the plugin library (:func:`engine_plugin_library`)
+    loaded unless the engine embeds it or has no plugin layers. Needs that backend and its GPU;
     :class:`pipeline.runtime.SwinEngine` is the way to load and run one.
 
     Host code in the engine (an embedded plugin library) is allowed only when the metadata says it is there:
@@ -702,7 +720,7 @@ def load_engine(engine_path: str | Path, metadata: EngineMetadata, plugin_librar
     trt, runtime, logger = engine_runtime(metadata)  # the runtime first: TensorRT logs through it while it lives
     trt.init_libnvinfer_plugins(logger, "")  # TensorRT's own, as NetworkFromOnnxPath registers
     if not metadata.plugin.embedded and metadata.plugin_layers:
-        library = str(plugin_library or metadata.plugin.library)
+        library = str(engine_plugin_library(engine_path, metadata, plugin_library))
         if not trt.get_plugin_registry().load_library(library):
             raise PipelineError(f"{metadata.backend.name} could not load the plugin library {library}; "
                                 f"{_MAKE_PLUGIN_HINT}")

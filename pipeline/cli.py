@@ -108,7 +108,8 @@ def _cmd_build(args: argparse.Namespace) -> None:
 def _cmd_check_engine(args: argparse.Namespace) -> None:
     from pipeline.build import check_engine_compatible
 
-    print(json.dumps(check_engine_compatible(Path(args.engine)).to_json(), indent=2, default=str))
+    print(json.dumps(check_engine_compatible(Path(args.engine), plugin_library=args.plugin).to_json(), indent=2,
+                     default=str))
 
 
 def _cmd_triton(args: argparse.Namespace) -> None:
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check_engine = sub.add_parser("check-engine", help="does this engine fit this machine's TensorRT and GPU?")
     check_engine.add_argument("engine", help="engine with its metadata JSON beside it")
+    check_engine.add_argument("--plugin", type=Path, help="its plugin library (default: the path its metadata "
+                                                          "records, else the same name beside the engine)")
 
     triton = sub.add_parser("triton", help="Triton Inference Server model repository of built engines (builds none)")
     triton.add_argument("--variant", default="T", help="Swin variant whose engine to serve; the model is swin_<v>")

@@ -163,7 +163,7 @@ class SwinEngine:
         self._free_before: int | None = None
         self._peak_used = 0
 
-        check = check_engine_compatible(self.path, _runtimes(device, self.path))
+        check = check_engine_compatible(self.path, _runtimes(device, self.path), plugin_library=plugin_library)
         metadata, runtime = check.metadata, check.runtime
         self.metadata = metadata
         inputs = {spec.name: spec for spec in metadata.inputs}

@@ -45,7 +45,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.artifacts import atomic_folder, check_writable, file_sha256, write_json
-from pipeline.build import TENSORRT, TENSORRT_RTX, check_engine_compatible
+from pipeline.build import TENSORRT, TENSORRT_RTX, check_engine_compatible, engine_plugin_library
 from pipeline.engine import EngineFiles
 from pipeline.engine_metadata import BuiltWith, EngineMetadata, TensorSpec
 from pipeline.errors import PipelineError
@@ -144,7 +144,7 @@ def _tensorrt_major(backend: BuiltWith) -> int:
     return int(backend.version.split(".")[0])
 
 
-def _checked_engines(engines: list[Path]) -> list[EngineMetadata]:
+def _checked_engines(engines: list[Path], plugin_library: Path | None) -> list[EngineMetadata]:
     """Each engine's metadata, after the file checks; the engines must be one model for distinct SMs."""
     if not engines:
         raise PipelineError("no engine given: pass one engine per compute capability")
@@ -154,7 +154,8 @@ def _checked_engines(engines: list[Path]) -> list[EngineMetadata]:
     level = build_log.level
     build_log.setLevel(logging.ERROR)  # "no TensorRT runtime here": on purpose, Triton's machine runs the engine
     try:
-        metadata = [check_engine_compatible(engine, runtimes=[]).metadata for engine in engines]
+        metadata = [check_engine_compatible(engine, runtimes=[], plugin_library=plugin_library).metadata
+                    for engine in engines]
     finally:
         build_log.setLevel(level)
     first, path = metadata[0], engines[0]
@@ -192,9 +193,8 @@ def _checked_plugin(engines: list[Path], metadata: list[EngineMetadata], plugin_
                if not meta.plugin.embedded and meta.plugin_layers]
     if not needing:
         return None, None
-    library = Path(plugin_library) if plugin_library is not None else Path(needing[0][1].plugin.library)
-    if not library.is_file():
-        raise PipelineError(f"plugin library {library} does not exist; build it with `make plugin`")
+    library = engine_plugin_library(*needing[0], plugin_library)
+    assert library is not None  # the engine does not embed it
     sha256 = file_sha256(library)
     for engine, meta in needing:
         if meta.plugin.sha256 != sha256:
@@ -376,7 +376,7 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
     if instances < 1 or max_queue_delay_us < 0:
         raise PipelineError(f"instances must be >= 1 and the queue delay >= 0 µs, got {instances} and "
                             f"{max_queue_delay_us}")
-    metadata = _checked_engines(engines)
+    metadata = _checked_engines(engines, plugin_library)
     library, registers_with = _checked_plugin(engines, metadata, plugin_library)
     _checked_target(repository)
 

@@ -20,7 +20,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from pipeline.artifacts import file_sha256
-from pipeline.build import Runtime, build_engine, check_engine_compatible
+from pipeline.build import Runtime, build_engine, check_engine_compatible, engine_plugin_library
+from pipeline.cli import main
 from pipeline.engine_metadata import (
     BatchProfile,
     BuiltWith,
@@ -34,6 +35,7 @@ from pipeline.errors import PipelineError
 from pipeline.native import ROOT
 from pipeline.precision import convert_fp16
 from pipeline.reference import PLUGIN_OP
+from pipeline.triton import write_model_repository
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed (pip install -e '.[rtx]')")
 
@@ -202,11 +204,38 @@ def test_check_engine_compatible_refuses_changed_plugin_and_missing_metadata(fp3
     check_engine_compatible(engine, [])
     with open(library, "ab") as f:
         f.write(b"\0")
-    with pytest.raises(PipelineError, match=r"plugin library .*plugin.so changed since .* was built"):
+    with pytest.raises(PipelineError, match=r"plugin library .*plugin.so changed since .* was built with"):
         check_engine_compatible(engine, [])
     engine.with_suffix(".json").unlink()
     with pytest.raises(PipelineError, match=r"model.swin.json is missing: it records what"):
         check_engine_compatible(engine, [])
+
+
+def test_an_engine_shipped_with_its_plugin_library_finds_it_beside_itself(fp32_engine, plugin_library, tmp_path,
+                                                                          capsys):
+    """Copied to another machine (or moved with its folder), the engine's metadata still names the build machine's
+    library path: the same file name beside the engine, or a path given, is used when the SHA-256 matches."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    engine = copy_engine(fp32_engine[0], shipped)
+    metadata = json.loads(engine.with_suffix(".json").read_text())
+    metadata["plugin"]["library"] = "/build-machine/swin-trt/build/plugin/" + plugin_library.name
+    engine.with_suffix(".json").write_text(json.dumps(metadata))
+    with pytest.raises(PipelineError, match=rf"needs is missing, nor is {plugin_library.name} beside it; pass where"):
+        check_engine_compatible(engine, [])
+    shipped_metadata = EngineMetadata.read(engine)
+    elsewhere = shutil.copy(plugin_library, tmp_path / "libelsewhere.so")
+    assert engine_plugin_library(engine, shipped_metadata, elsewhere) == elsewhere
+    assert main(["check-engine", str(engine), "--plugin", str(elsewhere)]) == 0
+    capsys.readouterr()
+    beside = shutil.copy(plugin_library, shipped / plugin_library.name)
+    assert engine_plugin_library(engine, shipped_metadata) == beside
+    check_engine_compatible(engine, [])
+    write_model_repository([engine], tmp_path / "triton", model_name="swin_t")
+    assert (tmp_path / "triton" / "swin_t" / plugin_library.name).read_bytes() == plugin_library.read_bytes()
+    Path(elsewhere).write_bytes(b"another library")
+    with pytest.raises(PipelineError, match=r"libelsewhere.so is not the one .* was built with .*pass the one"):
+        check_engine_compatible(engine, [], plugin_library=elsewhere)
 
 
 @pytest.mark.parametrize(("edit", "message"), [
