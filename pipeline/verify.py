@@ -152,7 +152,8 @@ class SwinEngineRunner(BaseRunner):
 
 def engine_runner(engine: Path, plugin_library: Path | None = None) -> BaseRunner:
     """The Polygraphy runner of ``engine``: :class:`SwinEngineRunner`, named ``tensorrt`` in the report; the
-    engine is loaded (with ``plugin_library``, else the one its metadata names) when the runner is activated."""
+    engine is loaded (with ``plugin_library``, else :func:`pipeline.build.engine_plugin_library`'s) when the runner is
+    activated."""
     return SwinEngineRunner(engine, plugin_library)
 
 
@@ -166,7 +167,7 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     if artifact.suffix != ".engine":
         raise PipelineError(f"cannot verify {artifact}: expected an .engine or an .onnx file")
 
-    compatibility = check_engine_compatible(artifact)
+    compatibility = check_engine_compatible(artifact, plugin_library=plugin_library)
     metadata, runtime = compatibility.metadata, compatibility.runtime
     if runtime is not None and runtime.backend == "tensorrt" and runtime.sm is not None:
         executed = Executed("engine", str(artifact), f"tensorrt {runtime.version}", gpu=runtime.gpu)
