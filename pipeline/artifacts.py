@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -66,7 +67,9 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def folder_locked(folder: str | Path, holder: str) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``folder`` (flock on the folder itself: no lock file to leave behind),
-    released when the block ends or the process dies; a PipelineError at once if another process holds it."""
+    released when the block ends or the process dies; a PipelineError at once if another process holds it. Where
+    the file system cannot lock a folder (NFS emulates flock with write locks, which a folder's descriptor cannot
+    take) the block runs unlocked, with a warning."""
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
@@ -74,6 +77,10 @@ def folder_locked(folder: str | Path, holder: str) -> Iterator[None]:
         except BlockingIOError:
             raise PipelineError(f"{folder} is in use by another {holder} (two runs into one folder would overwrite "
                                 "each other's files); wait for it to end, or choose another folder") from None
+        except OSError as error:
+            logging.getLogger(__name__).warning(
+                "cannot lock %s on this file system (%s): nothing stops a second %s into it meanwhile", folder,
+                error.strerror, holder)
         yield
     finally:
         os.close(descriptor)

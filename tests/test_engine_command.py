@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -152,6 +155,17 @@ def test_a_second_run_into_a_folder_in_use_fails_at_once(tmp_path: Path, capsys:
     assert "running" not in err and [p.name for p in out.iterdir()] == ["stages.json"]
     with folder_locked(out, "test"):  # released: a failed attempt leaves no lock behind
         pass
+
+
+def test_a_file_system_that_cannot_lock_a_folder_runs_unlocked_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def nfs_flock(descriptor: int, operation: int) -> None:  # NFS: flock is a write lock, a folder is read-only
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    with caplog.at_level(logging.WARNING), folder_locked(tmp_path, "make engine"):
+        ran = True
+    assert ran and f"cannot lock {tmp_path} on this file system (Bad file descriptor)" in caplog.text
 
 
 def test_auto_on_a_gpu_without_tensorrt_refuses_to_build_for_another_card(tmp_path: Path,
