@@ -644,12 +644,12 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
                             f"{metadata.engine_bytes} bytes and sha256 {metadata.engine_sha256[:12]}… "
                             f"recorded in {meta_path} at build time; copy it again or {REBUILD}")
 
-    engine_plugin_library(engine_path, metadata, plugin_library)
+    library = engine_plugin_library(engine_path, metadata, plugin_library)
 
     runtimes = installed_runtimes() if runtimes is None else runtimes
     if not runtimes:
         log.warning("check: no TensorRT runtime here; checked only the files of %s", engine_path)
-        return EngineCheck(metadata, None)
+        return EngineCheck(metadata, None, library)
     runtime = next((r for r in runtimes if r.backend == built_with.name), None)
     have = ", ".join(f"{r.backend} {r.version}" for r in runtimes)
     if runtime is None:
@@ -665,7 +665,7 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
     if target.gpu and runtime.gpu and runtime.gpu != target.gpu:
         log.warning("check: %s was built on a %s and runs on a %s (same SM%d): it works, tuned for the other card",
                     engine_path, target.gpu, runtime.gpu, runtime.sm)
-    return EngineCheck(metadata, runtime)
+    return EngineCheck(metadata, runtime, library)
 
 
 #: One per bindings module: TensorRT keeps the first logger it was given for the rest of the process.
@@ -710,9 +710,9 @@ def engine_runtime(metadata: EngineMetadata) -> tuple[Any, Any, Any]:
 
 def load_engine(engine_path: str | Path, metadata: EngineMetadata, plugin_library: str | Path | None = None) -> Any:
     """The ``ICudaEngine`` of ``engine_path`` (check it with :func:`check_engine_compatible` first), deserialized by
-    the backend that built it (TensorRT, or TensorRT-RTX), with the plugin library (:func:`engine_plugin_library`)
-    loaded unless the engine embeds it or has no plugin layers. Needs that backend and its GPU;
-    :class:`pipeline.runtime.SwinEngine` is the way to load and run one.
+    the backend that built it (TensorRT, or TensorRT-RTX), with the plugin library (``plugin_library``: the check's,
+    else :func:`engine_plugin_library` finds it) loaded unless the engine embeds it or has no plugin layers. Needs
+    that backend and its GPU; :class:`pipeline.runtime.SwinEngine` is the way to load and run one.
 
     Host code in the engine (an embedded plugin library) is allowed only when the metadata says it is there:
     Polygraphy's ``EngineFromBytes`` would allow it for every engine, hence our own deserialization.
@@ -720,7 +720,7 @@ def load_engine(engine_path: str | Path, metadata: EngineMetadata, plugin_librar
     trt, runtime, logger = engine_runtime(metadata)  # the runtime first: TensorRT logs through it while it lives
     trt.init_libnvinfer_plugins(logger, "")  # TensorRT's own, as NetworkFromOnnxPath registers
     if not metadata.plugin.embedded and metadata.plugin_layers:
-        library = str(engine_plugin_library(engine_path, metadata, plugin_library))
+        library = str(plugin_library or engine_plugin_library(engine_path, metadata))
         if not trt.get_plugin_registry().load_library(library):
             raise PipelineError(f"{metadata.backend.name} could not load the plugin library {library}; "
                                 f"{_MAKE_PLUGIN_HINT}")

@@ -140,7 +140,9 @@ class Runtime(JsonRecord):
 
 @dataclasses.dataclass(frozen=True)
 class EngineCheck(JsonRecord):
-    """What ``check_engine_compatible`` found: the engine's metadata and the runtime that can load it."""
+    """What ``check_engine_compatible`` found: the engine's metadata, the runtime that can load it and the plugin
+    library it needs."""
 
     metadata: EngineMetadata
     runtime: Runtime | None  #: None: no TensorRT here, so only the files were checked
+    plugin_library: Path | None = None  #: the file found and checked (None: the engine embeds it)

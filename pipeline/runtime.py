@@ -186,7 +186,7 @@ class SwinEngine:
         with torch.cuda.device(self._cuda):
             torch.cuda.synchronize()
             self._free_before = torch.cuda.mem_get_info()[0]
-            self.engine = load_engine(self.path, metadata, plugin_library)
+            self.engine = load_engine(self.path, metadata, check.plugin_library)
             self.context = self.engine.create_execution_context()
             if self.context is None:
                 raise PipelineError(f"{metadata.backend.name} could not create an execution context for {self.path} "

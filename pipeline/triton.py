@@ -44,7 +44,7 @@ import re
 import shutil
 from pathlib import Path
 
-from pipeline.artifacts import atomic_folder, check_writable, file_sha256, write_json
+from pipeline.artifacts import atomic_folder, check_writable, write_json
 from pipeline.build import TENSORRT, TENSORRT_RTX, check_engine_compatible, engine_plugin_library
 from pipeline.engine import EngineFiles
 from pipeline.engine_metadata import BuiltWith, EngineMetadata, TensorSpec
@@ -195,7 +195,7 @@ def _checked_plugin(engines: list[Path], metadata: list[EngineMetadata], plugin_
         return None, None
     library = engine_plugin_library(*needing[0], plugin_library)
     assert library is not None  # the engine does not embed it
-    sha256 = file_sha256(library)
+    sha256 = needing[0][1].plugin.sha256  # what engine_plugin_library found the file to hash to
     for engine, meta in needing:
         if meta.plugin.sha256 != sha256:
             raise PipelineError(f"{engine} was built with another plugin library (sha256 {meta.plugin.sha256[:12]}…) "
