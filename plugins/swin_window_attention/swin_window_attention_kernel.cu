@@ -476,8 +476,8 @@ bool aligned(void const* pointer)
 
 } // namespace
 
-int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* qkv, void const* relBias,
-    void const* qkvBias, void* out, cudaStream_t stream, std::string& error)
+int checkLaunch(SwinAttnParams const& params, int dtype, void const* qkv, void const* relBias, void const* qkvBias,
+    void const* out, std::string& error)
 {
     std::string const op = std::string(kPluginName) + ": ";
     error = checkParams(params);
@@ -496,6 +496,17 @@ int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* q
     {
         error = op + "qkv, rel_bias, qkv_bias and output must be non-null and 16-byte aligned";
         return SWIN_ATTN_INVALID_ARGUMENT;
+    }
+    return SWIN_ATTN_OK;
+}
+
+int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* qkv, void const* relBias,
+    void const* qkvBias, void* out, cudaStream_t stream, std::string& error)
+{
+    std::string const op = std::string(kPluginName) + ": ";
+    if (int const invalid = checkLaunch(params, dtype, qkv, relBias, qkvBias, out, error))
+    {
+        return invalid;
     }
 
     KernelArgs args{};

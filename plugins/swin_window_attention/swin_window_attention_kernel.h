@@ -11,6 +11,11 @@
 namespace swin_attn
 {
 
+//! The launch's checks shared by every kernel: the node contract, the dtype, non-null 16-byte aligned pointers.
+//! Returns SWIN_ATTN_OK, or SWIN_ATTN_INVALID_ARGUMENT with `error` saying why.
+int checkLaunch(SwinAttnParams const& params, int dtype, void const* qkv, void const* relBias, void const* qkvBias,
+    void const* out, std::string& error);
+
 //! Launches one kernel for the whole node on `stream` (asynchronous). Returns a SwinAttnStatus; on failure
 //! `error` says why. `dtype` is SWIN_ATTN_FLOAT32 or SWIN_ATTN_FLOAT16 for all four tensors.
 int launchWindowAttention(SwinAttnParams const& params, int dtype, void const* qkv, void const* relBias,

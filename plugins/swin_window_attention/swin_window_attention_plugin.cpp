@@ -8,6 +8,7 @@
 
 #include "swin_window_attention_index.h"
 #include "swin_window_attention_kernel.h"
+#include "swin_window_attention_triton.h"
 
 #include <dlfcn.h>
 
@@ -355,9 +356,15 @@ int32_t SwinWindowAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Pl
         params.scale = mAttributes.scale;
         int const dtype = inputDesc[0].type == DataType::kHALF ? SWIN_ATTN_FLOAT16 : SWIN_ATTN_FLOAT32;
         std::string error;
+        std::string kernel;
         int const status
-            = launchWindowAttention(params, dtype, inputs[0], inputs[1], inputs[2], outputs[0], stream, error);
+            = launchSelectedKernel(params, dtype, inputs[0], inputs[1], inputs[2], outputs[0], stream, error, &kernel);
         SWIN_CHECK(status == SWIN_ATTN_OK, -1, error);
+        if (kernel != mKernel)
+        {
+            mKernel = kernel; // said once per instance and change of kernel, not on every enqueue
+            pluginLogger().log(ILogger::Severity::kINFO, mLayerName + ": kernel " + kernel);
+        }
         return 0;
     }
     catch (std::exception const& e)

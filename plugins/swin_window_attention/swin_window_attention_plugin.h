@@ -72,6 +72,7 @@ private:
     std::string mLayerName;
     Attributes mAttributes;
     std::string mNamespace;
+    std::string mKernel; //!< the kernel the last enqueue ran ("cuda", "triton <config>")
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection{};
 };
