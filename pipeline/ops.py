@@ -36,6 +36,7 @@ import torch
 if TYPE_CHECKING:
     import onnx
 
+from pipeline.kernels.selection import kernel_choice
 from pipeline.reference import (
     ATTRIBUTES,
     PLUGIN_DOMAIN,
@@ -66,14 +67,65 @@ def _check_inputs(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Ten
     return channels
 
 
+def triton_selected() -> bool:
+    """Whether ``$SWIN_ATTN_KERNEL`` or the committed selection picks the Triton kernel (``pipeline.kernels``)."""
+    return kernel_choice().kernel == "triton"
+
+
 @torch.library.custom_op("swin::window_attention", mutates_args=(), device_types="cpu")
 def window_attention(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int, width: int,
                      window_size: int, shift_size: int, num_heads: int, scale: float) -> torch.Tensor:
-    """One ``SwinWindowAttention`` node (CPU: the reference, in float32, cast back to ``qkv``'s dtype)."""
+    """One ``SwinWindowAttention`` node (CPU: the reference, in float32, cast back to ``qkv``'s dtype; with
+    ``SWIN_ATTN_KERNEL=triton`` and ``TRITON_INTERPRET=1``, the Triton kernel under Triton's interpreter)."""
     _check_inputs(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads)
+    if triton_selected():
+        return _window_attention_triton_eager(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size,
+                                              num_heads, scale)
     out = window_attention_torch(qkv, rel_bias, qkv_bias, height=height, width=width, window_size=window_size,
                                  shift_size=shift_size, num_heads=num_heads, scale=scale)
     return out.to(qkv.dtype)
+
+
+def _window_attention_triton_eager(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int,
+                                   width: int, window_size: int, shift_size: int, num_heads: int,
+                                   scale: float) -> torch.Tensor:
+    """The Triton kernel launched directly (CPU tensors: the interpreter; FP16/BF16 others computed in float32)."""
+    from pipeline.kernels.window_attention import window_attention as triton_window_attention
+
+    dtype = qkv.dtype if qkv.dtype in CUDA_DTYPES else torch.float32
+    out = triton_window_attention(qkv.to(dtype), rel_bias, qkv_bias, height=height, width=width,
+                                  window_size=window_size, shift_size=shift_size, num_heads=num_heads, scale=scale)
+    return out.to(qkv.dtype)
+
+
+@torch.library.triton_op("swin::window_attention_triton", mutates_args=())
+def window_attention_triton(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int,
+                            width: int, window_size: int, shift_size: int, num_heads: int,
+                            scale: float) -> torch.Tensor:
+    """The node by the Triton kernel as a ``triton_op``: on CUDA ``torch.compile`` sees the kernel itself (no graph
+    break, no opaque call). Other devices get ``swin::window_attention`` (an opaque op, so tracing never runs the
+    interpreter on fake tensors)."""
+    from torch.library import wrap_triton
+
+    from pipeline.kernels.window_attention import window_attention as triton_window_attention
+
+    if not qkv.is_cuda:
+        return torch.ops.swin.window_attention(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size,
+                                               num_heads, scale)
+    _check_inputs(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads)
+    if qkv.dtype not in CUDA_DTYPES:
+        raise TypeError(f"{PLUGIN_OP}: the Triton kernel takes float32 or float16 qkv, got {qkv.dtype}")
+    return triton_window_attention(qkv, rel_bias, qkv_bias, height=height, width=width, window_size=window_size,
+                                   shift_size=shift_size, num_heads=num_heads, scale=scale, wrap=wrap_triton)
+
+
+def attend(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int, width: int,
+           window_size: int, shift_size: int, num_heads: int, scale: float) -> torch.Tensor:
+    """What the fused model calls: on CUDA with the Triton kernel selected, ``swin::window_attention_triton`` (so
+    ``torch.compile`` inlines the kernel); otherwise ``swin::window_attention`` (what the ONNX export maps)."""
+    triton = qkv.is_cuda and triton_selected()
+    op = torch.ops.swin.window_attention_triton if triton else torch.ops.swin.window_attention
+    return op(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads, scale)
 
 
 @window_attention.register_fake
@@ -138,8 +190,12 @@ def _aligned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _window_attention_cuda(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int,
                            width: int, window_size: int, shift_size: int, num_heads: int,
                            scale: float) -> torch.Tensor:
-    """The CUDA kernel on ``torch.cuda.current_stream()``: no host synchronization, so CUDA graphs capture it."""
+    """The CUDA kernel on ``torch.cuda.current_stream()``: no host synchronization, so CUDA graphs capture it
+    (the Triton kernel instead when ``$SWIN_ATTN_KERNEL`` or the selection picks it)."""
     channels = _check_inputs(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads)
+    if triton_selected():
+        return _window_attention_triton_eager(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size,
+                                              num_heads, scale)
     if qkv.dtype not in CUDA_DTYPES:
         raise TypeError(f"{PLUGIN_OP}: the CUDA kernel takes float32 or float16 qkv, got {qkv.dtype}")
     if rel_bias.device != qkv.device or qkv_bias.device != qkv.device:

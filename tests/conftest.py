@@ -4,12 +4,18 @@ of every variant in ``pipeline.variants.VARIANTS`` shared by the export and surg
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import torch
+
+# Triton decides whether to interpret kernels when it is imported (pipeline.ops imports it): without a GPU the Triton
+# kernel's tests run under its interpreter, on CPU tensors; with one they run it compiled.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from pipeline.models import SwinTransformer, build_swin, perturb_weights_
 from pipeline.variants import VARIANTS, SwinConfig

@@ -4,6 +4,7 @@
   ``build/native-sm<arch>`` (``pipeline.native.arch_build_dir``, the folder the kernel tools build into too, so a
   device run's build step leaves nothing for the GPU tests to build); ``pipeline.native.SwinAttention`` calls
   their C ABI. ``plugin_library_for(arch)``: its TensorRT plugin library;
+- ``triton_images_for(arch)``: the Triton images that build embeds (its ``triton/manifest.json``);
 - ``native_libs``: session fixture, ``native_libs_for(TEST_CUDA_ARCH)``, what the CPU tests use;
 - ``synthetic_onnx``: a small ONNX graph with SwinWindowAttention nodes per the contract;
 - ``plugin_library``: session fixture, the TensorRT plugin library of ``native_libs`` (fails the test if
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,13 @@ def plugin_library_for(cuda_arch: str) -> Path:
     plugin = native_libs_for(cuda_arch).plugin
     assert plugin is not None, "CMake found no TensorRT headers, so no plugin library was built"
     return plugin
+
+
+def triton_images_for(cuda_arch: str) -> dict[str, dict]:
+    """The Triton images built into :func:`native_libs_for` ``(cuda_arch)``: file path -> its manifest entry."""
+    folder = native_libs_for(cuda_arch).cuda.parent / "triton"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {str(folder / "images" / entry["file"]): entry for entry in manifest}
 
 
 @pytest.fixture(scope="session")

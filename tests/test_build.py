@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from plugin_build import TEST_CUDA_ARCH, triton_images_for
 
 from pipeline.artifacts import file_sha256
 from pipeline.build import Runtime, build_engine, check_engine_compatible, engine_plugin_library
@@ -114,7 +115,10 @@ def test_fp16_engine_binds_every_block(swin_t_onnx, plugin_library, tmp_path):
     assert metadata.plugin.embedded is True
     assert metadata.target == Target(sm=89, gpu=None, ahead_of_time=True)
     assert metadata.profiling_verbosity == "detailed" and metadata.timing_cache is None
-    assert plugin_library.read_bytes() in (tmp_path / "fp16.engine").read_bytes()  # plugins_to_serialize
+    engine = (tmp_path / "fp16.engine").read_bytes()
+    assert plugin_library.read_bytes() in engine  # plugins_to_serialize
+    images = triton_images_for(TEST_CUDA_ARCH)  # so the Triton kernel's images travel inside the engine too
+    assert images and all(Path(image).read_bytes() in engine for image in images)
 
 
 def test_missing_plugin_library_says_make_plugin(swin_t_onnx, tmp_path):

@@ -3,12 +3,52 @@ default and which Triton config is compiled per architecture, dtype and window; 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.kernels.window_attention import DEFAULT_CONFIG, KernelConfig
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One point of the tuning space: a ``block_m`` x ``block_n`` tile of queries x keys per window and head;
+    ``windows`` x ``heads`` of them per program (more bytes per program, fewer programs); warps and stages."""
+
+    block_m: int = 64
+    block_n: int = 64
+    windows: int = 1
+    heads: int = 1
+    num_warps: int = 4
+    num_stages: int = 2
+
+    @property
+    def name(self) -> str:
+        return f"m{self.block_m}n{self.block_n}w{self.windows}h{self.heads}x{self.num_warps}s{self.num_stages}"
+
+    @classmethod
+    def parse(cls, name: str) -> KernelConfig:
+        """The config :attr:`name` spells (``m64n64w1h1x4s2``); ValueError for another text."""
+        match = re.fullmatch(r"m(\d+)n(\d+)w(\d+)h(\d+)x(\d+)s(\d+)", name)
+        if match is None:
+            raise ValueError(f"kernel config {name!r} is not of the form m64n64w1h1x4s2 (block_m, block_n, windows, "
+                             "heads per program, warps, stages)")
+        return cls(*map(int, match.groups()))
+
+
+#: The tuning space the kernel benchmark times on a GPU; the plugin compiles the one per architecture, dtype and window
+#: that plugins/swin_window_attention/kernel_selection.json names. Window 7 (49 tokens) fits one 64x64 tile; window 12
+#: (144 tokens) takes 3x3 tiles of 64, or 9x5 of 16x32 with less padding.
+CONFIGS = (
+    KernelConfig(),
+    KernelConfig(windows=2, num_warps=8),
+    KernelConfig(num_warps=8),
+    KernelConfig(block_m=32, block_n=32),
+    KernelConfig(block_m=16, block_n=32, num_warps=2),
+    KernelConfig(windows=4, heads=2, num_warps=8),
+)
+DEFAULT_CONFIG = CONFIGS[0]
 
 SELECTION_FILE = Path(__file__).resolve().parents[2] / "plugins" / "swin_window_attention" / "kernel_selection.json"
 #: Environment variable that picks the kernel at run time, in the plugin, the C ABI and the PyTorch operator.
@@ -40,6 +80,7 @@ class KernelChoice:
     measured_on: str | None
 
 
+@functools.cache
 def load_selection(path: Path = SELECTION_FILE) -> KernelSelection:
     data = json.loads(path.read_text())
     return KernelSelection(data["default_kernel"], data["measured_on"], data["configs"], data["arch_configs"])

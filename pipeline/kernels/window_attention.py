@@ -7,15 +7,13 @@ tests), and compiled ahead of time into the plugin's images (``pipeline.kernels.
 
 from __future__ import annotations
 
-import functools
-import os
-import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import triton
 import triton.language as tl
 
+from pipeline.kernels.selection import DEFAULT_CONFIG, KernelConfig
 from pipeline.reference import MASK_VALUE, PLUGIN_OP, validate_attributes
 
 if TYPE_CHECKING:
@@ -31,46 +29,6 @@ HEAD_DIM_BLOCKS = (16, 32, 64)
 SPECIALIZED_WINDOWS = (7, 12)
 _MASK = tl.constexpr(MASK_VALUE)
 _LOG2E = tl.constexpr(1.4426950408889634)
-
-
-@dataclass(frozen=True)
-class KernelConfig:
-    """One point of the tuning space: a query block x key block tile per window and head, ``windows`` windows
-    batched in one dot (the bias tile is read once for all of them), ``heads`` heads looped per program."""
-
-    block_m: int = 64
-    block_n: int = 64
-    windows: int = 1
-    heads: int = 1
-    num_warps: int = 4
-    num_stages: int = 2
-
-    @property
-    def name(self) -> str:
-        return f"m{self.block_m}n{self.block_n}w{self.windows}h{self.heads}x{self.num_warps}s{self.num_stages}"
-
-    @classmethod
-    def parse(cls, name: str) -> KernelConfig:
-        """The config :attr:`name` spells (``m64n64w1h1x4s2``); ValueError for another text."""
-        match = re.fullmatch(r"m(\d+)n(\d+)w(\d+)h(\d+)x(\d+)s(\d+)", name)
-        if match is None:
-            raise ValueError(f"kernel config {name!r} is not of the form m64n64w1h1x4s2 (block_m, block_n, windows, "
-                             "heads per program, warps, stages)")
-        return cls(*map(int, match.groups()))
-
-
-#: The tuning space the kernel benchmark times on a GPU; the plugin compiles the one per architecture, dtype and window
-#: that plugins/swin_window_attention/kernel_selection.json names. Window 7 (49 tokens) fits one 64x64 tile; window 12
-#: (144 tokens) takes 3x3 tiles of 64, or 9x5 of 16x32 with less padding.
-CONFIGS = (
-    KernelConfig(),
-    KernelConfig(windows=2, num_warps=8),
-    KernelConfig(num_warps=8),
-    KernelConfig(block_m=32, block_n=32),
-    KernelConfig(block_m=16, block_n=32, num_warps=2),
-    KernelConfig(windows=4, heads=2, num_warps=8),
-)
-DEFAULT_CONFIG = CONFIGS[0]
 
 
 @triton.jit
@@ -198,30 +156,23 @@ def grid(config: KernelConfig, batch: int, height: int, width: int, window_size:
     return triton.cdiv(windows, config.windows), triton.cdiv(num_heads, config.heads), batch
 
 
-@functools.cache
-def _interpreted() -> triton.runtime.KernelInterface:
-    """The kernel under Triton's interpreter (NumPy on CPU tensors), whatever TRITON_INTERPRET was at import."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return InterpretedFunction(getattr(window_attention_kernel, "fn", window_attention_kernel))
-
-
 def kernel_for(device: torch.device) -> triton.runtime.KernelInterface:
-    """The kernel for tensors on ``device``: compiled on CUDA; interpreted on the CPU when ``TRITON_INTERPRET=1``."""
-    if device.type == "cuda":
-        return window_attention_kernel
-    if os.environ.get("TRITON_INTERPRET") != "1":
+    """The kernel for tensors on ``device``: on the CPU only under Triton's interpreter, which Triton switches on
+    when it is imported (``TRITON_INTERPRET=1`` in the environment of the process)."""
+    if device.type != "cuda" and isinstance(window_attention_kernel, triton.runtime.JITFunction):
         raise RuntimeError(f"{PLUGIN_OP}: the Triton kernel runs on CPU tensors only under Triton's interpreter: "
-                           "set TRITON_INTERPRET=1, or move the tensors to a CUDA device")
-    return _interpreted()
+                           "start Python with TRITON_INTERPRET=1 in the environment, or move the tensors to a CUDA "
+                           "device")
+    return window_attention_kernel
 
 
 def window_attention(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, *, height: int, width: int,
                      window_size: int, shift_size: int, num_heads: int, scale: float,
-                     config: KernelConfig = DEFAULT_CONFIG) -> torch.Tensor:
+                     config: KernelConfig = DEFAULT_CONFIG, wrap: Callable | None = None) -> torch.Tensor:
     """One ``SwinWindowAttention`` node by the Triton kernel: ``[B, H*W, C]`` in ``qkv``'s dtype (float16/32).
 
-    ``rel_bias`` and ``qkv_bias`` are read in ``qkv``'s dtype, as the plugin reads them.
+    ``rel_bias`` and ``qkv_bias`` are read in ``qkv``'s dtype, as the plugin reads them. ``wrap``:
+    ``torch.library.wrap_triton`` inside a ``triton_op``, so that ``torch.compile`` traces the launch.
     """
     import torch
 
@@ -232,6 +183,7 @@ def window_attention(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.
     if qkv.dtype not in (torch.float16, torch.float32):
         raise TypeError(f"{PLUGIN_OP}: the Triton kernel takes float16 or float32 qkv, got {qkv.dtype}")
     kernel = kernel_for(qkv.device)
+    kernel = wrap(kernel) if wrap is not None else kernel
     qkv, rel_bias, qkv_bias = (t.to(qkv.dtype).contiguous() for t in (qkv, rel_bias, qkv_bias))
     out = torch.empty(qkv.shape[0], qkv.shape[1], channels, device=qkv.device, dtype=qkv.dtype)
     if out.numel():

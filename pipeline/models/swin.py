@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pipeline.ops  # noqa: F401  (registers torch.ops.swin.window_attention)
+import pipeline.ops
 from pipeline.reference import padded_size, shift_mask
 from pipeline.variants import SwinConfig
 
@@ -107,8 +107,8 @@ class WindowAttention(nn.Module):
         what the unfused path computes for the zero padding it adds after norm1.
         """
         qkv = self.qkv(tokens)
-        out = torch.ops.swin.window_attention(qkv, self.relative_position_bias(), self.qkv.bias, height, width,
-                                              self.window_size, shift_size, self.num_heads, self.scale)
+        out = pipeline.ops.attend(qkv, self.relative_position_bias(), self.qkv.bias, height, width, self.window_size,
+                                  shift_size, self.num_heads, self.scale)
         return self.proj(out)
 
 
