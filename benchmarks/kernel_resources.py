@@ -1,12 +1,14 @@
-"""The static resource report of the CUDA kernels, without a GPU: registers, shared memory, local memory and stack.
+"""The static resource report of the kernels, without a GPU: registers, shared memory, local memory, stack, and the
+occupancy that allows on the architecture's GPU (H100, Jetson Orin, RTX 4090).
 
 Builds the native libraries for each architecture into build/native-sm<arch>/ (``build_native``) and
-reads what ptxas allotted each kernel of the CUDA library (``pipeline.native.kernel_resources``: ``cuobjdump
---dump-resource-usage``). Local memory or a stack frame means register spills to device memory, slow: the command
-then exits 1 naming those kernels, so a kernel change is checked here before it spends GPU time. Exit 2: a build or
+reads what ptxas allotted each kernel of the CUDA library and each Triton image compiled for it
+(``pipeline.native.kernel_resources``, ``triton_image_resources``: ``cuobjdump --dump-resource-usage``). Local
+memory or a stack frame means register spills to device memory, slow: the command then exits 1 naming those
+kernels, so a kernel change is checked here before it spends GPU time. Exit 2: a build or
 usage error. Needs cmake, nvcc and cuobjdump (the test extra); no GPU.
 
-    python -m benchmarks.kernel_resources [--arch 90 87 86] [--json PATH]
+    python -m benchmarks.kernel_resources [--arch 90 87 89] [--json PATH]
 """
 
 from __future__ import annotations
@@ -16,13 +18,52 @@ import dataclasses
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.artifacts import write_json
-from pipeline.native import KernelResources, arch_build_dir, build_native, kernel_resources
+from pipeline.native import (
+    KernelResources,
+    arch_build_dir,
+    build_native,
+    kernel_resources,
+    triton_image_resources,
+)
 
-#: H100/H200, Jetson Orin, Ampere (the tests' and TensorRT-RTX's SM86).
-DEFAULT_ARCHITECTURES = ("90", "87", "86")
+#: H100/H200, Jetson Orin, RTX 4090 (Ada).
+DEFAULT_ARCHITECTURES = ("90", "87", "89")
+
+
+@dataclass(frozen=True)
+class SmLimits:
+    """What one SM of a GPU holds (CUDA C Programming Guide, compute capabilities table)."""
+
+    gpu: str
+    shared_bytes: int  #: shared memory per SM usable by blocks
+    threads: int
+    blocks: int
+    registers: int = 65536
+    reserved_shared_bytes: int = 1024  #: the driver's per-block reservation (sm_80 and later)
+
+
+#: The GPU whose occupancy each architecture's report shows.
+SM_LIMITS = {"sm_90": SmLimits("H100", 228 * 1024, 2048, 32), "sm_87": SmLimits("Jetson Orin", 164 * 1024, 1536, 16),
+             "sm_89": SmLimits("RTX 4090", 100 * 1024, 1536, 24), "sm_86": SmLimits("RTX 3090", 100 * 1024, 1536, 16),
+             "sm_80": SmLimits("A100", 164 * 1024, 2048, 32)}
+
+
+def occupancy(kernel: KernelResources) -> float | None:
+    """Resident warps per SM over the most it holds, from registers, shared memory, threads and blocks; None where
+    the block size is chosen at launch (the CUDA kernels) or the architecture has no entry in SM_LIMITS."""
+    limits = SM_LIMITS.get(kernel.arch)
+    if limits is None or kernel.threads is None:
+        return None
+    warps = -(-kernel.threads // 32)
+    registers_per_warp = -(-kernel.registers * 32 // 256) * 256  # allocated per warp in units of 256
+    shared = kernel.shared_bytes + kernel.dynamic_shared_bytes + limits.reserved_shared_bytes
+    blocks = min(limits.registers // (registers_per_warp * warps), limits.shared_bytes // shared,
+                 limits.threads // (warps * 32), limits.blocks)
+    return blocks * warps / (limits.threads // 32)
 
 
 def spill_message(kernels: Sequence[KernelResources]) -> str | None:
@@ -35,9 +76,12 @@ def spill_message(kernels: Sequence[KernelResources]) -> str | None:
 
 
 def table(kernels: Sequence[KernelResources]) -> str:
-    rows = [("arch", "kernel", "registers", "shared B", "local B", "stack B")]
-    rows += [(k.arch, k.name, str(k.registers), str(k.shared_bytes), str(k.local_bytes), str(k.stack_bytes))
-             for k in kernels]
+    rows = [("arch", "kernel", "registers", "shared B", "local B", "stack B", "occupancy")]
+    for k in kernels:
+        share = occupancy(k)
+        rows.append((k.arch, k.name, str(k.registers), str(k.shared_bytes + k.dynamic_shared_bytes),
+                     str(k.local_bytes), str(k.stack_bytes),
+                     "-" if share is None else f"{share:.0%} on {SM_LIMITS[k.arch].gpu}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     # Names left-aligned, numbers right-aligned.
     return "\n".join("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in
@@ -60,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for arch in args.arch:
         try:
             libs = build_native(arch_build_dir(arch), cuda_arch=arch)
-            found = kernel_resources(libs.cuda)
+            found = kernel_resources(libs.cuda) + triton_image_resources(arch_build_dir(arch))
         except RuntimeError as error:
             print(f"kernel_resources: sm_{arch}: {error}", file=sys.stderr)
             return 2

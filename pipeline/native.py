@@ -12,7 +12,9 @@ Tests, the kernel benchmark and users checking a kernel on their GPU share these
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -135,11 +137,32 @@ class KernelResources:
     local_bytes: int  #: per thread; > 0 means register spills (or local arrays), slow
     stack_bytes: int  #: per thread call stack frame
     constant_bytes: int  #: all constant banks (bank 0 holds the kernel parameters)
+    threads: int | None = None  #: per block, where the image fixes it (Triton); the CUDA kernels choose at launch
+    dynamic_shared_bytes: int = 0  #: per block at launch, where the image fixes it (Triton)
 
 
 def kernel_resources(library: Path) -> list[KernelResources]:
     """Every function of every architecture of a library's SASS, in cuobjdump's order ([] without device code)."""
     return parse_resource_usage(_cuobjdump("--dump-resource-usage", library))
+
+
+def triton_image_resources(build_dir: Path) -> list[KernelResources]:
+    """The Triton cubins ``make plugin`` compiled into ``build_dir`` (its ``triton/manifest.json``), each named by
+    dtype, window and config, with the block size and dynamic shared memory it launches with ([] without triton)."""
+    manifest = build_dir / "triton" / "manifest.json"
+    if not manifest.is_file():
+        return []
+    kernels = []
+    for entry in json.loads(manifest.read_text()):
+        spec = entry["spec"]
+        if spec["ptx"]:
+            continue
+        found = parse_resource_usage(_cuobjdump("--dump-resource-usage", build_dir / "triton" / "images" /
+                                                entry["file"]))
+        name = f"triton {spec['dtype']} w{spec['window']} {entry['file'].rsplit('_', 1)[1].removesuffix('.cubin')}"
+        kernels += [dataclasses.replace(k, arch=f"sm_{spec['arch']}", name=name, threads=32 * entry["num_warps"],
+                                        dynamic_shared_bytes=entry["shared_bytes"]) for k in found]
+    return kernels
 
 
 def parse_resource_usage(text: str) -> list[KernelResources]:

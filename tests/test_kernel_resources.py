@@ -4,13 +4,21 @@ and exit codes of the command."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
 from plugin_build import TEST_CUDA_ARCH
 
 from benchmarks import kernel_resources as command
-from pipeline.native import KernelResources, NativeLibs, find_nvcc, kernel_resources, parse_resource_usage
+from pipeline.native import (
+    KernelResources,
+    NativeLibs,
+    find_nvcc,
+    kernel_resources,
+    parse_resource_usage,
+    triton_image_resources,
+)
 
 HALF4 = ("_ZN9swin_attn64_GLOBAL__N__3de0069d_31_swin_window_attention_kernel_cu_0f6b2ebc25windowAttentionHalfKernel"
          "ILi4EEEvNS0_10KernelArgsE")
@@ -79,6 +87,7 @@ def test_spilling_kernels_fail_the_command(monkeypatch, tmp_path, capsys):
     # The command on that report: no build, no cuobjdump.
     monkeypatch.setattr(command, "build_native", lambda build_dir, cuda_arch: NativeLibs(tmp_path, tmp_path, None))
     monkeypatch.setattr(command, "kernel_resources", lambda library: parsed)
+    monkeypatch.setattr(command, "triton_image_resources", lambda build_dir: [])
     assert command.main(["--arch", "90", "--json", str(tmp_path / "report.json")]) == 1
     out, err = capsys.readouterr()
     assert "swin_plain_c_kernel" in out and err.strip() == command.spill_message(parsed)
@@ -113,3 +122,25 @@ def test_errors_exit_2_in_one_line(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "kernel_resources: sm_90: cuobjdump not found; install the test extra (pip install -e '.[test]') or the CUDA "
         "toolkit"]
+
+
+def test_occupancy_follows_the_scarcest_resource():
+    kernel = KernelResources("sm_90", "k", "k", 128, 1024, 0, 0, 0, threads=128, dynamic_shared_bytes=12288)
+    assert command.occupancy(kernel) == 4 * 4 / 64  # registers: 65536 / (128 · 128) = 4 blocks of 4 warps
+    small = dataclasses.replace(kernel, registers=32, dynamic_shared_bytes=100 * 1024)
+    assert command.occupancy(small) == 2 * 4 / 64  # shared memory: 228 KiB / (100 + 1 + 1 KiB) = 2 blocks
+    assert command.occupancy(dataclasses.replace(kernel, threads=None)) is None  # the CUDA kernels: set at launch
+    assert command.occupancy(dataclasses.replace(kernel, arch="sm_75")) is None
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or find_nvcc() is None,
+                    reason="needs cmake and nvcc (the CUDA toolkit) to build the kernels")
+def test_every_triton_image_of_the_test_build_is_reported_without_spills(native_libs: NativeLibs):
+    kernels = triton_image_resources(native_libs.cuda.parent)
+    assert sorted(k.name.split()[1:3] for k in kernels) == [["float16", "w12"], ["float16", "w7"],
+                                                            ["float32", "w12"], ["float32", "w7"]]
+    for k in kernels:
+        assert k.arch == f"sm_{TEST_CUDA_ARCH}" and k.threads in (64, 128, 256) and k.dynamic_shared_bytes > 0
+        assert (k.local_bytes, k.stack_bytes) == (0, 0), f"{k.name} spills: {k}"
+        assert 0 < command.occupancy(k) <= 1
+    assert "on RTX 3090" in command.table(kernels)

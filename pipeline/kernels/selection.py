@@ -44,7 +44,7 @@ CONFIGS = (
     KernelConfig(),
     KernelConfig(windows=2, num_warps=8),
     KernelConfig(num_warps=8),
-    KernelConfig(block_m=32, block_n=32),
+    KernelConfig(block_m=32, block_n=32, num_warps=8),
     KernelConfig(block_m=16, block_n=32, num_warps=2),
     KernelConfig(windows=4, heads=2, num_warps=8),
 )
