@@ -7,6 +7,7 @@ serves CPU-only machines, datacenter GPUs and Jetson (where ``nvpmodel`` gives t
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import datetime
 import importlib.metadata
 import os
@@ -17,6 +18,8 @@ import socket
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from pipeline.kernels.selection import kernel_choice
 
 #: nvidia-smi fields recorded per GPU: clocks and power state change latency by tens of percent. Read once, before
 #: any path runs, so the clocks are an idle GPU's (345 MHz on an H100); benchmarks.gpu_load samples them under load.
@@ -116,6 +119,8 @@ def collect() -> dict[str, Any]:
         "nvcc": _nvcc_version(),
         "jetson": _jetson(),
         "packages": _versions(),
+        # Which window-attention kernel the plugin and torch.ops.swin.window_attention run (SWIN_ATTN_KERNEL).
+        "attention_kernel": dataclasses.asdict(kernel_choice()),
     }
 
 

@@ -33,6 +33,7 @@ from pipeline.build import check_engine_compatible
 from pipeline.compare import ComparisonMetrics, Metrics
 from pipeline.engine_metadata import TensorSpec
 from pipeline.errors import PipelineError
+from pipeline.kernels.selection import kernel_choice
 from pipeline.onnx_io import graph_input, ort_session, read_onnx
 from pipeline.records import JsonRecord
 from pipeline.runtime import SwinEngine
@@ -59,6 +60,9 @@ class Executed(JsonRecord):
     backend: str
     gpu: str | None = None
     instead_of: str | None = None
+    #: the window-attention kernel: the plugin's choice in an engine (SWIN_ATTN_KERNEL or the selection table;
+    #: the plugin logs each layer's kernel and config), the reference op on onnxruntime
+    attention_kernel: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,14 +167,16 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     if artifact.suffix == ".onnx":
         image_input, output_names = _onnx_io(artifact)
         runner = OnnxrtRunner(lambda: ort_session(artifact), name="onnxruntime-cpu")
-        return runner, image_input, output_names, Executed("onnx", str(artifact), "onnxruntime")
+        return runner, image_input, output_names, Executed("onnx", str(artifact), "onnxruntime",
+                                                           attention_kernel="reference (pipeline/reference.py)")
     if artifact.suffix != ".engine":
         raise PipelineError(f"cannot verify {artifact}: expected an .engine or an .onnx file")
 
     compatibility = check_engine_compatible(artifact, plugin_library=plugin_library)
     metadata, runtime = compatibility.metadata, compatibility.runtime
     if runtime is not None and runtime.backend == "tensorrt" and runtime.sm is not None:
-        executed = Executed("engine", str(artifact), f"tensorrt {runtime.version}", gpu=runtime.gpu)
+        executed = Executed("engine", str(artifact), f"tensorrt {runtime.version}", gpu=runtime.gpu,
+                            attention_kernel=kernel_choice().describe())
         output_names = [o.name for o in metadata.outputs]
         return engine_runner(artifact, plugin_library), metadata.inputs[0], output_names, executed
 
@@ -287,7 +293,7 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
         where = f"; report: {out_path}" if out_path is not None else ""
         raise PipelineError(f"{artifact} ({precision}) does not match the PyTorch model: "
                             f"{'; '.join(failures) or 'Polygraphy compare_accuracy failed'}{where}")
-    log.info("verify: %s (%s, %s) matches PyTorch on %d images: %s", artifact, precision, executed.backend,
-             len(images), ", ".join(f"{n} max abs {o.max_abs:.2e} cosine min {o.cosine_min:.6f}"
-                                    for n, o in outputs.items()))
+    log.info("verify: %s (%s, %s, attention %s) matches PyTorch on %d images: %s", artifact, precision,
+             executed.backend, executed.attention_kernel, len(images),
+             ", ".join(f"{n} max abs {o.max_abs:.2e} cosine min {o.cosine_min:.6f}" for n, o in outputs.items()))
     return report

@@ -36,7 +36,8 @@ def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
     assert report["passed"] and report["polygraphy_compare_accuracy_passed"]
     assert report["runners"] == ["pytorch-cpu", "onnxruntime-cpu"]
     assert report["executed"] == {"kind": "onnx", "path": str(swin_t_onnx[1]), "backend": "onnxruntime",
-                                  "gpu": None, "instead_of": None}
+                                  "gpu": None, "instead_of": None,
+                                  "attention_kernel": "reference (pipeline/reference.py)"}
     assert report["thresholds"] == THRESHOLDS["fp32"]
     assert report["images"] == {"count": 8, "source": "given", "batch": BATCH}
     logits = report["outputs"]["logits"]

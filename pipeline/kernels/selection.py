@@ -79,6 +79,10 @@ class KernelChoice:
     source: str  #: "SWIN_ATTN_KERNEL" or the selection file
     measured_on: str | None
 
+    def describe(self) -> str:
+        """``triton (SWIN_ATTN_KERNEL)``: what verify.json records and the logs say."""
+        return f"{self.kernel} ({self.source})"
+
 
 @functools.cache
 def load_selection(path: Path = SELECTION_FILE) -> KernelSelection:
