@@ -1,0 +1,27 @@
+"""Which attention an engine runs: the ``SwinWindowAttention`` plugin, or TensorRT's own fused attention.
+
+The ``tensorrt`` route writes each window-attention block as the ONNX ``Attention`` op (opset 23), which
+TensorRT ≥ 10.14 and TensorRT-RTX parse into their fused attention layer (``IAttention``): no plugin library. What
+that layer cannot build is refused here, before any stage runs (docs/design.md §9). No heavy imports: the recipe
+validates with it.
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import PipelineError
+
+#: ``--attention`` values: ``plugin`` (the default) and ``tensorrt``.
+ATTENTION_ROUTES = ("plugin", "tensorrt")
+#: The ONNX op the ``tensorrt`` route writes, and the opset that defines it.
+ONNX_ATTENTION_OP = "Attention"
+ATTENTION_OPSET = 23
+
+
+def check_route(attention: str, precision: str) -> None:
+    """Raise PipelineError for an unknown route, or one TensorRT's attention cannot build at ``precision``."""
+    if attention not in ATTENTION_ROUTES:
+        raise PipelineError(f"unknown attention {attention!r}: expected one of {', '.join(ATTENTION_ROUTES)}")
+    if attention == "tensorrt" and precision == "fp32":
+        raise PipelineError("--attention tensorrt cannot build FP32: TensorRT-RTX 1.7 has no fused attention kernel "
+                            "for FP32 (its build fails 'not supported by a dedicated kernel'); use --precision fp16 "
+                            "or int8, or --attention plugin")
