@@ -8,6 +8,8 @@ validates with it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pipeline.errors import PipelineError
 
 #: ``--attention`` values: ``plugin`` (the default) and ``tensorrt``.
@@ -17,11 +19,18 @@ ONNX_ATTENTION_OP = "Attention"
 ATTENTION_OPSET = 23
 
 
-def check_route(attention: str, precision: str) -> None:
+def check_route(attention: str, precision: str, *, embed_plugin: bool = False) -> None:
     """Raise PipelineError for an unknown route, or one TensorRT's attention cannot build at ``precision``."""
     if attention not in ATTENTION_ROUTES:
         raise PipelineError(f"unknown attention {attention!r}: expected one of {', '.join(ATTENTION_ROUTES)}")
+    if attention == "tensorrt" and embed_plugin:
+        raise PipelineError("--attention tensorrt has no plugin library to embed; leave out --embed-plugin")
     if attention == "tensorrt" and precision == "fp32":
         raise PipelineError("--attention tensorrt cannot build FP32: TensorRT-RTX 1.7 has no fused attention kernel "
                             "for FP32 (its build fails 'not supported by a dedicated kernel'); use --precision fp16 "
                             "or int8, or --attention plugin")
+
+
+def graph_attention(op_types: Iterable[str]) -> str:
+    """The route a graph's ops were written for: ``tensorrt`` with ONNX ``Attention`` nodes, else ``plugin``."""
+    return "tensorrt" if ONNX_ATTENTION_OP in set(op_types) else "plugin"

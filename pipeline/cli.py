@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline.arguments import (
+    AttentionArguments,
     BuildArguments,
     CalibrationArguments,
     ModelArguments,
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tolerance", type=float, default=1e-4, help="max abs error relative to output scale")
 
     onnx_cmd = sub.add_parser("onnx", help="export + surgery + check into one folder (make engine's first stages)")
-    onnx_cmd.set_defaults(groups=add_groups(onnx_cmd, ModelArguments()))
+    onnx_cmd.set_defaults(groups=add_groups(onnx_cmd, ModelArguments(), AttentionArguments()))
     _max_batch_arg(onnx_cmd)
     onnx_cmd.add_argument("--out-dir", required=True, help="folder for model.onnx, model.swin.onnx, surgery.json")
 
@@ -163,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on (default: "
                                                     "--calib-dir, else generated crops of scikit-image photos)")
     engine.set_defaults(groups=add_groups(engine, ModelArguments(), CalibrationArguments(), BuildArguments(),
-                                          PluginArguments()))
+                                          PluginArguments(), AttentionArguments()))
     engine.add_argument("--out-dir", required=True, help="folder for every artifact, e.g. build/swin_t")
 
     quantize = sub.add_parser("quantize", help="INT8 calibration: insert Q/DQ into the surgered FP32 graph")

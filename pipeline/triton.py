@@ -190,7 +190,7 @@ def _checked_plugin(engines: list[Path], metadata: list[EngineMetadata], plugin_
                     ) -> tuple[Path | None, int | None]:
     """The plugin library to ship (None when no engine needs one on disk) and the TensorRT major it registers with."""
     needing = [(engine, meta) for engine, meta in zip(engines, metadata, strict=True)
-               if not meta.plugin.embedded and meta.plugin_layers]
+               if meta.needs_plugin_library]
     if not needing:
         return None, None
     library = engine_plugin_library(*needing[0], plugin_library)
@@ -334,7 +334,7 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata]) -> str:
     tensors = "; ".join([*(f"input `{s.name}` {_shape(s)}" for s in first.inputs),
                          *(f"output `{s.name}` {_shape(s)}" for s in first.outputs)])
     crop = " × ".join(str(d) for d in first.inputs[0].shape[2:])
-    embedded = any(meta.plugin.embedded and meta.plugin_layers for meta in metadata)
+    embedded = any(meta.embeds_plugin and meta.plugin_layers for meta in metadata)
     rtx = [e for e in record.engines if e.backend.name == TENSORRT_RTX.name]
     variant = model.removeprefix("swin_").upper() if model.startswith("swin_") else "…"
     text = [f"# Triton Inference Server model repository: `{model}`", "",
