@@ -2,7 +2,7 @@
 
 The ``tensorrt`` route writes each window-attention block as the ONNX ``Attention`` op (opset 23), which
 TensorRT ≥ 10.14 and TensorRT-RTX parse into their fused attention layer (``IAttention``): no plugin library. What
-that layer cannot build is refused here, before any stage runs (docs/design.md §9). No heavy imports: the recipe
+that layer cannot build is refused here, before any stage runs (docs/design.md §2b). No heavy imports: the recipe
 validates with it.
 """
 
@@ -17,6 +17,9 @@ ATTENTION_ROUTES = ("plugin", "tensorrt")
 #: The ONNX op the ``tensorrt`` route writes, and the opset that defines it.
 ONNX_ATTENTION_OP = "Attention"
 ATTENTION_OPSET = 23
+#: Ends the name of the ``tensorrt`` route's build folder (``make engine ATTENTION=tensorrt``: build/swin_<v>_trtattn),
+#: so the two routes never replace each other's files.
+TRTATTN_SUFFIX = "_trtattn"
 
 
 def check_route(attention: str, precision: str, *, embed_plugin: bool = False) -> None:

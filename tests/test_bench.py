@@ -179,8 +179,9 @@ def test_compile_paths_use_cuda_graphs_when_asked(tmp_path):
         for path in compiled:
             assert path.cuda_graph is requested and path.details()["cuda_graph"] is requested
         graphs = {p.name for p in paths if p.cuda_graph}
-        assert graphs == ({"tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda",
-                           "torch-eager-cuda-fused", "torch-compile-cuda-fused"} if requested else set())
+        assert graphs == ({"tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
+                           "torch-compile-cuda", "torch-eager-cuda-fused", "torch-compile-cuda-fused"}
+                          if requested else set())
         assert not any(p.cuda_graph for p in paths if p.device == "cpu")
     parser = bench.build_parser()
     assert parser.parse_args([]).cuda_graphs is None  # decided by the machine: on wherever a CUDA GPU is visible
@@ -678,6 +679,17 @@ def test_profile_summary_finds_the_plugin_share_and_myelin_fusion():
     assert profile.summarize_layers(fused, [])["attention_fused_by_myelin"] is True
     unfused = [*fused, {"name": "/layers.1/attn/Softmax", "average_ms": 1.0, "percent": 10.0}]
     assert profile.summarize_layers(unfused, [])["standalone_softmax_layers"] == ["/layers.1/attn/Softmax"]
+
+
+def test_profile_summary_counts_tensorrt_attention_blocks_fused_into_one_layer():
+    layers = [{"name": "{ForeignNode[tensorrt_attention_0/attention_AttentionInput...]}", "average_ms": 2.0,
+               "percent": 40.0},
+              {"name": "tensorrt_attention_1/attention_AttentionInput", "average_ms": 1.0, "percent": 20.0},
+              {"name": "tensorrt_attention_1/attention_AttentionOutput", "average_ms": 1.0, "percent": 20.0},
+              {"name": "tensorrt_attention_1/proj_matmul", "average_ms": 1.0, "percent": 20.0}]
+    summary = profile.summarize_layers(layers, [])
+    assert (summary["attention_blocks"], summary["attention_blocks_in_one_layer"]) == (2, 1)
+    assert (summary["attention_layers"], summary["attention_percent"], summary["plugin_layers"]) == (3, 80.0, 0)
 
 
 @pytest.mark.skipif(environment.driver_version() is not None, reason="checks the CPU-only behaviour")
