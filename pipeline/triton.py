@@ -358,7 +358,7 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata]) -> str:
                  "configuration and client stay the same.", ""]
     if route:
         text += ["The engines run TensorRT's own fused attention (`ATTENTION=tensorrt`, TensorRT ≥ 10.14): no plugin "
-                 "library is shipped or loaded, so the server needs no `plugins=` and no `LD_PRELOAD`.", ""]
+                 "library is shipped or loaded, and the server starts without a plugin setting or `LD_PRELOAD`.", ""]
     text += [*_server_commands(record, embedded), *_plugin_notes(record, embedded),
              "## Ask it", "",
              "`client.py` needs numpy, Pillow and tritonclient (`pip install 'tritonclient[grpc,http]' pillow numpy`), "
