@@ -22,8 +22,9 @@ ATTENTION_OPSET = 23
 TRTATTN_SUFFIX = "_trtattn"
 
 
-def check_route(attention: str, precision: str, *, embed_plugin: bool = False) -> None:
-    """Raise PipelineError for an unknown route, or one TensorRT's attention cannot build at ``precision``."""
+def check_route(attention: str, precision: str | None = None, *, embed_plugin: bool = False) -> None:
+    """Raise PipelineError for an unknown route, or one TensorRT's attention cannot build (at ``precision``, or with
+    an embedded plugin library)."""
     if attention not in ATTENTION_ROUTES:
         raise PipelineError(f"unknown attention {attention!r}: expected one of {', '.join(ATTENTION_ROUTES)}")
     if attention == "tensorrt" and embed_plugin:

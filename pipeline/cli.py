@@ -68,7 +68,8 @@ def _cmd_surgery(args: argparse.Namespace) -> None:
     from pipeline.surgery import replace_window_attention
 
     report = replace_window_attention(Path(args.input), Path(args.output),
-                                      report_path=Path(args.report) if args.report else None)
+                                      report_path=Path(args.report) if args.report else None,
+                                      attention=args.attention)
     if args.report is None:
         print(json.dumps(report.to_json(blocks=False), indent=2))
 
@@ -138,10 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     _max_batch_arg(export)
     export.add_argument("--out", required=True, help="output .onnx path")
 
-    surgery = sub.add_parser("surgery", help="replace window attention with SwinWindowAttention nodes")
+    surgery = sub.add_parser("surgery", help="replace window attention with SwinWindowAttention nodes (or ONNX "
+                                             "Attention: --attention tensorrt)")
     surgery.add_argument("input", help="exported .onnx (ours, timm or torchvision)")
     surgery.add_argument("output", help="surgered .onnx to write")
     surgery.add_argument("--report", help="write the JSON report here (default: print it)")
+    AttentionArguments().add_to(surgery)
 
     check = sub.add_parser("check", help="compare two ONNX models in onnxruntime (reference op for the plugin)")
     check.add_argument("reference", help="reference .onnx, e.g. model.onnx")

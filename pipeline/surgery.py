@@ -604,7 +604,7 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path, report_p
     found/replaced/shifted, per-block and per-stage parameters, node counts before and after, the worst
     self-check error. Running it on its own output changes nothing.
     """
-    check_route(attention, "fp16")
+    check_route(attention)
     for path in (out_path, report_path):
         if path is not None:
             check_writable(path)
