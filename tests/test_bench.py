@@ -167,6 +167,20 @@ def every_path(tmp_path: Path, cuda_graphs: bool = True) -> list:
     return bench.build_paths(inputs, ("fp16",), cuda_graphs=cuda_graphs, compile_budget_s=None)
 
 
+def test_attention_path_takes_the_routes_own_folder_and_skips_what_it_cannot_build(tmp_path):
+    """make engine ATTENTION=tensorrt writes beside make engine's folder; FP32 and an uncalibrated INT8 are skipped
+    with the reason, before anything is exported or built."""
+    made = tmp_path / "swin_t_trtattn" / "swin_t_fp16.engine"
+    made.parent.mkdir()
+    made.touch()
+    inputs = bench.Inputs(EngineRecipe(), None, tmp_path / "work", tmp_path / "swin_t")
+    assert inputs.attention_engine("fp16") == made
+    with pytest.raises(PathUnavailable, match="cannot build FP32"):
+        inputs.attention_engine("fp32")
+    with pytest.raises(PathUnavailable, match="PRECISION=int8 ATTENTION=tensorrt"):
+        inputs.attention_engine("int8")
+
+
 def test_compile_paths_use_cuda_graphs_when_asked(tmp_path):
     assert uses_cuda_graph("torch-compile-cuda", "cuda", True)
     assert not uses_cuda_graph("torch-compile-cuda", "cuda", False)
