@@ -584,7 +584,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
     if engine_path.suffix != ".engine":
         raise PipelineError(f"engine path {engine_path} must end in .engine (the metadata goes to <name>.json)")
     check_writable(engine_path)
-    model = read_onnx(onnx_path)
+    try:
+        model = read_onnx(onnx_path)
+    except PipelineError:  # no graph to tell the route: the options are checked as the plugin route's first
+        check_build_options(plugin_library=plugin_library, batch=batch, opt_level=opt_level, backend=backend, sm=sm)
+        raise
     attention = graph_attention(node.op_type for node in model.graph.node)
     plugin_library, chosen = check_build_options(plugin_library=plugin_library if attention == "plugin" else None,
                                                  batch=batch, opt_level=opt_level, backend=backend, sm=sm)

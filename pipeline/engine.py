@@ -316,6 +316,11 @@ def _build_params(run: EngineRun) -> dict[str, Any]:
             "embed_plugin": recipe.embed_plugin, "detailed_profile": recipe.detailed_profile}
 
 
+def _build_inputs(run: EngineRun) -> list[Path]:
+    plugin = run.recipe.plugin
+    return [run.files.typed] if plugin is None else [run.files.typed, Path(plugin)]
+
+
 def _verify_params(run: EngineRun) -> dict[str, Any]:
     recipe = run.recipe
     return {"precision": recipe.precision, "images": recipe.verify_images,
@@ -333,7 +338,7 @@ STAGES: tuple[Stage, ...] = (
           params=lambda run: {"batches": CHECK_BATCHES}),
     Stage("precision", _precision, inputs=lambda run: [run.files.swin], outputs=lambda run: [run.files.typed],
           params=_precision_params),
-    Stage("build", _build, inputs=lambda run: [run.files.typed, *[Path(p) for p in [run.recipe.plugin] if p]],
+    Stage("build", _build, inputs=_build_inputs,
           outputs=lambda run: [run.files.engine, run.files.engine_metadata], params=_build_params),
     Stage("verify", _verify, inputs=lambda run: [run.files.typed, run.files.engine],
           outputs=lambda run: [run.files.verify_report], params=_verify_params),
