@@ -6,6 +6,8 @@ PRECISION ?= fp16
 BATCH     ?= 1,8,32
 BACKEND   ?= auto
 SM        ?= 86
+# plugin: the SwinWindowAttention plugin; tensorrt: TensorRT's own fused attention (no plugin library, own folder).
+ATTENTION ?= plugin
 PYTHON    ?= $(shell command -v python3.11 || command -v python3)
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -16,7 +18,7 @@ SYSTEM_TENSORRT := $(shell $(PYTHON) -c "import tensorrt" 2>/dev/null && echo ye
 VENV_ARGS ?= $(if $(SYSTEM_TENSORRT),--system-site-packages)
 # TensorRT-RTX (the rtx extra) has x86_64 wheels only: elsewhere (Jetson, aarch64) the venv goes without it.
 EXTRAS     = $(if $(filter x86_64,$(shell uname -m)),test$(comma)rtx,test)
-BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)
+BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)$(if $(filter tensorrt,$(ATTENTION)),_trtattn)
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
@@ -36,16 +38,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $@
 
 onnx: venv
-	$(PY) -m pipeline onnx --variant $(VARIANT) --max-batch $(MAX_BATCH) --out-dir $(BUILD_DIR) \
+	$(PY) -m pipeline onnx --variant $(VARIANT) --max-batch $(MAX_BATCH) --attention $(ATTENTION) \
+		--out-dir $(BUILD_DIR) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 # Every stage into $(BUILD_DIR): export, surgery, check, precision (FP16 / INT8 calibration), engine build
 # (TensorRT when installed with a GPU, else TensorRT-RTX ahead of time for SM), verification. Stages whose
 # inputs are unchanged are reused. IMAGES: verification photos (default CALIB_DIR); ENGINE_ARGS: more flags of
 # `python -m pipeline engine` (e.g. --features-only --img-size 800x1333).
-engine: venv plugin
+engine: venv $(if $(filter tensorrt,$(ATTENTION)),,plugin)
 	$(PY) -m pipeline engine --variant $(VARIANT) --precision $(PRECISION) --batch $(BATCH) \
-		--backend $(BACKEND) --sm $(SM) --out-dir $(BUILD_DIR) \
+		--backend $(BACKEND) --sm $(SM) --attention $(ATTENTION) --out-dir $(BUILD_DIR) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
 		$(if $(CALIB_SAMPLES),--calib-samples $(CALIB_SAMPLES)) $(if $(IMAGES),--images $(IMAGES)) $(ENGINE_ARGS)
 

@@ -6,6 +6,9 @@ can run, measured in one process, side by side.
 Paths (a path that cannot run here is listed as skipped with the reason, never dropped):
   tensorrt-plugin          our engine with SwinWindowAttention (build/swin_<v>/swin_<v>_<p>.engine from
                            `make engine`, else built here from the surgered ONNX for FP32/FP16)
+  tensorrt-attention       TensorRT's own fused attention (ONNX Attention op), no plugin library: the yardstick
+                           the plugin must beat (build/swin_<v>_trtattn from `make engine ATTENTION=tensorrt`, else
+                           built here for FP16; FP32 has no fused kernel and is listed as skipped)
   tensorrt-native          TensorRT on the plain exported ONNX, no surgery (Myelin fuses attention itself)
   torch-eager-*, torch-compile-*      PyTorch on CUDA (FP32 and the requested precisions) and on the CPU (FP32)
   torch-eager-cuda-fused, torch-compile-cuda-fused   the same model with fused attention: our kernel through
@@ -46,6 +49,7 @@ from benchmarks.report import ROOT, RUNS_DIR, evaluate_goals, finish_run, start_
 from benchmarks.stats import summarize
 from benchmarks.timers import Budget
 from pipeline.arguments import ModelArguments, PluginArguments, add_groups, batch_list, precision_list, recipe_from_args
+from pipeline.attention import TRTATTN_SUFFIX, check_route
 from pipeline.engine import EngineRecipe, build_model, make_engine
 from pipeline.errors import PipelineError
 from pipeline.stages import StageRunner
@@ -161,13 +165,27 @@ class Inputs:
 
     def plugin_engine(self, precision: str) -> Path:
         """`make engine`'s engine when it exists, else one built here (FP32/FP16; INT8 needs calibration)."""
-        made = self.engine_dir / f"swin_{self.recipe.variant.lower()}_{precision}.engine"
+        return self._engine(self.recipe, precision, self.engine_dir, self.work_dir)
+
+    def attention_engine(self, precision: str) -> Path:
+        """The engine of TensorRT's own attention (`make engine ATTENTION=tensorrt`'s, else one built here)."""
+        recipe = dataclasses.replace(self.recipe, attention="tensorrt")
+        try:
+            check_route(recipe.attention, precision)
+        except PipelineError as reason:
+            raise PathUnavailable(str(reason)) from None
+        return self._engine(recipe, precision, self.engine_dir.with_name(self.engine_dir.name + TRTATTN_SUFFIX),
+                            self.work_dir / "attention")
+
+    def _engine(self, recipe: EngineRecipe, precision: str, made_dir: Path, work_dir: Path) -> Path:
+        made = made_dir / f"swin_{recipe.variant.lower()}_{precision}.engine"
         if made.is_file():
             return made
         if precision == "int8":
+            route = "" if recipe.attention == "plugin" else f" ATTENTION={recipe.attention}"
             raise PathUnavailable(f"no INT8 engine at {made}: INT8 needs calibration, run "
-                                  f"`make engine VARIANT={self.recipe.variant} PRECISION=int8` first")
-        engine = make_engine(dataclasses.replace(self.recipe, precision=precision), self.work_dir, until="build").engine
+                                  f"`make engine VARIANT={recipe.variant} PRECISION=int8{route}` first")
+        engine = make_engine(dataclasses.replace(recipe, precision=precision), work_dir, until="build").engine
         assert engine is not None  # the build stage ran
         return engine
 
@@ -198,6 +216,9 @@ def build_paths(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: boo
     for precision in precisions:
         paths.append(TensorRTPath("tensorrt-plugin", precision, lambda p=precision: inputs.plugin_engine(p),
                                   recipe.plugin_library, cuda_graphs=cuda_graphs, note="our engine"))
+    for precision in precisions:  # right after the plugin: the comparison the plugin has to win
+        paths.append(TensorRTPath("tensorrt-attention", precision, lambda p=precision: inputs.attention_engine(p),
+                                  None, cuda_graphs=cuda_graphs, note="TensorRT's own attention, no plugin"))
     for precision in precisions:
         paths.append(TensorRTPath("tensorrt-native", precision, lambda p=precision: inputs.native_engine(p), None,
                                   cuda_graphs=cuda_graphs, note="plain ONNX, no surgery"))

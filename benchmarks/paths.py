@@ -39,8 +39,8 @@ class PathUnavailable(Exception):
 #: run timed torch.compile without a graph: 3.0 ms at batch 1 for what a graph replays in 0.6 ms). onnxruntime's
 #: paths are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
 #: what an onnxruntime user calls.
-CUDA_GRAPH_PATHS = ("tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda",
-                    "torch-eager-cuda-fused", "torch-compile-cuda-fused")
+CUDA_GRAPH_PATHS = ("tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
+                    "torch-compile-cuda", "torch-eager-cuda-fused", "torch-compile-cuda-fused")
 #: Ends the name of a PyTorch path whose model has fused attention (``build_swin(..., fused_attention=True)``).
 FUSED_SUFFIX = "-fused"
 

@@ -1,6 +1,7 @@
-"""``python -m benchmarks.profile`` (``make profile``): TensorRT's per-layer times of our engine, and of the engine
-TensorRT builds from the plain ONNX, so users see the plugin's share of the total and whether Myelin fused the
-native attention.
+"""``python -m benchmarks.profile`` (``make profile``): TensorRT's per-layer times of our engine, of the engine of
+TensorRT's own attention (``--attention tensorrt``) and of the engine TensorRT builds from the plain ONNX, so users
+see each route's share of time in attention, whether TensorRT fused each ONNX Attention node into one layer, and
+whether Myelin fused the native attention.
 
     python -m benchmarks.profile --variant T [--precision fp16] [--batch 1] [--no-native]
 
@@ -13,8 +14,10 @@ command prints why it skipped and exits 0.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,9 +63,18 @@ def layer_times(engine: SwinEngine, batch: int, iterations: int) -> list[dict[st
             for name, v in totals.items()]
 
 
+#: The name of each ONNX Attention node the ``tensorrt`` route writes (pipeline.surgery), which the engine's layer
+#: names carry: ``tensorrt_attention_<block>/attention``.
+_ATTENTION_NODE = re.compile(r"tensorrt_attention_(\d+)/attention")
+
+
 def summarize_layers(layers: list[dict[str, Any]], plugin_layer_names: list[str]) -> dict[str, Any]:
-    """Total time, the plugin layers' share, and Myelin's fused regions ("ForeignNode") with whether any Softmax
-    survived as a layer of its own (unfused attention)."""
+    """Total time, the plugin layers' share, the layers of TensorRT's own attention (how many blocks became exactly
+    one layer, and their share), and Myelin's fused regions ("ForeignNode") with whether any Softmax survived as a
+    layer of its own (unfused attention)."""
+    attention = [layer for layer in layers if _ATTENTION_NODE.search(layer["name"])]
+    per_block = collections.Counter(block for layer in attention for block in set(_ATTENTION_NODE.findall(
+        layer["name"])))
     plugin_names = set(plugin_layer_names)
     plugin = [layer for layer in layers if layer["name"] in plugin_names or "SwinWindowAttention" in layer["name"]]
     foreign = [layer for layer in layers if "ForeignNode" in layer["name"] or "myelin" in layer["name"].lower()]
@@ -78,6 +90,10 @@ def summarize_layers(layers: list[dict[str, Any]], plugin_layer_names: list[str]
         "myelin_percent": sum(layer["percent"] for layer in foreign),
         "standalone_softmax_layers": standalone_softmax,
         "attention_fused_by_myelin": bool(foreign) and not standalone_softmax and not plugin,
+        "attention_layers": len(attention),
+        "attention_percent": sum(layer["percent"] for layer in attention),
+        "attention_blocks": len(per_block),
+        "attention_blocks_in_one_layer": sum(count == 1 for count in per_block.values()),
     }
 
 
@@ -124,24 +140,26 @@ def main(argv: list[str] | None = None) -> int:
             "variant": variant, "precision": args.precision,
             "plugin_engine": profile_engine(inputs.plugin_engine(args.precision), recipe.plugin_library, args.batch,
                                             args.iterations)}
-        if not args.no_native:
+        others = {"attention_engine": inputs.attention_engine, **({} if args.no_native else
+                                                                   {"native_engine": inputs.native_engine})}
+        for key, engine in others.items():
             try:
-                result["native_engine"] = profile_engine(inputs.native_engine(args.precision), None, args.batch,
-                                                         args.iterations)
+                result[key] = profile_engine(engine(args.precision), None, args.batch, args.iterations)
             except (PathUnavailable, PipelineError) as reason:
-                result["native_engine"] = {"skipped": str(reason)}
+                result[key] = {"skipped": str(reason)}
     except (PipelineError, PathUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = args.out or engine_dir / "profile.json"
     write_json(out, result)
-    for key in ("plugin_engine", "native_engine"):
+    for key in ("plugin_engine", "attention_engine", "native_engine"):
         summary = result.get(key, {}).get("summary")
         if summary:
             print(f"{key}: {summary['total_ms']:.3f} ms over {summary['layers']} layers; plugin "
-                  f"{summary['plugin_percent']:.1f}%, Myelin regions {summary['myelin_regions']} "
-                  f"({summary['myelin_percent']:.1f}%), attention fused by Myelin: "
-                  f"{summary['attention_fused_by_myelin']}")
+                  f"{summary['plugin_percent']:.1f}%, TensorRT attention {summary['attention_percent']:.1f}% "
+                  f"({summary['attention_blocks_in_one_layer']} of {summary['attention_blocks']} blocks in one "
+                  f"layer), Myelin regions {summary['myelin_regions']} ({summary['myelin_percent']:.1f}%), "
+                  f"attention fused by Myelin: {summary['attention_fused_by_myelin']}")
     print(f"wrote {out}")
     return 0
 

@@ -87,6 +87,10 @@ def _fused_vs_compile(variant: str, batch: int, comparison: str, target: float, 
 GOALS = (
     Goal("plugin_vs_native_fp16_b1", "plugin engine FP16 batch-1 latency ≤ 0.8× TensorRT's native ONNX engine",
          ("tensorrt-plugin", "fp16", 1), ("tensorrt-native", "fp16", 1), "p50_ms", "<=", 0.8),
+    *(Goal(f"plugin_vs_attention_fp16_b{batch}", f"plugin engine FP16 batch-{batch} latency below TensorRT's own "
+           "attention engine (--attention tensorrt, no plugin): else the plugin's niche is window 12, padding and "
+           "older TensorRT", ("tensorrt-plugin", "fp16", batch), ("tensorrt-attention", "fp16", batch), "p50_ms",
+           "<", 1.0) for batch in (1, 32)),
     Goal("int8_vs_fp16_throughput_b32", "plugin engine INT8 throughput ≥ 1.3× FP16 at batch 32",
          ("tensorrt-plugin", "int8", 32), ("tensorrt-plugin", "fp16", 32), "throughput_img_s", ">=", 1.3),
     *(_fused_vs_compile("T", batch, "<=", 0.8, "≤ 0.8×") for batch in (1, 32, 64)),

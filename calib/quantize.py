@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from pipeline.attention import ONNX_ATTENTION_OP
 from pipeline.errors import PipelineError
 from pipeline.reference import PLUGIN_OP
 
@@ -34,6 +35,11 @@ ROLES = ("patch_embed", "qkv", "proj", "fc1", "fc2", "patch_merging", "head")
 SWIN_L_EMBED_DIM = 192
 SWIN_L_EXCLUDE = ("fc2", "patch_merging")
 INT8_MAX = 127
+#: What a qkv projection feeds and a proj projection reads: the plugin node, or (``--attention tensorrt``) the ONNX
+#: Attention node with the head split / merge between them (pipeline.surgery).
+ATTENTION_OPS = frozenset({PLUGIN_OP, ONNX_ATTENTION_OP})
+_HEAD_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Gather"})
+_HEAD_LAYOUT_DEPTH = 4  #: Reshape, Transpose, Reshape, Gather from the qkv projection to Q, K and V
 MIN_QDQ_OPSET = 13  # per-axis QuantizeLinear / DequantizeLinear
 
 
@@ -70,6 +76,26 @@ def _biased_output(node: onnx.NodeProto, consumers: Mapping[str, Sequence[onnx.N
     return node.output[0]
 
 
+def _feeds_attention(tensor: str, consumers: Mapping[str, Sequence[onnx.NodeProto]],
+                     depth: int = _HEAD_LAYOUT_DEPTH) -> bool:
+    """Whether ``tensor`` reaches an attention node through at most ``depth`` head-layout ops."""
+    for consumer in consumers.get(tensor, []):
+        if consumer.op_type in ATTENTION_OPS:
+            return True
+        if consumer.op_type in _HEAD_LAYOUT_OPS and depth > 0 and _feeds_attention(consumer.output[0], consumers,
+                                                                                   depth - 1):
+            return True
+    return False
+
+
+def _from_attention(tensor: str, producer: Mapping[str, onnx.NodeProto], depth: int = _HEAD_LAYOUT_DEPTH) -> bool:
+    """Whether ``tensor`` comes from an attention node through at most ``depth`` head-layout ops."""
+    node = producer.get(tensor)
+    if node is None or node.op_type in ATTENTION_OPS:
+        return node is not None
+    return node.op_type in _HEAD_LAYOUT_OPS and depth > 0 and _from_attention(node.input[0], producer, depth - 1)
+
+
 def _role(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto],
           consumers: Mapping[str, Sequence[onnx.NodeProto]], initializers: set[str], gelu_outputs: set[str]) -> str:
     """What a GEMM/Conv node is in Swin, from its neighbours (exports name initializers arbitrarily)."""
@@ -79,9 +105,9 @@ def _role(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto],
         return "head"
     source = producer.get(node.input[0])
     biased = _biased_output(node, consumers, initializers)
-    if any(c.op_type == PLUGIN_OP for c in consumers.get(biased, [])):
+    if _feeds_attention(biased, consumers):
         return "qkv"
-    if source is not None and source.op_type == PLUGIN_OP:
+    if _from_attention(node.input[0], producer):
         return "proj"
     if any(c.op_type == "Div" and any(e.op_type == "Erf" for e in consumers.get(c.output[0], []))
            for c in consumers.get(biased, [])):

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.attention import ATTENTION_ROUTES
 from pipeline.engine import CALIB_METHODS, DEFAULT_PLUGIN, PRECISIONS, EngineRecipe
 from pipeline.variants import VARIANTS
 
@@ -133,6 +134,18 @@ class PluginArguments(ArgumentGroup):
 
     def recipe_fields(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"plugin_library": args.plugin}
+
+
+class AttentionArguments(ArgumentGroup):
+    """Which attention the engine runs: the plugin, or TensorRT's own (no plugin library)."""
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--attention", choices=ATTENTION_ROUTES, default="plugin",
+                            help="window attention as the SwinWindowAttention plugin (default) or as TensorRT's own "
+                                 "fused attention (the ONNX Attention op; no plugin library)")
+
+    def recipe_fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"attention": args.attention}
 
 
 def add_groups(parser: argparse.ArgumentParser, *groups: ArgumentGroup) -> tuple[ArgumentGroup, ...]:

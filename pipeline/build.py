@@ -55,6 +55,7 @@ import numpy as np
 import onnx
 
 from pipeline.artifacts import atomic_path, check_writable, file_sha256, write_json
+from pipeline.attention import graph_attention
 from pipeline.engine_metadata import (
     REBUILD,
     BatchProfile,
@@ -240,7 +241,7 @@ class BuildRequest:
 
     onnx_path: str
     engine_path: str
-    plugin_library: str
+    plugin_library: str | None  #: None: the graph has no plugin nodes (attention route "tensorrt")
     backend: str
     sm: int
     input_name: str
@@ -252,7 +253,8 @@ class BuildRequest:
     #: Computed from the files before the build, for the metadata.
     precision: str
     onnx_sha256: str
-    plugin_sha256: str
+    plugin_sha256: str | None
+    attention: str = "plugin"
 
 
 #: What TensorRT-RTX reports when it probes for a GPU during an ahead-of-time build on a machine without one.
@@ -406,7 +408,8 @@ def run_build(request: BuildRequest) -> EngineMetadata:
     # Ctrl-C asks TensorRT to stop (the progress monitor returns False) instead of raising inside its C++ callbacks;
     # it is raised as KeyboardInterrupt once TensorRT has returned, replacing the error a cancelled build reports.
     with _polygraphy_log(backend) as errors, interrupts_deferred("the TensorRT build", on_interrupt=cancel.set):
-        _load_plugin_library(trt, backend, request.plugin_library, errors)
+        if request.plugin_library is not None:
+            _load_plugin_library(trt, backend, request.plugin_library, errors)
         start = time.perf_counter()
         try:
             # STRONGLY_TYPED is required on TensorRT 10 and accepted but ignored on 11 (always strongly typed).
@@ -444,7 +447,8 @@ def run_build(request: BuildRequest) -> EngineMetadata:
         engine=Path(request.engine_path).name,
         precision=request.precision,
         onnx=OnnxSource(request.onnx_path, request.onnx_sha256),
-        plugin=PluginLibrary(request.plugin_library, request.plugin_sha256, request.embed_plugin),
+        plugin=None if request.plugin_library is None else PluginLibrary(request.plugin_library,
+                                                                          request.plugin_sha256, request.embed_plugin),
         backend=BuiltWith(backend.name, trt.__version__),
         target=Target(sm=device.sm if device else request.sm, gpu=device.name if device else None,
                       ahead_of_time=backend.ahead_of_time),
@@ -462,6 +466,7 @@ def run_build(request: BuildRequest) -> EngineMetadata:
         engine_bytes=serialized.nbytes,
         engine_sha256=hashlib.sha256(memoryview(serialized)).hexdigest(),  # verified before every load
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        attention=request.attention,
     )
     engine_path = Path(request.engine_path)
     # The engine first, then the metadata: an engine without metadata is refused by check_engine_compatible.
@@ -545,12 +550,13 @@ def child_main(payload: str, interrupted: list[int]) -> int:
 # Public entry points
 
 
-def check_build_options(*, plugin_library: str | Path, batch: tuple[int, int, int], opt_level: int, backend: str,
-                        sm: int) -> tuple[Path, Backend]:
-    """The plugin library and the backend for these options, or the PipelineError that :func:`build_engine`
-    would raise for them. Cheap (nothing is read or built): ``pipeline.engine`` calls it before any stage."""
-    plugin_library = Path(plugin_library)
-    if not plugin_library.is_file():
+def check_build_options(*, plugin_library: str | Path | None, batch: tuple[int, int, int], opt_level: int,
+                        backend: str, sm: int) -> tuple[Path | None, Backend]:
+    """The plugin library (None: not needed) and the backend for these options, or the PipelineError that
+    :func:`build_engine` would raise for them. Cheap (nothing is read or built): ``pipeline.engine`` calls it before
+    any stage."""
+    plugin_library = None if plugin_library is None else Path(plugin_library)
+    if plugin_library is not None and not plugin_library.is_file():
         raise PipelineError(f"plugin library {plugin_library} does not exist; {_MAKE_PLUGIN_HINT} or pass the path "
                             "of yours")
     batch_profile(tuple(batch), [None], "images")
@@ -559,7 +565,7 @@ def check_build_options(*, plugin_library: str | Path, batch: tuple[int, int, in
     return plugin_library, select_backend(backend, sm)
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_library: str | Path,
+def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_library: str | Path | None,
                  batch: tuple[int, int, int] = DEFAULT_BATCH, backend: str = "auto", sm: int = 86,
                  timing_cache: str | Path | None = None, opt_level: int = 3, embed_plugin: bool = False,
                  input_name: str | None = None, detailed_profile: bool = False) -> EngineMetadata:
@@ -568,7 +574,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
     ``batch`` is the optimization profile's (min, opt, max) batch; the other input dims come from the graph.
     ``backend``: ``auto``, ``tensorrt`` (this machine's GPU) or ``rtx`` (TensorRT-RTX, ahead of time for
     ``sm``). ``timing_cache`` is loaded if the file exists and saved after the build. ``embed_plugin`` stores
-    the plugin library inside the engine (``plugins_to_serialize``), so the runtime need not load it.
+    the plugin library inside the engine (``plugins_to_serialize``), so the runtime need not load it. A graph of
+    the ``tensorrt`` attention route (ONNX ``Attention`` nodes) needs no plugin library: ``plugin_library`` is
+    ignored for it.
     ``detailed_profile`` builds with ``ProfilingVerbosity.DETAILED`` so the engine inspector (``make profile``)
     can describe every layer.
     """
@@ -576,17 +584,30 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
     if engine_path.suffix != ".engine":
         raise PipelineError(f"engine path {engine_path} must end in .engine (the metadata goes to <name>.json)")
     check_writable(engine_path)
-    plugin_library, chosen = check_build_options(plugin_library=plugin_library, batch=batch, opt_level=opt_level,
-                                                 backend=backend, sm=sm)
-    model = read_onnx(onnx_path)
+    try:
+        model = read_onnx(onnx_path)
+    except PipelineError:  # no graph to tell the route: the options are checked as the plugin route's first
+        check_build_options(plugin_library=plugin_library, batch=batch, opt_level=opt_level, backend=backend, sm=sm)
+        raise
+    attention = graph_attention(node.op_type for node in model.graph.node)
+    plugin_library, chosen = check_build_options(plugin_library=plugin_library if attention == "plugin" else None,
+                                                 batch=batch, opt_level=opt_level, backend=backend, sm=sm)
+    if plugin_library is None and attention == "plugin":
+        raise PipelineError(f"{onnx_path} has no ONNX Attention nodes, so it needs the plugin library: "
+                            f"{_MAKE_PLUGIN_HINT}")
+    if plugin_library is None and embed_plugin:
+        raise PipelineError(f"{onnx_path} uses TensorRT's own attention: there is no plugin library to embed; "
+                            "leave out --embed-plugin")
     input_name, dims = graph_input(model, input_name, onnx_path)
     request = BuildRequest(
         onnx_path=str(onnx_path.resolve()), engine_path=str(engine_path.resolve()),
-        plugin_library=str(plugin_library.resolve()), backend=chosen.name, sm=sm, input_name=input_name,
+        plugin_library=None if plugin_library is None else str(plugin_library.resolve()), backend=chosen.name,
+        sm=sm, input_name=input_name,
         profile=batch_profile(tuple(batch), dims, input_name),
         timing_cache=str(Path(timing_cache).resolve()) if timing_cache else None, opt_level=opt_level,
         embed_plugin=embed_plugin, detailed_profile=detailed_profile, precision=graph_precision(model),
-        onnx_sha256=file_sha256(onnx_path), plugin_sha256=file_sha256(plugin_library))
+        onnx_sha256=file_sha256(onnx_path),
+        plugin_sha256=None if plugin_library is None else file_sha256(plugin_library), attention=attention)
     del model  # the parser reads the file itself; do not hold a second copy of the weights during the build
     if chosen is TENSORRT_RTX:  # in a child process: see the module docstring
         return _run_in_child(request, chosen)
@@ -606,7 +627,7 @@ def engine_plugin_library(engine_path: str | Path, metadata: EngineMetadata,
     else the path its metadata recorded at build time, else a file of that name beside the engine, which is where an
     engine shipped with its library to another machine, or moved with its folder, has it. Whichever it is must be
     the library the engine was built with (the recorded SHA-256); a PipelineError says what to do otherwise."""
-    if metadata.plugin.embedded:
+    if metadata.plugin is None or metadata.plugin.embedded:
         return None
     engine_path, recorded = Path(engine_path), Path(metadata.plugin.library)
     candidates = ([Path(plugin_library)] if plugin_library is not None
@@ -719,12 +740,12 @@ def load_engine(engine_path: str | Path, metadata: EngineMetadata, plugin_librar
     """
     trt, runtime, logger = engine_runtime(metadata)  # the runtime first: TensorRT logs through it while it lives
     trt.init_libnvinfer_plugins(logger, "")  # TensorRT's own, as NetworkFromOnnxPath registers
-    if not metadata.plugin.embedded and metadata.plugin_layers:
+    if metadata.needs_plugin_library:
         library = str(plugin_library or engine_plugin_library(engine_path, metadata))
         if not trt.get_plugin_registry().load_library(library):
             raise PipelineError(f"{metadata.backend.name} could not load the plugin library {library}; "
                                 f"{_MAKE_PLUGIN_HINT}")
-    runtime.engine_host_code_allowed = metadata.plugin.embedded
+    runtime.engine_host_code_allowed = metadata.embeds_plugin
     engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
     if engine is None:
         raise PipelineError(f"{metadata.backend.name} could not deserialize {engine_path}; {REBUILD}")

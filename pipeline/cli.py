@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline.arguments import (
+    AttentionArguments,
     BuildArguments,
     CalibrationArguments,
     ModelArguments,
@@ -67,7 +68,8 @@ def _cmd_surgery(args: argparse.Namespace) -> None:
     from pipeline.surgery import replace_window_attention
 
     report = replace_window_attention(Path(args.input), Path(args.output),
-                                      report_path=Path(args.report) if args.report else None)
+                                      report_path=Path(args.report) if args.report else None,
+                                      attention=args.attention)
     if args.report is None:
         print(json.dumps(report.to_json(blocks=False), indent=2))
 
@@ -137,10 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     _max_batch_arg(export)
     export.add_argument("--out", required=True, help="output .onnx path")
 
-    surgery = sub.add_parser("surgery", help="replace window attention with SwinWindowAttention nodes")
+    surgery = sub.add_parser("surgery", help="replace window attention with SwinWindowAttention nodes (or ONNX "
+                                             "Attention: --attention tensorrt)")
     surgery.add_argument("input", help="exported .onnx (ours, timm or torchvision)")
     surgery.add_argument("output", help="surgered .onnx to write")
     surgery.add_argument("--report", help="write the JSON report here (default: print it)")
+    AttentionArguments().add_to(surgery)
 
     check = sub.add_parser("check", help="compare two ONNX models in onnxruntime (reference op for the plugin)")
     check.add_argument("reference", help="reference .onnx, e.g. model.onnx")
@@ -149,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tolerance", type=float, default=1e-4, help="max abs error relative to output scale")
 
     onnx_cmd = sub.add_parser("onnx", help="export + surgery + check into one folder (make engine's first stages)")
-    onnx_cmd.set_defaults(groups=add_groups(onnx_cmd, ModelArguments()))
+    onnx_cmd.set_defaults(groups=add_groups(onnx_cmd, ModelArguments(), AttentionArguments()))
     _max_batch_arg(onnx_cmd)
     onnx_cmd.add_argument("--out-dir", required=True, help="folder for model.onnx, model.swin.onnx, surgery.json")
 
@@ -163,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on (default: "
                                                     "--calib-dir, else generated crops of scikit-image photos)")
     engine.set_defaults(groups=add_groups(engine, ModelArguments(), CalibrationArguments(), BuildArguments(),
-                                          PluginArguments()))
+                                          PluginArguments(), AttentionArguments()))
     engine.add_argument("--out-dir", required=True, help="folder for every artifact, e.g. build/swin_t")
 
     quantize = sub.add_parser("quantize", help="INT8 calibration: insert Q/DQ into the surgered FP32 graph")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import check_writable, file_sha256, folder_locked, write_json
+from pipeline.attention import check_route
 from pipeline.checkpoint_format import checkpoint_format
 from pipeline.errors import PipelineError
 from pipeline.records import JsonRecord
@@ -70,6 +71,7 @@ class EngineRecipe:
     embed_plugin: bool = False
     detailed_profile: bool = False
     plugin_library: Path = DEFAULT_PLUGIN
+    attention: str = "plugin"
     calib_dir: Path | None = None
     calib_samples: int = 256
     calib_method: str = "percentile"
@@ -88,6 +90,11 @@ class EngineRecipe:
     def verify_images(self) -> Path | None:
         return self.images or self.calib_dir
 
+    @property
+    def plugin(self) -> Path | None:
+        """The plugin library the engine needs: None on the ``tensorrt`` attention route."""
+        return self.plugin_library if self.attention == "plugin" else None
+
     def validate(self, until: str = "verify") -> None:
         """Raise PipelineError on anything wrong, for the stages up to ``until``, that can be found without running
         a stage (a few seconds)."""
@@ -96,6 +103,7 @@ class EngineRecipe:
 
         stages = _stages_until(until)
         variant_config(self.variant)
+        check_route(self.attention, self.precision, embed_plugin=self.embed_plugin)
         if self.precision not in PRECISIONS:
             raise PipelineError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.img_size is not None and min(self.img_size) < 1:
@@ -113,7 +121,7 @@ class EngineRecipe:
         for folder in dict.fromkeys(f for f in folders if f is not None):
             list_images(folder)
         if "build" in stages:
-            check_build_options(plugin_library=self.plugin_library, batch=self.batch, opt_level=self.opt_level,
+            check_build_options(plugin_library=self.plugin, batch=self.batch, opt_level=self.opt_level,
                                 backend=self.backend, sm=self.sm)
 
     def model_record(self) -> ModelRecord:
@@ -221,7 +229,8 @@ def _export(run: EngineRun) -> dict[str, Any]:
 def _surgery(run: EngineRun) -> dict[str, Any]:
     from pipeline.surgery import replace_window_attention
 
-    report = replace_window_attention(run.files.onnx, run.files.swin, report_path=run.files.surgery_report)
+    report = replace_window_attention(run.files.onnx, run.files.swin, report_path=run.files.surgery_report,
+                                      attention=run.recipe.attention)
     return report.summary()
 
 
@@ -254,7 +263,7 @@ def _build(run: EngineRun) -> dict[str, Any]:
     from pipeline.build import build_engine
 
     recipe = run.recipe
-    return build_engine(run.files.typed, run.files.engine, plugin_library=recipe.plugin_library, batch=recipe.batch,
+    return build_engine(run.files.typed, run.files.engine, plugin_library=recipe.plugin, batch=recipe.batch,
                         backend=recipe.backend, sm=recipe.sm, timing_cache=run.files.timing_cache,
                         opt_level=recipe.opt_level, embed_plugin=recipe.embed_plugin,
                         detailed_profile=recipe.detailed_profile).to_json()
@@ -266,7 +275,7 @@ def _verify(run: EngineRun) -> dict[str, Any]:
     recipe = run.recipe
     return verify(run.model(), run.files.engine, recipe.precision, image_dir=recipe.verify_images,
                   batch=min(8, recipe.max_batch), out_path=run.files.verify_report,
-                  plugin_library=recipe.plugin_library, onnx_path=run.files.typed,
+                  plugin_library=recipe.plugin, onnx_path=run.files.typed,
                   model_record=run.model_record.to_json()).summary()
 
 
@@ -307,6 +316,11 @@ def _build_params(run: EngineRun) -> dict[str, Any]:
             "embed_plugin": recipe.embed_plugin, "detailed_profile": recipe.detailed_profile}
 
 
+def _build_inputs(run: EngineRun) -> list[Path]:
+    plugin = run.recipe.plugin
+    return [run.files.typed] if plugin is None else [run.files.typed, Path(plugin)]
+
+
 def _verify_params(run: EngineRun) -> dict[str, Any]:
     recipe = run.recipe
     return {"precision": recipe.precision, "images": recipe.verify_images,
@@ -318,12 +332,13 @@ def _verify_params(run: EngineRun) -> dict[str, Any]:
 STAGES: tuple[Stage, ...] = (
     Stage("export", _export, inputs=lambda run: [], outputs=lambda run: [run.files.onnx], params=_model_params),
     Stage("surgery", _surgery, inputs=lambda run: [run.files.onnx],
-          outputs=lambda run: [run.files.swin, run.files.surgery_report]),
+          outputs=lambda run: [run.files.swin, run.files.surgery_report],
+          params=lambda run: {"attention": run.recipe.attention}),
     Stage("check", _check, inputs=lambda run: [run.files.onnx, run.files.swin], outputs=lambda run: [],
           params=lambda run: {"batches": CHECK_BATCHES}),
     Stage("precision", _precision, inputs=lambda run: [run.files.swin], outputs=lambda run: [run.files.typed],
           params=_precision_params),
-    Stage("build", _build, inputs=lambda run: [run.files.typed, Path(run.recipe.plugin_library)],
+    Stage("build", _build, inputs=_build_inputs,
           outputs=lambda run: [run.files.engine, run.files.engine_metadata], params=_build_params),
     Stage("verify", _verify, inputs=lambda run: [run.files.typed, run.files.engine],
           outputs=lambda run: [run.files.verify_report], params=_verify_params),

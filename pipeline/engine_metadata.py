@@ -89,7 +89,7 @@ class EngineMetadata(JsonRecord):
     engine: str  #: the engine's file name
     precision: str  #: fp32, fp16 or int8: what the typed ONNX decided
     onnx: OnnxSource
-    plugin: PluginLibrary
+    plugin: PluginLibrary | None  #: None: the engine has no plugin layers (``attention`` "tensorrt")
     backend: BuiltWith
     target: Target
     inputs: tuple[TensorSpec, ...]
@@ -106,6 +106,16 @@ class EngineMetadata(JsonRecord):
     engine_bytes: int
     engine_sha256: str  #: verified before every load
     built_at: str  #: ISO 8601, UTC
+    attention: str = "plugin"  #: the route (pipeline.attention): "tensorrt" is TensorRT's own, no plugin library
+
+    @property
+    def embeds_plugin(self) -> bool:
+        return self.plugin is not None and self.plugin.embedded
+
+    @property
+    def needs_plugin_library(self) -> bool:
+        """Whether a plugin library file must be loaded before the engine: it has plugin layers and no embedded one."""
+        return self.plugin is not None and not self.plugin.embedded and self.plugin_layers > 0
 
     @classmethod
     def read(cls, engine_path: str | Path) -> EngineMetadata:

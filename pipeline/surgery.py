@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from pipeline.artifacts import check_writable, write_json
+from pipeline.attention import ATTENTION_OPSET, ONNX_ATTENTION_OP, check_route
 from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
 from pipeline.onnx_io import read_onnx, write_onnx
@@ -85,6 +86,9 @@ class _Region:
     proj_weight: np.ndarray
     proj_bias: np.ndarray
     rel_bias: np.ndarray
+    windows: gs.Variable  #: the qkv projection's input: the partitioned windows, ``[B·nW, N, C]``
+    merged: gs.Variable  #: the proj projection's input: the heads merged again, ``[B·nW, N, C]``
+    additive: np.ndarray  #: bias plus shift mask as added to the scaled scores, ``[nW, heads, N, N]``
 
 
 class _NoMatch(Exception):
@@ -347,7 +351,8 @@ def _match_region(graph: gs.Graph, softmax: gs.Node, image_shape: dict[str, list
     shift, rel_bias = _infer_shift(additive, height, width, window_size)
     block = WindowAttentionBlock(softmax.name, height, width, window_size, shift, num_heads, channels,
                                  q_factor * k_factor * factor)
-    return _Region(block, x, y, qkv_weight, qkv_bias, *proj[1:], rel_bias.astype(np.float32))
+    return _Region(block, x, y, qkv_weight, qkv_bias, *proj[1:], rel_bias.astype(np.float32), window_in, merged,
+                   additive.astype(np.float32))
 
 
 def _spatial_size(window_in: gs.Tensor, x: gs.Tensor, channels: int) -> tuple[int, int]:
@@ -372,51 +377,102 @@ def _spatial_size(window_in: gs.Tensor, x: gs.Tensor, channels: int) -> tuple[in
 # Rewriting
 
 
+@dataclass
+class _Builder:
+    """Adds the nodes and constants of one block's replacement, named after it."""
+
+    graph: gs.Graph
+    prefix: str
+
+    def const(self, name: str, value: np.ndarray) -> gs.Constant:
+        return gs.Constant(f"{self.prefix}.{name}", np.asarray(value, order="C"))
+
+    def shape(self, name: str, dims: list[int]) -> gs.Constant:
+        return self.const(name, np.array(dims, np.int64))
+
+    def node(self, op: str, name: str, inputs: list[gs.Tensor], attrs: dict[str, Any] | None = None,
+             domain: str | None = None) -> gs.Variable:
+        out = gs.Variable(f"{self.prefix}.{name}", dtype=np.float32)
+        self.graph.nodes.append(gs.Node(op, f"{self.prefix}/{name}", attrs or {}, inputs, [out], domain=domain))
+        return out
+
+    def linear(self, name: str, x: gs.Tensor, weight: np.ndarray, bias: np.ndarray) -> gs.Variable:
+        matmul = self.node("MatMul", f"{name}_matmul", [x, self.const(f"{name}_weight", weight.astype(np.float32))])
+        return self.node("Add", name, [matmul, self.const(f"{name}_bias", bias.astype(np.float32))])
+
+
 def _replacement(graph: gs.Graph, region: _Region, index: int) -> gs.Variable:
     """Build ``X → Reshape → qkv → SwinWindowAttention → proj → Reshape`` and return its output."""
     b = region.block
-    prefix = f"swin_window_attention_{index}"
-    dtype = np.float32
-
-    def const(name: str, value: np.ndarray) -> gs.Constant:
-        return gs.Constant(f"{prefix}.{name}", np.ascontiguousarray(value.astype(dtype)))
-
-    def node(op: str, name: str, inputs: list[gs.Tensor], attrs: dict[str, Any] | None = None,
-             domain: str | None = None) -> gs.Variable:
-        out = gs.Variable(f"{prefix}.{name}", dtype=dtype)
-        graph.nodes.append(gs.Node(op, f"{prefix}/{name}", attrs or {}, inputs, [out], domain=domain))
-        return out
-
+    build = _Builder(graph, f"swin_window_attention_{index}")
     tokens = b.height * b.width
-    shape = gs.Constant(f"{prefix}.tokens_shape", np.array([0, tokens, b.channels], np.int64))
-    x = node("Reshape", "tokens", [region.x, shape])
-    qkv = node("Add", "qkv", [node("MatMul", "qkv_matmul", [x, const("qkv_weight", region.qkv_weight)]),
-                              const("qkv_bias", region.qkv_bias)])
+    x = build.node("Reshape", "tokens", [region.x, build.shape("tokens_shape", [0, tokens, b.channels])])
+    qkv = build.linear("qkv", x, region.qkv_weight, region.qkv_bias)
     attrs = {"height": b.height, "width": b.width, "window_size": b.window_size, "shift_size": b.shift_size,
              "num_heads": b.num_heads, "scale": float(b.scale),
              "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""}
-    attn = node(PLUGIN_OP, "attention", [qkv, const("rel_bias", region.rel_bias),
-                                         const("qkv_bias_padding", region.qkv_bias)], attrs, PLUGIN_DOMAIN)
+    attn = build.node(PLUGIN_OP, "attention", [qkv, build.const("rel_bias", region.rel_bias),
+                                               build.const("qkv_bias_padding", region.qkv_bias)], attrs,
+                      PLUGIN_DOMAIN)
     attn.shape = [region.x.shape[0], tokens, b.channels]  # shape inference cannot see into the custom op
-    proj = node("Add", "proj", [node("MatMul", "proj_matmul", [attn, const("proj_weight", region.proj_weight)]),
-                                const("proj_bias", region.proj_bias)])
-    out_shape = gs.Constant(f"{prefix}.output_shape", np.array([0, *region.y.shape[1:]], np.int64))
-    return node("Reshape", "output", [proj, out_shape])
+    proj = build.linear("proj", attn, region.proj_weight, region.proj_bias)
+    return build.node("Reshape", "output", [proj, build.shape("output_shape", [0, *region.y.shape[1:]])])
 
 
-def _check_rewrite(graph: gs.Graph, region: _Region, batch: int, image_shape: dict[str, list[Any]]) -> float:
-    """Run the original region and the replacement (reference op) on the same input; return the relative error."""
+def _attention_replacement(graph: gs.Graph, region: _Region, index: int) -> gs.Variable:
+    """Replace the region's qkv → proj input with ONNX ``Attention`` over ``[B, nW·heads, N, head_dim]``; return
+    ``region.y``, which the kept window reverse still computes.
+
+    Windows and heads share one axis, so the constant mask ``[1, nW·heads, N, N]`` (bias plus shift mask per
+    window position) broadcasts over the batch; the score scale is folded into the Q columns of the qkv weights.
+    """
     b = region.block
-    session = _subgraph_session(graph, [region.x], [region.y])
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal([batch, *region.x.shape[1:]]).astype(np.float32)
-    expected = _run(session, {region.x.name: x}, batch, image_shape)
-    qkv = x.reshape(batch, b.height * b.width, b.channels) @ region.qkv_weight + region.qkv_bias
+    build = _Builder(graph, f"tensorrt_attention_{index}")
+    windows, n = region.additive.shape[0], b.window_size**2
+    heads, head_dim, c = b.num_heads, b.channels // b.num_heads, b.channels
+    scale = np.concatenate([np.full(c, b.scale), np.ones(2 * c)]).astype(np.float32)
+    x = build.node("Reshape", "windows", [region.windows, build.shape("windows_shape", [-1, windows, n, c])])
+    qkv = build.linear("qkv", x, region.qkv_weight * scale, region.qkv_bias * scale)
+    qkv = build.node("Reshape", "heads", [qkv, build.shape("heads_shape", [0, windows, n, 3, heads, head_dim])])
+    qkv = build.node("Transpose", "qkv_first", [qkv], {"perm": [3, 0, 1, 4, 2, 5]})
+    qkv = build.node("Reshape", "stacked", [qkv, build.shape("stacked_shape", [3, -1, windows * heads, n, head_dim])])
+    q, k, v = (build.node("Gather", name, [qkv, build.const(f"{name}_index", np.array(i, np.int64))], {"axis": 0})
+               for i, name in enumerate("qkv"))
+    mask = build.const("mask", region.additive.reshape(1, windows * heads, n, n))
+    y = build.node(ONNX_ATTENTION_OP, "attention", [q, k, v, mask], {"scale": 1.0})
+    y = build.node("Reshape", "split_heads", [y, build.shape("split_shape", [-1, windows, heads, n, head_dim])])
+    y = build.node("Transpose", "tokens_first", [y], {"perm": [0, 1, 3, 2, 4]})
+    y = build.node("Reshape", "merged", [y, build.shape("merged_shape", [-1, *region.merged.shape[1:]])])
+    for consumer in list(region.merged.outputs):
+        consumer.inputs[consumer.inputs.index(region.merged)] = y
+    return region.y
+
+
+def _plugin_output(region: _Region, x: np.ndarray) -> np.ndarray:
+    """What the plugin route's replacement computes for ``x``: qkv, the reference op, proj."""
+    b = region.block
+    qkv = x.reshape(x.shape[0], b.height * b.width, b.channels) @ region.qkv_weight + region.qkv_bias
     attn = window_attention_reference(qkv, region.rel_bias, region.qkv_bias, height=b.height, width=b.width,
                                       window_size=b.window_size, shift_size=b.shift_size,
                                       num_heads=b.num_heads, scale=b.scale)
-    actual = (attn @ region.proj_weight + region.proj_bias).reshape(expected.shape)
-    return relative_error(expected, actual)
+    return attn @ region.proj_weight + region.proj_bias
+
+
+def _rewrite_checked(graph: gs.Graph, region: _Region, index: int, attention: str, batch: int,
+                     image_shape: dict[str, list[Any]]) -> gs.Variable:
+    """Rewrite ``region`` for the ``attention`` route and return its new output; sets the block's
+    ``max_rel_error``: the original region against the plugin's reference op, or against the rewritten graph run
+    in onnxruntime (``tensorrt``)."""
+    x = np.random.default_rng(1).standard_normal([batch, *region.x.shape[1:]]).astype(np.float32)
+    expected = _run(_subgraph_session(graph, [region.x], [region.y]), {region.x.name: x}, batch, image_shape)
+    if attention == "plugin":
+        actual = _plugin_output(region, x)
+        new_y = _replacement(graph, region, index)
+    else:
+        new_y = _attention_replacement(graph, region, index)
+        actual = _run(_subgraph_session(graph, [region.x], [new_y]), {region.x.name: x}, batch, image_shape)
+    region.block.max_rel_error = relative_error(expected, actual.reshape(expected.shape))
+    return new_y
 
 
 def _node_counts(graph: gs.Graph) -> dict[str, int]:
@@ -460,6 +516,7 @@ class SurgeryReport(JsonRecord):
     stages: tuple[StageSummary, ...]
     nodes_before: dict[str, int]
     nodes_after: dict[str, int]
+    attention: str = "plugin"  #: the route: what replaced the blocks (pipeline.attention)
 
     @property
     def blocks_replaced(self) -> int:
@@ -489,17 +546,34 @@ class SurgeryReport(JsonRecord):
         return data
 
 
-def replace_window_attention(in_path: str | Path, out_path: str | Path,
-                             report_path: str | Path | None = None) -> SurgeryReport:
-    """Rewrite every window-attention block of ``in_path`` into a ``SwinWindowAttention`` node.
+def _rewrite_block(graph: gs.Graph, softmax: gs.Node, index: int, attention: str, batch: int,
+                   image_shape: dict[str, list[Any]], in_path: str | Path) -> WindowAttentionBlock:
+    """Match the region around ``softmax``, rewrite it for the ``attention`` route and check it; raise
+    PipelineError when it does not match or would compute something else."""
+    try:
+        region = _match_region(graph, softmax, image_shape)
+        new_y = _rewrite_checked(graph, region, index, attention, batch, image_shape)
+    except _NoMatch as exc:
+        raise PipelineError(f"{in_path}: the attention around Softmax node '{softmax.name}' looks like window "
+                            f"attention but does not match: {exc}. Nothing was written.") from exc
+    if region.block.max_rel_error > FP32_TOLERANCE:
+        op = PLUGIN_OP if attention == "plugin" else f"ONNX {ONNX_ATTENTION_OP}"
+        raise PipelineError(f"{in_path}: replacing the block around Softmax node '{softmax.name}' would change "
+                            f"its output by {region.block.max_rel_error:.1e} (relative), above "
+                            f"{FP32_TOLERANCE:.0e}; its semantics differ from {op} "
+                            f"({asdict(region.block)}).{_PADDING_HINT if region.block.padded else ''} "
+                            "Nothing was written.")
+    for consumer in list(region.y.outputs):
+        for i, t in enumerate(consumer.inputs):
+            if t is region.y:
+                consumer.inputs[i] = new_y
+    graph.outputs = [new_y if t is region.y else t for t in graph.outputs]
+    graph.cleanup()
+    return region.block
 
-    Writes ``out_path`` (atomically) and returns the report (also written to ``report_path`` if given): blocks
-    found/replaced/shifted, per-block and per-stage parameters, node counts before and after, the worst
-    self-check error. Running it on its own output changes nothing.
-    """
-    for path in (out_path, report_path):
-        if path is not None:
-            check_writable(path)
+
+def _import_folded(in_path: str | Path) -> tuple[gs.Graph, dict[str, int]]:
+    """``in_path`` with its constants folded and its shapes inferred, and its node counts before."""
     graph = gs.import_onnx(read_onnx(in_path))
     nodes_before = _node_counts(graph)
     # Constant folding runs onnxruntime and Polygraphy's logger, which warn about harmless things.
@@ -507,55 +581,60 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path,
     gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
     graph.fold_constants().cleanup()
     try:
-        graph = gs.import_onnx(onnx.shape_inference.infer_shapes(gs.export_onnx(graph), data_prop=True))
+        inferred = onnx.shape_inference.infer_shapes(gs.export_onnx(graph), data_prop=True)
     except Exception as exc:  # shape inference errors are plain Exceptions with the node in the text
         raise PipelineError(f"{in_path}: ONNX shape inference failed ({exc}); is it a valid model?") from exc
+    return gs.import_onnx(inferred), nodes_before
+
+
+def _export_rewritten(graph: gs.Graph, attention: str) -> onnx.ModelProto:
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    if attention == "plugin" and not any(o.domain == PLUGIN_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def replace_window_attention(in_path: str | Path, out_path: str | Path, report_path: str | Path | None = None,
+                             *, attention: str = "plugin") -> SurgeryReport:
+    """Rewrite every window-attention block of ``in_path`` into a ``SwinWindowAttention`` node, or for
+    ``attention="tensorrt"`` into the ONNX ``Attention`` op (opset 23) between the kept window partition and reverse.
+
+    Writes ``out_path`` (atomically) and returns the report (also written to ``report_path`` if given): blocks
+    found/replaced/shifted, per-block and per-stage parameters, node counts before and after, the worst
+    self-check error. Running it on its own output changes nothing.
+    """
+    check_route(attention)
+    for path in (out_path, report_path):
+        if path is not None:
+            check_writable(path)
+    graph, nodes_before = _import_folded(in_path)
+    if attention == "tensorrt":  # the ops of the exported opsets (>= 17) mean the same at 23
+        graph.opset = max(graph.opset, ATTENTION_OPSET)
+        graph.import_domains = [*(d for d in graph.import_domains or [] if d.domain not in ("", "ai.onnx")),
+                                onnx.helper.make_opsetid("", graph.opset)]
     image_shape = {t.name: list(t.shape or []) for t in graph.inputs}
     dynamic_batch = any(not isinstance((t.shape or [1])[0], int) for t in graph.inputs)
     check_batch = 2 if dynamic_batch else int(graph.inputs[0].shape[0])
 
-    already = sum(n.op == PLUGIN_OP for n in graph.nodes)
+    replaced_op = PLUGIN_OP if attention == "plugin" else ONNX_ATTENTION_OP
+    already = sum(n.op == replaced_op for n in graph.nodes)
     softmaxes = [n for n in graph.nodes if n.op == "Softmax"]
     if not softmaxes and not already:
         raise PipelineError(f"{in_path} contains no Swin window-attention blocks (no Softmax and no "
-                            f"{PLUGIN_OP} nodes); is it a Swin Transformer export?")
-
-    blocks: list[WindowAttentionBlock] = []
-    for index, softmax in enumerate(softmaxes, start=already):
-        try:
-            region = _match_region(graph, softmax, image_shape)
-            region.block.max_rel_error = _check_rewrite(graph, region, check_batch, image_shape)
-        except _NoMatch as exc:
-            raise PipelineError(f"{in_path}: the attention around Softmax node '{softmax.name}' looks like window "
-                                f"attention but does not match: {exc}. Nothing was written.") from exc
-        if region.block.max_rel_error > FP32_TOLERANCE:
-            raise PipelineError(f"{in_path}: replacing the block around Softmax node '{softmax.name}' would change "
-                                f"its output by {region.block.max_rel_error:.1e} (relative), above "
-                                f"{FP32_TOLERANCE:.0e}; its semantics differ from {PLUGIN_OP} "
-                                f"({asdict(region.block)}).{_PADDING_HINT if region.block.padded else ''} "
-                                "Nothing was written.")
-        new_y = _replacement(graph, region, index)
-        for consumer in list(region.y.outputs):
-            for i, t in enumerate(consumer.inputs):
-                if t is region.y:
-                    consumer.inputs[i] = new_y
-        graph.outputs = [new_y if t is region.y else t for t in graph.outputs]
-        blocks.append(region.block)
-        graph.cleanup()
-
-    graph.cleanup().toposort()
-    model = gs.export_onnx(graph)
-    if not any(o.domain == PLUGIN_DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
-    model = onnx.shape_inference.infer_shapes(model)
+                            f"{replaced_op} nodes); is it a Swin Transformer export?")
+    blocks = [_rewrite_block(graph, softmax, index, attention, check_batch, image_shape, in_path)
+              for index, softmax in enumerate(softmaxes, start=already)]
+    model = _export_rewritten(graph, attention)
     write_onnx(model, out_path)
 
     report = SurgeryReport(input=str(in_path), output=str(out_path), blocks_found=len(softmaxes) + already,
                            blocks_already_replaced=already, blocks=tuple(blocks), stages=tuple(_stage_summary(blocks)),
-                           nodes_before=nodes_before, nodes_after=_node_counts(gs.import_onnx(model)))
+                           nodes_before=nodes_before, nodes_after=_node_counts(gs.import_onnx(model)),
+                           attention=attention)
     if report_path is not None:
         write_json(report_path, report.to_json())
-    log.info("surgery: replaced %d of %d window-attention blocks (%d shifted) in %s, %d → %d nodes, self-check "
-             "error %.1e", report.blocks_replaced, report.blocks_found, report.blocks_shifted, in_path,
-             sum(report.nodes_before.values()), sum(report.nodes_after.values()), report.max_rel_error)
+    log.info("surgery: replaced %d of %d window-attention blocks (%d shifted) in %s with %s, %d → %d nodes, "
+             "self-check error %.1e", report.blocks_replaced, report.blocks_found, report.blocks_shifted, in_path,
+             replaced_op, sum(report.nodes_before.values()), sum(report.nodes_after.values()), report.max_rel_error)
     return report

@@ -45,6 +45,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.artifacts import atomic_folder, check_writable, write_json
+from pipeline.attention import TRTATTN_SUFFIX
 from pipeline.build import TENSORRT, TENSORRT_RTX, check_engine_compatible, engine_plugin_library
 from pipeline.engine import EngineFiles
 from pipeline.engine_metadata import BuiltWith, EngineMetadata, TensorSpec
@@ -118,8 +119,9 @@ def find_engine(variant: str, precision: str, engine_dir: Path | None = None) ->
     engine = EngineFiles(folder, variant, precision).engine
     if engine.is_file():
         return engine
-    make = f"make engine VARIANT={variant.upper()} PRECISION={precision}" + (
-        f" BUILD_DIR={folder}" if engine_dir is not None and folder != Path("build") / name else "")
+    # make's own folders need no BUILD_DIR: the plugin route's, and the tensorrt attention route's.
+    routes = {Path("build") / name: "", Path("build") / f"{name}{TRTATTN_SUFFIX}": " ATTENTION=tensorrt"}
+    make = f"make engine VARIANT={variant.upper()} PRECISION={precision}" + routes.get(folder, f" BUILD_DIR={folder}")
     present = sorted(p.name for p in folder.glob("*.engine")) if folder.is_dir() else []
     found = f" ({folder} holds {', '.join(present)})" if present else f" ({folder} has no engine)"
     raise PipelineError(f"no {precision} engine of Swin-{variant.upper()} at {engine}{found}; build it first with "
@@ -190,7 +192,7 @@ def _checked_plugin(engines: list[Path], metadata: list[EngineMetadata], plugin_
                     ) -> tuple[Path | None, int | None]:
     """The plugin library to ship (None when no engine needs one on disk) and the TensorRT major it registers with."""
     needing = [(engine, meta) for engine, meta in zip(engines, metadata, strict=True)
-               if not meta.plugin.embedded and meta.plugin_layers]
+               if meta.needs_plugin_library]
     if not needing:
         return None, None
     library = engine_plugin_library(*needing[0], plugin_library)
@@ -334,7 +336,7 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata]) -> str:
     tensors = "; ".join([*(f"input `{s.name}` {_shape(s)}" for s in first.inputs),
                          *(f"output `{s.name}` {_shape(s)}" for s in first.outputs)])
     crop = " × ".join(str(d) for d in first.inputs[0].shape[2:])
-    embedded = any(meta.plugin.embedded and meta.plugin_layers for meta in metadata)
+    embedded = any(meta.embeds_plugin and meta.plugin_layers for meta in metadata)
     rtx = [e for e in record.engines if e.backend.name == TENSORRT_RTX.name]
     variant = model.removeprefix("swin_").upper() if model.startswith("swin_") else "…"
     text = [f"# Triton Inference Server model repository: `{model}`", "",
@@ -346,13 +348,17 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata]) -> str:
             f"µs to form them; {record.instances} instance(s) per GPU. Images are RGB, NCHW, resized (bilinear) so "
             f"that a centre crop of {crop} is 224/256 of the shorter side, scaled to [0, 1] and normalized with the "
             "ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225): `client.py` does exactly that.", ""]
+    route = " ATTENTION=tensorrt" if first.attention == "tensorrt" else ""
     if rtx:
         text += [f"**Not servable as is**: {', '.join(f'`{e.file}`' for e in rtx)} was built ahead of time by "
                  f"TensorRT-RTX {rtx[0].backend.version}. Triton's `tensorrt_plan` platform runs TensorRT "
                  "(libnvinfer), which does not deserialize TensorRT-RTX engines. On the serving machine (or one with "
                  f"its GPU and the TensorRT of your Triton release) rebuild with `make engine VARIANT={variant} "
-                 f"PRECISION={first.precision} BACKEND=tensorrt`, then run `make triton` again: layout, configuration "
-                 "and client stay the same.", ""]
+                 f"PRECISION={first.precision} BACKEND=tensorrt{route}`, then run `make triton{route}` again: layout, "
+                 "configuration and client stay the same.", ""]
+    if route:
+        text += ["The engines run TensorRT's own fused attention (`ATTENTION=tensorrt`, TensorRT ≥ 10.14): no plugin "
+                 "library is shipped or loaded, and the server starts without a plugin setting or `LD_PRELOAD`.", ""]
     text += [*_server_commands(record, embedded), *_plugin_notes(record, embedded),
              "## Ask it", "",
              "`client.py` needs numpy, Pillow and tritonclient (`pip install 'tritonclient[grpc,http]' pillow numpy`), "

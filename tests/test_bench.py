@@ -167,6 +167,20 @@ def every_path(tmp_path: Path, cuda_graphs: bool = True) -> list:
     return bench.build_paths(inputs, ("fp16",), cuda_graphs=cuda_graphs, compile_budget_s=None)
 
 
+def test_attention_path_takes_the_routes_own_folder_and_skips_what_it_cannot_build(tmp_path):
+    """make engine ATTENTION=tensorrt writes beside make engine's folder; FP32 and an uncalibrated INT8 are skipped
+    with the reason, before anything is exported or built."""
+    made = tmp_path / "swin_t_trtattn" / "swin_t_fp16.engine"
+    made.parent.mkdir()
+    made.touch()
+    inputs = bench.Inputs(EngineRecipe(), None, tmp_path / "work", tmp_path / "swin_t")
+    assert inputs.attention_engine("fp16") == made
+    with pytest.raises(PathUnavailable, match="cannot build FP32"):
+        inputs.attention_engine("fp32")
+    with pytest.raises(PathUnavailable, match="PRECISION=int8 ATTENTION=tensorrt"):
+        inputs.attention_engine("int8")
+
+
 def test_compile_paths_use_cuda_graphs_when_asked(tmp_path):
     assert uses_cuda_graph("torch-compile-cuda", "cuda", True)
     assert not uses_cuda_graph("torch-compile-cuda", "cuda", False)
@@ -179,8 +193,9 @@ def test_compile_paths_use_cuda_graphs_when_asked(tmp_path):
         for path in compiled:
             assert path.cuda_graph is requested and path.details()["cuda_graph"] is requested
         graphs = {p.name for p in paths if p.cuda_graph}
-        assert graphs == ({"tensorrt-plugin", "tensorrt-native", "torch-eager-cuda", "torch-compile-cuda",
-                           "torch-eager-cuda-fused", "torch-compile-cuda-fused"} if requested else set())
+        assert graphs == ({"tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
+                           "torch-compile-cuda", "torch-eager-cuda-fused", "torch-compile-cuda-fused"}
+                          if requested else set())
         assert not any(p.cuda_graph for p in paths if p.device == "cpu")
     parser = bench.build_parser()
     assert parser.parse_args([]).cuda_graphs is None  # decided by the machine: on wherever a CUDA GPU is visible
@@ -629,7 +644,8 @@ def test_an_interrupted_run_says_so_in_its_json(tmp_path, monkeypatch, capsys):
     data = json.loads(json_path.read_text())
     assert (data["complete"], data["interrupted_during"], data["pending"]) == (False, "tensorrt-native fp16",
                                                                                ["tensorrt-native fp16"])
-    assert [p["name"] for p in data["paths"]] == ["tensorrt-plugin"]
+    # tensorrt-attention, between the two, is recorded as not selected.
+    assert [p["name"] for p in data["paths"]] == ["tensorrt-plugin", "tensorrt-attention"]
 
 
 def test_bench_writes_under_build_and_never_over_an_earlier_run(tmp_path, monkeypatch):
@@ -678,6 +694,17 @@ def test_profile_summary_finds_the_plugin_share_and_myelin_fusion():
     assert profile.summarize_layers(fused, [])["attention_fused_by_myelin"] is True
     unfused = [*fused, {"name": "/layers.1/attn/Softmax", "average_ms": 1.0, "percent": 10.0}]
     assert profile.summarize_layers(unfused, [])["standalone_softmax_layers"] == ["/layers.1/attn/Softmax"]
+
+
+def test_profile_summary_counts_tensorrt_attention_blocks_fused_into_one_layer():
+    layers = [{"name": "{ForeignNode[tensorrt_attention_0/attention_AttentionInput...]}", "average_ms": 2.0,
+               "percent": 40.0},
+              {"name": "tensorrt_attention_1/attention_AttentionInput", "average_ms": 1.0, "percent": 20.0},
+              {"name": "tensorrt_attention_1/attention_AttentionOutput", "average_ms": 1.0, "percent": 20.0},
+              {"name": "tensorrt_attention_1/proj_matmul", "average_ms": 1.0, "percent": 20.0}]
+    summary = profile.summarize_layers(layers, [])
+    assert (summary["attention_blocks"], summary["attention_blocks_in_one_layer"]) == (2, 1)
+    assert (summary["attention_layers"], summary["attention_percent"], summary["plugin_layers"]) == (3, 80.0, 0)
 
 
 @pytest.mark.skipif(environment.driver_version() is not None, reason="checks the CPU-only behaviour")

@@ -73,6 +73,7 @@ def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):
     assert metadata.layers > 12
     assert metadata.onnx == OnnxSource(str(swin_path.resolve()), file_sha256(swin_path))
     assert metadata.plugin == PluginLibrary(str(plugin_library.resolve()), file_sha256(plugin_library), False)
+    assert metadata.attention == "plugin"
     assert metadata.inputs == (TensorSpec("images", "float32", (-1, 3, 224, 224)),)
     assert metadata.outputs == (TensorSpec("logits", "float32", (-1, 1000)),)
     assert metadata.profile == BatchProfile("images", (1, 3, 224, 224), (2, 3, 224, 224), (4, 3, 224, 224))
@@ -84,7 +85,7 @@ def test_fp32_engine_and_metadata(fp32_engine, swin_t_onnx, plugin_library):
     assert list(written) == ["engine", "precision", "onnx", "plugin", "backend", "target", "inputs", "outputs",
                              "profile", "builder_optimization_level", "profiling_verbosity", "timing_cache", "layers",
                              "plugin_layers", "plugin_layer_names", "parse_seconds", "build_seconds", "engine_bytes",
-                             "engine_sha256", "built_at"]
+                             "engine_sha256", "built_at", "attention"]
     assert written["inputs"] == [{"name": "images", "dtype": "float32", "shape": [-1, 3, 224, 224]}]
     assert no_partial_files(engine.parent)
 

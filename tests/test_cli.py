@@ -82,6 +82,9 @@ def test_usage_errors_are_one_line_with_a_pointer_to_help() -> None:
     (["--checkpoint", "missing.pth"], "checkpoint missing.pth does not exist"),
     (["--calib-dir", "no-photos"], "image folder no-photos does not exist"),
     (["--images", "no-photos"], "image folder no-photos does not exist"),
+    (["--attention", "nope"], "argument --attention: invalid choice: 'nope' (choose from 'plugin', 'tensorrt')"),
+    (["--attention", "tensorrt", "--precision", "fp32"], "--attention tensorrt cannot build FP32"),
+    (["--attention", "tensorrt", "--embed-plugin"], "--attention tensorrt has no plugin library to embed"),
 ])
 def test_engine_rejects_bad_input_before_any_stage(tmp_path: Path, args: list[str], message: str) -> None:
     """Checked by EngineRecipe.validate: nothing is exported (no 'running' stage) and no folder is created."""

@@ -15,7 +15,8 @@ PACKAGES = ("pipeline", "calib", "benchmarks")
 #: What several stages share; a leaf imports only other leaves, and calib/ (a stage of its own) imports only leaves.
 LEAVES = {"pipeline", "pipeline.errors", "pipeline.artifacts", "pipeline.interrupts", "pipeline.records",
           "pipeline.variants", "pipeline.compare", "pipeline.reference", "pipeline.onnx_io", "pipeline.images",
-          "pipeline.imagenet_transform", "pipeline.engine_metadata", "pipeline.checkpoint_format"}
+          "pipeline.imagenet_transform", "pipeline.engine_metadata", "pipeline.checkpoint_format",
+          "pipeline.attention"}
 
 
 def module_files() -> dict[str, Path]:
