@@ -78,8 +78,8 @@ profile: venv
 device-wheels: venv
 	$(PY) -m benchmarks.device_check --download-wheels
 
-# Registers, shared memory and spills of every kernel for ARCH (default 90 87 86), read from the compiled library
-# without a GPU; exits 1 when a kernel spills to local memory.
+# Registers, shared memory, spills and occupancy of every kernel and Triton image for ARCH (default 90 87 89), read
+# from the compiled libraries without a GPU; exits 1 when a kernel spills to local memory.
 kernel-resources: venv
 	$(PY) -m benchmarks.kernel_resources $(if $(ARCH),--arch $(ARCH))
 
