@@ -110,10 +110,11 @@ def _py(*args: str, stdout_file: str | None = None) -> Command:
 BENCH_RESULTS = "build/device-check/bench"
 #: The test files with GPU tests, named rather than collected from tests/: other files import packages the device
 #: image lacks (tritonclient, TensorRT-RTX), and one collection error stops a pytest run.
-GPU_TEST_FILES = ("tests/test_plugin_gpu.py", "tests/test_fused.py", "tests/test_bench_runner.py",
-                  "tests/test_build_gpu.py", "tests/test_runtime.py")
-# The GPU test cases without the batch-64 one (racecheck on it alone takes minutes); pytest ids join the parameters.
-SANITIZED_TESTS = ("tests/test_plugin_gpu.py", "-k", "not 64-56-56-96")
+GPU_TEST_FILES = ("tests/test_plugin_gpu.py", "tests/test_triton_kernel.py", "tests/test_fused.py",
+                  "tests/test_bench_runner.py", "tests/test_build_gpu.py", "tests/test_runtime.py")
+# Both kernels' GPU test cases without the CUDA kernel's batch-64 one (racecheck on it alone takes minutes); pytest
+# ids join the parameters.
+SANITIZED_TESTS = ("tests/test_plugin_gpu.py", "tests/test_triton_kernel.py", "-k", "not 64-56-56-96")
 NCU_SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "MemoryWorkloadAnalysis", "WarpStateStats")
 
 
@@ -160,7 +161,7 @@ STEPS = (
          (_py("-m", "benchmarks.kernel_resources", "--arch", "{arch}"),), 30),
     Step("test", "every GPU test",
          (_py("-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider", *GPU_TEST_FILES),), 120),
-    Step("kernel", "kernel benchmark (FP16 with torch.compile, FP32 without)",
+    Step("kernel", "kernel benchmark: CUDA and Triton kernels (each config), FP16 with torch.compile, FP32 without",
          (_py("-m", "benchmarks.kernel_bench", "--dtypes", "fp16", "{baseline}", "--out",
               "{out}/kernel_bench_fp16.json"),
           _py("-m", "benchmarks.kernel_bench", "--dtypes", "fp32", "--no-compile", "{baseline}",

@@ -1,7 +1,11 @@
-"""Benchmark the SwinWindowAttention CUDA kernel against PyTorch on the stage shapes of every Swin variant.
+"""Benchmark the SwinWindowAttention kernels against PyTorch on the stage shapes of every Swin variant.
 
 Compared, all from the same qkv [B, H·W, 3C] to the output [B, H·W, C] in image order:
-  kernel   our kernel through the C ABI (one launch)
+  kernel   the CUDA kernel through the C ABI (one launch; SWIN_ATTN_KERNEL=cuda)
+  triton   the Triton kernel's ahead-of-time image through the same C ABI (SWIN_ATTN_KERNEL=triton), the config
+           kernel_selection.json compiled for this architecture
+  triton-<config>  (``triton-jit`` on the command line) the Triton kernel JIT-compiled with each config of the
+           tuning space (pipeline.kernels.selection.CONFIGS): the numbers that fill kernel_selection.json
   baseline with --baseline LIB: the kernel of another revision's libswin_window_attention_cuda.so (the same C ABI),
            timed in the same run on the same card, so a kernel change is measured against what it replaces
   op       the same kernel as torch.ops.swin.window_attention (pipeline.ops: the dispatcher and output allocation)
@@ -30,11 +34,13 @@ its rows; ``goals`` judges the kernel targets of ``KERNEL_GOALS``, also printed 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +53,22 @@ from benchmarks.gpu_load import GpuLoadSampler
 from benchmarks.report import RUNS_DIR, goal_lines, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import percentile
 from benchmarks.timers import capture
+from pipeline.kernels.selection import CONFIGS, KERNEL_ENV, KernelConfig
+from pipeline.kernels.window_attention import window_attention as triton_window_attention
 from pipeline.native import SwinAttention, arch_build_dir, build_native, kernel_resources
 from pipeline.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
 from pipeline.reference import shift_mask
 from pipeline.variants import VARIANTS
 
 #: Candidates in report order; the first is the one the others are compared with.
-CANDIDATES = ("kernel", "baseline", "op", "eager", "sdpa", "compile")
+CANDIDATES = ("kernel", "triton", "triton-jit", "baseline", "op", "eager", "sdpa", "compile")
+#: The Triton kernel's JIT candidates, one per config of the tuning space ("triton-jit" on the command line).
+TRITON_JIT = {f"triton-{config.name}": config for config in CONFIGS}
+
+
+def expand_candidates(names: Sequence[str]) -> list[str]:
+    """``triton-jit`` stands for one candidate per config of the Triton kernel's tuning space."""
+    return [expanded for name in names for expanded in (TRITON_JIT if name == "triton-jit" else [name])]
 #: Stages benchmarked per variant: all four at 224; at 384 the fourth stage (12×12) is a single unshifted window.
 DEFAULT_STAGES = {"T": 4, "S": 4, "B": 4, "B384": 3, "L384": 3}
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
@@ -305,6 +320,20 @@ def sdpa_attention(qkv, bias_mask, *, res, window, shift, heads, scale):
     return out.reshape(batch, res * res, c)
 
 
+@contextlib.contextmanager
+def kernel_selected(kernel: str) -> Iterator[None]:
+    """``SWIN_ATTN_KERNEL=kernel`` for the duration (the C ABI library reads it at each launch)."""
+    saved = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = kernel
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[KERNEL_ENV]
+        else:
+            os.environ[KERNEL_ENV] = saved
+
+
 def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Sequence[str],
                     generator: torch.Generator, device: str = "cuda",
                     baseline=None) -> dict[str, Callable[[], torch.Tensor]]:
@@ -327,15 +356,20 @@ def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Se
     layout = dict(res=shape.resolution, window=shape.window, shift=shape.shift, heads=shape.heads,
                   scale=attributes["scale"])
 
-    def c_abi(binding) -> Callable[[], torch.Tensor]:
+    def c_abi(binding, kernel: str) -> Callable[[], torch.Tensor]:
+        """The C ABI with SWIN_ATTN_KERNEL=kernel for the call (the library reads it at each launch)."""
         out = torch.empty(batch, shape.tokens, c, device=device, dtype=dtype)
 
         def call() -> torch.Tensor:
-            binding.forward(qkv, rel_bias, qkv_bias, out, stream=torch.cuda.current_stream().cuda_stream,
-                            **attributes)
+            with kernel_selected(kernel):
+                binding.forward(qkv, rel_bias, qkv_bias, out, stream=torch.cuda.current_stream().cuda_stream,
+                                **attributes)
             return out
 
         return call
+
+    def triton_jit(config: KernelConfig) -> Callable[[], torch.Tensor]:
+        return lambda: triton_window_attention(qkv, rel_bias, qkv_bias, config=config, **attributes)
 
     def op() -> torch.Tensor:
         return torch.ops.swin.window_attention(qkv, rel_bias, qkv_bias, shape.resolution, shape.resolution,
@@ -348,8 +382,10 @@ def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Se
         return sdpa_attention(qkv, bias_mask, **layout)
 
     candidates = {"op": op, "eager": eager, "sdpa": sdpa}
-    candidates |= {name: c_abi(binding) for name, binding in (("kernel", lib), ("baseline", baseline))
+    candidates |= {name: c_abi(binding, kernel) for name, binding, kernel in
+                   (("kernel", lib, "cuda"), ("triton", lib, "triton"), ("baseline", baseline, "cuda"))
                    if name in names}
+    candidates |= {name: triton_jit(TRITON_JIT[name]) for name in names if name in TRITON_JIT}
     if "compile" in names:
         torch._dynamo.reset()  # a fresh compile per row: no recompile limit, no silent fall back to eager
         compiled = torch.compile(eager_attention, dynamic=False)
@@ -419,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "baseline" in chosen and args.baseline is None:
         print("kernel_bench: the baseline candidate needs --baseline LIB", file=sys.stderr)
         return 2
-    names = [n for n in chosen if not (args.no_compile and n == "compile")]
+    names = expand_candidates([n for n in chosen if not (args.no_compile and n == "compile")])
     if "kernel" not in names:
         names.insert(0, "kernel")  # the reference point of every row
     if not torch.cuda.is_available():

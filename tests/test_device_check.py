@@ -88,10 +88,13 @@ def test_sanitized_selection_is_every_kernel_case_but_the_batch_64_one() -> None
                              *SANITIZED_TESTS], capture_output=True, text=True, cwd=ROOT, check=False, timeout=120)
     selected = [line for line in result.stdout.splitlines() if "::" in line]
     from test_plugin_gpu import GPU_CASES
+    from test_triton_kernel import CASES as TRITON_CASES
 
     cases = [case for case in GPU_CASES if case[0] != 64]
-    kernel_tests = [line for line in selected if "test_kernel_matches_reference" in line]
+    kernel_tests = [line for line in selected if "test_plugin_gpu.py::test_kernel_matches_reference" in line]
     assert len(kernel_tests) == 2 * len(cases)  # FP32 and FP16
+    triton_tests = [line for line in selected if "test_triton_kernel.py::test_kernel_on_cuda_matches_reference" in line]
+    assert len(triton_tests) == 2 * len(TRITON_CASES)  # the Triton kernel: JIT, its ahead-of-time image, compile
     assert not any("[64-56-56-96" in line or "-64-56-56-96-" in line for line in selected)
 
 

@@ -179,3 +179,18 @@ def test_kernel_goals_say_what_was_not_measured() -> None:
     assert compile_verdict["met"] is None and compile_verdict["reason"] == "speedup_vs_compile not measured"
     [window_12] = [v for v in verdicts if v["id"] == "bandwidth_w12"]
     assert window_12["row"] is None and window_12["met"] is None and "no fp16 row at batch 8/64" in window_12["reason"]
+
+
+def test_triton_candidates_compute_the_node() -> None:
+    """Each config of the Triton kernel's tuning space (the interpreter on the CPU) on the benchmark's inputs."""
+    shape = Shape(7, 32, 2, 7, 3, (("test", 1, 2),))
+    assert kernel_bench.expand_candidates(["kernel", "triton-jit"]) == ["kernel", *kernel_bench.TRITON_JIT]
+    names = list(kernel_bench.TRITON_JIT)[:2]
+    candidates = make_candidates(None, shape, 1, torch.float32, names, torch.Generator().manual_seed(0), device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    qkv = torch.randn(1, shape.tokens, 3 * shape.channels, generator=generator)
+    rel_bias = torch.randn(shape.heads, shape.window**2, shape.window**2, generator=generator)
+    qkv_bias = torch.randn(3 * shape.channels, generator=generator)
+    expected = window_attention_reference(qkv.numpy(), rel_bias.numpy(), qkv_bias.numpy(), **shape.attributes())
+    for name, fn in candidates.items():
+        np.testing.assert_allclose(fn().numpy(), expected, rtol=0, atol=1e-5, err_msg=name)
