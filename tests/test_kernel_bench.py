@@ -120,13 +120,19 @@ def test_network_attention_sums_blocks_times_stage_time() -> None:
                          ids=["shifted", "one-window"])
 def test_pytorch_candidates_compute_the_node(shape: Shape) -> None:
     """eager, sdpa and the op (the reference on the CPU) agree with the reference on the benchmark's inputs."""
+    assert_candidates_compute_the_node(shape, 2, ["eager", "sdpa", "op"])
+
+
+def assert_candidates_compute_the_node(shape: Shape, batch: int, names: list[str]) -> None:
+    """The candidates ``names`` (on the CPU) against the reference, on the same inputs."""
     generator = torch.Generator().manual_seed(0)
-    candidates = make_candidates(None, shape, 2, torch.float32, ["eager", "sdpa", "op"], generator, device="cpu")
+    candidates = make_candidates(None, shape, batch, torch.float32, names, generator, device="cpu")
     generator = torch.Generator().manual_seed(0)  # the same inputs again, for the reference
-    qkv = torch.randn(2, shape.tokens, 3 * shape.channels, generator=generator)
+    qkv = torch.randn(batch, shape.tokens, 3 * shape.channels, generator=generator)
     rel_bias = torch.randn(shape.heads, shape.window**2, shape.window**2, generator=generator)
     qkv_bias = torch.randn(3 * shape.channels, generator=generator)
     expected = window_attention_reference(qkv.numpy(), rel_bias.numpy(), qkv_bias.numpy(), **shape.attributes())
+    assert list(candidates) == names
     for name, fn in candidates.items():
         np.testing.assert_allclose(fn().numpy(), expected, rtol=0, atol=1e-5, err_msg=name)
 
@@ -182,15 +188,6 @@ def test_kernel_goals_say_what_was_not_measured() -> None:
 
 
 def test_triton_candidates_compute_the_node() -> None:
-    """Each config of the Triton kernel's tuning space (the interpreter on the CPU) on the benchmark's inputs."""
-    shape = Shape(7, 32, 2, 7, 3, (("test", 1, 2),))
+    """Configs of the Triton kernel's tuning space (the interpreter on the CPU) on the benchmark's inputs."""
     assert kernel_bench.expand_candidates(["kernel", "triton-jit"]) == ["kernel", *kernel_bench.TRITON_JIT]
-    names = list(kernel_bench.TRITON_JIT)[:2]
-    candidates = make_candidates(None, shape, 1, torch.float32, names, torch.Generator().manual_seed(0), device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    qkv = torch.randn(1, shape.tokens, 3 * shape.channels, generator=generator)
-    rel_bias = torch.randn(shape.heads, shape.window**2, shape.window**2, generator=generator)
-    qkv_bias = torch.randn(3 * shape.channels, generator=generator)
-    expected = window_attention_reference(qkv.numpy(), rel_bias.numpy(), qkv_bias.numpy(), **shape.attributes())
-    for name, fn in candidates.items():
-        np.testing.assert_allclose(fn().numpy(), expected, rtol=0, atol=1e-5, err_msg=name)
+    assert_candidates_compute_the_node(Shape(7, 32, 2, 7, 3, (("test", 1, 2),)), 1, list(kernel_bench.TRITON_JIT)[:2])
