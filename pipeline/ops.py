@@ -113,8 +113,6 @@ def window_attention_triton(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias:
         return torch.ops.swin.window_attention(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size,
                                                num_heads, scale)
     _check_inputs(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads)
-    if qkv.dtype not in CUDA_DTYPES:
-        raise TypeError(f"{PLUGIN_OP}: the Triton kernel takes float32 or float16 qkv, got {qkv.dtype}")
     return triton_window_attention(qkv, rel_bias, qkv_bias, height=height, width=width, window_size=window_size,
                                    shift_size=shift_size, num_heads=num_heads, scale=scale, wrap=wrap_triton)
 
