@@ -26,6 +26,8 @@ from typing import Literal
 
 import numpy as np
 
+from pipeline.kernels.selection import KernelConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -159,7 +161,7 @@ def triton_image_resources(build_dir: Path) -> list[KernelResources]:
             continue
         found = parse_resource_usage(_cuobjdump("--dump-resource-usage", build_dir / "triton" / "images" /
                                                 entry["file"]))
-        name = f"triton {spec['dtype']} w{spec['window']} {entry['file'].rsplit('_', 1)[1].removesuffix('.cubin')}"
+        name = f"triton {spec['dtype']} w{spec['window']} {KernelConfig(**spec['config']).name}"
         kernels += [dataclasses.replace(k, arch=f"sm_{spec['arch']}", name=name, threads=32 * entry["num_warps"],
                                         dynamic_shared_bytes=entry["shared_bytes"]) for k in found]
     return kernels
