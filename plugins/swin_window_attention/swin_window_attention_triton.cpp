@@ -210,7 +210,8 @@ int launchSelectedKernel(SwinAttnParams const& params, int dtype, void const* qk
             }
             return launchTritonWindowAttention(*image, params, qkv, relBias, qkvBias, out, stream, error);
         }
-        if (std::getenv(kKernelEnv) != nullptr)
+        char const* requested = std::getenv(kKernelEnv);
+        if (requested != nullptr && *requested != '\0') // asked for by name, not picked by the table
         {
             error = std::string(kPluginName) + ": " + kKernelEnv + "=triton: " + error;
             return arch < 0 ? SWIN_ATTN_CUDA_ERROR : SWIN_ATTN_UNSUPPORTED;
