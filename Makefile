@@ -18,7 +18,11 @@ SYSTEM_TENSORRT := $(shell $(PYTHON) -c "import tensorrt" 2>/dev/null && echo ye
 VENV_ARGS ?= $(if $(SYSTEM_TENSORRT),--system-site-packages)
 # TensorRT-RTX (the rtx extra) has x86_64 wheels only: elsewhere (Jetson, aarch64) the venv goes without it.
 EXTRAS     = $(if $(filter x86_64,$(shell uname -m)),test$(comma)rtx,test)
-BUILD_DIR  = build/swin_$(shell echo $(VARIANT) | tr A-Z a-z)$(if $(filter tensorrt,$(ATTENTION)),_trtattn)
+# The model: VARIANT, and for a detection backbone FEATURES=1 (its four stage maps) and IMG_SIZE=HxW (e.g. 800x1333).
+MODEL_ARGS = --variant $(VARIANT) $(if $(FEATURES),--features-only) $(if $(IMG_SIZE),--img-size $(IMG_SIZE))
+# BUILD_DIR unset: the pipeline names the folder after the model (build/swin_t, build/swin_t_features_800x1333,
+# build/swin_t_trtattn), so different models never share one.
+OUT_DIR_ARGS = $(if $(BUILD_DIR),--out-dir $(BUILD_DIR))
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
@@ -38,17 +42,15 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $@
 
 onnx: venv
-	$(PY) -m pipeline onnx --variant $(VARIANT) --max-batch $(MAX_BATCH) --attention $(ATTENTION) \
-		--out-dir $(BUILD_DIR) \
+	$(PY) -m pipeline onnx $(MODEL_ARGS) --max-batch $(MAX_BATCH) --attention $(ATTENTION) $(OUT_DIR_ARGS) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 # Every stage into $(BUILD_DIR): export, surgery, check, precision (FP16 / INT8 calibration), engine build
 # (TensorRT when installed with a GPU, else TensorRT-RTX ahead of time for SM), verification. Stages whose
-# inputs are unchanged are reused. IMAGES: verification photos (default CALIB_DIR); ENGINE_ARGS: more flags of
-# `python -m pipeline engine` (e.g. --features-only --img-size 800x1333).
+# inputs are unchanged are reused. IMAGES: verification photos; ENGINE_ARGS: more flags of `python -m pipeline engine`.
 engine: venv $(if $(filter tensorrt,$(ATTENTION)),,plugin)
-	$(PY) -m pipeline engine --variant $(VARIANT) --precision $(PRECISION) --batch $(BATCH) \
-		--backend $(BACKEND) --sm $(SM) --attention $(ATTENTION) --out-dir $(BUILD_DIR) \
+	$(PY) -m pipeline engine $(MODEL_ARGS) --precision $(PRECISION) --batch $(BATCH) \
+		--backend $(BACKEND) --sm $(SM) --attention $(ATTENTION) $(OUT_DIR_ARGS) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(CALIB_DIR),--calib-dir $(CALIB_DIR)) \
 		$(if $(CALIB_SAMPLES),--calib-samples $(CALIB_SAMPLES)) $(if $(IMAGES),--images $(IMAGES)) $(ENGINE_ARGS)
 
@@ -58,7 +60,8 @@ engine: venv $(if $(filter tensorrt,$(ATTENTION)),,plugin)
 # triton` (e.g. --engines a.engine b.engine for several compute capabilities, --instances 2).
 TRITON_DIR ?= build/triton
 triton: venv
-	$(PY) -m pipeline triton --variant $(VARIANT) --precision $(PRECISION) --engine-dir $(BUILD_DIR) \
+	$(PY) -m pipeline triton $(MODEL_ARGS) --attention $(ATTENTION) --precision $(PRECISION) \
+		$(if $(BUILD_DIR),--engine-dir $(BUILD_DIR)) \
 		--out $(TRITON_DIR) $(TRITON_ARGS)
 
 # Every deployment path this machine can run, side by side: build/bench/bench_<v>_<device>_<UTC time>.{json,md,png}
@@ -66,12 +69,12 @@ triton: venv
 # BATCH, only when given, sets every path's batches (defaults: GPU 1,8,32,64; CPU 1,8). BENCH_ARGS: more flags.
 # No dependency on `plugin`: a CPU-only run need not compile CUDA; the TensorRT paths then say to run `make plugin`.
 bench: venv
-	$(PY) -m benchmarks.bench --variant $(VARIANT) --precision $(PRECISION) \
+	$(PY) -m benchmarks.bench $(MODEL_ARGS) --precision $(PRECISION) \
 		$(if $(filter command line environment,$(origin BATCH)),--batch $(BATCH)) $(BENCH_ARGS)
 
 # TensorRT's per-layer times of the plugin engine and the native one (needs TensorRT and a GPU; says so otherwise).
 profile: venv
-	$(PY) -m benchmarks.profile --variant $(VARIANT) --precision $(PRECISION) --out $(BUILD_DIR)/profile.json
+	$(PY) -m benchmarks.profile $(MODEL_ARGS) --precision $(PRECISION) $(if $(BUILD_DIR),--out $(BUILD_DIR)/profile.json)
 
 # For a lent GPU machine without network (benchmarks/device_check.py): the pinned packages its image lacks, as
 # wheels for its Python 3.12, into .whl/ (git-ignored), which the device run carries and installs.

@@ -50,7 +50,7 @@ from benchmarks.stats import summarize
 from benchmarks.timers import Budget
 from pipeline.arguments import ModelArguments, PluginArguments, add_groups, batch_list, precision_list, recipe_from_args
 from pipeline.attention import TRTATTN_SUFFIX, check_route
-from pipeline.engine import EngineRecipe, build_model, make_engine
+from pipeline.engine import EngineFiles, EngineRecipe, ModelRecord, build_model, make_engine, recorded_model
 from pipeline.errors import PipelineError
 from pipeline.stages import StageRunner
 
@@ -108,8 +108,9 @@ class Inputs:
 
     ``recipe`` is the model and the engine to build when `make engine` has not built one: TensorRT on this
     machine's GPU, the optimization profile spanning the benchmarked batches, detailed profiling for `make profile`.
-    ``onnx_dir`` (given) must hold both files; else `make engine`'s ``engine_dir`` is used when it does, else the
-    model is exported into ``work_dir``.
+    ``onnx_dir`` (given) must hold both files of the recipe's model; else `make engine`'s ``engine_dir`` is used
+    when it holds them for that model (its export recorded which), else the model is exported into ``work_dir``.
+    Engines are found the same way: a folder holding another model's is never measured as this one.
     """
 
     recipe: EngineRecipe
@@ -121,15 +122,49 @@ class Inputs:
         if self.onnx_dir is not None and not all((self.onnx_dir / n).is_file() for n in ONNX_NAMES):
             raise PipelineError(f"{self.onnx_dir} lacks {' or '.join(ONNX_NAMES)}; run `make onnx VARIANT="
                                 f"{self.recipe.variant}` or omit --onnx-dir to export here")
+        if self.onnx_dir is not None:  # before any path runs: every one of them would measure the wrong model
+            self._check_onnx_dir(self.onnx_dir)
         # The native baseline's own records: make_engine keeps its stages.json in work_dir.
         self.native_stages = StageRunner(self.work_dir / "native")
         self._found: tuple[Path, str] | None = None  #: (folder, where it came from), once a path asked
+
+    @functools.cached_property
+    def model(self) -> ModelRecord:
+        return self.recipe.model_record()
+
+    def _holds_model(self, folder: Path) -> bool:
+        """Whether make_engine's export in ``folder`` recorded the model benchmarked here."""
+        held = recorded_model(folder)
+        if held is not None and not held.same_model(self.model):
+            log.info("%s holds %s, not the %s benchmarked: not used", folder, held.describe(), self.model.describe())
+        return held is not None and held.same_model(self.model)
+
+    def _check_onnx_dir(self, folder: Path) -> None:
+        """The given folder must hold the benchmarked model: as its export recorded it, else (an ONNX from
+        elsewhere) as far as its graph's input size and output count show."""
+        import onnx
+
+        held = recorded_model(folder)
+        if held is None:
+            graph = onnx.load(folder / ONNX_NAMES[0], load_external_data=False).graph
+            size = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[-2:])
+            outputs = 4 if self.recipe.features_only else 1
+            if size == self.recipe.image_size and len(graph.output) == outputs:
+                return
+            what = f"a graph of {size[0]}x{size[1]} images and {len(graph.output)} output(s)"
+        elif held.same_model(self.model):
+            return
+        else:
+            what = held.describe()
+        raise PipelineError(f"--onnx-dir {folder} holds {what}, not the {self.model.describe()} to benchmark; pass "
+                            "that model's folder, or the model's options (--features-only, --img-size, --checkpoint),"
+                            " or omit --onnx-dir to export it")
 
     def _onnx_folder(self) -> tuple[Path, str]:
         if self._found is None:
             if self.onnx_dir is not None:
                 self._found = self.onnx_dir, str(self.onnx_dir)
-            elif all((self.engine_dir / n).is_file() for n in ONNX_NAMES):
+            elif all((self.engine_dir / n).is_file() for n in ONNX_NAMES) and self._holds_model(self.engine_dir):
                 self._found = self.engine_dir, f"{self.engine_dir} (make engine)"
             else:
                 make_engine(self.recipe, self.work_dir, until="surgery")
@@ -178,13 +213,16 @@ class Inputs:
                             self.work_dir / "attention")
 
     def _engine(self, recipe: EngineRecipe, precision: str, made_dir: Path, work_dir: Path) -> Path:
-        made = made_dir / f"swin_{recipe.variant.lower()}_{precision}.engine"
-        if made.is_file():
+        made = EngineFiles(made_dir, recipe.model_tag, precision).engine
+        if made.is_file() and self._holds_model(made_dir):
             return made
         if precision == "int8":
             route = "" if recipe.attention == "plugin" else f" ATTENTION={recipe.attention}"
-            raise PathUnavailable(f"no INT8 engine at {made}: INT8 needs calibration, run "
-                                  f"`make engine VARIANT={recipe.variant} PRECISION=int8{route}` first")
+            held = recorded_model(made_dir) if made.is_file() else None
+            other = f" ({made.name} there is of the {held.describe()})" if held else ""
+            raise PathUnavailable(f"no INT8 engine of the {self.model.describe()} at {made}{other}: INT8 needs "
+                                  f"calibration, run `make engine VARIANT={recipe.variant} PRECISION=int8{route}` "
+                                  "first")
         engine = make_engine(dataclasses.replace(recipe, precision=precision), work_dir, until="build").engine
         assert engine is not None  # the build stage ran
         return engine
@@ -351,8 +389,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
                "cpu": Budget(warmup=args.cpu_warmup, iterations=args.iterations,
                              min_iterations=min(args.cpu_min_iterations, args.iterations), seconds=args.cpu_budget_s)}
     batches = {"cuda": gpu_batches, "cpu": cpu_batches}
-    inputs = Inputs(recipe, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{variant.lower()}",
-                    args.engine_dir or ROOT / "build" / f"swin_{variant.lower()}")
+    inputs = Inputs(recipe, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{recipe.model_tag}",
+                    args.engine_dir or ROOT / recipe.default_out_dir)
     gpu = gpu_present()
     cuda_graphs = resolve_cuda_graphs(args.cuda_graphs, gpu)
     paths = build_paths(inputs, args.precision, cuda_graphs=cuda_graphs, compile_budget_s=args.compile_budget_s)

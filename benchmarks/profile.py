@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_from_args(args, groups, batch=engine_batch_profile((1, args.batch), max(args.batch, 8)),
                               backend="tensorrt", detailed_profile=True)
     variant = recipe.variant.upper()
-    engine_dir = ROOT / "build" / f"swin_{variant.lower()}"
+    engine_dir = ROOT / recipe.default_out_dir
     try:
         require_tensorrt()
     except PathUnavailable as reason:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         recipe.validate(until="surgery")
-        inputs = Inputs(recipe, None, ROOT / "build" / f"bench_{variant.lower()}", engine_dir)
+        inputs = Inputs(recipe, None, ROOT / "build" / f"bench_{recipe.model_tag}", engine_dir)
         result: dict[str, Any] = {
             "variant": variant, "precision": args.precision,
             "plugin_engine": profile_engine(inputs.plugin_engine(args.precision), recipe.plugin_library, args.batch,

@@ -95,7 +95,8 @@ class Backend:
     polygraphy_module: str
     #: True: builds for ``sm`` without a GPU; False: builds for this machine's GPU (and needs one).
     ahead_of_time: bool
-    #: TensorRT-RTX ignores timing caches (its set/get are no-ops since 1.2); the file is still written.
+    #: TensorRT-RTX ignores timing caches (its set/get are no-ops since 1.2, and loading one warns "Failed to
+    #: deserialize timing cache"): its builds neither read nor write the file.
     uses_timing_cache: bool
     #: A library the ONNX parser dlopens by this unversioned name, shipped only as ``<name>.1``.
     unversioned_library: str | None
@@ -382,7 +383,7 @@ def _config_loader(trt: Any, backend: Backend, request: BuildRequest, progress: 
     def finish(builder: Any, network: Any, config: Any) -> None:
         if request.embed_plugin:  # the library inside the engine, so the runtime need not load it
             config.plugins_to_serialize = [request.plugin_library]
-        if timing_cache is not None and backend.uses_timing_cache and config.get_timing_cache() is None:
+        if timing_cache is not None and config.get_timing_cache() is None:
             log.warning("build: timing cache %s is unusable (another TensorRT version?); starting an empty one",
                         request.timing_cache)
             config.set_timing_cache(config.create_timing_cache(b""), False)
@@ -403,7 +404,7 @@ def run_build(request: BuildRequest) -> EngineMetadata:
     from polygraphy.backend.trt import EngineBytesFromNetwork, NetworkFromOnnxPath
     from polygraphy.exception import PolygraphyException
 
-    cache_path = Path(request.timing_cache) if request.timing_cache else None
+    cache_path = Path(request.timing_cache) if request.timing_cache and backend.uses_timing_cache else None
     cancel = threading.Event()
     # Ctrl-C asks TensorRT to stop (the progress monitor returns False) instead of raising inside its C++ callbacks;
     # it is raised as KeyboardInterrupt once TensorRT has returned, replacing the error a cancelled build reports.
@@ -438,7 +439,7 @@ def run_build(request: BuildRequest) -> EngineMetadata:
                 raise KeyboardInterrupt
             timing_cache = None if cache_path is None else TimingCacheUse(
                 path=str(cache_path), loaded_bytes=os.fstat(cache_in.fileno()).st_size if cache_in else 0,
-                saved_bytes=os.fstat(cache_out.fileno()).st_size, used_by_backend=backend.uses_timing_cache)
+                saved_bytes=os.fstat(cache_out.fileno()).st_size)
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         outputs = [network.get_output(i) for i in range(network.num_outputs)]
 

@@ -35,6 +35,8 @@ from pipeline.engine import PRECISIONS, EngineRecipe, export_model, make_engine
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+OUT_DIR_HELP = ("build/swin_<model>: build/swin_t, build/swin_t_features_800x1333 for a backbone, "
+                "build/swin_t_trtattn with --attention tensorrt")
 
 
 def _positive_int(text: str) -> int:
@@ -53,11 +55,13 @@ def _export_recipe(args: argparse.Namespace) -> EngineRecipe:
 
 
 def _cmd_engine(args: argparse.Namespace) -> None:
-    make_engine(recipe_from_args(args, args.groups, precision=args.precision, images=args.images), args.out_dir)
+    recipe = recipe_from_args(args, args.groups, precision=args.precision, images=args.images)
+    make_engine(recipe, args.out_dir or recipe.default_out_dir)
 
 
 def _cmd_onnx(args: argparse.Namespace) -> None:
-    make_engine(_export_recipe(args), args.out_dir, until="check")
+    recipe = _export_recipe(args)
+    make_engine(recipe, args.out_dir or recipe.default_out_dir, until="check")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -155,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_cmd = sub.add_parser("onnx", help="export + surgery + check into one folder (make engine's first stages)")
     onnx_cmd.set_defaults(groups=add_groups(onnx_cmd, ModelArguments(), AttentionArguments()))
     _max_batch_arg(onnx_cmd)
-    onnx_cmd.add_argument("--out-dir", required=True, help="folder for model.onnx, model.swin.onnx, surgery.json")
+    onnx_cmd.add_argument("--out-dir", type=Path, help=f"folder for model.onnx, model.swin.onnx, surgery.json "
+                                                       f"(default {OUT_DIR_HELP})")
 
     fp16 = sub.add_parser("fp16", help="strongly typed FP16 graph (LayerNorm kept FP32)")
     fp16.add_argument("input", help="FP32 (or FP32 + Q/DQ) .onnx, e.g. model.swin.onnx")
@@ -168,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "--calib-dir, else generated crops of scikit-image photos)")
     engine.set_defaults(groups=add_groups(engine, ModelArguments(), CalibrationArguments(), BuildArguments(),
                                           PluginArguments(), AttentionArguments()))
-    engine.add_argument("--out-dir", required=True, help="folder for every artifact, e.g. build/swin_t")
+    engine.add_argument("--out-dir", type=Path, help=f"folder for every artifact (default {OUT_DIR_HELP})")
 
     quantize = sub.add_parser("quantize", help="INT8 calibration: insert Q/DQ into the surgered FP32 graph")
     quantize.add_argument("input", help="surgered FP32 .onnx, e.g. model.swin.onnx")

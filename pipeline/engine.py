@@ -13,13 +13,14 @@ fails in seconds, not after export. The stages (:data:`STAGES`, in order) then r
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import check_writable, file_sha256, folder_locked, write_json
-from pipeline.attention import check_route
+from pipeline.attention import TRTATTN_SUFFIX, check_route
 from pipeline.checkpoint_format import checkpoint_format
 from pipeline.errors import PipelineError
 from pipeline.records import JsonRecord
@@ -48,6 +49,30 @@ class ModelRecord(JsonRecord):
     checkpoint: str | None
     checkpoint_sha256: str | None
     weights: str
+
+    def same_model(self, other: ModelRecord) -> bool:
+        """Whether both describe the same network and weights (the checkpoint's path may differ, not its bytes)."""
+        key = lambda r: (r.variant, r.features_only, tuple(r.img_size), r.checkpoint_sha256)  # noqa: E731
+        return key(self) == key(other)
+
+    def describe(self) -> str:
+        """``Swin-T classifier 224x224, random weights (seed 0)``; a checkpoint by name and hash prefix."""
+        kind = "backbone" if self.features_only else "classifier"
+        weights = self.weights if self.checkpoint is None else \
+            f"checkpoint {Path(self.checkpoint).name} ({(self.checkpoint_sha256 or '')[:12]})"
+        return f"Swin-{self.variant} {kind} {self.img_size[0]}x{self.img_size[1]}, {weights}"
+
+
+def recorded_model(folder: Path) -> ModelRecord | None:
+    """The model whose graphs and engines ``folder`` holds, as make_engine's export stage recorded it; None when no
+    export ran there (or one from before the record)."""
+    from pipeline.stages import RECORDS_FILE
+
+    records = folder / RECORDS_FILE
+    if not records.is_file():
+        return None
+    model = json.loads(records.read_text()).get("export", {}).get("result", {}).get("model")
+    return None if model is None else ModelRecord.from_json(model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +106,20 @@ class EngineRecipe:
     @property
     def image_size(self) -> tuple[int, int]:
         return self.img_size or (variant_config(self.variant).img_size,) * 2
+
+    @property
+    def model_tag(self) -> str:
+        """Names this model's folder, engine and Triton model: ``t``, ``t_384x384`` (not the variant's size),
+        ``t_features_800x1333`` (a backbone), so that different models never share a default folder."""
+        tag = self.variant.lower() + ("_features" if self.features_only else "")
+        if self.features_only or self.image_size != (variant_config(self.variant).img_size,) * 2:
+            tag += f"_{self.image_size[0]}x{self.image_size[1]}"
+        return tag
+
+    @property
+    def default_out_dir(self) -> Path:
+        """``make engine``'s folder when BUILD_DIR is not given: one per model and attention route."""
+        return Path("build") / f"swin_{self.model_tag}{TRTATTN_SUFFIX if self.attention == 'tensorrt' else ''}"
 
     @property
     def max_batch(self) -> int:
@@ -152,7 +191,7 @@ class EngineFiles:
     """Where :func:`make_engine` writes each artifact of one recipe."""
 
     out: Path
-    variant: str
+    model_tag: str  #: EngineRecipe.model_tag
     precision: str
 
     onnx = property(lambda self: self.out / "model.onnx")
@@ -161,12 +200,12 @@ class EngineFiles:
     qdq = property(lambda self: self.out / "model.swin.qdq.onnx")
     calibration_cache = property(lambda self: self.out / "calibration_cache.json")
     typed = property(lambda self: self.out / f"model.swin.{self.precision}.onnx")
-    engine = property(lambda self: self.out / f"swin_{self.variant.lower()}_{self.precision}.engine")
+    engine = property(lambda self: self.out / f"swin_{self.model_tag}_{self.precision}.engine")
     engine_metadata = property(lambda self: self.engine.with_suffix(".json"))
     verify_report = property(lambda self: self.out / "verify.json")
     report = property(lambda self: self.out / "report.json")
-    #: Shared by every engine folder beside this one: TensorRT's timings do not depend on the model.
-    timing_cache = property(lambda self: self.out.parent / "timing.cache")
+    #: TensorRT's (TensorRT-RTX writes none); inside the folder, so a folder is everything a run wrote.
+    timing_cache = property(lambda self: self.out / "timing.cache")
 
 
 #: What make_engine writes besides model.onnx: removed when the model changes, so no engine, graph or report of the
@@ -180,7 +219,7 @@ class EngineRun:
 
     def __init__(self, recipe: EngineRecipe, out: Path) -> None:
         self.recipe = recipe
-        self.files = EngineFiles(out, recipe.variant, recipe.precision)
+        self.files = EngineFiles(out, recipe.model_tag, recipe.precision)
         self.runner = StageRunner(out)
         self.model_record = recipe.model_record()
         self._model: torch.nn.Module | None = None
@@ -191,13 +230,18 @@ class EngineRun:
         return self._model
 
     def remove_previous_model(self) -> None:
+        """Before a model is exported into a folder holding another one's files: remove them, saying what."""
+        previous = recorded_model(self.files.out)
         stale = sorted({path for pattern in _MODEL_ARTIFACTS for path in self.files.out.glob(pattern)})
         for path in stale:
             path.unlink()
         self.runner.forget()
         if stale:
-            log.info("engine: the model changed; removed %d artifacts of the previous one from %s: %s", len(stale),
-                     self.files.out, ", ".join(p.name for p in stale))
+            held = ("another model" if previous is None else "the same model exported with other parameters"
+                    if previous.same_model(self.model_record) else previous.describe())
+            log.warning("engine: %s held %s; replacing it with %s removed %d of its files: %s (use another "
+                        "BUILD_DIR / --out-dir to keep both)", self.files.out, held, self.model_record.describe(),
+                        len(stale), ", ".join(p.name for p in stale))
 
 
 def _folder_listing(folder: Path | None) -> list[tuple[str, int, int]]:
@@ -223,7 +267,8 @@ def export_model(recipe: EngineRecipe, path: Path, model: torch.nn.Module | None
 def _export(run: EngineRun) -> dict[str, Any]:
     if run.runner.records:  # export runs again: the model changed, so nothing made from the previous one stays
         run.remove_previous_model()
-    return {"onnx": str(export_model(run.recipe, run.files.onnx, run.model()))}
+    # The model is recorded with its export: the benchmark and the next run read which model the folder holds.
+    return {"onnx": str(export_model(run.recipe, run.files.onnx, run.model())), "model": run.model_record.to_json()}
 
 
 def _surgery(run: EngineRun) -> dict[str, Any]:
@@ -401,4 +446,4 @@ def _run_stages(run: EngineRun, names: tuple[str, ...]) -> EngineReport:
 
 
 __all__ = ["DEFAULT_PLUGIN", "PRECISIONS", "STAGES", "EngineRecipe", "EngineReport", "ModelRecord", "build_model",
-           "export_model", "make_engine"]
+           "export_model", "make_engine", "recorded_model"]

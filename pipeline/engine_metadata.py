@@ -78,7 +78,6 @@ class TimingCacheUse(JsonRecord):
     path: str
     loaded_bytes: int
     saved_bytes: int
-    used_by_backend: bool  #: False on TensorRT-RTX, which ignores timing caches (the file is written anyway)
 
 
 

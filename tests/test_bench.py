@@ -40,6 +40,7 @@ from benchmarks.timers import Budget, WallClockTimer
 from pipeline.engine import EngineRecipe
 from pipeline.errors import PipelineError
 from pipeline.models import SwinTransformer, perturb_weights_
+from pipeline.stages import StageRunner
 from pipeline.variants import SwinConfig
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,18 +168,51 @@ def every_path(tmp_path: Path, cuda_graphs: bool = True) -> list:
     return bench.build_paths(inputs, ("fp16",), cuda_graphs=cuda_graphs, compile_budget_s=None)
 
 
+def made_by_engine(engine: Path, recipe: EngineRecipe) -> Path:
+    """``engine`` (empty) in a folder whose export stage recorded ``recipe``'s model, as make_engine leaves it."""
+    engine.parent.mkdir(parents=True, exist_ok=True)
+    engine.touch()
+    model = recipe.model_record().to_json()
+    StageRunner(engine.parent).run("export", model, [], [], lambda: {"model": model})
+    return engine
+
+
 def test_attention_path_takes_the_routes_own_folder_and_skips_what_it_cannot_build(tmp_path):
     """make engine ATTENTION=tensorrt writes beside make engine's folder; FP32 and an uncalibrated INT8 are skipped
     with the reason, before anything is exported or built."""
-    made = tmp_path / "swin_t_trtattn" / "swin_t_fp16.engine"
-    made.parent.mkdir()
-    made.touch()
+    made = made_by_engine(tmp_path / "swin_t_trtattn" / "swin_t_fp16.engine", EngineRecipe())
     inputs = bench.Inputs(EngineRecipe(), None, tmp_path / "work", tmp_path / "swin_t")
     assert inputs.attention_engine("fp16") == made
     with pytest.raises(PathUnavailable, match="cannot build FP32"):
         inputs.attention_engine("fp32")
     with pytest.raises(PathUnavailable, match="PRECISION=int8 ATTENTION=tensorrt"):
         inputs.attention_engine("int8")
+
+
+def test_an_engine_of_another_model_is_never_benchmarked_as_this_one(tmp_path):
+    """The README's backbone command filled the classifier's folder once; the benchmark then took its engine."""
+    backbone = EngineRecipe(features_only=True, img_size=(800, 1333))
+    made_by_engine(tmp_path / "swin_t" / "swin_t_int8.engine", backbone)
+    inputs = bench.Inputs(EngineRecipe(), None, tmp_path / "work", tmp_path / "swin_t")
+    with pytest.raises(PathUnavailable, match=r"no INT8 engine of the Swin-T classifier .* is of the Swin-T backbone"):
+        inputs.plugin_engine("int8")
+    made_by_engine(tmp_path / "swin_t" / "swin_t_int8.engine", EngineRecipe())
+    assert inputs.plugin_engine("int8") == tmp_path / "swin_t" / "swin_t_int8.engine"
+
+
+def test_an_onnx_dir_of_another_model_is_refused_naming_both(swin_t_onnx, tmp_path, capsys):
+    """A folder make_engine did not record (swin_t_onnx's) is judged by its graph: a 224x224 classifier."""
+    argv = ["--features-only", "--img-size", "160x224", "--paths", "onnxruntime-cpu", "--onnx-dir",
+            str(Path(swin_t_onnx[0]).parent), "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path)]
+    assert bench.main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "holds a graph of 224x224 images and 1 output(s), not the Swin-T backbone 160x224" in line
+    recorded = tmp_path / "recorded"
+    for name in bench.ONNX_NAMES:
+        made_by_engine(recorded / name, EngineRecipe())
+    assert bench.main([*argv[:-6], "--onnx-dir", str(recorded), *argv[-4:]]) == 2
+    err = capsys.readouterr().err
+    assert "holds Swin-T classifier 224x224, random (seed 0), not the Swin-T backbone" in err
 
 
 def test_compile_paths_use_cuda_graphs_when_asked(tmp_path):
@@ -297,11 +331,9 @@ def test_a_fused_torch_path_runs_the_fused_model_with_the_same_weights():
 
 def empty_onnx_dir(tmp_path: Path) -> Path:
     """Stand-ins for the exports: enough for runs whose every path is skipped before reading them."""
-    onnx_dir = tmp_path / "onnx"
-    onnx_dir.mkdir()
-    for name in ("model.onnx", "model.swin.onnx"):
-        (onnx_dir / name).touch()
-    return onnx_dir
+    for name in bench.ONNX_NAMES:
+        made_by_engine(tmp_path / "onnx" / name, EngineRecipe())
+    return tmp_path / "onnx"
 
 
 @pytest.mark.skipif(environment.driver_version() is not None, reason="fakes a GPU machine where there is none")
@@ -650,10 +682,7 @@ def test_an_interrupted_run_says_so_in_its_json(tmp_path, monkeypatch, capsys):
 
 def test_bench_writes_under_build_and_never_over_an_earlier_run(tmp_path, monkeypatch):
     # A cheap run: one path that is skipped everywhere (no INT8 engine), so no model is loaded or exported.
-    onnx_dir = tmp_path / "onnx"
-    onnx_dir.mkdir()
-    for name in ("model.onnx", "model.swin.onnx"):
-        (onnx_dir / name).touch()
+    onnx_dir = empty_onnx_dir(tmp_path)
     runs = tmp_path / "build" / "bench"
     finished = datetime.datetime(2026, 11, 26, 10, 15, 30, tzinfo=datetime.timezone.utc)
     monkeypatch.setattr(bench, "RUNS_DIR", runs)  # the default, moved out of the checkout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.engine import EngineFiles, EngineRecipe
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -196,3 +200,31 @@ def test_engine_validation_does_not_wait_for_torch(tmp_path: Path) -> None:
               "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
+
+
+@pytest.mark.parametrize(("recipe", "folder", "engine"), [
+    (EngineRecipe(), "build/swin_t", "swin_t_fp16.engine"),
+    (EngineRecipe(features_only=True, img_size=(800, 1333)), "build/swin_t_features_800x1333",
+     "swin_t_features_800x1333_fp16.engine"),
+    (EngineRecipe(img_size=(384, 384)), "build/swin_t_384x384", "swin_t_384x384_fp16.engine"),
+    (EngineRecipe(variant="B384", img_size=(384, 384)), "build/swin_b384", "swin_b384_fp16.engine"),
+    (EngineRecipe(attention="tensorrt"), "build/swin_t_trtattn", "swin_t_fp16.engine"),
+])
+def test_each_model_has_its_own_default_folder_and_engine_name(recipe: EngineRecipe, folder: str,
+                                                               engine: str) -> None:
+    """The README's classifier and backbone commands, in any order, keep each other's files."""
+    assert recipe.default_out_dir == Path(folder)
+    assert EngineFiles(recipe.default_out_dir, recipe.model_tag, recipe.precision).engine.name == engine
+
+
+def test_make_passes_the_model_and_lets_the_pipeline_name_the_folder() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run([make, "-n", "engine", "FEATURES=1", "IMG_SIZE=800x1333",
+                          "PY=python"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    [command] = [line for line in dry.splitlines() if "-m pipeline engine" in line]
+    assert "--features-only --img-size 800x1333" in command and "--out-dir" not in command
+    named = subprocess.run([make, "-n", "engine", "BUILD_DIR=out/x", "PY=python"], capture_output=True, text=True,
+                           check=True, cwd=ROOT).stdout
+    assert "--out-dir out/x" in named

@@ -81,11 +81,18 @@ def test_int8_engine(engine_dir: Path, plugin_library: Path) -> None:
 BACKBONE = ["--features-only", "--img-size", "160x224", "--precision", "fp32"]
 
 
-def test_backbone_engine_replaces_the_previous_models_artifacts(engine_dir: Path, plugin_library: Path) -> None:
+def test_backbone_engine_replaces_the_previous_models_artifacts(engine_dir: Path, plugin_library: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     """A features_only backbone, verified on all four feature maps; the classifier's engines, built from another
-    model into the same folder, are removed rather than left beside the new ones."""
+    model into the same folder (a BUILD_DIR the user named), are removed rather than left beside the new ones, and
+    the log says what was removed and why."""
     assert (engine_dir / "swin_t_int8.engine").exists()
-    report = run_engine(engine_dir, plugin_library, *BACKBONE)
+    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+        report = run_engine(engine_dir, plugin_library, *BACKBONE)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "replacing" in r.message]
+    assert "held Swin-T classifier 224x224, random (seed 0); replacing it with Swin-T backbone 160x224" in warning
+    assert "swin_t_int8.engine" in warning and "BUILD_DIR" in warning
+    assert (engine_dir / "swin_t_features_160x224_fp32.engine").is_file()
     assert not any(s["skipped"] for s in report["stages"].values())
     assert report["model"]["features_only"] and report["model"]["img_size"] == [160, 224]
     assert report["model"]["checkpoint"] is None and report["model"]["weights"] == "random (seed 0)"
@@ -131,7 +138,8 @@ def test_ctrl_c_in_any_stage_exits_130_and_leaves_no_partial_artifact(engine_dir
         assert not list(engine_dir.rglob(".*.partial")), stage
         if stage != "export":  # a new model removes the previous one's artifacts before export starts
             assert json.loads((engine_dir / "stages.json").read_text()) == before, stage
-            assert (engine_dir / "swin_t_fp32.engine").exists() and (engine_dir / "verify.json").exists()
+            assert (engine_dir / "swin_t_features_160x224_fp32.engine").exists()
+            assert (engine_dir / "verify.json").exists()
 
 
 def test_missing_plugin_library(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
