@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import check_writable, file_sha256, folder_locked, write_json
 from pipeline.attention import TRTATTN_SUFFIX, check_route
-from pipeline.checkpoint_format import checkpoint_format
+from pipeline.checkpoint_layout import check_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.records import JsonRecord
 from pipeline.stages import StageRecord, StageRunner
@@ -153,7 +153,7 @@ class EngineRecipe:
         if self.calib_samples < 1:
             raise PipelineError(f"calibration samples must be >= 1, got {self.calib_samples}")
         if self.checkpoint is not None:
-            checkpoint_format(self.checkpoint)
+            check_checkpoint(self.checkpoint, self.variant)
         batch_profile(tuple(self.batch), [None], "images")
         folders = [self.calib_dir if self.precision == "int8" and "precision" in stages else None,
                    self.verify_images if "verify" in stages else None]

@@ -84,6 +84,16 @@ def expected_blocks(config: SwinConfig, size: tuple[int, int]) -> list[dict[str,
             for j in range(depth)]
 
 
+def save_shaped_checkpoint(variant: str, path: Path) -> Path:
+    """Swin-``variant``'s state dict (official names) in a torch.save file of a few kilobytes: every tensor a view of
+    one zero, which torch.save stores as one element and the view's shape. For what only shapes decide."""
+    with torch.device("meta"):
+        shapes = {name: tensor.shape for name, tensor in build_swin(variant).state_dict().items()}
+    zero = torch.zeros(1)
+    torch.save({"model": {name: zero.expand(shape) for name, shape in shapes.items()}}, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def swin_t() -> torch.nn.Module:
     torch.manual_seed(0)

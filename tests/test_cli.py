@@ -103,27 +103,33 @@ def test_engine_rejects_bad_input_before_any_stage(tmp_path: Path, args: list[st
     assert not (tmp_path / "out").exists()
 
 
-def test_unreadable_checkpoints_are_one_line_and_never_advise_an_unsafe_load(tmp_path: Path) -> None:
+def test_unusable_checkpoints_are_one_line_before_any_stage_and_never_advise_an_unsafe_load(tmp_path: Path) -> None:
+    """A file of another kind, a pickle that would run code or that torch.save did not write, a checkpoint of another
+    variant: each named by validation from the file's header, pickle and shapes, before the export stage."""
     import argparse
+    import pickle
 
     import torch
+    from conftest import save_shaped_checkpoint
 
     (tmp_path / "random.pth").write_bytes(np_random_bytes(4096))
     torch.save({"model": {}, "args": argparse.Namespace(lr=1)}, tmp_path / "training.pth")
+    (tmp_path / "tensors.pkl").write_bytes(pickle.dumps({"a": torch.zeros(2)}))
+    save_shaped_checkpoint("S", tmp_path / "swin_s.pth")
     plugin = tmp_path / "plugin.so"
     plugin.write_bytes(b"")
-    # A file of another kind is refused before any stage runs; one that only loading can judge, by the export stage.
-    for name, message, stage_ran in (("random.pth", "it is not a torch checkpoint or a .safetensors file", False),
-                                     ("training.pth", "it pickles the Python object argparse.Namespace", True)):
+    for name, message in (("random.pth", "it is not a torch checkpoint or a .safetensors file"),
+                          ("training.pth", "refused, loading it would run code (it imports argparse.Namespace)"),
+                          ("tensors.pkl", "it is a plain pickle (pickle.dump), not torch.save's format"),
+                          ("swin_s.pth", "holds Swin-S weights (embed 96, depths 2-2-18-2, heads 3-6-12-24, window 7), "
+                                         "not Swin-T's; pass VARIANT=S (--variant S) or a Swin-T checkpoint")):
         result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--out-dir", "out", "--checkpoint", name,
-                                 "--plugin", str(plugin), "--backend", "rtx"], capture_output=True, text=True,
-                                cwd=tmp_path, timeout=300)
+                                 "--variant", "T", "--plugin", str(plugin), "--backend", "rtx"], capture_output=True,
+                                text=True, cwd=tmp_path, timeout=300)
         assert result.returncode == 2
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and message in errors[0], result.stderr
-        assert ("export: running" in result.stderr) == stage_ran, result.stderr
-        assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
-        assert not (tmp_path / "out").exists()  # no empty folder is left
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
+        assert "export: running" not in result.stderr and "weights_only" not in result.stderr
+        assert not (tmp_path / "out").exists()  # no stage ran, no empty folder is left
 
 
 def np_random_bytes(count: int) -> bytes:

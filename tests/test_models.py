@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+import warnings
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 import torchvision
-from conftest import NARROWING, max_abs_diff, narrow_config, small_image_size, stage_resolutions
+from conftest import NARROWING, max_abs_diff, narrow_config, save_shaped_checkpoint, small_image_size, stage_resolutions
 from safetensors.torch import save_file
 
 from pipeline.checkpoint_format import checkpoint_format
+from pipeline.checkpoint_layout import check_checkpoint
+from pipeline.engine import EngineRecipe
 from pipeline.errors import PipelineError
 from pipeline.models import SwinTransformer, build_swin, load_checkpoint, perturb_weights_
 from pipeline.models.checkpoint import read_state_dict
@@ -137,14 +145,17 @@ def test_shift_disabled_where_resolution_fits_one_window() -> None:
     assert [b.effective_shift(14, 14) for b in model.layers[2].blocks[:2]] == [0, 3]
 
 
-def test_official_checkpoint_file_with_derived_buffers(tmp_path) -> None:
+def test_official_checkpoint_file_with_derived_buffers(tmp_path, caplog) -> None:
     """Official .pth files wrap the state dict in {'model': ...} and carry index/mask buffers."""
     source = perturb_weights_(build_swin("T"))
     state = dict(source.state_dict())
     state["layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
     state["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
     torch.save({"model": state, "epoch": 300}, tmp_path / "swin_tiny.pth")
+    caplog.set_level(logging.INFO, logger="pipeline.models.checkpoint")
     loaded = build_swin("T", checkpoint=str(tmp_path / "swin_tiny.pth"))
+    assert caplog.messages == [f"checkpoint: official Swin format, {len(list(source.parameters()))} tensors loaded "
+                               f"from {tmp_path / 'swin_tiny.pth'} (Swin-T)"]
     images = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert max_abs_diff(loaded(images), source(images)) == 0.0
@@ -160,7 +171,7 @@ def test_safetensors_checkpoint(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("source", ["timm", "torchvision"])
-def test_a_fine_tuned_checkpoints_head_sets_the_number_of_classes(source: str, tmp_path) -> None:
+def test_a_fine_tuned_checkpoints_head_sets_the_number_of_classes(source: str, tmp_path, caplog) -> None:
     """A model fine-tuned on its own classes (the usual thing to deploy) or an ImageNet-22K one used to be refused
     as 'does not fit Swin-T' for its head's shape alone."""
     if source == "timm":
@@ -169,21 +180,51 @@ def test_a_fine_tuned_checkpoints_head_sets_the_number_of_classes(source: str, t
         reference = torchvision.models.swin_t(num_classes=37)
     reference = perturb_weights_(reference).eval()
     torch.save(reference.state_dict(), tmp_path / "fine_tuned.pth")
+    caplog.set_level(logging.INFO, logger="pipeline.models.checkpoint")
     model = build_swin("T", checkpoint=tmp_path / "fine_tuned.pth")
+    # Every parameter of the reference is one tensor loaded; its derived buffers are not.
+    assert (f"checkpoint: {source} format, {len(list(reference.parameters()))} tensors loaded from "
+            f"{tmp_path / 'fine_tuned.pth'} (Swin-T)") in caplog.messages
     images = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         logits = model(images)
         assert logits.shape == (2, 10 if source == "timm" else 37)
         assert max_abs_diff(logits, reference(images)) <= 1e-4
-    # A backbone takes the same checkpoint without its head.
+    # A backbone takes the same checkpoint without its head and final norm.
     assert build_swin("T", checkpoint=reference.state_dict(), features_only=True).head is None
+    assert (f"checkpoint: {source} format, {len(list(reference.parameters())) - 4} tensors loaded from a state dict "
+            "(Swin-T, features only)") == caplog.messages[-1]
 
 
-def test_checkpoint_of_another_variant_is_rejected() -> None:
-    small = timm.create_model("swin_small_patch4_window7_224").state_dict()
-    expected = r"Swin-T .*depths=\(2, 2, 18, 2\), window=7, i\.e\. Swin-S\. unexpected 156: \['layers\.2\.blocks\.6\."
-    with pytest.raises(PipelineError, match=expected):
+def test_checkpoint_of_another_variant_is_named_in_one_short_line(tmp_path) -> None:
+    """From the file's shapes alone (what validation runs, before any stage) and again when a state dict loads."""
+    path = save_shaped_checkpoint("S", tmp_path / "swin_s.pth")
+    with pytest.raises(PipelineError) as error:
+        check_checkpoint(path, "t")
+    assert str(error.value) == (f"checkpoint {path} holds Swin-S weights (embed 96, depths 2-2-18-2, heads 3-6-12-24, "
+                                "window 7), not Swin-T's; pass VARIANT=S (--variant S) or a Swin-T checkpoint")
+    assert len(str(error.value).replace(str(path), "swin_small_patch4_window7_224.pth")) < 200  # the official name
+    with torch.device("meta"):
+        small = timm.create_model("swin_small_patch4_window7_224").state_dict()  # timm's names
+    with pytest.raises(PipelineError, match=r"^the given state dict holds Swin-S weights .* not Swin-T's; pass "):
         build_swin("T", checkpoint=small)
+
+
+def test_the_window_not_the_image_size_decides_the_variant(tmp_path) -> None:
+    """A 384 checkpoint (window 12) is Swin-B384 at any image size; a backbone takes a checkpoint with or without
+    its classifier."""
+    path = save_shaped_checkpoint("B384", tmp_path / "swin_b384.pth")
+    with pytest.raises(PipelineError, match=r"Swin-B384 weights \(.* window 12\), not Swin-B's; pass VARIANT=B384"):
+        EngineRecipe(variant="B", img_size=(384, 384), checkpoint=path).validate(until="export")
+    EngineRecipe(variant="B384", img_size=(224, 224), checkpoint=path, features_only=True).validate(until="export")
+    headless = {k: v for k, v in torch.load(path, weights_only=True)["model"].items()
+                if not k.startswith(("head.", "norm."))}
+    torch.save(headless, tmp_path / "backbone.pth")
+    EngineRecipe(variant="B384", checkpoint=tmp_path / "backbone.pth", features_only=True).validate(until="export")
+    narrow = SwinTransformer(narrow_config("T")).state_dict()
+    with pytest.raises(PipelineError, match=r"holds weights of no Swin variant \(embed 24, depths 2-2-6-2, heads "
+                                            r"3-6-12-24, window 7; variants: T, S, .*\); pass a Swin-T checkpoint"):
+        build_swin("T", checkpoint=narrow)
 
 
 def test_checkpoint_with_missing_keys_names_them() -> None:
@@ -193,9 +234,11 @@ def test_checkpoint_with_missing_keys_names_them() -> None:
         load_checkpoint(build_swin("T"), state)
 
 
-def test_window12_checkpoint_into_window7_model_is_a_shape_mismatch() -> None:
-    with pytest.raises(PipelineError, match=r"shape mismatch .*relative_position_bias_table \[529, 4\]"):
-        build_swin("B", checkpoint=build_swin("B384").state_dict())
+def test_a_state_dict_of_the_right_variant_with_a_wrong_shape_names_the_tensor() -> None:
+    state = build_swin("T").state_dict()
+    state["layers.1.blocks.0.mlp.fc1.weight"] = torch.zeros(384, 100)
+    with pytest.raises(PipelineError, match=r"shape mismatch 1: \[.layers\.1\.blocks\.0\.mlp\.fc1\.weight \[384,"):
+        build_swin("T", checkpoint=state)
 
 
 def test_unreadable_checkpoint(tmp_path) -> None:
@@ -231,6 +274,40 @@ def test_checkpoint_format_is_read_from_the_content_and_truncation_is_caught(tmp
         (tmp_path / "other").write_bytes(content)
         with pytest.raises(PipelineError, match=r"not a torch checkpoint or a \.safetensors file"):
             checkpoint_format(tmp_path / "other")
+
+
+class RunsCode:
+    """What a malicious checkpoint pickles: loading it calls os.system."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickles_that_torch_save_did_not_write_or_that_run_code_are_named_not_run(tmp_path) -> None:
+    """Validation (shapes only) and loading alike, with no warning; a plain pickle of data is told from one that
+    imports a callable, which is named."""
+    marker, tensors = tmp_path / "ran", {"a": torch.randn(2, 3)}
+    for name, content, protocol in (("payload.pkl", {"model": tensors, "x": RunsCode(marker)}, None),
+                                    ("payload_v2.pkl", RunsCode(marker), 2), ("tensors.pkl", tensors, None),
+                                    ("arrays.pkl", {k: v.numpy() for k, v in tensors.items()}, 2)):
+        (tmp_path / name).write_bytes(pickle.dumps(content, protocol=protocol))
+    torch.save({"model": tensors, "hook": RunsCode(marker)}, tmp_path / "payload.pth")
+    code = (f": refused, loading it would run code (it imports {os.system.__module__}.system), which a safe load never "
+            "does; re-save only the state dict with torch.save(model.state_dict()) or safetensors")
+    plain = (": it is a plain pickle (pickle.dump), not torch.save's format; re-save the state dict with "
+             "torch.save(state_dict) or safetensors' save_file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name, reason in (("payload.pkl", code), ("payload_v2.pkl", code), ("payload.pth", code),
+                             ("tensors.pkl", plain), ("arrays.pkl", plain)):
+            for check in (lambda path: check_checkpoint(path, "T"), read_state_dict):
+                with pytest.raises(PipelineError) as error:
+                    check(tmp_path / name)
+                assert str(error.value) == f"cannot read checkpoint {tmp_path / name}{reason}"
+    assert not marker.exists() and caught == []
 
 
 def test_unknown_variant() -> None:

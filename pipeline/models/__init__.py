@@ -45,5 +45,5 @@ def build_swin(variant: str, checkpoint: str | Path | Mapping[str, torch.Tensor]
     model.variant = variant.upper()
     if state_dict is not None:
         load_checkpoint(model, state_dict,
-                        source=f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, Path)) else None)
+                        source=str(checkpoint) if isinstance(checkpoint, (str, Path)) else None)
     return model.eval()
