@@ -48,7 +48,15 @@ from benchmarks.paths import BenchPath, OnnxruntimePath, PathUnavailable, Tensor
 from benchmarks.report import ROOT, RUNS_DIR, evaluate_goals, finish_run, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import summarize
 from benchmarks.timers import Budget
-from pipeline.arguments import ModelArguments, PluginArguments, add_groups, batch_list, precision_list, recipe_from_args
+from pipeline.arguments import (
+    ModelArguments,
+    PluginArguments,
+    add_groups,
+    batch_list,
+    negative_values_joined,
+    precision_list,
+    recipe_from_args,
+)
 from pipeline.attention import TRTATTN_SUFFIX, check_route
 from pipeline.engine import EngineFiles, EngineRecipe, ModelRecord, build_model, make_engine, recorded_model
 from pipeline.errors import PipelineError
@@ -455,7 +463,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(negative_values_joined(argv))
     # Our progress at INFO; the exporters' chatter (onnxscript logs every merged initializer) only with -v.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     for name in ("benchmarks", "pipeline"):

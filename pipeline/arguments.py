@@ -12,6 +12,7 @@ fields, so a tool is its groups plus a few lines (the pattern of Polygraphy's ar
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ def image_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an image size like 224 or 256x320, got {text!r}") from None
     if len(parts) not in (1, 2) or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected an image size like 224 or 256x320, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected an image size of positive sides like 224 or 256x320, got "
+                                         f"{text!r}")
     return (parts[0], parts[-1])
 
 
@@ -57,6 +59,19 @@ def precision_list(text: str) -> tuple[str, ...]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown)}: expected {', '.join(PRECISIONS)}")
     return values
+
+
+def negative_values_joined(argv: list[str]) -> list[str]:
+    """``--img-size -1x-1`` → ``--img-size=-1x-1``: argparse takes a value that starts with '-' for an option (and
+    says "expected one argument") unless it is a plain number; joined, the option's own check answers. No option
+    of ours starts with '-' and a digit, so such a token is always a value."""
+    joined: list[str] = []
+    for token in argv:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and re.match(r"-\d", token):
+            joined[-1] += f"={token}"
+        else:
+            joined.append(token)
+    return joined
 
 
 def _optional_path(value: str | None) -> Path | None:

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -263,13 +263,14 @@ _NO_GPU_MESSAGES = ("CUDA driver version is insufficient", "no CUDA-capable devi
 
 
 @contextlib.contextmanager
-def _polygraphy_log(backend: Backend) -> Iterator[list[str]]:
+def _polygraphy_log(backend: Backend, cancelled: Callable[[], bool] = lambda: False) -> Iterator[list[str]]:
     """While the block runs, Polygraphy's log, which carries TensorRT's, goes to ``logging`` (not to stdout, which
     is the child's reply channel); yields the list of error messages it collects.
 
     Warnings and errors are logged as such, the rest at debug level (all of TensorRT's log with ``-v``).
     Polygraphy's critical messages are not: they are raised as PolygraphyException, which the caller reports.
-    Ahead of time, a missing GPU is expected: those errors are logged at debug level and not collected.
+    Ahead of time, a missing GPU is expected: those errors are logged at debug level and not collected; so are the
+    errors of a build ``cancelled`` by Ctrl-C (TensorRT's "BuildCanceled"), which the ``interrupted:`` line reports.
     """
     from polygraphy.logger import G_LOGGER
 
@@ -283,6 +284,8 @@ def _polygraphy_log(backend: Backend) -> Iterator[list[str]]:
             elif (backend.ahead_of_time and "\n" not in message.strip()
                   and any(m in message for m in _NO_GPU_MESSAGES)):
                 log.debug("%s (expected without a GPU): %s", backend.name, message)
+            elif cancelled():
+                log.debug("%s (after Ctrl-C): %s", backend.name, message)
             else:
                 if level >= logging.ERROR:
                     errors.append(message)
@@ -408,7 +411,8 @@ def run_build(request: BuildRequest) -> EngineMetadata:
     cancel = threading.Event()
     # Ctrl-C asks TensorRT to stop (the progress monitor returns False) instead of raising inside its C++ callbacks;
     # it is raised as KeyboardInterrupt once TensorRT has returned, replacing the error a cancelled build reports.
-    with _polygraphy_log(backend) as errors, interrupts_deferred("the TensorRT build", on_interrupt=cancel.set):
+    with _polygraphy_log(backend, cancel.is_set) as errors, interrupts_deferred("the TensorRT build",
+                                                                                on_interrupt=cancel.set):
         if request.plugin_library is not None:
             _load_plugin_library(trt, backend, request.plugin_library, errors)
         start = time.perf_counter()
@@ -661,10 +665,15 @@ def check_engine_compatible(engine_path: str | Path, runtimes: list[Runtime] | N
     built_with, target = metadata.backend, metadata.target
     # A truncated or corrupted copy must fail here, with our message, not inside TensorRT's deserializer.
     size = engine_path.stat().st_size
-    if size != metadata.engine_bytes or file_sha256(engine_path) != metadata.engine_sha256:
-        raise PipelineError(f"engine {engine_path} is corrupt: its {size} bytes do not match the "
-                            f"{metadata.engine_bytes} bytes and sha256 {metadata.engine_sha256[:12]}… "
-                            f"recorded in {meta_path} at build time; copy it again or {REBUILD}")
+    if size != metadata.engine_bytes:
+        differs = f"it has {size} bytes, {meta_path} recorded {metadata.engine_bytes} at build time (truncated copy?)"
+    elif (sha256 := file_sha256(engine_path)) != metadata.engine_sha256:
+        differs = (f"its size is right but its sha256 {sha256[:12]}… is not the {metadata.engine_sha256[:12]}… "
+                   f"{meta_path} recorded at build time")
+    else:
+        differs = None
+    if differs:
+        raise PipelineError(f"engine {engine_path} is corrupt: {differs}; copy it again or {REBUILD}")
 
     library = engine_plugin_library(engine_path, metadata, plugin_library)
 

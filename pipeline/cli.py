@@ -29,6 +29,7 @@ from pipeline.arguments import (
     PluginArguments,
     add_groups,
     batch_list,
+    negative_values_joined,
     recipe_from_args,
 )
 from pipeline.engine import PRECISIONS, EngineRecipe, export_model, make_engine
@@ -114,8 +115,8 @@ def _cmd_build(args: argparse.Namespace) -> None:
 def _cmd_check_engine(args: argparse.Namespace) -> None:
     from pipeline.build import check_engine_compatible
 
-    print(json.dumps(check_engine_compatible(Path(args.engine), plugin_library=args.plugin).to_json(), indent=2,
-                     default=str))
+    check = check_engine_compatible(Path(args.engine), plugin_library=args.plugin)
+    print(json.dumps(check.to_json(), indent=2, default=str) if args.json else check.verdict())
 
 
 def _cmd_triton(args: argparse.Namespace) -> None:
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     check_engine.add_argument("engine", help="engine with its metadata JSON beside it")
     check_engine.add_argument("--plugin", type=Path, help="its plugin library (default: the path its metadata "
                                                           "records, else the same name beside the engine)")
+    check_engine.add_argument("--json", action="store_true", help="print everything checked as JSON (the engine's "
+                                                                  "metadata, the runtime, the plugin library)")
 
     triton = sub.add_parser("triton", help="Triton Inference Server model repository of built engines (builds none)")
     triton.add_argument("--variant", default="T", help="Swin variant whose engine to serve; the model is swin_<v>")
@@ -216,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(negative_values_joined(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._export"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -252,7 +252,7 @@ def _folder_listing(folder: Path | None) -> list[tuple[str, int, int]]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The stages. Each is run(EngineRun) -> the stage's key numbers, which stages.json keeps for skipped runs.
+# The stages. Each is run(EngineRun) -> the stage's key numbers, which stages.json keeps for the runs that reuse it.
 
 
 def export_model(recipe: EngineRecipe, path: Path, model: torch.nn.Module | None = None) -> Path:
@@ -329,7 +329,7 @@ class Stage:
     """One step of :func:`make_engine`: what it reads, writes and depends on, and what runs it.
 
     ``params`` and the hashes of ``inputs`` make the stage's fingerprint; a stage whose fingerprint is unchanged
-    and whose ``outputs`` exist is skipped.
+    and whose ``outputs`` exist is reused.
     """
 
     name: str
@@ -439,9 +439,9 @@ def _run_stages(run: EngineRun, names: tuple[str, ...]) -> EngineReport:
                           engine=run.files.engine if built else None, model=run.model_record,
                           stages=dict(run.runner.summary))
     write_json(run.files.report, report.to_json())
-    skipped = [name for name, record in report.stages.items() if record.skipped]
+    reused = [name for name, record in report.stages.items() if record.reused]
     log.info("engine: %s ready (%d stages, %d reused: %s); report in %s", report.engine or run.files.swin,
-             len(report.stages), len(skipped), ", ".join(skipped) or "none", run.files.report)
+             len(report.stages), len(reused), ", ".join(reused) or "none", run.files.report)
     return report
 
 

@@ -155,3 +155,22 @@ class EngineCheck(JsonRecord):
     metadata: EngineMetadata
     runtime: Runtime | None  #: None: no TensorRT here, so only the files were checked
     plugin_library: Path | None = None  #: the file found and checked (None: the engine embeds it)
+
+    def verdict(self) -> str:
+        """What ``check-engine`` prints: whether this machine can run the engine, and the few facts behind it."""
+        meta = self.metadata
+        target = f"SM{meta.target.sm}" + (f" ({meta.target.gpu})" if meta.target.gpu else "")
+        plugin = ("embedded" if meta.embeds_plugin else "none needed" if self.plugin_library is None
+                  else f"{self.plugin_library} (sha256 matches)")
+        if self.runtime is None:
+            verdict = "files OK: size, sha256 and plugin library match the build's record; no TensorRT runtime here, " \
+                      "so loading it was not checked"
+        else:
+            gpu = f" on {self.runtime.gpu}" if self.runtime.gpu else ""
+            verdict = f"OK: {self.runtime.backend} {self.runtime.version}{gpu} can load it"
+        inputs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in meta.inputs)
+        return "\n".join([f"{meta.engine}: {verdict}",
+                          f"  built with {meta.backend.name} {meta.backend.version} for {target}, {meta.precision}, "
+                          f"batch {meta.profile.min[0]}..{meta.profile.max[0]}, attention {meta.attention}",
+                          f"  inputs {inputs}; {len(meta.outputs)} output(s)",
+                          f"  plugin library: {plugin}", "  (--json prints everything checked)"])

@@ -1,4 +1,4 @@
-"""Run pipeline stages incrementally: a stage whose inputs and parameters are unchanged is skipped.
+"""Run pipeline stages incrementally: a stage whose inputs and parameters are unchanged is reused.
 
 Each stage is fingerprinted by its parameters and the SHA-256 of its input files; the record of
 the last successful run of every stage lives in ``<out_dir>/stages.json``. A stage runs again when
@@ -47,13 +47,13 @@ def release_memory() -> None:
 @dataclasses.dataclass(frozen=True)
 class StageRecord(JsonRecord):
     """The last successful run of a stage: its fingerprint, duration, files and key numbers (``result``, the JSON
-    the stage returned). ``skipped`` says whether this call reused it rather than ran it."""
+    the stage returned). ``reused`` says whether this call reused it rather than ran it."""
 
     fingerprint: str
     seconds: float
     artifacts: tuple[str, ...]
     result: dict[str, Any]
-    skipped: bool = False
+    reused: bool = False
 
 
 class StageRunner:
@@ -76,13 +76,13 @@ class StageRunner:
             stage: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``stage`` unless a previous run had the same fingerprint and its outputs still exist.
 
-        ``stage`` returns the key numbers of the stage; they are kept for the skipped runs' report.
+        ``stage`` returns the key numbers of the stage; they are kept for the report of the runs that reuse it.
         """
         key = fingerprint(params, inputs)
         previous = self.records.get(name)
         if previous and previous.fingerprint == key and all(p.exists() for p in outputs):
-            log.info("%s: up to date, skipped", name)
-            record = dataclasses.replace(previous, skipped=True)
+            log.info("%s: up to date, reused", name)
+            record = dataclasses.replace(previous, reused=True)
         else:
             log.info("%s: running", name)
             start = time.perf_counter()

@@ -224,7 +224,12 @@ def test_an_engine_shipped_with_its_plugin_library_finds_it_beside_itself(fp32_e
     elsewhere = shutil.copy(plugin_library, tmp_path / "libelsewhere.so")
     assert engine_plugin_library(engine, shipped_metadata, elsewhere) == elsewhere
     assert main(["check-engine", str(engine), "--plugin", str(elsewhere)]) == 0
-    capsys.readouterr()
+    verdict = capsys.readouterr().out.splitlines()  # a verdict and the facts behind it, not the metadata's JSON
+    assert verdict[0].startswith("model.swin.engine: files OK: size, sha256 and plugin library match") or \
+        verdict[0].startswith("model.swin.engine: OK: tensorrt")
+    assert len(verdict) == 5 and "libelsewhere.so (sha256 matches)" in verdict[3]
+    assert main(["check-engine", str(engine), "--plugin", str(elsewhere), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plugin_library"] == str(elsewhere)
     beside = shutil.copy(plugin_library, shipped / plugin_library.name)
     assert engine_plugin_library(engine, shipped_metadata) == beside
     check_engine_compatible(engine, [])
@@ -253,8 +258,11 @@ def test_old_or_damaged_metadata_says_rebuild(fp32_engine, tmp_path, edit, messa
         check_engine_compatible(engine, [])
 
 
-@pytest.mark.parametrize("damage", ["flip one byte", "truncate to 1000 bytes"])
-def test_check_engine_refuses_a_corrupt_engine(fp32_engine, tmp_path, damage):
+@pytest.mark.parametrize(("damage", "message"), [
+    ("flip one byte", r"is corrupt: its size is right but its sha256 \w{12}… is not the \w{12}… .*json recorded"),
+    ("truncate to 1000 bytes", r"is corrupt: it has 1000 bytes, .*json recorded \d+ at build time \(truncated"),
+])
+def test_check_engine_refuses_a_corrupt_engine(fp32_engine, tmp_path, damage, message):
     engine = copy_engine(fp32_engine[0], tmp_path)
     data = bytearray(engine.read_bytes())
     if damage == "flip one byte":
@@ -262,7 +270,7 @@ def test_check_engine_refuses_a_corrupt_engine(fp32_engine, tmp_path, damage):
     else:
         del data[1000:]
     engine.write_bytes(bytes(data))
-    with pytest.raises(PipelineError, match=r"model.swin.engine is corrupt: its \d+ bytes do not match"):
+    with pytest.raises(PipelineError, match=message):
         check_engine_compatible(engine, [])
     result = subprocess.run([sys.executable, "-m", "pipeline", "check-engine", str(engine)], capture_output=True,
                             text=True, timeout=120)

@@ -45,6 +45,9 @@ def test_onnx_stage_writes_all_artifacts(tmp_path: Path) -> None:
     (["check-engine", "missing.engine"], "engine missing.engine does not exist"),
     (["quantize", "missing.onnx", "out.onnx"], "ONNX file missing.onnx does not exist"),
     (["engine", "--batch", "8,1", "--out-dir", "."], "expected min[,opt],max in increasing order"),
+    (["engine", "--img-size", "-1x-1"], "argument --img-size: expected an image size of positive sides like 224 or "
+                                        "256x320, got '-1x-1'"),
+    (["engine", "--batch", "-1,8,32"], "argument --batch: batch sizes must be >= 1, got '-1,8,32'"),
 ])
 def test_bad_input_gives_message_and_exit_code(tmp_path: Path, args: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=tmp_path,

@@ -28,7 +28,7 @@ def test_a_stage_runs_once_until_its_inputs_change(tmp_path: Path) -> None:
     source.write_text("ab")
     runner = StageRunner(tmp_path)
     assert runner.run("upper", {"mode": 1}, [source], [output], stage) == {"chars": 2}
-    assert len(runs) == 2 and runner.summary["upper"].skipped is False
+    assert len(runs) == 2 and runner.summary["upper"].reused is False
     saved = json.loads((tmp_path / RECORDS_FILE).read_text())["upper"]
     assert StageRecord.from_json(saved) == runner.records["upper"]
 
