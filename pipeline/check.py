@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.compare import FP32_TOLERANCE, relative_error
 from pipeline.errors import PipelineError
 from pipeline.onnx_io import graph_input, ort_session, read_onnx
+from pipeline.progress import advance
 from pipeline.records import JsonRecord
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,16 @@ def _input(path: str | Path) -> tuple[str, list[int | None]]:
     return graph_input(read_onnx(path), None, Path(path))  # the proto goes when this returns
 
 
-def _run(path: str | Path, name: str, images: list[np.ndarray]) -> tuple[list[str], list[list[np.ndarray]]]:
-    """The model's output names and its outputs for each input; its session is gone when this returns."""
+def _run(path: str | Path, name: str, images: list[np.ndarray], runs_before: int = 0
+         ) -> tuple[list[str], list[list[np.ndarray]]]:
+    """The model's output names and its outputs for each input; its session is gone when this returns.
+    ``runs_before``: the model runs done before this call, for the progress line (two models, as many runs each)."""
     session = ort_session(path)
-    return [o.name for o in session.get_outputs()], [session.run(None, {name: x}) for x in images]
+    outputs = []
+    for image in images:
+        outputs.append(session.run(None, {name: image}))
+        advance(runs_before + len(outputs), 2 * len(images), "model runs")
+    return [o.name for o in session.get_outputs()], outputs
 
 
 def compare_onnx(reference: str | Path, candidate: str | Path, batches: tuple[int, ...] = (1, 3),
@@ -82,7 +89,7 @@ def compare_onnx(reference: str | Path, candidate: str | Path, batches: tuple[in
     rng = np.random.default_rng(seed)
     images = [rng.standard_normal([batch, *dims[1:]]).astype(np.float32) for batch in batches]
     outputs, expected = _run(reference, name, images)
-    _, actual = _run(candidate, _input(candidate)[0], images)
+    _, actual = _run(candidate, _input(candidate)[0], images, runs_before=len(images))
     results = []
     for batch, batch_expected, batch_actual in zip(batches, expected, actual, strict=True):
         for output, e, a in zip(outputs, batch_expected, batch_actual, strict=True):

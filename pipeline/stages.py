@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.artifacts import file_sha256, write_json
 from pipeline.interrupts import interrupts_remembered, raise_if_interrupted
+from pipeline.progress import stage_heartbeat
 from pipeline.records import JsonRecord
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class StageRunner:
         else:
             log.info("%s: running", name)
             start = time.perf_counter()
-            with interrupts_remembered():
+            with interrupts_remembered(), stage_heartbeat(name):
                 result = stage()
                 raise_if_interrupted()  # a Ctrl-C Python swallowed (in a finalizer): the stage is not recorded
             record = StageRecord(fingerprint=key, seconds=round(time.perf_counter() - start, 2),

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from pipeline import progress
 from pipeline.stages import RECORDS_FILE, StageRecord, StageRunner
 
 
@@ -59,3 +63,25 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_stage(tmp_path: Path)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_long_stage_says_how_far_it_is_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    def slow() -> dict:
+        for step in range(1, 4):
+            time.sleep(0.12)
+            progress.advance(step, 3, "batches")
+        return {}
+
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.05)
+    for terminal in (True, False):
+        monkeypatch.setattr(progress, "wants_progress", lambda terminal=terminal: terminal)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pipeline"):
+            StageRunner(tmp_path / str(terminal)).run("calibrate", {}, [], [], slow)
+        lines = [r.getMessage() for r in caplog.records if r.name == "pipeline"]
+        if not terminal:
+            assert lines == []  # a log file gets the stage's own 'running' line (pipeline.stages) and no more
+            continue
+        assert len(lines) >= 4 and all(re.fullmatch(r"calibrate: \d+ s(, [123]/3 batches)?", m) for m in lines)
+        assert lines[-1].endswith("3/3 batches") or lines[-1].endswith("2/3 batches")
