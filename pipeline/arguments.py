@@ -89,19 +89,24 @@ class ArgumentGroup:
 
 
 class ModelArguments(ArgumentGroup):
-    """Which model: variant, weights, input size, classifier or backbone."""
+    """Which model: variant, weights, input size, classifier or backbone. ``weights=False`` leaves out
+    ``--checkpoint``, for tools that serve an engine already built (its weights are in it)."""
+
+    def __init__(self, *, weights: bool = True) -> None:
+        self.weights = weights
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--variant", default="T", help=f"Swin variant: {', '.join(VARIANTS)} (default T)")
-        parser.add_argument("--checkpoint", help="official, timm or torchvision checkpoint (.pth or .safetensors); "
-                                                 "without one the weights are random (seed 0)")
+        if self.weights:
+            parser.add_argument("--checkpoint", help="official, timm or torchvision checkpoint (.pth or "
+                                                     ".safetensors); without one the weights are random (seed 0)")
         parser.add_argument("--img-size", type=image_size, help="input size, e.g. 224 or 256x320 (default: the "
                                                                 "variant's)")
         parser.add_argument("--features-only", action="store_true", help="export the backbone's four stage maps")
 
     def recipe_fields(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"variant": args.variant, "checkpoint": _optional_path(args.checkpoint), "img_size": args.img_size,
-                "features_only": args.features_only}
+        return {"variant": args.variant, "checkpoint": _optional_path(args.checkpoint) if self.weights else None,
+                "img_size": args.img_size, "features_only": args.features_only}
 
 
 class CalibrationArguments(ArgumentGroup):

@@ -10,6 +10,7 @@
     python -m pipeline check-engine build/swin_t/swin_t_fp16.engine
     python -m pipeline engine  --variant T --precision fp16 --out-dir build/swin_t   (every stage, incrementally)
     python -m pipeline triton  --variant T --precision fp16 --out build/triton      (Triton model repository)
+    python -m pipeline triton  --features-only --img-size 800x1333 --out build/triton  (serves swin_t_features_800x1333)
 """
 
 from __future__ import annotations
@@ -120,11 +121,11 @@ def _cmd_check_engine(args: argparse.Namespace) -> None:
 
 
 def _cmd_triton(args: argparse.Namespace) -> None:
-    from pipeline.triton import write_variant_repository
+    from pipeline.triton import write_recipe_repository
 
-    write_variant_repository(args.variant, args.precision, args.out, engine_dir=args.engine_dir, engines=args.engines,
-                             plugin_library=args.plugin, max_queue_delay_us=args.max_queue_delay_us,
-                             instances=args.instances)
+    write_recipe_repository(recipe_from_args(args, args.groups, precision=args.precision), args.out,
+                            engine_dir=args.engine_dir, engines=args.engines, plugin_library=args.plugin,
+                            max_queue_delay_us=args.max_queue_delay_us, instances=args.instances)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,11 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "metadata, the runtime, the plugin library)")
 
     triton = sub.add_parser("triton", help="Triton Inference Server model repository of built engines (builds none)")
-    triton.add_argument("--variant", default="T", help="Swin variant whose engine to serve; the model is swin_<v>")
+    # The model options of `engine` (its weights are in the engine): they pick the engine and name the Triton model.
+    triton.set_defaults(groups=add_groups(triton, ModelArguments(weights=False), AttentionArguments()))
     triton.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    triton.add_argument("--engine-dir", type=Path, help="folder `make engine` wrote (default build/swin_<v>)")
+    triton.add_argument("--engine-dir", type=Path, help=f"folder `make engine` wrote (default {OUT_DIR_HELP}); the "
+                                                        "Triton model is named like its engine: swin_<model>")
     triton.add_argument("--engines", type=Path, nargs="+", help="engines to serve instead, one per compute "
-                                                                "capability (metadata JSON beside each)")
+                                                                "capability (metadata JSON beside each), of the model "
+                                                                "the options describe")
     triton.add_argument("--out", type=Path, default=Path("build/triton"), help="repository folder (default "
                         "build/triton): absent, empty, or one this command wrote")
     triton.add_argument("--plugin", type=Path, help="plugin library to ship (default: the one the engines were "

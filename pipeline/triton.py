@@ -4,6 +4,12 @@
     model = write_model_repository([Path("build/swin_t/swin_t_fp16.engine")], Path("build/triton"),
                                    model_name="swin_t")
 
+``make triton`` takes the model options of ``make engine`` (VARIANT, FEATURES=1, IMG_SIZE, ATTENTION) and serves the
+engine ``make engine`` wrote for them as ``swin_<model tag>`` (``swin_t``, ``swin_t_features_800x1333``). What the
+repository says it serves comes from the engine's own metadata (:func:`served_kind`): one ``[N, classes]`` output is
+a classifier (the README and client speak of top-5 classes), anything else a backbone's stage maps (the README lists
+them, the client prints their statistics or saves them).
+
 writes::
 
     build/triton/
@@ -45,13 +51,13 @@ import shutil
 from pathlib import Path
 
 from pipeline.artifacts import atomic_folder, check_writable, write_json
-from pipeline.attention import TRTATTN_SUFFIX
 from pipeline.build import TENSORRT, TENSORRT_RTX, check_engine_compatible, engine_plugin_library
-from pipeline.engine import EngineFiles
+from pipeline.engine import EngineFiles, EngineRecipe
 from pipeline.engine_metadata import BuiltWith, EngineMetadata, TensorSpec
 from pipeline.errors import PipelineError
+from pipeline.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.records import JsonRecord
-from pipeline.variants import variant_config
+from pipeline.triton_client import is_classifier
 
 log = logging.getLogger("pipeline.triton")
 
@@ -92,6 +98,7 @@ class TritonModel(JsonRecord):
     engines: tuple[TritonEngine, ...]
     inputs: tuple[TensorSpec, ...]  #: with the batch dimension (-1), as the engines have them
     outputs: tuple[TensorSpec, ...]
+    kind: str  #: "classifier" (one logits output) or "backbone" (feature maps): :func:`served_kind`
     max_batch_size: int
     preferred_batch_size: int
     max_queue_delay_us: int
@@ -105,27 +112,61 @@ class TritonModel(JsonRecord):
     written_at: str
 
 
-def model_name(variant: str) -> str:
-    """The Triton model name of a variant, as ``make engine`` names its folder: ``swin_t``, ``swin_b384``."""
-    variant_config(variant)  # unknown variants fail here, with the list of known ones
-    return f"swin_{variant.lower()}"
+def model_name(recipe: EngineRecipe) -> str:
+    """The Triton model name of a recipe's model, as ``make engine`` names its engine: ``swin_t``, ``swin_b384``,
+    ``swin_t_features_800x1333`` (letters, digits and '_' only, as Triton's folder names allow)."""
+    return f"swin_{recipe.model_tag}"
 
 
-def find_engine(variant: str, precision: str, engine_dir: Path | None = None) -> Path:
-    """The engine ``make engine VARIANT=<variant> PRECISION=<precision>`` writes (into ``engine_dir``, default
-    ``build/swin_<v>``), or a PipelineError saying how to build it. Builds nothing."""
-    name = model_name(variant)
-    folder = Path("build") / name if engine_dir is None else Path(engine_dir)
-    engine = EngineFiles(folder, variant, precision).engine
+def make_variables(recipe: EngineRecipe) -> str:
+    """The make variables that select ``recipe``'s model and engine: ``VARIANT=T PRECISION=fp16 FEATURES=1
+    IMG_SIZE=800x1333 ATTENTION=tensorrt`` (the defaults left out but VARIANT and PRECISION)."""
+    words = [f"VARIANT={recipe.variant.upper()}", f"PRECISION={recipe.precision}"]
+    words += ["FEATURES=1"] if recipe.features_only else []
+    words += [f"IMG_SIZE={recipe.img_size[0]}x{recipe.img_size[1]}"] if recipe.img_size is not None else []
+    words += ["ATTENTION=tensorrt"] if recipe.attention == "tensorrt" else []
+    return " ".join(words)
+
+
+def find_engine(recipe: EngineRecipe, engine_dir: Path | None = None) -> Path:
+    """The engine ``make engine`` writes for ``recipe`` (into ``engine_dir``, default ``recipe.default_out_dir``), or
+    a PipelineError naming the ``make engine`` command that builds it. Builds nothing."""
+    folder = recipe.default_out_dir if engine_dir is None else Path(engine_dir)
+    engine = EngineFiles(folder, recipe.model_tag, recipe.precision).engine
     if engine.is_file():
         return engine
-    # make's own folders need no BUILD_DIR: the plugin route's, and the tensorrt attention route's.
-    routes = {Path("build") / name: "", Path("build") / f"{name}{TRTATTN_SUFFIX}": " ATTENTION=tensorrt"}
-    make = f"make engine VARIANT={variant.upper()} PRECISION={precision}" + routes.get(folder, f" BUILD_DIR={folder}")
+    make = f"make engine {make_variables(recipe)}" + ("" if folder == recipe.default_out_dir
+                                                       else f" BUILD_DIR={folder}")
     present = sorted(p.name for p in folder.glob("*.engine")) if folder.is_dir() else []
     found = f" ({folder} holds {', '.join(present)})" if present else f" ({folder} has no engine)"
-    raise PipelineError(f"no {precision} engine of Swin-{variant.upper()} at {engine}{found}; build it first with "
-                        f"`{make}`")
+    raise PipelineError(f"no {recipe.precision} engine of {_describe(recipe)} at {engine}{found}; build it first "
+                        f"with `{make}`")
+
+
+def _describe(recipe: EngineRecipe) -> str:
+    """``Swin-T``, or ``the Swin-T backbone at 800x1333`` when not the variant's classifier at its own size."""
+    name = f"Swin-{recipe.variant.upper()}"
+    if recipe.model_tag == recipe.variant.lower():
+        return name
+    kind = "backbone" if recipe.features_only else "classifier"
+    return f"the {name} {kind} at {recipe.image_size[0]}x{recipe.image_size[1]}"
+
+
+def served_kind(metadata: EngineMetadata) -> str:
+    """"classifier" when the engine's outputs are one ``[N, classes]`` tensor (logits), else "backbone" (feature
+    maps): read from the engine's metadata, so engines given by path are described as truly as found ones."""
+    return "classifier" if is_classifier([spec.shape[1:] for spec in metadata.outputs]) else "backbone"
+
+
+def _check_model(recipe: EngineRecipe, engine: Path, metadata: EngineMetadata) -> None:
+    """The engine must be the model the options describe (classifier or backbone, input size): its Triton model is
+    named after them."""
+    size, kind = tuple(metadata.inputs[0].shape[2:]), served_kind(metadata)
+    wanted = "backbone" if recipe.features_only else "classifier"
+    if (kind, size) != (wanted, recipe.image_size):
+        raise PipelineError(f"{engine} is a {kind} for {'x'.join(map(str, size))} images, but the model options ask "
+                            f"for a {wanted} for {recipe.image_size[0]}x{recipe.image_size[1]}; pass the engine's own "
+                            "(--features-only / FEATURES=1, --img-size / IMG_SIZE)")
 
 
 def compute_capability(sm: int) -> str:
@@ -328,54 +369,127 @@ def _plugin_notes(record: TritonModel, embedded: bool) -> list[str]:
             f"static initializer, with the plugin registry of an already {registry}", "", preload, ""]
 
 
-def _readme(record: TritonModel, metadata: list[EngineMetadata]) -> str:
+def _number(value: float) -> str:
+    return f"{round(value, 1):g}"
+
+
+def preprocessing_text(size: tuple[int, int]) -> str:
+    """What :func:`pipeline.imagenet_transform.preprocess` (client.py, calibration, verification) does to a photo for
+    an input of ``size`` = (H, W), in words."""
+    height, width = size
+    cover = (_number(height * 256 / 224), _number(width * 256 / 224))
+    if height == width:
+        resize = (f"resized (bilinear) so that the shorter side is {cover[0]}, and the centre {height} × {width} "
+                  "cropped (224/256 of the shorter side)")
+    else:
+        resize = (f"resized (bilinear, aspect ratio kept) by the smallest factor that makes it at least {cover[0]} × "
+                  f"{cover[1]} (H × W: {height} × {width} enlarged by 256/224), and the centre {height} × {width} "
+                  "cropped: 1/8 of the photo is cut off along the side that fits tightest, more along the other "
+                  f"unless its aspect ratio is {width}:{height}")
+    mean, std = (", ".join(f"{v:.3f}" for v in values) for values in (IMAGENET_MEAN, IMAGENET_STD))
+    return (f"Each photo is converted to 8-bit RGB, {resize}; then scaled to [0, 1] and normalized with the ImageNet "
+            f"mean ({mean}) and std ({std}), NCHW")
+
+
+def _backbone_outputs(first: EngineMetadata) -> list[str]:
+    """One line per output; a 4-D one with its stage and stride (input height / map height)."""
+    height = first.inputs[0].shape[2]
+    lines = []
+    for i, spec in enumerate(first.outputs):
+        stage = f": stage {i + 1}, stride {round(height / spec.shape[2])}" if len(spec.shape) == 4 else ""
+        lines.append(f"- output `{spec.name}` {_shape(spec)}{stage}")
+    return lines
+
+
+def _served(record: TritonModel, first: EngineMetadata) -> list[str]:
+    """What the model takes and returns, how it batches, and what a photo becomes."""
+    batching = (f"N ≤ {record.max_batch_size}, the engine profile's maximum. Dynamic batching prefers batches of "
+                f"{record.preferred_batch_size} (the profile's optimum) and waits at most {record.max_queue_delay_us} "
+                f"µs to form them; {record.instances} instance(s) per GPU.")
+    image, size = first.inputs[0], tuple(first.inputs[0].shape[2:])
+    prepared = preprocessing_text(size)
+    if record.kind == "classifier":
+        return [f"A classifier: input `{image.name}` {_shape(image)}; output `{first.outputs[0].name}` "
+                f"{_shape(first.outputs[0])}, the logits. {batching}", "",
+                f"{prepared}: `client.py` does exactly that, as calibration and verification do.", ""]
+    return [f"A backbone (feature extractor, no classes): input `{image.name}` {_shape(image)}; outputs NCHW, each "
+            "the output of a stage's last block (before that stage's patch merging, no final LayerNorm), its size "
+            "the input's divided by the stride, rounded up (the model pads):", "", *_backbone_outputs(first), "",
+            batching, "",
+            f"{prepared}: `client.py` sends exactly that, which is what calibration and verification fed the engine. "
+            "A detector usually prepares its images otherwise (resized to fit, then padded, nothing cut off): the "
+            f"engine takes any FP32 [N, 3, {size[0]}, {size[1]}] batch, so send that from your own code.", ""]
+
+
+def _ask(record: TritonModel) -> list[str]:
+    """How to run client.py against the server."""
+    model = record.model
+    needs = ("`client.py` needs numpy, Pillow and tritonclient (`pip install 'tritonclient[grpc,http]' pillow "
+             "numpy`), nothing else from swin-trt. It reads the model configuration from the server, sends the images "
+             "in requests of at most max_batch_size and prints")
+    if record.kind == "classifier":
+        what = (" each image's top-5 classes with their softmax probabilities (`--labels classes.txt`, one name per "
+                "line, adds names):")
+        extra = ""
+    else:
+        what = (", per image, each output's shape with its mean, std, min and max; `--save-dir DIR` also writes each "
+                "image's outputs to `DIR/<image name>.npz`, one array per output name (`numpy.load(file)"
+                f"[\"{record.outputs[0].name}\"]`):")
+        extra = " --save-dir maps"
+    return ["## Ask it", "", needs + what, "",
+            "```", f"python client.py --url localhost:8001 --protocol grpc --model {model}{extra} photo.jpg more.png",
+            f"python client.py --url localhost:8000 --protocol http --model {model} photo.jpg", "```", ""]
+
+
+def _readme(record: TritonModel, metadata: list[EngineMetadata], recipe: EngineRecipe) -> str:
+    """README.md; ``recipe`` names the model in the rebuild commands."""
     model, first = record.model, metadata[0]
     rows = [f"| `{e.file}` | `{e.source}` | {e.backend.name} {e.backend.version} | SM{meta.target.sm} "
             f"({e.compute_capability}{', ahead of time' if meta.target.ahead_of_time else ''}) | {e.precision} |"
             for e, meta in zip(record.engines, metadata, strict=True)]
-    tensors = "; ".join([*(f"input `{s.name}` {_shape(s)}" for s in first.inputs),
-                         *(f"output `{s.name}` {_shape(s)}" for s in first.outputs)])
-    crop = " × ".join(str(d) for d in first.inputs[0].shape[2:])
     embedded = any(meta.embeds_plugin and meta.plugin_layers for meta in metadata)
     rtx = [e for e in record.engines if e.backend.name == TENSORRT_RTX.name]
-    variant = model.removeprefix("swin_").upper() if model.startswith("swin_") else "…"
+    make = make_variables(dataclasses.replace(recipe, precision=first.precision, attention=first.attention))
     text = [f"# Triton Inference Server model repository: `{model}`", "",
             f"Written by `{WRITTEN_BY}` (`make triton`) on {record.written_at}; `{MARKER}` records what was written "
             "(a rerun may replace this folder because of it).", "",
             "| file | engine | built with | for | precision |", "|---|---|---|---|---|", *rows, "",
-            f"{tensors}; N ≤ {record.max_batch_size}, the engine profile's maximum. Dynamic batching prefers batches "
-            f"of {record.preferred_batch_size} (the profile's optimum) and waits at most {record.max_queue_delay_us} "
-            f"µs to form them; {record.instances} instance(s) per GPU. Images are RGB, NCHW, resized (bilinear) so "
-            f"that a centre crop of {crop} is 224/256 of the shorter side, scaled to [0, 1] and normalized with the "
-            "ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225): `client.py` does exactly that.", ""]
-    route = " ATTENTION=tensorrt" if first.attention == "tensorrt" else ""
+            *_served(record, first)]
     if rtx:
         text += [f"**Not servable as is**: {', '.join(f'`{e.file}`' for e in rtx)} was built ahead of time by "
                  f"TensorRT-RTX {rtx[0].backend.version}. Triton's `tensorrt_plan` platform runs TensorRT "
                  "(libnvinfer), which does not deserialize TensorRT-RTX engines. On the serving machine (or one with "
-                 f"its GPU and the TensorRT of your Triton release) rebuild with `make engine VARIANT={variant} "
-                 f"PRECISION={first.precision} BACKEND=tensorrt{route}`, then run `make triton{route}` again: layout, "
-                 "configuration and client stay the same.", ""]
-    if route:
+                 f"its GPU and the TensorRT of your Triton release) rebuild with `make engine {make} "
+                 f"BACKEND=tensorrt`, then run `make triton {make}` again: layout, configuration and client stay the "
+                 "same.", ""]
+    if first.attention == "tensorrt":
         text += ["The engines run TensorRT's own fused attention (`ATTENTION=tensorrt`, TensorRT ≥ 10.14): no plugin "
                  "library is shipped or loaded, and the server starts without a plugin setting or `LD_PRELOAD`.", ""]
-    text += [*_server_commands(record, embedded), *_plugin_notes(record, embedded),
-             "## Ask it", "",
-             "`client.py` needs numpy, Pillow and tritonclient (`pip install 'tritonclient[grpc,http]' pillow numpy`), "
-             "nothing else from swin-trt. It reads the model configuration from the server, sends the images in "
-             "requests of at most max_batch_size and prints each image's top-5 classes with their softmax "
-             "probabilities (`--labels classes.txt`, one name per line, adds names):", "",
-             "```", f"python client.py --url localhost:8001 --protocol grpc --model {model} photo.jpg more.png",
-             f"python client.py --url localhost:8000 --protocol http --model {model} photo.jpg", "```", ""]
+    text += [*_server_commands(record, embedded), *_plugin_notes(record, embedded), *_ask(record)]
     return "\n".join(text)
 
 
+def _record(engines: list[Path], metadata: list[EngineMetadata], repository: Path, model_name: str,
+            files: list[str], library: Path | None, **settings: int | None) -> TritonModel:
+    first = metadata[0]
+    return TritonModel(
+        written_by=WRITTEN_BY, repository=repository, model=model_name, config=f"{model_name}/config.pbtxt",
+        engines=tuple(TritonEngine(str(engine), f"{model_name}/1/{file}", compute_capability(meta.target.sm),
+                                   meta.backend, meta.precision, meta.engine_sha256)
+                      for engine, meta, file in zip(engines, metadata, files, strict=True)),
+        inputs=first.inputs, outputs=first.outputs, kind=served_kind(first), max_batch_size=first.profile.max[0],
+        preferred_batch_size=first.profile.opt[0], plugin_library=f"{model_name}/{library.name}" if library else None,
+        readme="README.md", client="client.py",
+        written_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **settings)
+
+
 def write_model_repository(engines: list[Path], repository: Path, *, model_name: str,
-                           plugin_library: Path | None = None, max_queue_delay_us: int = 100,
-                           instances: int = 1) -> TritonModel:
+                           recipe: EngineRecipe | None = None, plugin_library: Path | None = None,
+                           max_queue_delay_us: int = 100, instances: int = 1) -> TritonModel:
     """Write a Triton model repository serving ``engines`` (one per compute capability, metadata beside each) as
-    ``model_name`` into ``repository``; see the module docstring. ``plugin_library`` defaults to the library the
-    engines were built with (their metadata names it); it must be that library (same SHA-256)."""
+    ``model_name`` into ``repository``; see the module docstring. ``recipe``: the model options the engines must
+    match (classifier or backbone, input size), which the README's rebuild commands name. ``plugin_library``
+    defaults to the library the engines were built with (their metadata names it); it must be that library."""
     engines, repository = [Path(e) for e in engines], Path(repository)
     if not _MODEL_NAME.fullmatch(model_name):
         raise PipelineError(f"model name {model_name!r}: use letters, digits, '_', '.' and '-' (Triton's folder name)")
@@ -383,22 +497,19 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
         raise PipelineError(f"instances must be >= 1 and the queue delay >= 0 µs, got {instances} and "
                             f"{max_queue_delay_us}")
     metadata = _checked_engines(engines, plugin_library)
+    first = metadata[0]
+    if recipe is not None:
+        for engine, meta in zip(engines, metadata, strict=True):
+            _check_model(recipe, engine, meta)
+    else:  # only the variant is unknown: the engine's metadata says the rest
+        recipe = EngineRecipe(variant="<variant>", img_size=tuple(first.inputs[0].shape[2:]),
+                              features_only=served_kind(first) == "backbone")
     library, registers_with = _checked_plugin(engines, metadata, plugin_library)
     _checked_target(repository)
 
-    several = len(engines) > 1
-    files = [f"model.sm{meta.target.sm}.plan" if several else "model.plan" for meta in metadata]
-    first = metadata[0]
-    record = TritonModel(
-        written_by=WRITTEN_BY, repository=repository, model=model_name, config=f"{model_name}/config.pbtxt",
-        engines=tuple(TritonEngine(str(engine), f"{model_name}/1/{file}", compute_capability(meta.target.sm),
-                                   meta.backend, meta.precision, meta.engine_sha256)
-                      for engine, meta, file in zip(engines, metadata, files, strict=True)),
-        inputs=first.inputs, outputs=first.outputs, max_batch_size=first.profile.max[0],
-        preferred_batch_size=first.profile.opt[0], max_queue_delay_us=max_queue_delay_us, instances=instances,
-        plugin_library=f"{model_name}/{library.name}" if library else None,
-        plugin_registers_with_tensorrt=registers_with, readme="README.md", client="client.py",
-        written_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    files = [f"model.sm{meta.target.sm}.plan" if len(engines) > 1 else "model.plan" for meta in metadata]
+    record = _record(engines, metadata, repository, model_name, files, library, max_queue_delay_us=max_queue_delay_us,
+                     instances=instances, plugin_registers_with_tensorrt=registers_with)
     rtx = [str(e) for e, meta in zip(engines, metadata, strict=True) if meta.backend.name == TENSORRT_RTX.name]
     if rtx:
         log.warning("triton: %s built by TensorRT-RTX, which Triton's TensorRT backend cannot load; the repository "
@@ -413,22 +524,23 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
             shutil.copy2(library, tmp / model_name / library.name)
         (tmp / record.config).write_text(config_text(model_name, metadata, files,
                                                      max_queue_delay_us=max_queue_delay_us, instances=instances))
-        (tmp / record.readme).write_text(_readme(record, metadata))
+        (tmp / record.readme).write_text(_readme(record, metadata, recipe))
         shutil.copyfile(CLIENT_SOURCE, tmp / record.client)
         shutil.copyfile(TRANSFORM_SOURCE, tmp / TRANSFORM_SOURCE.name)
         write_json(tmp / MARKER, {**record.to_json(), "repository": "."})
-    log.info("triton: wrote %s (model %s: %d engine(s) for %s, max batch %d); start it as its README.md says",
-             repository, model_name, len(engines), ", ".join(f"SM{m.target.sm}" for m in metadata),
+    log.info("triton: wrote %s (model %s, a %s: %d engine(s) for %s, max batch %d); start it as its README.md says",
+             repository, model_name, record.kind, len(engines), ", ".join(f"SM{m.target.sm}" for m in metadata),
              record.max_batch_size)
     return record
 
 
-def write_variant_repository(variant: str, precision: str, repository: Path, *, engine_dir: Path | None = None,
-                             engines: list[Path] | None = None, plugin_library: Path | None = None,
-                             max_queue_delay_us: int = 100, instances: int = 1) -> TritonModel:
-    """``make triton``: the repository of Swin-``variant``'s engine(s) — ``engines`` if given, else the one
-    ``make engine`` wrote for ``precision`` into ``engine_dir`` (default ``build/swin_<v>``). Builds no engine."""
-    name = model_name(variant)
-    chosen = list(engines) if engines else [find_engine(variant, precision, engine_dir)]
-    return write_model_repository(chosen, repository, model_name=name, plugin_library=plugin_library,
-                                  max_queue_delay_us=max_queue_delay_us, instances=instances)
+def write_recipe_repository(recipe: EngineRecipe, repository: Path, *, engine_dir: Path | None = None,
+                            engines: list[Path] | None = None, plugin_library: Path | None = None,
+                            max_queue_delay_us: int = 100, instances: int = 1) -> TritonModel:
+    """``make triton``: the repository of ``recipe``'s model, named :func:`model_name` — ``engines`` if given, else
+    the one ``make engine`` wrote for it into ``engine_dir`` (default ``recipe.default_out_dir``). Builds nothing."""
+    recipe.validate(until="export")  # the variant, route and precision, before looking for files
+    chosen = list(engines) if engines else [find_engine(recipe, engine_dir)]
+    return write_model_repository(chosen, repository, model_name=model_name(recipe), recipe=recipe,
+                                  plugin_library=plugin_library, max_queue_delay_us=max_queue_delay_us,
+                                  instances=instances)

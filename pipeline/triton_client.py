@@ -1,7 +1,9 @@
-"""Send photos to a Swin model served by Triton Inference Server and print each photo's top-5 classes.
+"""Send photos to a Swin model served by Triton Inference Server: a classifier's top-5 classes per photo, or a
+backbone's feature maps (each output's shape and statistics, and with ``--save-dir`` the maps themselves).
 
     python client.py --url localhost:8001 --protocol grpc photo.jpg more/*.png
     python client.py --url localhost:8000 --protocol http --labels imagenet_classes.txt photo.jpg
+    python client.py --save-dir maps photo.jpg          (a backbone: maps/photo.npz, one array per output)
 
 ``python -m pipeline triton`` copies this file, unchanged, into the model repository it writes (as ``client.py``, with
 ``pipeline/imagenet_transform.py`` beside it), so a machine with only the repository can run it: it needs numpy,
@@ -10,10 +12,13 @@ Pillow and ``tritonclient`` (``pip install
 ``python -m pipeline.triton_client``. The gRPC and HTTP clients are imported only when used.
 
 The request follows the model configuration the server reports (input name, data type, dims without the batch
-dimension, ``max_batch_size``); more photos than ``max_batch_size`` are sent in several requests. Preprocessing
+dimension, ``max_batch_size``); more photos than ``max_batch_size`` are sent in several requests. The outputs
+decide what is printed (:func:`is_classifier`): one ``[classes]`` output is a classifier's logits, anything else
+(a backbone's four ``[C, H, W]`` stage maps) is described output by output. Preprocessing
 and the top-5 come from ``pipeline/imagenet_transform.py``, which calibration, verification and
-``pipeline.runtime`` use too (bilinear resize so the crop is 224/256 of the shorter side, centre crop, scale to
-[0, 1], normalize with the ImageNet mean and std; probabilities are the softmax of the logits);
+``pipeline.runtime`` use too (bilinear resize, aspect ratio kept, so the crop keeps 224/256 of the photo along the
+side that fits tightest, centre crop, scale to [0, 1], normalize with the ImageNet mean and std; probabilities are
+the softmax of the logits);
 tests/test_triton.py checks the same arrays, bit for bit.
 """
 
@@ -95,6 +100,17 @@ def input_spec(config: Mapping[str, Any]) -> InputSpec:
         raise ClientError(f"model {config.get('name')!r} has max_batch_size {max_batch}; this client sends batches")
     datatype, dtype = DATA_TYPES[data_type]
     return InputSpec(spec["name"], datatype, dtype, dims, max_batch)
+
+
+def is_classifier(output_dims: Sequence[Sequence[int]]) -> bool:
+    """Whether outputs with these dims (without the batch dimension) are a classifier's: one ``[classes]`` output
+    (logits). A backbone has several ``[C, H, W]`` maps; ``python -m pipeline triton`` decides the same way."""
+    return len(output_dims) == 1 and len(output_dims[0]) == 1
+
+
+def output_dims(config: Mapping[str, Any]) -> list[tuple[int, ...]]:
+    """Each output's dims of a model configuration, without the batch dimension."""
+    return [tuple(int(d) for d in output.get("dims", ())) for output in model_config(config).get("output", [])]
 
 
 def build_request(images: Sequence[str | Path | Image.Image], config: Mapping[str, Any]
@@ -183,35 +199,74 @@ def _default_model() -> str | None:
     return models[0] if len(models) == 1 else None
 
 
-def _report(paths: list[str], outputs: dict[str, np.ndarray], labels: list[str] | None, k: int) -> None:
-    if len(outputs) == 1 and next(iter(outputs.values())).ndim == 2:
-        for path, best in zip(paths, imagenet_transform.top_k(next(iter(outputs.values())), k), strict=True):
-            classes = ", ".join(f"{index}{f' {labels[index]}' if labels and index < len(labels) else ''} "
-                                f"{probability:.4f}" for index, probability in best)
-            print(f"{path}: {classes}")
-    else:  # a backbone: feature maps, no classes
-        for i, path in enumerate(paths):
-            print(f"{path}: " + ", ".join(f"{name} {list(array[i].shape)}" for name, array in outputs.items()))
+def report_classes(paths: Sequence[str], logits: np.ndarray, labels: list[str] | None, k: int) -> None:
+    """Print each image's ``k`` most probable classes with their softmax probabilities."""
+    for path, best in zip(paths, imagenet_transform.top_k(logits, k), strict=True):
+        classes = ", ".join(f"{index}{f' {labels[index]}' if labels and index < len(labels) else ''} "
+                            f"{probability:.4f}" for index, probability in best)
+        print(f"{path}: {classes}")
+
+
+def describe_output(name: str, array: np.ndarray) -> str:
+    """``features.0 [96, 200, 334] mean 0.01234 std 1.002 min -4.5 max 7.25``: one image's output."""
+    values = array.astype(np.float64)
+    return (f"{name} {list(array.shape)} mean {values.mean():.4g} std {values.std():.4g} min {values.min():.4g} "
+            f"max {values.max():.4g}")
+
+
+def report_maps(paths: Sequence[str], outputs: Mapping[str, np.ndarray]) -> None:
+    """Print, per image, each output's shape and statistics: a backbone's maps have no classes to rank."""
+    for i, path in enumerate(paths):
+        print(f"{path}:")
+        for name, array in outputs.items():
+            print(f"  {describe_output(name, array[i])}")
+
+
+def save_paths(paths: Sequence[str], folder: Path) -> list[Path]:
+    """``folder/<image name>.npz`` per image; a ClientError when two images share a name."""
+    stems = [Path(path).stem for path in paths]
+    repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if repeated:
+        raise ClientError(f"--save-dir names each file after its image, and several images are named "
+                          f"{', '.join(repeated)}; rename them or save each in its own run")
+    return [folder / f"{stem}.npz" for stem in stems]
+
+
+def save_outputs(files: Sequence[Path], outputs: Mapping[str, np.ndarray]) -> None:
+    """Each image's outputs into its ``.npz``, one array per output name (``np.load(f)["features.0"]``)."""
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    for i, file in enumerate(files):
+        np.savez(file, **{name: array[i] for name, array in outputs.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Top-5 classes of photos from a Swin model served by Triton")
+    parser = argparse.ArgumentParser(description="Top-5 classes (a classifier) or feature map statistics (a "
+                                                 "backbone) of photos from a Swin model served by Triton")
     parser.add_argument("images", nargs="+", help="image files (anything Pillow reads)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
     parser.add_argument("--url", help="host:port (default localhost:8001 for grpc, localhost:8000 for http)")
     default_model = _default_model()
     parser.add_argument("--model", default=default_model, required=default_model is None,
                         help="model name" + (f" (default {default_model})" if default_model else ""))
-    parser.add_argument("--labels", type=Path, help="text file with one class name per line, in class order")
-    parser.add_argument("-k", "--top", type=int, default=5, help="classes per image (default 5)")
+    parser.add_argument("--labels", type=Path, help="a classifier's class names: one per line, in class order")
+    parser.add_argument("-k", "--top", type=int, default=5, help="a classifier's classes per image (default 5)")
+    parser.add_argument("--save-dir", type=Path, help="also write each image's outputs to <dir>/<image name>.npz, "
+                                                      "one array per output")
     args = parser.parse_args(argv)
     try:
         missing = [image for image in args.images if not Path(image).is_file()]
         if missing:  # before connecting, let alone preprocessing the others
             raise ClientError(f"no such image file: {', '.join(missing)}")
+        files = save_paths(args.images, args.save_dir) if args.save_dir else None
         labels = args.labels.read_text().splitlines() if args.labels else None
         client = TritonModelClient(args.url or DEFAULT_URLS[args.protocol], args.protocol, args.model)
-        _report(args.images, client.infer(args.images), labels, args.top)
+        outputs = client.infer(args.images)
+        if is_classifier(output_dims(client.config)):
+            report_classes(args.images, next(iter(outputs.values())), labels, args.top)
+        else:
+            report_maps(args.images, outputs)
+        if files:
+            save_outputs(files, outputs)
     except ClientError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

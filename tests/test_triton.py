@@ -13,10 +13,13 @@ import hashlib
 import importlib.util
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -26,8 +29,10 @@ from google.protobuf import text_format
 from PIL import Image
 
 from pipeline import triton_client
+from pipeline.arguments import recipe_from_args
 from pipeline.artifacts import write_json
-from pipeline.cli import main
+from pipeline.cli import build_parser, main
+from pipeline.engine import EngineFiles, EngineRecipe
 from pipeline.engine_metadata import (
     BatchProfile,
     BuiltWith,
@@ -42,9 +47,11 @@ from pipeline.errors import PipelineError
 from pipeline.images import load_image_set
 from pipeline.runtime import preprocess as runtime_preprocess
 from pipeline.runtime import top_k as runtime_top_k
-from pipeline.triton import MARKER, TRANSFORM_SOURCE, plugin_registers_with, write_model_repository
+from pipeline.triton import MARKER, TRANSFORM_SOURCE, find_engine, plugin_registers_with, write_model_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RTX = BuiltWith("tensorrt_rtx", "1.7.1.116")
 CLASSIFIER = ((TensorSpec("images", "float32", (-1, 3, 224, 224)),), (TensorSpec("logits", "float32", (-1, 1000)),))
@@ -61,13 +68,13 @@ def plugin(tmp_path: Path) -> Path:
     return path
 
 
-def fake_engine(folder: Path, plugin: Path, *, sm: int = 86, precision: str = "fp16", variant: str = "t",
+def fake_engine(folder: Path, plugin: Path, *, sm: int = 86, precision: str = "fp16", tag: str = "t",
                 backend: BuiltWith = RTX, batch: tuple[int, int, int] = (1, 8, 32), embedded: bool = False,
                 tensors: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = CLASSIFIER,
                 onnx_sha256: str = "0" * 64) -> Path:
-    """``make engine``'s file names in ``folder``: swin_<v>_<precision>.engine and its metadata JSON."""
+    """``make engine``'s file names in ``folder``: swin_<model tag>_<precision>.engine and its metadata JSON."""
     folder.mkdir(parents=True, exist_ok=True)
-    engine = folder / f"swin_{variant}_{precision}.engine"
+    engine = folder / f"swin_{tag}_{precision}.engine"
     engine.write_bytes(f"engine {sm} {precision} {backend.name}".encode() * 100)
     inputs, outputs = tensors
     image = inputs[0].shape[1:]
@@ -141,6 +148,48 @@ def test_the_repositorys_client_uses_the_transform_beside_it(tmp_path: Path, plu
     probe = "import client, imagenet_transform; print(imagenet_transform.__file__)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=repository, capture_output=True, text=True, check=True)
     assert Path(result.stdout.strip()) == repository / "imagenet_transform.py"
+
+
+def imagenet_crop_as_the_readme_says(photo: Path, size: tuple[int, int]) -> np.ndarray:
+    """The backbone README's preprocessing, followed word for word: resize (bilinear, aspect kept) by the smallest
+    factor that makes the photo at least H·256/224 × W·256/224, crop the centre H × W, scale, normalize."""
+    height, width = size
+    image = Image.open(photo).convert("RGB")
+    factor = max(height * 256 / 224 / image.height, width * 256 / 224 / image.width)
+    resized = image.resize((round(image.width * factor), round(image.height * factor)), Image.BILINEAR)
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    pixels = np.asarray(resized.crop((left, top, left + width, top + height)), np.float32) / 255
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    return ((pixels - mean) / std).transpose(2, 0, 1)
+
+
+def test_readme_of_a_backbone_describes_its_maps_not_classes(tmp_path: Path, plugin: Path) -> None:
+    """The user report: a backbone's README promised top-5 classes and a crop "224/256 of the shorter side"."""
+    engine = fake_engine(tmp_path / "e", plugin, tensors=BACKBONE)
+    record = write_model_repository([engine], tmp_path / "triton", model_name="swin_t_features_160x224")
+    readme = (tmp_path / "triton/README.md").read_text()
+    assert record.kind == "backbone"
+    for claim in ("top-5", "classes with", "logits", "224/256 of the shorter side", "--labels"):
+        assert claim not in readme
+    for i in range(4):  # 160x224 → stage maps 40x56, 20x28, 10x14, 5x7
+        assert f"- output `features.{i}` FP32 [N, {96 << i}, {40 >> i}, {56 >> i}]: stage {i + 1}, stride {4 << i}\n" \
+            in readme
+    assert ("resized (bilinear, aspect ratio kept) by the smallest factor that makes it at least 182.9 × 256 (H × W: "
+            "160 × 224 enlarged by 256/224), and the centre 160 × 224 cropped") in readme
+    assert "--model swin_t_features_160x224 --save-dir maps photo.jpg" in readme
+    assert "VARIANT=<VARIANT> PRECISION=fp16 FEATURES=1 IMG_SIZE=160x224 BACKEND=tensorrt" in readme  # no recipe
+    for photo in write_photos(tmp_path / "photos"):  # the words are what the client does, to the float
+        np.testing.assert_allclose(triton_client.preprocess(photo, (160, 224)),
+                                   imagenet_crop_as_the_readme_says(photo, (160, 224)), rtol=0, atol=1e-6)
+
+
+def test_readme_of_a_classifier_promises_top5(tmp_path: Path, plugin: Path) -> None:
+    record = write_model_repository([fake_engine(tmp_path / "e", plugin)], tmp_path / "triton", model_name="swin_t")
+    readme = (tmp_path / "triton/README.md").read_text()
+    assert record.kind == "classifier"
+    assert "output `logits` FP32 [N, 1000], the logits" in readme and "top-5 classes" in readme
+    assert "so that the shorter side is 256, and the centre 224 × 224 cropped (224/256 of the shorter side)" in readme
+    assert "backbone" not in readme and "--save-dir" not in readme
 
 
 def test_engines_for_several_compute_capabilities(tmp_path: Path, plugin: Path) -> None:
@@ -261,6 +310,73 @@ def test_bad_input_is_one_error_line(tmp_path: Path, plugin: Path, capsys: pytes
         assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def make_dry_run(target: str, variables: list[str]) -> list[str]:
+    """The ``python -m pipeline`` arguments ``make -n <target> <variables>`` would run (skips without make)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run([make, "-n", target, *variables, "PY=python"], capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout.replace("\\\n", " ")  # the recipes' continued lines
+    [command] = [line for line in dry.splitlines() if f"-m pipeline {target}" in line]
+    words = shlex.split(command)
+    return words[words.index("pipeline") + 1:]
+
+
+def test_make_triton_serves_a_backbone_from_its_default_folder(tmp_path: Path, plugin: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make triton FEATURES=1 IMG_SIZE=160x224 PRECISION=fp32` finds what `make engine` with the same variables
+    wrote (build/swin_t_features_160x224/swin_t_features_160x224_fp32.engine) and serves it under that name."""
+    args = make_dry_run("triton", ["FEATURES=1", "IMG_SIZE=160x224", "PRECISION=fp32"])
+    monkeypatch.chdir(tmp_path)
+    folder = Path("build/swin_t_features_160x224")
+    fake_engine(folder, plugin, precision="fp32", tag="t_features_160x224", tensors=BACKBONE)
+    code, err = run_main(args, capsys)
+    assert code == 0, err
+    repository = tmp_path / "build/triton"
+    assert parse_config(repository, "swin_t_features_160x224").name == "swin_t_features_160x224"
+    record = json.loads((repository / MARKER).read_text())
+    assert record["engines"][0]["source"] == "build/swin_t_features_160x224/swin_t_features_160x224_fp32.engine"
+    assert record["kind"] == "backbone"
+    readme = (repository / "README.md").read_text()  # the stand-in engine is TensorRT-RTX's: rebuild commands
+    assert "`make engine VARIANT=T PRECISION=fp32 FEATURES=1 IMG_SIZE=160x224 BACKEND=tensorrt`" in readme
+    assert "`make triton VARIANT=T PRECISION=fp32 FEATURES=1 IMG_SIZE=160x224`" in readme
+
+
+@pytest.mark.parametrize(("recipe", "engine_dir", "engine", "make"), [
+    (EngineRecipe(features_only=True, img_size=(800, 1333)), None,
+     "build/swin_t_features_800x1333/swin_t_features_800x1333_fp16.engine",
+     "VARIANT=T PRECISION=fp16 FEATURES=1 IMG_SIZE=800x1333"),
+    (EngineRecipe(variant="b384", precision="int8", attention="tensorrt"), None,
+     "build/swin_b384_trtattn/swin_b384_int8.engine", "VARIANT=B384 PRECISION=int8 ATTENTION=tensorrt"),
+    (EngineRecipe(img_size=(256, 320)), "elsewhere", "elsewhere/swin_t_256x320_fp16.engine",
+     "VARIANT=T PRECISION=fp16 IMG_SIZE=256x320 BUILD_DIR=elsewhere"),
+], ids=["backbone", "trtattn", "build-dir"])
+def test_a_missing_engine_names_the_make_command_that_builds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                recipe: EngineRecipe, engine_dir: str | None,
+                                                                engine: str, make: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError) as error:
+        find_engine(recipe, None if engine_dir is None else Path(engine_dir))
+    assert f" at {engine} (" in str(error.value)
+    assert str(error.value).endswith(f"build it first with `make engine {make}`")
+    args = build_parser().parse_args(make_dry_run("engine", make.split()))  # what that command would write
+    built = recipe_from_args(args, args.groups, precision=args.precision, images=args.images)
+    assert EngineFiles(args.out_dir or built.default_out_dir, built.model_tag, built.precision).engine == Path(engine)
+
+
+def test_engines_must_be_the_model_the_options_describe(tmp_path: Path, plugin: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--engines given by path: a classifier is not served under a backbone's name."""
+    engine = fake_engine(tmp_path / "e", plugin)
+    code, err = run_main(["triton", "--features-only", "--img-size", "160x224", "--engines", str(engine), "--out",
+                          str(tmp_path / "triton")], capsys)
+    assert (code, err) == (2, f"error: {engine} is a classifier for 224x224 images, but the model options ask for a "
+                              "backbone for 160x224; pass the engine's own (--features-only / FEATURES=1, "
+                              "--img-size / IMG_SIZE)\n")
+    assert not (tmp_path / "triton").exists()
+
+
 def test_bad_input_through_the_real_command_line(tmp_path: Path) -> None:
     """What `make triton` shows: exactly one line on stderr and exit status 2."""
     result = subprocess.run([sys.executable, "-m", "pipeline", "triton", "--variant", "T", "--engine-dir",
@@ -329,48 +445,65 @@ def test_client_refuses_what_it_cannot_feed() -> None:
         (1, pytest.approx(np.exp(2) / np.exp([0, 1, 2]).sum())), (2, pytest.approx(np.e / np.exp([0, 1, 2]).sum()))]
 
 
-def test_grpc_client_against_a_stand_in_server(tmp_path: Path, plugin: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """client.py over real gRPC against a server that answers as Triton does from the repository's config.pbtxt:
-    model configuration, requests split at max_batch_size, top-5 from the returned logits."""
+#: What a stand-in server answers to one request: (the batch it received, images received before it) → outputs.
+Answer = Callable[[np.ndarray, int], dict[str, np.ndarray]]
+
+
+@contextmanager
+def stand_in_server(config: model_config_pb2.ModelConfig, answer: Answer, received: list[np.ndarray]
+                    ) -> Iterator[int]:
+    """A gRPC server on a free port that answers as Triton does from ``config``: the model configuration, and each
+    request's outputs from ``answer`` (every batch received is appended to ``received``). Yields the port."""
     grpc = pytest.importorskip("grpc")
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    engine = fake_engine(tmp_path / "e", plugin, batch=(1, 2, 2))
-    repository = tmp_path / "triton"
-    write_model_repository([engine], repository, model_name="swin_t")
-    config = parse_config(repository)
-    photos = write_photos(tmp_path / "photos")[:3]
-    received: list[np.ndarray] = []
-
     class Server(service_pb2_grpc.GRPCInferenceServiceServicer):
         def ModelConfig(self, request, context):  # the service's method names
-            assert request.name == "swin_t"
+            assert request.name == config.name
             return service_pb2.ModelConfigResponse(config=config)
 
         def ModelInfer(self, request, context):
             (tensor,) = request.inputs
-            assert (tensor.name, tensor.datatype) == ("images", "FP32")
+            assert (tensor.name, tensor.datatype) == (config.input[0].name, "FP32")
             batch = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(tuple(tensor.shape))
+            outputs = answer(batch, sum(map(len, received)))
             received.append(batch)
-            logits = np.zeros((len(batch), 1000), np.float32)
-            for i in range(len(batch)):  # image k of the whole run: class 100 + k first, 200 + k second
-                k = sum(map(len, received)) - len(batch) + i
-                logits[i, 100 + k], logits[i, 200 + k] = 5.0, 4.0
-            output = service_pb2.ModelInferResponse.InferOutputTensor(name="logits", datatype="FP32",
-                                                                      shape=list(logits.shape))
-            return service_pb2.ModelInferResponse(model_name="swin_t", outputs=[output],
-                                                  raw_output_contents=[logits.tobytes()])
+            assert [o.name for o in request.outputs] == list(outputs)  # the client asks for every output
+            return service_pb2.ModelInferResponse(
+                model_name=config.name, raw_output_contents=[array.tobytes() for array in outputs.values()],
+                outputs=[service_pb2.ModelInferResponse.InferOutputTensor(name=name, datatype="FP32",
+                                                                          shape=list(array.shape))
+                         for name, array in outputs.items()])
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Server(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        client = load_client(repository / "client.py")
-        code = client.main(["--url", f"127.0.0.1:{port}", "--protocol", "grpc", *map(str, photos)])  # model: beside
+        yield port
     finally:
         server.stop(None)
+
+
+def test_grpc_client_against_a_stand_in_server(tmp_path: Path, plugin: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """client.py over real gRPC against a server that answers as Triton does from the repository's config.pbtxt:
+    model configuration, requests split at max_batch_size, top-5 from the returned logits."""
+    engine = fake_engine(tmp_path / "e", plugin, batch=(1, 2, 2))
+    repository = tmp_path / "triton"
+    write_model_repository([engine], repository, model_name="swin_t")
+    photos = write_photos(tmp_path / "photos")[:3]
+    received: list[np.ndarray] = []
+
+    def answer(batch: np.ndarray, before: int) -> dict[str, np.ndarray]:
+        logits = np.zeros((len(batch), 1000), np.float32)
+        for i in range(len(batch)):  # image k of the whole run: class 100 + k first, 200 + k second
+            logits[i, 100 + before + i], logits[i, 200 + before + i] = 5.0, 4.0
+        return {"logits": logits}
+
+    client = load_client(repository / "client.py")
+    with stand_in_server(parse_config(repository), answer, received) as port:
+        code = client.main(["--url", f"127.0.0.1:{port}", "--protocol", "grpc", *map(str, photos)])  # model: beside
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     assert [len(batch) for batch in received] == [2, 1]  # max_batch_size 2
@@ -381,6 +514,62 @@ def test_grpc_client_against_a_stand_in_server(tmp_path: Path, plugin: Path,
     for k, line in enumerate(out):
         classes = [int(entry.split()[0]) for entry in line.split(": ")[1].split(", ")]
         assert len(classes) == 5 and classes[:2] == [100 + k, 200 + k]
+
+
+def test_backbone_client_prints_and_saves_the_maps(tmp_path: Path, plugin: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A backbone's repository: client.py prints each image's four maps (shape and statistics, no classes) and
+    --save-dir writes exactly the arrays the server returned, one .npz per image."""
+    engine = fake_engine(tmp_path / "e", plugin, batch=(1, 2, 2), tensors=BACKBONE)
+    repository = tmp_path / "triton"
+    write_model_repository([engine], repository, model_name="swin_t_features_160x224")
+    photos = write_photos(tmp_path / "photos")[:3]
+    rng = np.random.default_rng(1)
+    sent = {spec.name: rng.normal(size=(len(photos), *spec.shape[1:])).astype(np.float32)
+            for spec in BACKBONE[1]}
+
+    def answer(batch: np.ndarray, before: int) -> dict[str, np.ndarray]:
+        return {name: maps[before:before + len(batch)] for name, maps in sent.items()}
+
+    client = load_client(repository / "client.py")
+    received: list[np.ndarray] = []
+    with stand_in_server(parse_config(repository, "swin_t_features_160x224"), answer, received) as port:
+        code = client.main(["--url", f"127.0.0.1:{port}", "--save-dir", str(tmp_path / "maps"), *map(str, photos)])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and [len(batch) for batch in received] == [2, 1]
+    expected = []
+    for k, photo in enumerate(photos):
+        expected.append(f"{photo}:")
+        for name, maps in sent.items():
+            m = maps[k].astype(np.float64)
+            expected.append(f"  {name} {list(m.shape)} mean {m.mean():.4g} std {m.std():.4g} min {m.min():.4g} "
+                            f"max {m.max():.4g}")
+    assert out == expected
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [f"{p.stem}.npz" for p in photos]
+    for k, photo in enumerate(photos):
+        with np.load(tmp_path / "maps" / f"{photo.stem}.npz") as saved:
+            assert list(saved) == list(sent)
+            assert all(np.array_equal(saved[name], maps[k]) for name, maps in sent.items())
+
+
+def test_client_outputs_decide_classifier_or_backbone() -> None:
+    assert triton_client.is_classifier([(1000,)])
+    assert not triton_client.is_classifier([(96, 40, 56), (192, 20, 28), (384, 10, 14), (768, 5, 7)])
+    assert not triton_client.is_classifier([(768, 5, 7)])  # one map is still no logits
+    config = {"config": {"output": [{"name": "logits", "dims": ["1000"]}]}}  # gRPC's JSON: int64 as strings
+    assert triton_client.output_dims(config) == [(1000,)]
+
+
+def test_save_dir_refuses_images_of_one_name_before_it_connects(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (64, 64)).save(tmp_path / folder / "photo.png")
+    code = triton_client.main(["--url", "127.0.0.1:1", "--model", "m", "--save-dir", str(tmp_path / "maps"),
+                               str(tmp_path / "a/photo.png"), str(tmp_path / "b/photo.png")])
+    assert code == 2 and not (tmp_path / "maps").exists()
+    assert capsys.readouterr().err == ("error: --save-dir names each file after its image, and several images are "
+                                       "named photo; rename them or save each in its own run\n")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
