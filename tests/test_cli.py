@@ -29,7 +29,7 @@ def test_onnx_stage_writes_all_artifacts(tmp_path: Path) -> None:
     assert list(stages) == ["export", "surgery", "check"] and stages["check"]["result"]["batches"] == [1, 2]
     assert stages["check"]["result"]["max_rel_error"] < 1e-5
     assert main(["onnx", "--variant", "T", "--max-batch", "2", "--out-dir", str(tmp_path)]) == 0  # all reused
-    assert all(s["skipped"] for s in json.loads((tmp_path / "report.json").read_text())["stages"].values())
+    assert all(s["reused"] for s in json.loads((tmp_path / "report.json").read_text())["stages"].values())
     check = run_cli("check", str(tmp_path / "model.onnx"), str(tmp_path / "model.swin.onnx"), "--batch", "2")
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["passed"] is True
