@@ -44,7 +44,8 @@ onnx: venv
 
 # Every stage into $(BUILD_DIR): export, surgery, check, precision (FP16 / INT8 calibration), engine build
 # (TensorRT when installed with a GPU, else TensorRT-RTX ahead of time for SM), verification. Stages whose
-# inputs are unchanged are reused. IMAGES: verification photos (default CALIB_DIR); ENGINE_ARGS: more flags of
+# inputs are unchanged are reused. IMAGES: verification photos (default: a quarter of CALIB_DIR,
+# held out of calibration; docs/design.md §5d); ENGINE_ARGS: more flags of
 # `python -m pipeline engine` (e.g. --features-only --img-size 800x1333).
 engine: venv $(if $(filter tensorrt,$(ATTENTION)),,plugin)
 	$(PY) -m pipeline engine --variant $(VARIANT) --precision $(PRECISION) --batch $(BATCH) \

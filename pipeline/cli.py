@@ -164,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("engine", help="every stage: export, surgery, check, precision, engine build, "
                                            "verification")
     engine.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on (default: "
-                                                    "--calib-dir, else generated crops of scikit-image photos)")
+    engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on, less any INT8 "
+                                                    "calibrates on (default: a quarter of --calib-dir, held out of "
+                                                    "calibration, else generated crops of scikit-image photos)")
     engine.set_defaults(groups=add_groups(engine, ModelArguments(), CalibrationArguments(), BuildArguments(),
                                           PluginArguments(), AttentionArguments()))
     engine.add_argument("--out-dir", required=True, help="folder for every artifact, e.g. build/swin_t")

@@ -3,7 +3,7 @@
 Export (onnxruntime vs PyTorch), surgery (each rewritten block vs the original subgraph) and ``check`` (the surgered
 graph vs the export) all compute the same function in float32, so they share :func:`relative_error` and
 :data:`FP32_TOLERANCE`. The engine comparisons of ``verify`` (typed precisions, many images) use
-:class:`ComparisonMetrics` and the per-precision :data:`TOLERANCES` instead (docs/design.md §5c).
+:class:`ComparisonMetrics` and the per-precision :data:`TOLERANCES` instead (docs/design.md §5d).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class Tolerances(JsonRecord):
                 if limit is not None and value is not None and (value < limit if at_least else value > limit)]
 
 
-#: Per-precision pass criteria of ``verify``: the one place they are set (docs/design.md §5c says why these values).
+#: Per-precision pass criteria of ``verify``: the one place they are set (docs/design.md §5d says why these values).
 TOLERANCES: dict[str, Tolerances] = {
     "fp32": Tolerances(max_abs=1e-3),
     "fp16": Tolerances(max_abs=2e-2, top1_agreement_min=0.99),

@@ -1,4 +1,4 @@
-"""Which images calibration and verification use: never the same ones (docs/design.md §5c).
+"""Which images calibration and verification use: never the same ones (docs/design.md §5d).
 
 Verifying an INT8 engine on the images it was calibrated on reports its accuracy optimistically: its ranges were
 fitted to exactly those activations. So :func:`plan_images` keeps them apart:
