@@ -47,7 +47,8 @@ onnx: venv
 
 # Every stage into $(BUILD_DIR): export, surgery, check, precision (FP16 / INT8 calibration), engine build
 # (TensorRT when installed with a GPU, else TensorRT-RTX ahead of time for SM), verification. Stages whose
-# inputs are unchanged are reused. IMAGES: verification photos; ENGINE_ARGS: more flags of `python -m pipeline engine`.
+# inputs are unchanged are reused. IMAGES: verification photos (default: a quarter of CALIB_DIR, held out of
+# calibration; docs/design.md §5d); ENGINE_ARGS: more flags of `python -m pipeline engine`.
 engine: venv $(if $(filter tensorrt,$(ATTENTION)),,plugin)
 	$(PY) -m pipeline engine $(MODEL_ARGS) --precision $(PRECISION) --batch $(BATCH) \
 		--backend $(BACKEND) --sm $(SM) --attention $(ATTENTION) $(OUT_DIR_ARGS) \

@@ -17,7 +17,7 @@ from calib.quantize import default_exclusions, find_quantizable_layers, insert_q
 from calib.ranges import METHODS, amax_from_statistics, collect_statistics
 from pipeline.artifacts import check_writable, file_sha256, write_json
 from pipeline.errors import PipelineError
-from pipeline.images import GENERATED_FOLDER_NAME, generate_image_folder, load_image_set
+from pipeline.images import GENERATED_FOLDER_NAME, ImageSet, generate_image_folder, load_image_set
 from pipeline.onnx_io import graph_input, read_onnx, write_onnx
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,39 @@ def calibration_batch(img_size: int | tuple[int, int]) -> int:
     return max(1, CALIBRATION_PIXELS_PER_RUN // (height * width))
 
 
+def calibration_images(calib_dir: str | Path | None, samples: int, seed: int, size: int | tuple[int, int],
+                       out_dir: Path, files: Sequence[Path] | None = None) -> tuple[ImageSet, Path]:
+    """``samples`` calibration samples from ``files`` (default: every image) under ``calib_dir``, or from crops of
+    the scikit-image photos generated into ``out_dir``; and the folder. Logs how many are photos and how many
+    augmented crops of them (the folder holds fewer photos than ``samples``)."""
+    if calib_dir is None:
+        calib_dir = out_dir / GENERATED_FOLDER_NAME
+        log.warning("no calibration folder given: calibrating on %d generated crops of scikit-image photos in %s; "
+                    "pass a folder of images from the deployment domain for real accuracy", samples, calib_dir)
+        generate_image_folder(calib_dir, samples, seed)
+    calibration = load_image_set(calib_dir, samples, seed, size, files=files)
+    photos = len(calibration.files_used)
+    if calibration.augmented_samples:  # repeated photos weigh more in the ranges than the others: say so
+        log.warning("calibration: %d photos + %d augmented crops = %d samples from %s; put %d or more photos there "
+                    "to calibrate on distinct ones", photos, calibration.augmented_samples, len(calibration), calib_dir,
+                    samples)
+    else:
+        log.info("calibration: %d photos = %d samples from %s", photos, len(calibration), calib_dir)
+    return calibration, Path(calib_dir)
+
+
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str | Path | None = None,
-                  samples: int = 256, method: str = DEFAULT_METHOD, percentile: float = 99.99,
-                  exclude: Sequence[str] | None = None, cache_path: str | Path | None = None, batch: int | None = None,
-                  seed: int = 0, img_size: int | tuple[int, int] | None = None) -> dict[str, Any]:
+                  calib_files: Sequence[Path] | None = None, samples: int = 256, method: str = DEFAULT_METHOD,
+                  percentile: float = 99.99, exclude: Sequence[str] | None = None,
+                  cache_path: str | Path | None = None, batch: int | None = None, seed: int = 0,
+                  img_size: int | tuple[int, int] | None = None) -> dict[str, Any]:
     """Calibrate the surgered FP32 graph at ``onnx_path`` and write it with INT8 Q/DQ to ``out_path`` (atomically).
 
     Arguments (the CLI's options mirror them):
     - ``calib_dir``: folder of calibration photos, searched recursively (jpg, jpeg, png, bmp, webp, tif, tiff).
       None: crops of the scikit-image photos are generated into ``<out dir>/generated-calibration-images``
       (labelled by a README.txt) and a warning is logged; fine for testing, not for accuracy that matters.
+      ``calib_files``: only these files under it (the calibration part of a split folder, pipeline.image_plan).
     - ``samples``: number of calibration images (more than the folder holds: extra random crops/flips).
     - ``method``: ``percentile`` (default; the most accurate in benchmarks/int8_accuracy.py), ``max`` or
       ``entropy`` (TensorRT's EntropyCalibrator2 KL search). ``percentile``: the |x| percentile it clips at.
@@ -117,12 +140,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
     size = graph_image_size(model, Path(onnx_path)) if img_size is None else img_size
 
     generated = calib_dir is None
-    if generated:
-        calib_dir = out_path.parent / GENERATED_FOLDER_NAME
-        log.warning("no calibration folder given: calibrating on %d generated crops of scikit-image photos in %s; "
-                    "pass a folder of images from the deployment domain for real accuracy", samples, calib_dir)
-        generate_image_folder(calib_dir, samples, seed)
-    calibration = load_image_set(calib_dir, samples, seed, size)
+    calibration, calib_dir = calibration_images(calib_dir, samples, seed, size, out_path.parent, files=calib_files)
     loaded = time.perf_counter()
 
     tensors = list(dict.fromkeys(layer.activation for layer in quantized))
@@ -152,8 +170,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
         "timing_s": {"load_images": round(loaded - started, 2), "calibrate": round(calibrated - loaded, 2),
                      "quantize_and_write": round(finished - calibrated, 2), "total": round(finished - started, 2)},
     }
-    log.info("int8: %s calibration on %d images (%d %s files, %d augmented crops of them; %s), %d layers quantized, "
-             "%d excluded, cache %s, %.1f s → %s", method, samples, len(calibration.files_used),
-             "generated" if generated else "real", calibration.augmented_samples, calib_dir, len(quantized),
-             len(excluded), "hit" if cache_hit else "miss", finished - started, out_path)
+    log.info("int8: %s calibration on %d %s samples, %d layers quantized, %d excluded, cache %s, %.1f s → %s",
+             method, samples, "generated" if generated else "real", len(quantized), len(excluded),
+             "hit" if cache_hit else "miss", finished - started, out_path)
     return report

@@ -171,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine = sub.add_parser("engine", help="every stage: export, surgery, check, precision, engine build, "
                                            "verification")
     engine.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on (default: "
-                                                    "--calib-dir, else generated crops of scikit-image photos)")
+    engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on, less any INT8 "
+                                                    "calibrates on (default: a quarter of --calib-dir, held out of "
+                                                    "calibration, else generated crops of scikit-image photos)")
     engine.set_defaults(groups=add_groups(engine, ModelArguments(), CalibrationArguments(), BuildArguments(),
                                           PluginArguments(), AttentionArguments()))
     engine.add_argument("--out-dir", type=Path, help=f"folder for every artifact (default {OUT_DIR_HELP})")

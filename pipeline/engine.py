@@ -23,6 +23,8 @@ from pipeline.artifacts import check_writable, file_sha256, folder_locked, write
 from pipeline.attention import TRTATTN_SUFFIX, check_route
 from pipeline.checkpoint_layout import check_checkpoint
 from pipeline.errors import PipelineError
+from pipeline.image_plan import ImagePlan, plan_images
+from pipeline.images import GENERATED_FOLDER_NAME
 from pipeline.records import JsonRecord
 from pipeline.stages import StageRecord, StageRunner
 from pipeline.variants import variant_config
@@ -80,8 +82,8 @@ class EngineRecipe:
     """What to build: the model, its precision, the engine's batch profile and target, calibration, verification.
 
     ``img_size`` None is the variant's own size; ``calib_exclude`` None is the variant's safe list, ``()``
-    quantizes every layer; ``images`` is the folder verification compares on (default: ``calib_dir``, else
-    generated crops of the scikit-image photos).
+    quantizes every layer; ``images`` is the folder verification compares on (default: the part of ``calib_dir``
+    that calibration leaves out, else generated crops of the scikit-image photos; :meth:`image_plan`).
     """
 
     variant: str = "T"
@@ -125,9 +127,11 @@ class EngineRecipe:
     def max_batch(self) -> int:
         return self.batch[2]
 
-    @property
-    def verify_images(self) -> Path | None:
-        return self.images or self.calib_dir
+    def image_plan(self, out_dir: Path | None = None) -> ImagePlan:
+        """The images calibration and verification use, never the same ones (:func:`pipeline.image_plan.plan_images`);
+        ``out_dir``: where calibration generates its crops when there is no ``calib_dir``."""
+        generated = None if out_dir is None else Path(out_dir) / GENERATED_FOLDER_NAME
+        return plan_images(self.precision, self.calib_dir, self.images, generated_calib_dir=generated)
 
     @property
     def plugin(self) -> Path | None:
@@ -138,7 +142,6 @@ class EngineRecipe:
         """Raise PipelineError on anything wrong, for the stages up to ``until``, that can be found without running
         a stage (a few seconds)."""
         from pipeline.build import batch_profile, check_build_options
-        from pipeline.images import list_images
 
         stages = _stages_until(until)
         variant_config(self.variant)
@@ -155,10 +158,8 @@ class EngineRecipe:
         if self.checkpoint is not None:
             check_checkpoint(self.checkpoint, self.variant)
         batch_profile(tuple(self.batch), [None], "images")
-        folders = [self.calib_dir if self.precision == "int8" and "precision" in stages else None,
-                   self.verify_images if "verify" in stages else None]
-        for folder in dict.fromkeys(f for f in folders if f is not None):
-            list_images(folder)
+        if "verify" in stages or (self.precision == "int8" and "precision" in stages):
+            self.image_plan()  # lists the folders, and refuses IMAGES that are all calibration images
         if "build" in stages:
             check_build_options(plugin_library=self.plugin, batch=self.batch, opt_level=self.opt_level,
                                 backend=self.backend, sm=self.sm)
@@ -244,13 +245,6 @@ class EngineRun:
                         len(stale), ", ".join(p.name for p in stale))
 
 
-def _folder_listing(folder: Path | None) -> list[tuple[str, int, int]]:
-    """Names, sizes and mtimes of an image folder: cheap change detection for stage skipping."""
-    if folder is None or not Path(folder).is_dir():
-        return []
-    return sorted((str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in Path(folder).rglob("*") if p.is_file())
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The stages. Each is run(EngineRun) -> the stage's key numbers, which stages.json keeps for the runs that reuse it.
 
@@ -298,10 +292,12 @@ def _precision(run: EngineRun) -> dict[str, Any]:
         return convert_fp16(files.swin, files.typed)
     from calib import quantize_int8
 
-    calibration = quantize_int8(files.swin, files.qdq, calib_dir=recipe.calib_dir, samples=recipe.calib_samples,
-                                method=recipe.calib_method, exclude=recipe.calib_exclude,
-                                cache_path=files.calibration_cache)
-    return {"calibration": calibration, "fp16": convert_fp16(files.qdq, files.typed)}
+    images = recipe.image_plan().calibration
+    assert images is not None  # INT8 always calibrates
+    calibration = quantize_int8(files.swin, files.qdq, calib_dir=images.folder, calib_files=images.files,
+                                samples=recipe.calib_samples, method=recipe.calib_method,
+                                exclude=recipe.calib_exclude, cache_path=files.calibration_cache)
+    return {"calibration": calibration, "images": images.summary(), "fp16": convert_fp16(files.qdq, files.typed)}
 
 
 def _build(run: EngineRun) -> dict[str, Any]:
@@ -318,7 +314,8 @@ def _verify(run: EngineRun) -> dict[str, Any]:
     from pipeline.verify import verify
 
     recipe = run.recipe
-    return verify(run.model(), run.files.engine, recipe.precision, image_dir=recipe.verify_images,
+    return verify(run.model(), run.files.engine, recipe.precision,
+                  image_dir=recipe.image_plan(run.files.out).verification,
                   batch=min(8, recipe.max_batch), out_path=run.files.verify_report,
                   plugin_library=recipe.plugin, onnx_path=run.files.typed,
                   model_record=run.model_record.to_json()).summary()
@@ -350,9 +347,12 @@ def _precision_params(run: EngineRun) -> dict[str, Any]:
     recipe = run.recipe
     if recipe.precision != "int8":
         return {"precision": recipe.precision}
+    images = recipe.image_plan().calibration
+    assert images is not None  # INT8 always calibrates
+    # The files calibration reads, not the whole folder: the split decides them (a held-out file is not among them).
     return {"precision": "int8", "calib_dir": recipe.calib_dir, "samples": recipe.calib_samples,
-            "method": recipe.calib_method, "exclude": recipe.calib_exclude,
-            "listing": _folder_listing(recipe.calib_dir)}
+            "method": recipe.calib_method, "exclude": recipe.calib_exclude, "images": images.summary(),
+            "listing": images.listing()}
 
 
 def _build_params(run: EngineRun) -> dict[str, Any]:
@@ -368,8 +368,8 @@ def _build_inputs(run: EngineRun) -> list[Path]:
 
 def _verify_params(run: EngineRun) -> dict[str, Any]:
     recipe = run.recipe
-    return {"precision": recipe.precision, "images": recipe.verify_images,
-            "listing": _folder_listing(recipe.verify_images),
+    images = recipe.image_plan(run.files.out).verification
+    return {"precision": recipe.precision, "images": images.summary(), "listing": images.listing(),
             "checkpoint_sha256": run.model_record.checkpoint_sha256}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,9 @@ SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field
 #: Random crops cover this fraction range of the image area, like torchvision's RandomResizedCrop.
 CROP_AREA = (0.25, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
+#: Verification images at 224×224 (fewer at larger sizes: :func:`default_image_count`), and never fewer than this.
+DEFAULT_IMAGE_COUNT = 32
+MIN_IMAGE_COUNT = 4
 
 ImageSize = int | tuple[int, int]
 
@@ -86,6 +90,14 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+def default_image_count(height: int, width: int) -> int:
+    """``DEFAULT_IMAGE_COUNT`` at 224×224, fewer at larger sizes (the same pixel budget), never under
+    ``MIN_IMAGE_COUNT``: a 800×1333 backbone compares millions of values per image, and its PyTorch and
+    onnxruntime passes on a CPU cost seconds per image."""
+    budget = DEFAULT_IMAGE_COUNT * 224 * 224
+    return max(MIN_IMAGE_COUNT, min(DEFAULT_IMAGE_COUNT, budget // (height * width)))
+
+
 def _read_rgb(path: Path) -> Image.Image | None:
     """The image as RGB, or None (with a warning) when the file cannot be decoded."""
     try:
@@ -107,11 +119,13 @@ def _random_region(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
 
 
-def load_image_set(folder: str | Path, count: int, seed: int = 0, img_size: ImageSize = 224) -> ImageSet:
-    """Draw ``count`` preprocessed samples from the images under ``folder``; see :func:`image_set`."""
+def load_image_set(folder: str | Path, count: int, seed: int = 0, img_size: ImageSize = 224,
+                   files: Sequence[Path] | None = None) -> ImageSet:
+    """Draw ``count`` preprocessed samples from the images under ``folder`` (only ``files`` of them, if given: one
+    part of a split folder); see :func:`image_set`."""
     if count < 1:
         raise PipelineError(f"need at least one image, got count={count}")
-    files = list_images(folder)
+    files = list_images(folder) if files is None else list(files)
     size = _hw(img_size)
     rng = np.random.default_rng(seed)
     result = ImageSet(np.empty((count, *size, 3), np.uint8), Path(folder), len(files))

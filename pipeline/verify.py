@@ -1,8 +1,9 @@
 """Stage 6: an engine (or, without TensorRT and a GPU, its ONNX on onnxruntime) against PyTorch (docs/design.md §1, §5).
 
 Polygraphy's runners run both sides on the same batches and ``Comparator.compare_accuracy`` (with
-``SimpleCompareFunc``) checks the absolute tolerance of each batch; the metrics that decide FP16 and INT8
-(cosine, top-1 agreement, SQNR) are accumulated here from the same outputs. Batches are compared and dropped one
+``SimpleCompareFunc``) checks the absolute tolerance of each batch, for every precision; the metrics that decide
+FP16 and INT8 (cosine, top-1 agreement, SQNR) are accumulated here from the same outputs. Both come from
+:data:`pipeline.compare.TOLERANCES`. Batches are compared and dropped one
 at a time, so memory stays that of one batch. The report is written before a failure is raised, so a failing run
 still leaves its numbers.
 """
@@ -30,9 +31,11 @@ from tqdm import tqdm
 
 from pipeline.artifacts import file_sha256, write_json
 from pipeline.build import check_engine_compatible
-from pipeline.compare import ComparisonMetrics, Metrics
+from pipeline.compare import TOLERANCES, ComparisonMetrics, Metrics, Tolerances
 from pipeline.engine_metadata import TensorSpec
 from pipeline.errors import PipelineError
+from pipeline.image_plan import ImageSelection
+from pipeline.images import default_image_count, image_set, load_image_set
 from pipeline.kernels.selection import kernel_choice
 from pipeline.onnx_io import graph_input, ort_session, read_onnx
 from pipeline.records import JsonRecord
@@ -40,15 +43,8 @@ from pipeline.runtime import SwinEngine
 
 log = logging.getLogger(__name__)
 
-#: Per-precision pass criteria on the logits. ``max_abs`` is checked by Polygraphy, the rest here.
-THRESHOLDS: dict[str, dict[str, float]] = {
-    "fp32": {"max_abs": 1e-3},
-    "fp16": {"max_abs": 2e-2, "top1_agreement_min": 0.99},
-    # INT8 errors exceed the random-weight logit gaps, so top-1 is reported but not judged (docs/design.md §5c).
-    "int8": {"cosine_min": 0.99},
-}
-DEFAULT_IMAGE_COUNT = 32
-MIN_IMAGE_COUNT = 4
+#: Verification images are drawn with this seed; calibration draws with 0.
+VERIFY_SEED = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +76,11 @@ class VerifyReport(JsonRecord):
     executed: Executed
     model: dict[str, Any] | None  #: which weights (pipeline.engine.ModelRecord's JSON), when the caller knows
     precision: str
-    thresholds: dict[str, float]
+    thresholds: Tolerances
     runners: tuple[str, ...]
-    images: dict[str, Any]  #: count, batch, and where they came from (pipeline.images.ImageSet.report)
-    polygraphy_compare_accuracy_passed: bool | None
+    #: count, batch, source (pipeline.image_plan.SOURCES, or "given"), folder, the files used, those excluded
+    images: dict[str, Any]
+    polygraphy_compare_accuracy_passed: bool
     outputs: dict[str, OutputVerdict]
     passed: bool
 
@@ -192,62 +189,76 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     return runner, image_input, output_names, dataclasses.replace(executed, instead_of=str(artifact))
 
 
-def default_image_count(height: int, width: int) -> int:
-    """``DEFAULT_IMAGE_COUNT`` at 224×224, fewer at larger sizes (the same pixel budget), never under
-    ``MIN_IMAGE_COUNT``: a 800×1333 backbone compares millions of values per image, and its PyTorch and
-    onnxruntime passes on a CPU cost seconds per image."""
-    budget = DEFAULT_IMAGE_COUNT * 224 * 224
-    return max(MIN_IMAGE_COUNT, min(DEFAULT_IMAGE_COUNT, budget // (height * width)))
-
-
-def _failures(metrics: Metrics, thresholds: dict[str, float]) -> list[str]:
-    checks = {"max_abs": lambda v, t: v <= t, "top1_agreement_min": lambda v, t: v is None or v >= t,
-              "cosine_min": lambda v, t: v >= t}
-    measured = {"max_abs": metrics.max_abs, "top1_agreement_min": metrics.top1_agreement,
-                "cosine_min": metrics.cosine_min}
-    return [f"{name.removesuffix('_min')} {measured[name]:.4g} (limit {limit:g})"
-            for name, limit in thresholds.items() if not checks[name](measured[name], limit)]
-
-
-def _verification_images(image_dir: Path | None, count: int | None, size: tuple[int, int]
+def _verification_images(selection: ImageSelection, count: int | None, size: tuple[int, int]
                          ) -> tuple[np.ndarray, dict[str, Any]]:
-    """ImageNet-preprocessed images from ``image_dir`` (default: generated scikit-image crops) and their record."""
-    from pipeline.images import image_set
+    """ImageNet-preprocessed images of ``selection`` and their record: where they came from, which files."""
+    if selection.note:
+        log.warning("verify: %s", selection.note)
+    count = count or default_image_count(*size)
+    if selection.folder is None:
+        loaded = image_set(None, count, seed=VERIFY_SEED, img_size=size)
+        # The generated folder is gone already: the names say which photo and crop each one was.
+        record = {"folder": None, "seed": VERIFY_SEED, "files": [p.name for p in loaded.files_used]}
+    else:
+        loaded = load_image_set(selection.folder, count, seed=VERIFY_SEED, img_size=size, files=selection.files)
+        record = {"folder": str(selection.folder),
+                  "files": [p.relative_to(selection.folder).as_posix() for p in loaded.files_used]}
+    counts = {key: value for key, value in loaded.report().items() if key not in ("folder", "files_used")}
+    return loaded.images, {"source": selection.source, **record, **counts,
+                           "excluded": [str(p) for p in selection.excluded], "note": selection.note}
 
-    loaded = image_set(image_dir, count or default_image_count(*size), seed=1, img_size=size)
-    if image_dir is not None:
-        return loaded.images, {"source": "folder", **loaded.report()}
-    return loaded.images, {"source": "generated crops of the scikit-image photos (pipeline.images, seed 1)",
-                           **loaded.report(), "folder": None}  # the generated folder is gone already
+
+def _compare_batches(reference: BaseRunner, candidate: BaseRunner, feeds: list[dict[str, np.ndarray]],
+                     output_names: list[str], tolerances: Tolerances) -> tuple[dict[str, ComparisonMetrics], bool]:
+    """Run both runners on each feed; the metrics of each output and Polygraphy's verdict over every batch."""
+    accumulated = {name: ComparisonMetrics() for name in output_names}
+    polygraphy_passed = True
+    # Polygraphy's per-iteration statistics and histograms only with -v; our summary and report carry the numbers.
+    # Each batch is compared and dropped: a backbone's feature maps for every image would not fit in memory.
+    with G_LOGGER.verbosity(G_LOGGER.INFO if log.isEnabledFor(logging.DEBUG) else G_LOGGER.WARNING), \
+            reference, candidate:
+        for feed in tqdm(feeds, desc="verify", unit="batch", disable=None, file=sys.stderr):
+            results = RunResults([(runner.name, [IterationResult(runner.infer(feed), runner_name=runner.name)])
+                                  for runner in (reference, candidate)])
+            expected = results[reference.name][0]
+            atol = {name: tolerances.polygraphy_atol(expected[name]) for name in output_names}
+            # rtol=0: an element passes only within atol
+            polygraphy_passed &= bool(Comparator.compare_accuracy(
+                results, compare_func=SimpleCompareFunc(atol=atol, rtol=0.0)))
+            for name in output_names:
+                accumulated[name].add(expected[name], results[candidate.name][0][name])
+    return accumulated, polygraphy_passed
 
 
 def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,
-           image_dir: str | Path | None = None, image_count: int | None = None, batch: int = 8,
+           image_dir: str | Path | ImageSelection | None = None, image_count: int | None = None, batch: int = 8,
            out_path: Path | None = None, plugin_library: Path | None = None, onnx_path: Path | None = None,
            model_record: dict[str, Any] | None = None) -> VerifyReport:
     """Compare ``artifact`` (``.engine``, or ``.onnx`` run on onnxruntime with the reference op) to ``model``.
 
     Images: ``images`` (float32 ``[N, 3, H, W]``, preprocessed), else ``image_count`` images from the photos
-    under ``image_dir`` (ImageNet evaluation transform, random crops when there are fewer files), else generated
-    crops of the scikit-image photos; the default count is :func:`default_image_count` of the input size.
-    ``precision`` (fp32, fp16, int8) picks the thresholds in :data:`THRESHOLDS`. An engine that cannot run here
-    (no TensorRT with a CUDA GPU, or a TensorRT-RTX engine) is verified through ``onnx_path`` (default: the ONNX
-    its metadata names), which must be the file it was built from. Outputs are compared batch by batch, so memory
-    stays that of one batch. ``model_record`` (which weights the model has) is copied into the report. Writes the
-    report to ``out_path`` (if given) and raises PipelineError if it fails.
+    under ``image_dir`` (a folder, or the verification part of a :func:`pipeline.image_plan.plan_images`; ImageNet
+    evaluation transform, random crops when there are fewer files), else generated crops of the scikit-image
+    photos; the default count is :func:`default_image_count` of the input size. ``precision`` (fp32, fp16, int8)
+    picks the tolerances in :data:`pipeline.compare.TOLERANCES`. An engine that cannot run here (no TensorRT with a
+    CUDA GPU, or a TensorRT-RTX engine) is verified through ``onnx_path`` (default: the ONNX its metadata names),
+    which must be the file it was built from. Outputs are compared batch by batch, so memory stays that of one
+    batch. ``model_record`` (which weights the model has) is copied into the report. Writes the report to
+    ``out_path`` (if given) and raises PipelineError, one line, if it fails.
     """
     artifact = Path(artifact)
-    if precision not in THRESHOLDS:
-        raise PipelineError(f"unknown precision {precision!r}: expected one of {', '.join(THRESHOLDS)}")
+    if precision not in TOLERANCES:
+        raise PipelineError(f"unknown precision {precision!r}: expected one of {', '.join(TOLERANCES)}")
     if not artifact.is_file():
         raise PipelineError(f"{artifact} does not exist; build it first (python -m pipeline build)")
     if batch < 1:
         raise PipelineError(f"batch must be >= 1, got {batch}")
     candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
-    height, width = image_input.shape[2:]
     if images is None:
-        images, image_source = _verification_images(None if image_dir is None else Path(image_dir), image_count,
-                                                    (height, width))
+        if not isinstance(image_dir, ImageSelection):
+            image_dir = ImageSelection(*(("generated", None) if image_dir is None else ("images", Path(image_dir))),
+                                       files=None)
+        images, image_source = _verification_images(image_dir, image_count, tuple(image_input.shape[2:]))
     else:
         image_source = {"source": "given"}
     if images.ndim != 4 or tuple(images.shape[1:]) != image_input.shape[1:]:
@@ -260,40 +271,28 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
     feeds = [{image_input.name: images[i:i + batch].astype(dtype)} for i in range(0, len(images), batch)]
     input_metadata = TensorMetadata().add(image_input.name, dtype=dtype, shape=list(image_input.shape))
     reference = TorchCpuRunner(model.eval(), input_metadata, output_names)
-    thresholds = THRESHOLDS[precision]
-    polygraphy_passed = None if "max_abs" not in thresholds else True
-    accumulated = {name: ComparisonMetrics() for name in output_names}
-    # Polygraphy's per-iteration statistics and histograms only with -v; our summary and report carry the numbers.
-    # Each batch is compared and dropped: a backbone's feature maps for every image would not fit in memory.
-    with G_LOGGER.verbosity(G_LOGGER.INFO if log.isEnabledFor(logging.DEBUG) else G_LOGGER.WARNING), \
-            reference, candidate:
-        for feed in tqdm(feeds, desc="verify", unit="batch", disable=None,
-                         file=sys.stderr):
-            results = RunResults([(runner.name, [IterationResult(runner.infer(feed), runner_name=runner.name)])
-                                  for runner in (reference, candidate)])
-            if polygraphy_passed is not None:  # rtol=0: an element passes only within atol
-                polygraphy_passed &= bool(Comparator.compare_accuracy(
-                    results, compare_func=SimpleCompareFunc(atol=thresholds["max_abs"], rtol=0.0)))
-            for name in output_names:
-                accumulated[name].add(*(results[runner.name][0][name] for runner in (reference, candidate)))
+    tolerances = TOLERANCES[precision]
+    accumulated, polygraphy_passed = _compare_batches(reference, candidate, feeds, output_names, tolerances)
     outputs, failures = {}, []
     for name, metrics in accumulated.items():
         result = metrics.result()
-        output_failures = _failures(result, thresholds)
+        output_failures = tolerances.failures(result)
         outputs[name] = OutputVerdict(**dataclasses.asdict(result), passed=not output_failures)
         failures += [f"{name}: {failure}" for failure in output_failures]
-    passed = not failures and polygraphy_passed is not False
+    if not polygraphy_passed:
+        failures.append("Polygraphy compare_accuracy failed (an element beyond its absolute tolerance)")
     report = VerifyReport(artifact=str(artifact), executed=executed, model=model_record, precision=precision,
-                          thresholds=thresholds, runners=(reference.name, candidate.name),
+                          thresholds=tolerances, runners=(reference.name, candidate.name),
                           images={"count": len(images), "batch": batch, **image_source},
-                          polygraphy_compare_accuracy_passed=polygraphy_passed, outputs=outputs, passed=passed)
+                          polygraphy_compare_accuracy_passed=polygraphy_passed, outputs=outputs, passed=not failures)
     if out_path is not None:
         write_json(out_path, report.to_json())
-    if not passed:
+    if failures:
         where = f"; report: {out_path}" if out_path is not None else ""
-        raise PipelineError(f"{artifact} ({precision}) does not match the PyTorch model: "
-                            f"{'; '.join(failures) or 'Polygraphy compare_accuracy failed'}{where}")
+        raise PipelineError(f"{artifact} ({precision}) does not match the PyTorch model: {'; '.join(failures)}{where}")
     log.info("verify: %s (%s, %s, attention %s) matches PyTorch on %d images: %s", artifact, precision,
              executed.backend, executed.attention_kernel, len(images),
-             ", ".join(f"{n} max abs {o.max_abs:.2e} cosine min {o.cosine_min:.6f}" for n, o in outputs.items()))
+             ", ".join(f"{n} SQNR {o.sqnr_db or float('inf'):.1f} dB, cosine min {o.cosine_min:.6f}"
+                       f"{'' if o.top1_agreement is None else f', top-1 agreement {o.top1_agreement:.3f}'}"
+                       for n, o in outputs.items()))
     return report

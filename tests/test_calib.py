@@ -185,6 +185,25 @@ def test_int8_logits_match_fp32_on_held_out_photos(int8_swin_t) -> None:
     assert cosine.min() >= 0.99, cosine
 
 
+def test_int8_graph_verifies_on_held_out_photos_with_every_tolerance_and_polygraphy(int8_swin_t, swin_t,
+                                                                                   tmp_path: Path) -> None:
+    """What the verify stage does for INT8 on a machine without a GPU: the INT8+FP16 graph against PyTorch on
+    crops calibration never saw, judged by SQNR, top-1, cosine and Polygraphy's (scaled) tolerance."""
+    from pipeline.compare import TOLERANCES
+    from pipeline.precision import convert_fp16
+    from pipeline.verify import verify
+
+    _, int8_path, _, _ = int8_swin_t
+    typed = tmp_path / "model.swin.int8.onnx"
+    convert_fp16(int8_path, typed)
+    report = verify(swin_t, typed, "int8", images=image_array(None, 8, seed=EVAL_SEED), batch=4)
+    assert report.passed and report.polygraphy_compare_accuracy_passed is True
+    assert report.thresholds == TOLERANCES["int8"]
+    logits = report.outputs["logits"]
+    # Measured (benchmarks/results/int8_thresholds_swin_t.json, 64 calibration samples): 31.7 dB, max_rel 0.028.
+    assert logits.sqnr_db > 28 and logits.max_rel < 0.06 and logits.top1_agreement >= 0.875
+
+
 def test_exclusions_by_role_glob_and_node_name(int8_swin_t, tmp_path: Path) -> None:
     swin_path, _, first, _ = int8_swin_t
     fc1_node = first["quantized_layers"][3]["node"]

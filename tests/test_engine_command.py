@@ -74,8 +74,11 @@ def test_int8_engine(engine_dir: Path, plugin_library: Path) -> None:
     calibration = report["stages"]["precision"]["result"]["calibration"]
     assert calibration["samples"] == 16
     assert report["stages"]["build"]["result"]["precision"] == "int8"
+    assert report["stages"]["precision"]["result"]["images"]["source"] == "generated"
     verify = json.loads((engine_dir / "verify.json").read_text())
-    assert verify["passed"] and verify["outputs"]["logits"]["cosine_min"] >= 0.99
+    assert verify["passed"] and verify["polygraphy_compare_accuracy_passed"] is True
+    assert verify["outputs"]["logits"]["sqnr_db"] >= verify["thresholds"]["sqnr_db_min"] == 25
+    assert verify["images"]["source"] == "generated" and len(verify["images"]["files"]) == 32
 
 
 BACKBONE = ["--features-only", "--img-size", "160x224", "--precision", "fp32"]
