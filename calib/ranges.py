@@ -24,10 +24,10 @@ from typing import Protocol
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.onnx_io import ort_session
+from pipeline.progress import advance
 
 METHODS = ("max", "percentile", "entropy")
 #: Histogram resolution: fine enough for a 99.99th percentile, and a multiple of ENTROPY_BINS.
@@ -72,14 +72,13 @@ def _batches(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], ba
     input_name = model.graph.input[0].name
     session = ort_session(_observing_model(model, tensors), memory_arena=True)  # many runs, one shape
     computed = [t for t in tensors if t != input_name]
-    with tqdm(total=len(images), desc=desc, unit="img") as progress:
-        for start in range(0, len(images), batch):
-            feed = images[start:start + batch]
-            values = dict(zip(computed, session.run(computed, {input_name: feed}), strict=True))
-            if input_name in tensors:
-                values[input_name] = feed
-            yield values
-            progress.update(len(feed))
+    for start in range(0, len(images), batch):
+        feed = images[start:start + batch]
+        values = dict(zip(computed, session.run(computed, {input_name: feed}), strict=True))
+        if input_name in tensors:
+            values[input_name] = feed
+        yield values
+        advance(start + len(feed), len(images), f"images ({desc})")
 
 
 def collect_absmax(model: onnx.ModelProto, images: Samples, tensors: Sequence[str],

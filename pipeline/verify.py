@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from polygraphy.backend.pyt import PytRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
-from tqdm import tqdm
 
 from pipeline.artifacts import file_sha256, write_json
 from pipeline.build import check_engine_compatible
@@ -38,6 +36,7 @@ from pipeline.image_plan import ImageSelection
 from pipeline.images import default_image_count, image_set, load_image_set
 from pipeline.kernels.selection import kernel_choice
 from pipeline.onnx_io import graph_input, ort_session, read_onnx
+from pipeline.progress import advance
 from pipeline.records import JsonRecord
 from pipeline.runtime import SwinEngine
 
@@ -217,7 +216,7 @@ def _compare_batches(reference: BaseRunner, candidate: BaseRunner, feeds: list[d
     # Each batch is compared and dropped: a backbone's feature maps for every image would not fit in memory.
     with G_LOGGER.verbosity(G_LOGGER.INFO if log.isEnabledFor(logging.DEBUG) else G_LOGGER.WARNING), \
             reference, candidate:
-        for feed in tqdm(feeds, desc="verify", unit="batch", disable=None, file=sys.stderr):
+        for done, feed in enumerate(feeds, start=1):
             results = RunResults([(runner.name, [IterationResult(runner.infer(feed), runner_name=runner.name)])
                                   for runner in (reference, candidate)])
             expected = results[reference.name][0]
@@ -227,6 +226,7 @@ def _compare_batches(reference: BaseRunner, candidate: BaseRunner, feeds: list[d
                 results, compare_func=SimpleCompareFunc(atol=atol, rtol=0.0)))
             for name in output_names:
                 accumulated[name].add(expected[name], results[candidate.name][0][name])
+            advance(done, len(feeds), "batches")
     return accumulated, polygraphy_passed
 
 
