@@ -6,12 +6,13 @@ Each (S)W-MSA block of an exported Swin graph is
       → Softmax → ·V → merge heads → proj MatMul+Add → window reverse → [roll back] → [crop] → Y
 
 and is rewritten to ``X → Reshape → qkv MatMul+Add → SwinWindowAttention → proj MatMul+Add → Reshape → Y``
-(docs/design.md §2). Matching is structural, anchored on each Softmax and never on names, so it works on
-exports of our models, timm's and torchvision's (after constant folding). What the structure
-cannot tell safely is measured instead: the additive bias/mask and any score scaling are read by
-evaluating that piece of the original graph, and every replacement is checked numerically against
-the region it replaces before anything is written. A region that does not match fails loudly,
-naming its Softmax node.
+(docs/design.md §2, §3). Matching is structural, anchored on each Softmax between a Q·Kᵀ MatMul and a ·V MatMul
+(other Softmaxes are kept) and never on names, so it works on our models, timm's and torchvision's, exported by
+torch.export or by the TorchScript exporter, whose reshape targets, computed at run time, become constants once
+folding and shape inference reach a fixed point. What the structure cannot tell safely is measured instead: the
+additive bias/mask and any score scaling are read by evaluating that piece of the original graph, and every
+replacement is checked numerically against the region it replaces before anything is written. A region that does
+not match fails loudly, naming its Softmax node and the exports that work.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ HEAD_SPLIT_OPS = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Gath
                   "Div", "Cast"}
 #: Ops between Q·Kᵀ and the Softmax: bias/mask addition, scaling, the per-window reshape.
 SCORE_OPS = {"Add", "Mul", "Div", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast"}
+#: The exports surgery is tested on: torch.export's, and the TorchScript exporter's from this opset (below it ONNX
+#: shape inference cannot resolve a reshape target computed at run time from a dynamic batch; a static one works).
+MIN_TORCHSCRIPT_OPSET = 14
+#: What to do about a graph whose attention surgery cannot rewrite: export the model the ways surgery is tested on.
+_EXPORT_REMEDY = ("re-export the PyTorch model (Swin V1: pipeline.models, timm or torchvision) with "
+                  "`python -m pipeline export` or torch.onnx.export(dynamo=True), or with dynamo=False at "
+                  f"opset_version {MIN_TORCHSCRIPT_OPSET} or later, at a fixed image size with only the batch "
+                  "dimension dynamic")
 _PADDING_HINT = (" This block is padded: the plugin pads before the cyclic shift, as official Swin and torchvision do;"
                  " timm shifts before padding, so export timm models at a size whose stages are multiples of the"
                  " window, or load the weights into pipeline.models.build_swin.")
@@ -60,7 +69,7 @@ _PADDING_HINT = (" This block is padded: the plugin pads before the cyclic shift
 class WindowAttentionBlock(JsonRecord):
     """Everything the rewrite of one matched region needs, and what the report says about it."""
 
-    softmax: str
+    softmax: str  #: the Softmax node's name, or its output's where the node has none
     height: int
     width: int
     window_size: int
@@ -105,6 +114,11 @@ def _constant(tensor: gs.Tensor) -> np.ndarray | None:
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
         return np.asarray(tensor.inputs[0].attrs["value"].values)
     return None
+
+
+def _label(node: gs.Node) -> str:
+    """How messages name a node: by its name, or by its op and first output where the export left it unnamed."""
+    return f"{node.op} node '{node.name}'" if node.name else f"unnamed {node.op} node (output '{node.outputs[0].name}')"
 
 
 def _producer(tensor: gs.Tensor) -> gs.Node | None:
@@ -164,12 +178,12 @@ def _trace_to_qkv(tensor: gs.Tensor, what: str) -> tuple[gs.Tensor, float]:
         node = _producer(tensor)
         if node is None or node.op not in HEAD_SPLIT_OPS:
             raise _NoMatch(f"{what} does not come from a qkv projection through a head split "
-                           f"(stopped at {node.op + ' ' + node.name if node else 'a graph input'})")
+                           f"(stopped at {_label(node) if node else 'a graph input'})")
         if node.op in ("Mul", "Div"):
             data = [t for t in node.inputs if _constant(t) is None]
             consts = [_constant(t) for t in node.inputs if _constant(t) is not None]
             if len(data) != 1 or len(consts) != 1 or consts[0].size != 1:
-                raise _NoMatch(f"{what} is scaled by node {node.name}, which is not a scalar Mul/Div")
+                raise _NoMatch(f"{what} is scaled by {_label(node)}, which is not a scalar Mul/Div")
             value = float(consts[0].reshape(-1)[0])
             factor *= (1.0 / value) if node.op == "Div" else value
             tensor = data[0]
@@ -181,18 +195,30 @@ def _trace_to_qkv(tensor: gs.Tensor, what: str) -> tuple[gs.Tensor, float]:
 def _scores_matmul(softmax: gs.Node) -> gs.Node:
     """The Q·Kᵀ MatMul feeding ``softmax`` through bias/mask additions and reshapes."""
     stack = [softmax.inputs[0]]
-    seen: set[str] = set()
+    seen: set[int] = set()  # by identity: exports may leave every node unnamed
     while stack:
         tensor = stack.pop()
         node = _producer(tensor)
-        if node is None or node.name in seen:
+        if node is None or id(node) in seen:
             continue
-        seen.add(node.name)
+        seen.add(id(node))
         if node.op == "MatMul" and all(_constant(t) is None for t in node.inputs):
             return node
         if node.op in SCORE_OPS:
             stack.extend(t for t in node.inputs if _constant(t) is None)
     raise _NoMatch("no Q·Kᵀ MatMul of two activations feeds it")
+
+
+def _is_attention(softmax: gs.Node) -> bool:
+    """Whether ``softmax`` sits between a Q·Kᵀ MatMul of two activations and a MatMul (P·V): any attention."""
+    try:
+        _scores_matmul(softmax)
+    except _NoMatch:
+        return False
+    consumers = list(softmax.outputs[0].outputs)
+    while len(consumers) == 1 and consumers[0].op in ("Cast", "Identity"):
+        consumers = list(consumers[0].outputs[0].outputs)
+    return any(c.op == "MatMul" for c in consumers)
 
 
 def _single_consumer(tensor: gs.Tensor, what: str) -> gs.Node:
@@ -217,7 +243,7 @@ def _layout_source(tensor: gs.Tensor) -> gs.Tensor:
         return tensor
     sources = {_layout_source(t).name: _layout_source(t) for t in _data_inputs(node)}
     if len(sources) != 1:
-        raise _NoMatch(f"node {node.name} ({node.op}) mixes tensors {sorted(sources)} on the window path")
+        raise _NoMatch(f"{_label(node)} mixes tensors {sorted(sources)} on the window path")
     return next(iter(sources.values()))
 
 
@@ -312,7 +338,7 @@ def _match_region(graph: gs.Graph, softmax: gs.Node, image_shape: dict[str, list
     scores_mm = _scores_matmul(softmax)
     probs, pv_mm = _follow_consumers(softmax.outputs[0], {"Cast", "Identity"}, "softmax output")
     if pv_mm.op != "MatMul" or pv_mm.inputs[0] is not probs:
-        raise _NoMatch(f"the Softmax output feeds {pv_mm.op} {pv_mm.name}, not the P·V MatMul")
+        raise _NoMatch(f"the Softmax output feeds {_label(pv_mm)}, not the P·V MatMul")
 
     q_src, q_factor = _trace_to_qkv(scores_mm.inputs[0], "Q")
     k_src, k_factor = _trace_to_qkv(scores_mm.inputs[1], "K")
@@ -333,7 +359,7 @@ def _match_region(graph: gs.Graph, softmax: gs.Node, image_shape: dict[str, list
         proj_out = proj_out.outputs[0].outputs[0]
     proj = _linear_ending_at(proj_out)
     if proj is None or proj[0] is not merged or proj[1].shape != (channels, channels):
-        raise _NoMatch(f"the merged heads reach {consumer.op} {consumer.name}, not a [C, C] proj projection")
+        raise _NoMatch(f"the merged heads reach {_label(consumer)}, not a [C, C] proj projection")
 
     x = _layout_source(window_in)
     y = _layout_sink(proj_out, graph.outputs)
@@ -349,8 +375,8 @@ def _match_region(graph: gs.Graph, softmax: gs.Node, image_shape: dict[str, list
     factor, additive = _additive_terms(graph, scores_mm.outputs[0], softmax.inputs[0], num_windows, num_heads, n,
                                        image_shape)
     shift, rel_bias = _infer_shift(additive, height, width, window_size)
-    block = WindowAttentionBlock(softmax.name, height, width, window_size, shift, num_heads, channels,
-                                 q_factor * k_factor * factor)
+    block = WindowAttentionBlock(softmax.name or softmax.outputs[0].name, height, width, window_size, shift,
+                                 num_heads, channels, q_factor * k_factor * factor)
     return _Region(block, x, y, qkv_weight, qkv_bias, *proj[1:], rel_bias.astype(np.float32), window_in, merged,
                    additive.astype(np.float32))
 
@@ -442,7 +468,7 @@ def _attention_replacement(graph: gs.Graph, region: _Region, index: int) -> gs.V
     y = build.node(ONNX_ATTENTION_OP, "attention", [q, k, v, mask], {"scale": 1.0})
     y = build.node("Reshape", "split_heads", [y, build.shape("split_shape", [-1, windows, heads, n, head_dim])])
     y = build.node("Transpose", "tokens_first", [y], {"perm": [0, 1, 3, 2, 4]})
-    y = build.node("Reshape", "merged", [y, build.shape("merged_shape", [-1, *region.merged.shape[1:]])])
+    y = build.node("Reshape", "merged", [y, build.shape("merged_shape", [-1, n, c])])
     for consumer in list(region.merged.outputs):
         consumer.inputs[consumer.inputs.index(region.merged)] = y
     return region.y
@@ -546,6 +572,18 @@ class SurgeryReport(JsonRecord):
         return data
 
 
+def _no_blocks_message(in_path: str | Path, softmaxes: list[gs.Node], replaced_op: str) -> str:
+    """Why a graph without window attention is refused, naming the Softmax nodes that are not attention."""
+    if not softmaxes:
+        found = f"no Softmax and no {replaced_op} nodes"
+    else:
+        names = ", ".join(_label(n) for n in softmaxes[:3]) + (", ..." if len(softmaxes) > 3 else "")
+        found = (f"{len(softmaxes)} Softmax node(s), none between a Q·Kᵀ MatMul and a ·V MatMul ({names}), and no "
+                 f"{replaced_op} nodes")
+    return (f"{in_path} contains no Swin window-attention blocks ({found}); is it a Swin Transformer export? Pass "
+            "the ONNX file `python -m pipeline export` wrote for the Swin model")
+
+
 def _rewrite_block(graph: gs.Graph, softmax: gs.Node, index: int, attention: str, batch: int,
                    image_shape: dict[str, list[Any]], in_path: str | Path) -> WindowAttentionBlock:
     """Match the region around ``softmax``, rewrite it for the ``attention`` route and check it; raise
@@ -554,11 +592,11 @@ def _rewrite_block(graph: gs.Graph, softmax: gs.Node, index: int, attention: str
         region = _match_region(graph, softmax, image_shape)
         new_y = _rewrite_checked(graph, region, index, attention, batch, image_shape)
     except _NoMatch as exc:
-        raise PipelineError(f"{in_path}: the attention around Softmax node '{softmax.name}' looks like window "
-                            f"attention but does not match: {exc}. Nothing was written.") from exc
+        raise PipelineError(f"{in_path}: the attention around {_label(softmax)} is not Swin window attention as "
+                            f"surgery knows it: {exc}. Nothing was written; {_EXPORT_REMEDY}.") from exc
     if region.block.max_rel_error > FP32_TOLERANCE:
         op = PLUGIN_OP if attention == "plugin" else f"ONNX {ONNX_ATTENTION_OP}"
-        raise PipelineError(f"{in_path}: replacing the block around Softmax node '{softmax.name}' would change "
+        raise PipelineError(f"{in_path}: replacing the block around {_label(softmax)} would change "
                             f"its output by {region.block.max_rel_error:.1e} (relative), above "
                             f"{FP32_TOLERANCE:.0e}; its semantics differ from {op} "
                             f"({asdict(region.block)}).{_PADDING_HINT if region.block.padded else ''} "
@@ -572,19 +610,79 @@ def _rewrite_block(graph: gs.Graph, softmax: gs.Node, index: int, attention: str
     return region.block
 
 
+#: Constants bigger than this become typed graph inputs for shape inference, which needs their shapes only: the
+#: weights are not serialized on every folding pass (Swin-T: 6 s of 12).
+_SHAPE_ONLY_SIZE = 64
+
+
+def _infer_shapes(graph: gs.Graph, in_path: str | Path) -> None:
+    """Set the shape and dtype of every tensor that ONNX shape inference (with data propagation) can tell."""
+    light = graph.copy()
+    for tensor in light.tensors().values():
+        if isinstance(tensor, gs.Constant) and tensor.values.size > _SHAPE_ONLY_SIZE:
+            weight = gs.Variable(tensor.name, tensor.dtype, list(tensor.shape))
+            for node in list(tensor.outputs):
+                node.inputs[node.inputs.index(tensor)] = weight
+            light.inputs.append(weight)
+    model = gs.export_onnx(light, do_type_check=False)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # shape inference errors are plain Exceptions with the node in the text
+        raise PipelineError(f"{in_path}: ONNX shape inference failed ({exc}); is it a valid model?") from exc
+    tensors = graph.tensors()
+    for name, tensor in gs.import_onnx(inferred).tensors().items():
+        if isinstance(tensors.get(name), gs.Variable) and tensor.shape is not None:
+            tensors[name].shape, tensors[name].dtype = tensor.shape, tensor.dtype
+
+
+def _constant_reshape_targets(graph: gs.Graph) -> int:
+    """Give each Reshape whose target is computed (Shape → Gather → Concat) the constant target its inferred output
+    shape implies, its one unknown dimension (a dynamic batch) as -1; return how many changed."""
+    changed = 0
+    for node in graph.nodes:
+        dims = node.outputs[0].shape if node.op == "Reshape" else None
+        if dims is None or _constant(node.inputs[1]) is not None or node.attrs.get("allowzero", 0) or 0 in dims:
+            continue
+        if sum(not isinstance(d, int) for d in dims) <= 1:
+            target = np.array([d if isinstance(d, int) else -1 for d in dims], np.int64)
+            node.inputs[1] = gs.Constant(f"{node.outputs[0].name}.constant_shape", target)
+            changed += 1
+    return changed
+
+
 def _import_folded(in_path: str | Path) -> tuple[gs.Graph, dict[str, int]]:
-    """``in_path`` with its constants folded and its shapes inferred, and its node counts before."""
+    """``in_path`` with its constants folded and its shapes inferred, and its node counts before.
+
+    TorchScript exports compute every reshape target at run time from Shape ops on the activations, and each
+    shape inference only resolves the targets whose inputs the previous folding made constant (about one block a
+    pass), so inference, constant targets and folding repeat until a pass changes nothing.
+    """
     graph = gs.import_onnx(read_onnx(in_path))
     nodes_before = _node_counts(graph)
     # Constant folding runs onnxruntime and Polygraphy's logger, which warn about harmless things.
     ort.set_default_logger_severity(3)
     gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
-    graph.fold_constants().cleanup()
+    while True:
+        count = len(graph.nodes)
+        _infer_shapes(graph, in_path)
+        reshapes = _constant_reshape_targets(graph)
+        graph.fold_constants().cleanup()
+        if not reshapes and len(graph.nodes) == count:
+            return graph, nodes_before
+
+
+def _at_attention_opset(graph: gs.Graph, in_path: str | Path) -> gs.Graph:
+    """``graph`` converted to the opset of the ONNX Attention op: TorchScript exports below 18 give ReduceMean its
+    axes as an attribute, which later opsets take as an input, so relabelling the opset is not enough."""
+    if graph.opset >= ATTENTION_OPSET:
+        return graph
     try:
-        inferred = onnx.shape_inference.infer_shapes(gs.export_onnx(graph), data_prop=True)
-    except Exception as exc:  # shape inference errors are plain Exceptions with the node in the text
-        raise PipelineError(f"{in_path}: ONNX shape inference failed ({exc}); is it a valid model?") from exc
-    return gs.import_onnx(inferred), nodes_before
+        converted = gs.import_onnx(onnx.version_converter.convert_version(gs.export_onnx(graph), ATTENTION_OPSET))
+    except Exception as exc:  # the converter raises plain Exceptions naming the op it has no adapter for
+        raise PipelineError(f"{in_path}: cannot convert opset {graph.opset} to {ATTENTION_OPSET} for the ONNX "
+                            f"{ONNX_ATTENTION_OP} op ({exc}); {_EXPORT_REMEDY}") from exc
+    _infer_shapes(converted, in_path)
+    return converted
 
 
 def _export_rewritten(graph: gs.Graph, attention: str) -> onnx.ModelProto:
@@ -609,10 +707,8 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path, report_p
         if path is not None:
             check_writable(path)
     graph, nodes_before = _import_folded(in_path)
-    if attention == "tensorrt":  # the ops of the exported opsets (>= 17) mean the same at 23
-        graph.opset = max(graph.opset, ATTENTION_OPSET)
-        graph.import_domains = [*(d for d in graph.import_domains or [] if d.domain not in ("", "ai.onnx")),
-                                onnx.helper.make_opsetid("", graph.opset)]
+    if attention == "tensorrt":
+        graph = _at_attention_opset(graph, in_path)
     image_shape = {t.name: list(t.shape or []) for t in graph.inputs}
     dynamic_batch = any(not isinstance((t.shape or [1])[0], int) for t in graph.inputs)
     check_batch = 2 if dynamic_batch else int(graph.inputs[0].shape[0])
@@ -620,15 +716,18 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path, report_p
     replaced_op = PLUGIN_OP if attention == "plugin" else ONNX_ATTENTION_OP
     already = sum(n.op == replaced_op for n in graph.nodes)
     softmaxes = [n for n in graph.nodes if n.op == "Softmax"]
-    if not softmaxes and not already:
-        raise PipelineError(f"{in_path} contains no Swin window-attention blocks (no Softmax and no "
-                            f"{replaced_op} nodes); is it a Swin Transformer export?")
+    attention_softmaxes = [n for n in softmaxes if _is_attention(n)]
+    if not attention_softmaxes and not already:
+        raise PipelineError(_no_blocks_message(in_path, softmaxes, replaced_op))
+    for skipped in (n for n in softmaxes if not _is_attention(n)):
+        log.info("surgery: %s is not attention (no Q·Kᵀ MatMul before it or no MatMul after it); kept",
+                 _label(skipped))
     blocks = [_rewrite_block(graph, softmax, index, attention, check_batch, image_shape, in_path)
-              for index, softmax in enumerate(softmaxes, start=already)]
+              for index, softmax in enumerate(attention_softmaxes, start=already)]
     model = _export_rewritten(graph, attention)
     write_onnx(model, out_path)
 
-    report = SurgeryReport(input=str(in_path), output=str(out_path), blocks_found=len(softmaxes) + already,
+    report = SurgeryReport(input=str(in_path), output=str(out_path), blocks_found=len(attention_softmaxes) + already,
                            blocks_already_replaced=already, blocks=tuple(blocks), stages=tuple(_stage_summary(blocks)),
                            nodes_before=nodes_before, nodes_after=_node_counts(gs.import_onnx(model)),
                            attention=attention)

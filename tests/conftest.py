@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,24 @@ NARROWING = 4
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
+
+
+def assert_matches_pytorch(model: torch.nn.Module, onnx_path: Path, size: tuple[int, int],
+                           batches: tuple[int, ...]) -> None:
+    """onnxruntime (``SwinWindowAttention`` through the reference op) computes what ``model`` does, within 1e-4
+    (pipeline.compare.relative_error), at each batch size."""
+    from pipeline.compare import relative_error
+    from pipeline.onnx_io import ort_session
+
+    session = ort_session(onnx_path)
+    for batch in batches:
+        images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model(images)
+        expected = [expected] if isinstance(expected, torch.Tensor) else expected
+        actual = session.run(None, {"images": images.numpy()})
+        for e, a in zip(expected, actual, strict=True):
+            assert relative_error(e.numpy(), a) <= 1e-4
 
 
 def narrow_config(variant: str) -> SwinConfig:
@@ -144,3 +163,62 @@ def variant_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     with torch.no_grad():
         expected = [f.numpy() for f in model(images)]
     return VariantExport(variant, config, size, model, onnx_path, images, expected)
+
+
+def tiny_timm_swin(img_size: int | tuple[int, int] = 112, depths: tuple[int, ...] = (2, 2, 2)) -> torch.nn.Module:
+    """timm's Swin code, narrow (embed dim 32, heads 2, 4, 8 by stage), window 7, 10 classes, perturbed weights."""
+    import timm
+
+    return perturb_weights_(timm.models.swin_transformer.SwinTransformer(
+        img_size=img_size, embed_dim=32, depths=depths, num_heads=(2, 4, 8)[:len(depths)], window_size=7,
+        num_classes=10))
+
+
+def tiny_torchvision_swin(depths: tuple[int, ...] = (2, 2, 2)) -> torch.nn.Module:
+    """torchvision's Swin code at the same size as :func:`tiny_timm_swin` (any image size)."""
+    import torchvision
+
+    return perturb_weights_(torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[4, 4], embed_dim=32, depths=list(depths), num_heads=[2, 4, 8][:len(depths)], window_size=[7, 7],
+        num_classes=10))
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchScriptExport:
+    library: str
+    dynamic_batch: bool
+    model: torch.nn.Module
+    img_size: tuple[int, int]
+    onnx_path: Path  #: torch.onnx.export(dynamo=False, opset_version=17), what most tutorials still run
+    blocks: list[tuple[int, int, int]]  #: every block's (height, width, shift) as the model computes it
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return (1, 3) if self.dynamic_batch else (1,)
+
+
+#: Two stages of two blocks (W-MSA then SW-MSA). timm at 112×168 (stages 28×42 and 14×21: multiples of the window,
+#: which timm needs); torchvision at 84×112, whose first stage (21×28) is a multiple of the window and whose second
+#: (11×14, patch merging rounds up) is padded to 14×14 and still shifted.
+TORCHSCRIPT_MODELS = {
+    "timm": ((112, 168), [(28, 42, 0), (28, 42, 3), (14, 21, 0), (14, 21, 3)]),
+    "torchvision": ((84, 112), [(21, 28, 0), (21, 28, 3), (11, 14, 0), (11, 14, 3)]),
+}
+
+
+@pytest.fixture(scope="session", params=[(lib, dynamic) for lib in TORCHSCRIPT_MODELS for dynamic in (False, True)],
+                ids=lambda p: f"{p[0]}-{'dynamic' if p[1] else 'static'}")
+def torchscript_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TorchScriptExport:
+    """A small timm or torchvision Swin exported by the TorchScript exporter at opset 17, batch static (1) or
+    dynamic (``dynamic_axes``); shared by the surgery tests of both attention routes."""
+    library, dynamic = request.param
+    size, blocks = TORCHSCRIPT_MODELS[library]
+    torch.manual_seed(0)
+    model = (tiny_timm_swin(size, (2, 2)) if library == "timm" else tiny_torchvision_swin((2, 2))).eval()
+    path = tmp_path_factory.mktemp(f"torchscript_{library}") / "model.onnx"
+    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated and says so
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.randn(1, 3, *size), str(path), dynamo=False, opset_version=17,
+                          input_names=["images"], output_names=["logits"], dynamic_axes=axes)
+    return TorchScriptExport(library, dynamic, model, size, path, blocks)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import expected_blocks
+from conftest import assert_matches_pytorch, expected_blocks
 
 from calib.quantize import find_quantizable_layers
 from pipeline.attention import ATTENTION_OPSET, ONNX_ATTENTION_OP
@@ -58,6 +58,24 @@ def test_rewrite_matches_onnxruntime_and_pytorch(variant_export, tmp_path) -> No
     for torch_out, before, after in zip(variant_export.expected, original, rewritten, strict=True):
         assert relative_error(before, after) <= 1e-5
         assert relative_error(torch_out, after) <= 1e-4
+
+
+def test_torchscript_export(torchscript_export, tmp_path) -> None:
+    """TorchScript exports (opset 17, batch static or dynamic) take the route too: the version converter raises them
+    to the Attention op's opset (timm's ReduceMean takes its axes as an input from 18 on), every block becomes one
+    Attention node and the graph still computes what PyTorch computes."""
+    export, out = torchscript_export, tmp_path / "model.attention.onnx"
+    report = replace_window_attention(export.onnx_path, out, attention="tensorrt")
+    assert report.blocks_replaced == len(export.blocks) and report.max_rel_error <= 1e-5
+    model = onnx.load(str(out))
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert (ops[ONNX_ATTENTION_OP], ops["Softmax"]) == (len(export.blocks), 0)
+    assert {(o.domain, o.version) for o in model.opset_import} == {("", ATTENTION_OPSET)}
+    heads = [b.num_heads for b in report.blocks]
+    assert attention_masks(out) == [(1, -(-h // 7) * -(-w // 7) * n, 49, 49)
+                                    for (h, w, _), n in zip(export.blocks, heads, strict=True)]
+    assert heads == [2, 2, 4, 4]
+    assert_matches_pytorch(export.model, out, export.img_size, export.batches)
 
 
 def test_swin_t_engine_without_plugin_library(swin_t, swin_t_onnx, tmp_path) -> None:

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import collections
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-import timm
 import torch
-import torchvision
-from conftest import expected_blocks, stage_resolutions
+from conftest import assert_matches_pytorch, expected_blocks, stage_resolutions, tiny_timm_swin, tiny_torchvision_swin
 
 from pipeline.compare import relative_error
 from pipeline.errors import PipelineError
 from pipeline.export import export_onnx
-from pipeline.models import perturb_weights_
 from pipeline.onnx_io import ort_session
 from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP
 from pipeline.surgery import SurgeryReport, replace_window_attention
 
 #: Ops that only the replaced regions contain in these exports: roll, window partition, padding, mask.
 REGION_OPS = {"Softmax", "Pad", "Slice", "Concat", "Squeeze", "Unsqueeze", "Gather", "Split"}
-
-
-def assert_matches_pytorch(model: torch.nn.Module, onnx_path: Path, size: tuple[int, int],
-                           batches: tuple[int, ...]) -> None:
-    session = ort_session(onnx_path)
-    for batch in batches:
-        images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
-        with torch.no_grad():
-            expected = model(images)
-        expected = [expected] if isinstance(expected, torch.Tensor) else expected
-        actual = session.run(None, {"images": images.numpy()})
-        for e, a in zip(expected, actual, strict=True):
-            assert np.abs(a - e.numpy()).max() <= 1e-4
 
 
 def plugin_nodes(path: Path) -> list[onnx.NodeProto]:
@@ -110,12 +95,6 @@ def test_every_variant(variant_export, tmp_path) -> None:
         assert relative_error(torch_out, after) <= 1e-4
 
 
-def tiny_timm_swin() -> torch.nn.Module:
-    """timm's Swin code at a small size (stages 28², 14², 7²: multiples of the window, which timm needs)."""
-    return perturb_weights_(timm.models.swin_transformer.SwinTransformer(
-        img_size=112, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=7, num_classes=10))
-
-
 def test_timm_export_with_dynamic_batch(tmp_path) -> None:
     """(A static batch is what every test_every_variant export has.)"""
     model = tiny_timm_swin()
@@ -128,8 +107,7 @@ def test_timm_export_with_dynamic_batch(tmp_path) -> None:
 def test_torchvision_padded_export_after_constant_folding(tmp_path) -> None:
     """torchvision computes the shift mask at run time; surgery folds it first. 128×144 pads every stage (32×36,
     16×18, 8×9 → 35×42, 21×21, 14×14) and the batch is dynamic."""
-    model = perturb_weights_(torchvision.models.swin_transformer.SwinTransformer(
-        patch_size=[4, 4], embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 8], window_size=[7, 7], num_classes=10))
+    model = tiny_torchvision_swin()
     swin_path, report = export_and_surger(model, tmp_path, (128, 144), max_batch=3)
     assert (report.blocks_replaced, report.blocks_shifted) == (6, 3)
     assert [s.padded for s in report.stages] == [True, True, True]
@@ -153,8 +131,7 @@ def test_unmatched_region_fails_naming_the_node(swin_t_onnx, tmp_path) -> None:
 
 def test_timm_roll_before_pad_is_refused(tmp_path) -> None:
     """timm shifts before padding; the plugin (official order) would compute something else, so surgery refuses."""
-    model = perturb_weights_(timm.models.swin_transformer.SwinTransformer(
-        img_size=(80, 96), embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=7))
+    model = tiny_timm_swin((80, 96), (2, 2))
     onnx_path = export_onnx(model, tmp_path / "model.onnx", img_size=(80, 96), max_batch=1)
     with pytest.raises(PipelineError, match=r"would change its output by .* timm shifts before padding"):
         replace_window_attention(onnx_path, tmp_path / "out.onnx")
@@ -173,3 +150,67 @@ def test_missing_and_unreadable_input(tmp_path) -> None:
     (tmp_path / "junk.onnx").write_text("hello")
     with pytest.raises(PipelineError, match=r"cannot read .*junk\.onnx as ONNX"):
         replace_window_attention(tmp_path / "junk.onnx", tmp_path / "out.onnx")
+
+
+def swin_blocks(model: torch.nn.Module) -> int:
+    """How many Swin blocks the PyTorch model has (timm and torchvision both name the class SwinTransformerBlock)."""
+    return sum(type(m).__name__ == "SwinTransformerBlock" for m in model.modules())
+
+
+def test_torchscript_export(torchscript_export, tmp_path) -> None:
+    """The TorchScript exporter computes every reshape target at run time from Shape ops on the activations; once
+    folded, every block is rewritten with the model's own resolutions and shifts, and the graph computes what
+    PyTorch computes (at batches 1 and 3 when the batch is dynamic)."""
+    export, out = torchscript_export, tmp_path / "model.swin.onnx"
+    report = replace_window_attention(export.onnx_path, out)
+    assert report.blocks_found == report.blocks_replaced == swin_blocks(export.model) == len(export.blocks)
+    assert [(b.height, b.width, b.shift_size) for b in report.blocks] == export.blocks
+    assert report.max_rel_error <= 1e-5
+    ops = collections.Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    assert (ops[PLUGIN_OP], ops["Softmax"]) == (len(export.blocks), 0)
+    assert_matches_pytorch(export.model, out, export.img_size, export.batches)
+
+
+@pytest.mark.parametrize("torchscript_export", [("timm", False)], indirect=True)
+def test_softmax_that_is_not_attention_is_kept(torchscript_export, tmp_path) -> None:
+    """A Softmax on the logits (no Q·Kᵀ MatMul before it) is no attention block: surgery keeps it."""
+    graph = gs.import_onnx(onnx.load(str(torchscript_export.onnx_path)))
+    logits = graph.outputs[0]
+    probs = gs.Variable("probs", np.float32, logits.shape)
+    graph.nodes.append(gs.Node("Softmax", "", {"axis": -1}, [logits], [probs]))
+    graph.outputs = [probs]
+    onnx.save(gs.export_onnx(graph), str(tmp_path / "probs.onnx"))
+    report = replace_window_attention(tmp_path / "probs.onnx", tmp_path / "out.onnx")
+    assert report.blocks_found == report.blocks_replaced == len(torchscript_export.blocks)
+    assert collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node)["Softmax"] == 1
+
+
+def test_softmax_without_attention_names_it(tmp_path) -> None:
+    """Relu → Softmax with unnamed nodes: no window attention, said so in one line naming the node by its output."""
+    nodes = [onnx.helper.make_node("Relu", ["x"], ["r"]), onnx.helper.make_node("Softmax", ["r"], ["y"])]
+    io = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, 8]) for name in "xy"]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "relu_softmax", io[:1], io[1:]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "tiny.onnx"))
+    with pytest.raises(PipelineError) as info:
+        replace_window_attention(tmp_path / "tiny.onnx", tmp_path / "out.onnx")
+    message = str(info.value)
+    assert "contains no Swin window-attention blocks (1 Softmax node(s), none between a Q·Kᵀ MatMul" in message
+    assert "unnamed Softmax node (output 'y')" in message and "python -m pipeline export" in message
+    assert "looks like" not in message and "''" not in message and "\n" not in message
+
+
+def test_torchscript_opset_13_names_the_remedy(tmp_path) -> None:
+    """Below opset 14 ONNX shape inference cannot resolve a reshape target computed from a dynamic batch (a static
+    batch works): the one-line error says which exports work instead."""
+    model = tiny_timm_swin(56, (2,)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.randn(1, 3, 56, 56), str(tmp_path / "model.onnx"), dynamo=False,
+                          opset_version=13, input_names=["images"], dynamic_axes={"images": {0: "batch"}})
+    with pytest.raises(PipelineError) as info:
+        replace_window_attention(tmp_path / "model.onnx", tmp_path / "out.onnx")
+    message = str(info.value)
+    assert "is not Swin window attention as surgery knows it" in message and "no static shape" in message
+    assert "torch.onnx.export(dynamo=True), or with dynamo=False at opset_version 14 or later" in message
+    assert "\n" not in message and not (tmp_path / "out.onnx").exists()
