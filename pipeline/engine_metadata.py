@@ -165,9 +165,11 @@ class EngineCheck(JsonRecord):
         if self.runtime is None:
             verdict = "files OK: size, sha256 and plugin library match the build's record; no TensorRT runtime here, " \
                       "so loading it was not checked"
+        elif self.runtime.sm is None:
+            verdict = (f"files OK and {self.runtime.backend} {self.runtime.version} here is what built it, but there "
+                       "is no GPU here to run it on")
         else:
-            gpu = f" on {self.runtime.gpu}" if self.runtime.gpu else ""
-            verdict = f"OK: {self.runtime.backend} {self.runtime.version}{gpu} can load it"
+            verdict = f"OK: {self.runtime.backend} {self.runtime.version} on {self.runtime.gpu} can run it"
         inputs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in meta.inputs)
         return "\n".join([f"{meta.engine}: {verdict}",
                           f"  built with {meta.backend.name} {meta.backend.version} for {target}, {meta.precision}, "

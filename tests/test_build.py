@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 from plugin_build import TEST_CUDA_ARCH, triton_images_for
 
 from pipeline.artifacts import file_sha256
-from pipeline.build import Runtime, build_engine, check_engine_compatible, engine_plugin_library
+from pipeline.build import Runtime, build_engine, check_engine_compatible, cuda_device, engine_plugin_library
 from pipeline.cli import main
 from pipeline.engine_metadata import (
     BatchProfile,
@@ -225,8 +225,10 @@ def test_an_engine_shipped_with_its_plugin_library_finds_it_beside_itself(fp32_e
     assert engine_plugin_library(engine, shipped_metadata, elsewhere) == elsewhere
     assert main(["check-engine", str(engine), "--plugin", str(elsewhere)]) == 0
     verdict = capsys.readouterr().out.splitlines()  # a verdict and the facts behind it, not the metadata's JSON
-    assert verdict[0].startswith("model.swin.engine: files OK: size, sha256 and plugin library match") or \
-        verdict[0].startswith("model.swin.engine: OK: tensorrt")
+    device = cuda_device()  # TensorRT-RTX is installed here; a GPU decides whether it can run the engine
+    assert verdict[0] == (f"model.swin.engine: OK: tensorrt_rtx {trt.__version__} on {device.name} can run it" if device
+                          else f"model.swin.engine: files OK and tensorrt_rtx {trt.__version__} here is what built it, "
+                               "but there is no GPU here to run it on")
     assert len(verdict) == 5 and "libelsewhere.so (sha256 matches)" in verdict[3]
     assert main(["check-engine", str(engine), "--plugin", str(elsewhere), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["plugin_library"] == str(elsewhere)
