@@ -171,6 +171,6 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str
                      "quantize_and_write": round(finished - calibrated, 2), "total": round(finished - started, 2)},
     }
     log.info("int8: %s calibration on %d %s samples, %d layers quantized, %d excluded, cache %s, %.1f s → %s",
-             method, samples, "generated" if generated else "real", len(quantized), len(excluded),
+             method, samples, "generated" if generated else "photo", len(quantized), len(excluded),
              "hit" if cache_hit else "miss", finished - started, out_path)
     return report
