@@ -33,6 +33,7 @@ from pipeline.artifacts import write_json
 from pipeline.compare import comparison_metrics
 from pipeline.export import export_onnx
 from pipeline.images import generate_image_folder, image_array
+from pipeline.int8 import ATTENTION_OPS, calibration_session
 from pipeline.models import build_swin, perturb_weights_
 from pipeline.onnx_io import ort_session
 from pipeline.surgery import replace_window_attention
@@ -82,13 +83,14 @@ def main() -> None:
         evaluation = image_array(generate_image_folder(folder / "eval", args.eval_samples, seed=1),
                                         args.eval_samples, seed=1)
 
-    layers = find_quantizable_layers(model)
+    layers = find_quantizable_layers(model, ATTENTION_OPS)
     tensors = list(dict.fromkeys(layer.activation for layer in layers))
     started = time.perf_counter()
-    absmax = collect_absmax(model, calib, tensors, args.batch)
+    absmax = collect_absmax(model, calib, tensors, args.batch, new_session=calibration_session)
     absmax_s = time.perf_counter() - started
     started = time.perf_counter()
-    stats = ActivationStatistics(absmax, collect_histograms(model, calib, absmax, args.batch))
+    stats = ActivationStatistics(absmax, collect_histograms(model, calib, absmax, args.batch,
+                                                            new_session=calibration_session))
     histogram_s = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -27,12 +27,13 @@ import onnxruntime as ort
 import torch
 
 from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
-from calib import quantize_int8
 from calib.quantize import find_quantizable_layers, insert_qdq
 from pipeline.artifacts import write_json
 from pipeline.compare import ComparisonMetrics, relative_error
 from pipeline.export import export_onnx
 from pipeline.images import generate_image_folder, load_image_set
+from pipeline.int8 import ATTENTION_OPS
+from pipeline.int8 import run as quantize_int8
 from pipeline.models import build_swin, perturb_weights_
 from pipeline.onnx_io import ort_session, write_onnx
 from pipeline.precision import convert_fp16
@@ -74,9 +75,9 @@ def case(folder: Path, features_only: bool, args: argparse.Namespace) -> dict[st
     calibration = load_image_set(calib_dir, args.calib_samples, seed=0).images[:args.eval_samples]
 
     # Broken on purpose: every activation clipped at a quarter of its calibrated range.
-    amax = {name: entry["amax"] / 4 for name, entry in json.loads(Path(report["cache"]).read_text())["tensors"].items()}
+    amax = {name: entry["amax"] / 4 for name, entry in json.loads(report.cache.read_text())["tensors"].items()}
     broken = onnx.load(str(swin))
-    insert_qdq(broken, find_quantizable_layers(broken), amax)
+    insert_qdq(broken, find_quantizable_layers(broken, ATTENTION_OPS), amax)
     write_onnx(broken, folder / "broken.qdq.onnx")
     convert_fp16(folder / "broken.qdq.onnx", folder / "broken.typed.onnx")
     return {"held_out": compare(model, folder / "typed.onnx", held_out),

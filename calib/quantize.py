@@ -7,7 +7,8 @@ quantization expects (it fuses the pairs into INT8 kernels and folds the weight 
   of the weight as stored: 1 for a MatMul ``[K, N]``, 0 for a Conv ``[O, I, kh, kw]``, 0 or 1 for a Gemm by
   ``transB``), scale ``max|W| / 127`` per channel.
 Nothing else is touched: window attention stays in the FP16 plugin, LayerNorm and the residual adds keep the
-graph's precision.
+graph's precision. Which ops compute attention (qkv feeds one, proj reads one) is the caller's to say
+(``attention_ops``): the plugin's op and the ONNX ``Attention`` op for pipeline/int8.py.
 
 Layers are named like the official checkpoint (docs/design.md §6), from the graph's structure, not its generated
 names: ``patch_embed.proj``, ``layers.{i}.blocks.{j}.attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` / ``mlp.fc2``,
@@ -18,16 +19,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from pipeline.attention import ONNX_ATTENTION_OP
-from pipeline.errors import PipelineError
-from pipeline.reference import PLUGIN_OP
+from calib.errors import CalibrationError
 
 #: Layer roles, in network order; each is also an exclusion selector.
 ROLES = ("patch_embed", "qkv", "proj", "fc1", "fc2", "patch_merging", "head")
@@ -35,9 +34,7 @@ ROLES = ("patch_embed", "qkv", "proj", "fc1", "fc2", "patch_merging", "head")
 SWIN_L_EMBED_DIM = 192
 SWIN_L_EXCLUDE = ("fc2", "patch_merging")
 INT8_MAX = 127
-#: What a qkv projection feeds and a proj projection reads: the plugin node, or (``--attention tensorrt``) the ONNX
-#: Attention node with the head split / merge between them (pipeline.surgery).
-ATTENTION_OPS = frozenset({PLUGIN_OP, ONNX_ATTENTION_OP})
+#: Between a qkv projection and the attention node it feeds (and attention and proj): the head split / merge.
 _HEAD_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Gather"})
 _HEAD_LAYOUT_DEPTH = 4  #: Reshape, Transpose, Reshape, Gather from the qkv projection to Q, K and V
 MIN_QDQ_OPSET = 13  # per-axis QuantizeLinear / DequantizeLinear
@@ -53,9 +50,6 @@ class QuantizableLayer:
     activation: str
     weight: str
     weight_axis: int
-
-    def report(self) -> dict:
-        return asdict(self)
 
 
 def _graph_maps(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
@@ -76,28 +70,31 @@ def _biased_output(node: onnx.NodeProto, consumers: Mapping[str, Sequence[onnx.N
     return node.output[0]
 
 
-def _feeds_attention(tensor: str, consumers: Mapping[str, Sequence[onnx.NodeProto]],
+def _feeds_attention(tensor: str, consumers: Mapping[str, Sequence[onnx.NodeProto]], attention_ops: Collection[str],
                      depth: int = _HEAD_LAYOUT_DEPTH) -> bool:
     """Whether ``tensor`` reaches an attention node through at most ``depth`` head-layout ops."""
     for consumer in consumers.get(tensor, []):
-        if consumer.op_type in ATTENTION_OPS:
+        if consumer.op_type in attention_ops:
             return True
         if consumer.op_type in _HEAD_LAYOUT_OPS and depth > 0 and _feeds_attention(consumer.output[0], consumers,
-                                                                                   depth - 1):
+                                                                                   attention_ops, depth - 1):
             return True
     return False
 
 
-def _from_attention(tensor: str, producer: Mapping[str, onnx.NodeProto], depth: int = _HEAD_LAYOUT_DEPTH) -> bool:
+def _from_attention(tensor: str, producer: Mapping[str, onnx.NodeProto], attention_ops: Collection[str],
+                    depth: int = _HEAD_LAYOUT_DEPTH) -> bool:
     """Whether ``tensor`` comes from an attention node through at most ``depth`` head-layout ops."""
     node = producer.get(tensor)
-    if node is None or node.op_type in ATTENTION_OPS:
+    if node is None or node.op_type in attention_ops:
         return node is not None
-    return node.op_type in _HEAD_LAYOUT_OPS and depth > 0 and _from_attention(node.input[0], producer, depth - 1)
+    return node.op_type in _HEAD_LAYOUT_OPS and depth > 0 and _from_attention(node.input[0], producer, attention_ops,
+                                                                               depth - 1)
 
 
 def _role(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto],
-          consumers: Mapping[str, Sequence[onnx.NodeProto]], initializers: set[str], gelu_outputs: set[str]) -> str:
+          consumers: Mapping[str, Sequence[onnx.NodeProto]], initializers: set[str], gelu_outputs: set[str],
+          attention_ops: Collection[str]) -> str:
     """What a GEMM/Conv node is in Swin, from its neighbours (exports name initializers arbitrarily)."""
     if node.op_type == "Conv":
         return "patch_embed"
@@ -105,9 +102,9 @@ def _role(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto],
         return "head"
     source = producer.get(node.input[0])
     biased = _biased_output(node, consumers, initializers)
-    if _feeds_attention(biased, consumers):
+    if _feeds_attention(biased, consumers, attention_ops):
         return "qkv"
-    if _from_attention(node.input[0], producer):
+    if _from_attention(node.input[0], producer, attention_ops):
         return "proj"
     if any(c.op_type == "Div" and any(e.op_type == "Erf" for e in consumers.get(c.output[0], []))
            for c in consumers.get(biased, [])):
@@ -118,8 +115,9 @@ def _role(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto],
         return "patch_merging"  # the only bias-free Linear in Swin: PatchMerging's reduction
     if source is not None and source.op_type in ("ReduceMean", "GlobalAveragePool", "Flatten"):
         return "head"
-    raise PipelineError(f"cannot tell what MatMul node {node.name!r} is in a Swin graph (not qkv, proj, fc1, fc2, "
-                        "patch merging or head); quantize only graphs from pipeline.surgery.replace_window_attention")
+    raise CalibrationError(f"cannot tell what MatMul node {node.name!r} is in a Swin graph (not qkv, proj, fc1, fc2, "
+                           "patch merging or head); quantize only graphs from "
+                           "pipeline.surgery.replace_window_attention")
 
 
 def _weight_axis(node: onnx.NodeProto) -> int:
@@ -129,8 +127,9 @@ def _weight_axis(node: onnx.NodeProto) -> int:
     return 0 if node.op_type == "Conv" else 1
 
 
-def find_quantizable_layers(model: onnx.ModelProto) -> list[QuantizableLayer]:
-    """Every MatMul/Gemm/Conv with a constant weight, in graph order, with its official-style name."""
+def find_quantizable_layers(model: onnx.ModelProto, attention_ops: Collection[str]) -> list[QuantizableLayer]:
+    """Every MatMul/Gemm/Conv with a constant weight, in graph order, with its official-style name.
+    ``attention_ops``: the op types of the nodes computing window attention (what qkv feeds and proj reads)."""
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     producer, consumers = _graph_maps(graph)
@@ -143,7 +142,7 @@ def find_quantizable_layers(model: onnx.ModelProto) -> list[QuantizableLayer]:
     layers = []
     stage, block = 0, -1
     for node in gemms:
-        role = _role(node, producer, consumers, initializers, gelu_outputs)
+        role = _role(node, producer, consumers, initializers, gelu_outputs, attention_ops)
         if role == "qkv":
             block += 1
         name = {"patch_embed": "patch_embed.proj", "head": "head",
@@ -173,9 +172,9 @@ def select_excluded(layers: Sequence[QuantizableLayer], selectors: Iterable[str]
         matched = {layer.name for layer in layers if selector in (layer.role, layer.node)
                    or fnmatch.fnmatchcase(layer.name, selector)}
         if not matched:
-            raise PipelineError(f"exclusion {selector!r} matches no quantizable layer; use a role ({', '.join(ROLES)}),"
-                                " a glob over layer names such as 'layers.3.*' or 'layers.0.blocks.1.mlp.fc2', or an "
-                                f"ONNX node name (e.g. {layers[0].node!r})")
+            raise CalibrationError(f"exclusion {selector!r} matches no quantizable layer; use a role "
+                                   f"({', '.join(ROLES)}), a glob over layer names such as 'layers.3.*' or "
+                                   f"'layers.0.blocks.1.mlp.fc2', or an ONNX node name (e.g. {layers[0].node!r})")
         excluded |= matched
     return excluded
 
@@ -192,8 +191,8 @@ def insert_qdq(model: onnx.ModelProto, layers: Sequence[QuantizableLayer], amax:
     """
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_QDQ_OPSET:
-        raise PipelineError(f"per-channel Q/DQ needs ONNX opset >= {MIN_QDQ_OPSET}, the graph has {opset}; "
-                            "re-export it with pipeline.export (opset 18)")
+        raise CalibrationError(f"per-channel Q/DQ needs ONNX opset >= {MIN_QDQ_OPSET}, the graph has {opset}; "
+                               "re-export it with pipeline.export (opset 18)")
     graph = model.graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     layer_of_node = {layer.node: layer for layer in layers}

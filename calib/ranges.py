@@ -14,20 +14,22 @@ Methods (``amax`` is the clip value; the INT8 scale is ``amax / 127``):
   128 to 2048 and keep the one minimizing KL(P || Q), where P is the histogram clipped at ``i`` (the outliers
   added to its last bin) and Q is the first ``i`` bins (outliers left out) quantized to 128 levels and expanded
   back over P's non-empty bins.
+
+How the graph runs is the caller's: ``new_session(model)`` returns a session with onnxruntime's
+``run(output_names, feed)`` (pipeline/int8.py passes one in which the plugin's op runs through its reference), and
+``progress(done, total, unit)``, if given, hears after each run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import onnx
 
-from pipeline.errors import PipelineError
-from pipeline.onnx_io import ort_session
-from pipeline.progress import advance
+from calib.errors import CalibrationError
 
 METHODS = ("max", "percentile", "entropy")
 #: Histogram resolution: fine enough for a 99.99th percentile, and a multiple of ENTROPY_BINS.
@@ -38,12 +40,24 @@ ENTROPY_LEVELS = 128
 
 
 class Samples(Protocol):
-    """Calibration samples, float32 ``[n, 3, H, W]`` a slice at a time: an array, or a
-    :class:`pipeline.images.ImageSet`, which keeps uint8 crops and normalizes each batch when it is asked for."""
+    """Calibration samples, the model's input a slice at a time: an array, or (pipeline.images.ImageSet) an object
+    that keeps uint8 crops and normalizes each batch when it is asked for."""
 
     def __len__(self) -> int: ...
 
     def __getitem__(self, samples: slice) -> np.ndarray: ...
+
+
+class Session(Protocol):
+    """What calibration needs of an onnxruntime InferenceSession."""
+
+    def run(self, output_names: list[str], input_feed: dict[str, np.ndarray]) -> Sequence[np.ndarray]: ...
+
+
+#: A session for a model (the calibration graph: the caller's model with every observed tensor as an output).
+SessionFactory = Callable[[onnx.ModelProto], Session]
+#: ``progress(done, total, unit)``, e.g. ``(16, 256, "images (calibration: absmax)")``.
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -64,13 +78,13 @@ def _observing_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.Mod
     return observed
 
 
-def _batches(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], batch: int,
-             desc: str) -> Iterator[dict[str, np.ndarray]]:
+def _batches(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], batch: int, desc: str,
+             new_session: SessionFactory, progress: Progress | None) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{tensor: value}`` for each batch of ``images`` run through ``model``."""
     if batch < 1:
-        raise PipelineError(f"calibration batch size must be >= 1, got {batch}")
+        raise CalibrationError(f"calibration batch size must be >= 1, got {batch}")
     input_name = model.graph.input[0].name
-    session = ort_session(_observing_model(model, tensors), memory_arena=True)  # many runs, one shape
+    session = new_session(_observing_model(model, tensors))
     computed = [t for t in tensors if t != input_name]
     for start in range(0, len(images), batch):
         feed = images[start:start + batch]
@@ -78,34 +92,37 @@ def _batches(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], ba
         if input_name in tensors:
             values[input_name] = feed
         yield values
-        advance(start + len(feed), len(images), f"images ({desc})")
+        if progress is not None:
+            progress(start + len(feed), len(images), f"images ({desc})")
 
 
-def collect_absmax(model: onnx.ModelProto, images: Samples, tensors: Sequence[str],
-                   batch: int = 8) -> dict[str, float]:
-    """Pass 1: max |x| of each tensor over all ``images``."""
+def collect_absmax(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], batch: int = 8, *,
+                   new_session: SessionFactory, progress: Progress | None = None) -> dict[str, float]:
+    """Pass 1: max |x| of each tensor over all ``images``, ``batch`` of them a run."""
     absmax = dict.fromkeys(tensors, 0.0)
-    for values in _batches(model, images, tensors, batch, "calibration: absmax"):
+    for values in _batches(model, images, tensors, batch, "calibration: absmax", new_session, progress):
         for name, value in values.items():
             absmax[name] = max(absmax[name], float(np.abs(value).max()))
     return absmax
 
 
-def collect_histograms(model: onnx.ModelProto, images: Samples, absmax: dict[str, float],
-                       batch: int = 8) -> dict[str, np.ndarray]:
+def collect_histograms(model: onnx.ModelProto, images: Samples, absmax: dict[str, float], batch: int = 8, *,
+                       new_session: SessionFactory, progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Pass 2: the ``HISTOGRAM_BINS``-bin histogram of ``|x|`` over ``[0, absmax]`` of each tensor."""
     histograms = {name: np.zeros(HISTOGRAM_BINS, np.int64) for name in absmax}
-    for values in _batches(model, images, list(absmax), batch, "calibration: histograms"):
+    for values in _batches(model, images, list(absmax), batch, "calibration: histograms", new_session, progress):
         for name, value in values.items():
             histograms[name] += histogram(value, absmax[name])
     return histograms
 
 
 def collect_statistics(model: onnx.ModelProto, images: Samples, tensors: Sequence[str], batch: int = 8,
-                       histograms: bool = True) -> ActivationStatistics:
+                       histograms: bool = True, *, new_session: SessionFactory,
+                       progress: Progress | None = None) -> ActivationStatistics:
     """Both passes (the second only if ``histograms``): all that any method in :data:`METHODS` needs."""
-    absmax = collect_absmax(model, images, tensors, batch)
-    return ActivationStatistics(absmax, collect_histograms(model, images, absmax, batch) if histograms else {})
+    absmax = collect_absmax(model, images, tensors, batch, new_session=new_session, progress=progress)
+    return ActivationStatistics(absmax, collect_histograms(model, images, absmax, batch, new_session=new_session,
+                                                           progress=progress) if histograms else {})
 
 
 def histogram(values: np.ndarray, absmax: float, bins: int = HISTOGRAM_BINS) -> np.ndarray:
@@ -119,7 +136,7 @@ def histogram(values: np.ndarray, absmax: float, bins: int = HISTOGRAM_BINS) -> 
 def percentile_amax(counts: np.ndarray, absmax: float, percentile: float) -> float:
     """Upper edge of the first bin where the cumulative share of ``counts`` reaches ``percentile`` %."""
     if not 0 < percentile <= 100:
-        raise PipelineError(f"percentile must be in (0, 100], got {percentile}")
+        raise CalibrationError(f"percentile must be in (0, 100], got {percentile}")
     cumulative = np.cumsum(counts) / counts.sum()
     index = int(np.searchsorted(cumulative, percentile / 100))
     return min(absmax, (index + 1) * absmax / len(counts))
@@ -160,7 +177,7 @@ def clip_divergence(counts: np.ndarray, clip_bin: int, levels: int = ENTROPY_LEV
 def amax_from_statistics(stats: ActivationStatistics, method: str, percentile: float = 99.99) -> dict[str, float]:
     """The clip value of every tensor for ``method`` (one of :data:`METHODS`)."""
     if method not in METHODS:
-        raise PipelineError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+        raise CalibrationError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "max":
         return dict(stats.absmax)
     if not stats.histograms:

@@ -95,12 +95,12 @@ def _cmd_fp16(args: argparse.Namespace) -> None:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> None:
-    from calib import quantize_int8
+    from pipeline import int8
 
-    report = quantize_int8(Path(args.input), Path(args.output), calib_dir=args.calib_dir, samples=args.calib_samples,
-                           method=args.calib_method, percentile=args.percentile, exclude=args.calib_exclude,
-                           cache_path=args.cache)
-    print(json.dumps({k: v for k, v in report.items() if k != "quantized_layers"}, indent=2))
+    report = int8.run(Path(args.input), Path(args.output), calib_dir=args.calib_dir, samples=args.calib_samples,
+                      method=args.calib_method, percentile=args.percentile, exclude=args.calib_exclude,
+                      cache_path=args.cache)
+    print(json.dumps({k: v for k, v in report.to_json().items() if k != "quantized_layers"}, indent=2))
 
 
 def _cmd_build(args: argparse.Namespace) -> None:

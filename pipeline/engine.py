@@ -290,14 +290,15 @@ def _precision(run: EngineRun) -> dict[str, Any]:
         return {"precision": "fp32"}
     if recipe.precision == "fp16":
         return convert_fp16(files.swin, files.typed)
-    from calib import quantize_int8
+    from pipeline import int8
 
     images = recipe.image_plan().calibration
     assert images is not None  # INT8 always calibrates
-    calibration = quantize_int8(files.swin, files.qdq, calib_dir=images.folder, calib_files=images.files,
-                                samples=recipe.calib_samples, method=recipe.calib_method,
-                                exclude=recipe.calib_exclude, cache_path=files.calibration_cache)
-    return {"calibration": calibration, "images": images.summary(), "fp16": convert_fp16(files.qdq, files.typed)}
+    calibration = int8.run(files.swin, files.qdq, calib_dir=images.folder, calib_files=images.files,
+                           samples=recipe.calib_samples, method=recipe.calib_method, exclude=recipe.calib_exclude,
+                           cache_path=files.calibration_cache)
+    return {"calibration": calibration.to_json(), "images": images.summary(),
+            "fp16": convert_fp16(files.qdq, files.typed)}
 
 
 def _build(run: EngineRun) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A record is a frozen dataclass deriving from :class:`JsonRecord`: ``to_json`` turns it into JSON types (nested
 records become objects, tuples lists, paths strings) and ``from_json`` rebuilds it from its field types, so no
 module indexes a nested dict another module wrote. Keys a record does not know are ignored (a newer file still
-reads); a missing key without a default raises KeyError naming it.
+reads); a missing key without a default raises KeyError naming it. A field may also be a plain dataclass of a
+library beneath the pipeline (calib/'s layers), which cannot derive from JsonRecord: it is written and read alike.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 R = TypeVar("R", bound="JsonRecord")
+D = TypeVar("D")
 
 
 def to_plain(value: Any) -> Any:
@@ -50,6 +52,8 @@ def _from_plain(hint: Any, value: Any) -> Any:
         return {key: _from_plain(arguments[1], item) for key, item in value.items()}
     if isinstance(hint, type) and issubclass(hint, JsonRecord):
         return hint.from_json(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a library's own record, e.g. calib's layers
+        return _dataclass_from_plain(hint, value)
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"expected a number, got {value!r}")
@@ -72,13 +76,18 @@ class JsonRecord:
 
     @classmethod
     def from_json(cls: type[R], data: dict[str, Any]) -> R:
-        if not isinstance(data, dict):
-            raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
-        hints = _field_types(cls)
-        values = {}
-        for field in dataclasses.fields(cls):
-            if field.name in data:
-                values[field.name] = _from_plain(hints[field.name], data[field.name])
-            elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise KeyError(field.name)
-        return cls(**values)
+        return _dataclass_from_plain(cls, data)
+
+
+def _dataclass_from_plain(cls: type[D], data: dict[str, Any]) -> D:
+    """The dataclass ``cls`` from a JSON object of its fields."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    hints = _field_types(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            values[field.name] = _from_plain(hints[field.name], data[field.name])
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise KeyError(field.name)
+    return cls(**values)

@@ -18,6 +18,7 @@ from pipeline.attention import ATTENTION_OPSET, ONNX_ATTENTION_OP
 from pipeline.build import build_engine, check_engine_compatible
 from pipeline.check import compare_onnx
 from pipeline.compare import relative_error
+from pipeline.int8 import ATTENTION_OPS
 from pipeline.onnx_io import ort_session
 from pipeline.precision import convert_fp16
 from pipeline.reference import PLUGIN_OP
@@ -86,7 +87,8 @@ def test_swin_t_engine_without_plugin_library(swin_t, swin_t_onnx, tmp_path) -> 
     replace_window_attention(swin_t_onnx[0], rewritten, attention="tensorrt")
     assert compare_onnx(swin_t_onnx[0], rewritten, (1, 3)).raise_if_failed().worst <= 1e-5
     # INT8 calibration finds the projections around each Attention node as it does around the plugin.
-    roles = collections.Counter(layer.role for layer in find_quantizable_layers(onnx.load(str(rewritten))))
+    layers = find_quantizable_layers(onnx.load(str(rewritten)), ATTENTION_OPS)
+    roles = collections.Counter(layer.role for layer in layers)
     assert roles == {"patch_embed": 1, "qkv": 12, "proj": 12, "fc1": 12, "fc2": 12, "patch_merging": 3, "head": 1}
     convert_fp16(rewritten, typed)
     metadata = build_engine(typed, engine, plugin_library=None, batch=(1, 2, 4), backend="rtx", sm=86)

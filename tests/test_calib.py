@@ -11,8 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from calib import quantize_int8
-from calib.int8 import calibration_batch
+from calib import CalibrationError
 from calib.quantize import ROLES, default_exclusions, find_quantizable_layers
 from calib.ranges import (
     ENTROPY_BINS,
@@ -28,6 +27,8 @@ from calib.ranges import (
 )
 from pipeline.errors import PipelineError
 from pipeline.images import image_array
+from pipeline.int8 import ATTENTION_OPS, Int8Report, calibration_batch, calibration_session
+from pipeline.int8 import run as quantize_int8
 from pipeline.onnx_io import ort_session
 from pipeline.reference import PLUGIN_OP
 
@@ -104,16 +105,16 @@ def test_entropy_clips_rare_outliers_but_not_a_bounded_distribution() -> None:
 
 def test_unknown_method_and_bad_percentile_are_errors() -> None:
     stats, absmax = statistics_of(np.linspace(-1, 1, 1000))
-    with pytest.raises(PipelineError, match="choose one of max, percentile, entropy"):
+    with pytest.raises(CalibrationError, match="choose one of max, percentile, entropy"):
         amax_from_statistics(stats, "mse")
-    with pytest.raises(PipelineError, match="percentile"):
+    with pytest.raises(CalibrationError, match="percentile"):
         percentile_amax(stats.histograms["x"], absmax, 0.0)
 
 
 # ------------------------------------------------------------------------------------------- Swin-T Q/DQ graph
 
 @pytest.fixture(scope="module")
-def int8_swin_t(swin_t_onnx, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, float]:
+def int8_swin_t(swin_t_onnx, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Int8Report, float]:
     """(FP32 surgered path, INT8 path, report, seconds) of a percentile calibration on generated crops."""
     _, swin_path, _ = swin_t_onnx
     out = tmp_path_factory.mktemp("int8") / "model.swin.int8.onnx"
@@ -128,14 +129,23 @@ def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
 
 def test_report_lists_every_layer_with_its_role(int8_swin_t) -> None:
     _, _, report, _ = int8_swin_t
-    roles = collections.Counter(layer["role"] for layer in report["quantized_layers"])
+    roles = collections.Counter(layer.role for layer in report.quantized_layers)
     assert roles == {"patch_embed": 1, "qkv": 12, "proj": 12, "fc1": 12, "fc2": 12, "patch_merging": 3, "head": 1}
-    names = [layer["name"] for layer in report["quantized_layers"]]
+    names = [layer.name for layer in report.quantized_layers]
     assert names[:3] == ["patch_embed.proj", "layers.0.blocks.0.attn.qkv", "layers.0.blocks.0.attn.proj"]
     assert {"layers.2.blocks.5.mlp.fc2", "layers.2.downsample.reduction", "head"} <= set(names)
-    assert report["excluded_layers"] == [] and not report["cache_hit"]
-    assert report["method"] == "percentile" and report["calibration"]["generated"]
-    assert report["calibration"]["samples"] == CALIB_SAMPLES
+    assert report.excluded_layers == () and not report.cache_hit
+    assert report.method == "percentile" and report.calibration.generated
+    assert report.calibration.samples == CALIB_SAMPLES
+    # What the precision stage records in stages.json and report.json, and reads back.
+    recorded = report.to_json()
+    assert list(recorded) == ["input", "output", "method", "percentile", "samples", "calibration", "cache",
+                              "cache_hit", "exclude", "quantized_layers", "excluded_layers", "timing_s"]
+    assert recorded["quantized_layers"][0] == {"name": "patch_embed.proj", "role": "patch_embed",
+                                               "node": report.quantized_layers[0].node, "activation": "images",
+                                               "weight": report.quantized_layers[0].weight, "weight_axis": 0}
+    assert recorded["calibration"]["generated"] and recorded["percentile"] == 99.99
+    assert Int8Report.from_json(recorded) == report
 
 
 def test_qdq_structure_on_swin_t(int8_swin_t) -> None:
@@ -147,12 +157,12 @@ def test_qdq_structure_on_swin_t(int8_swin_t) -> None:
     weights = {t.name: numpy_helper.to_array(t) for t in int8.graph.initializer}
     fp32_nodes = {n.name: n for n in fp32.graph.node}
     expected_axis = {"patch_embed": 0, "head": 0}  # Conv [O, I, kh, kw]; Gemm with transB=1 stores [N, K]
-    for layer in report["quantized_layers"]:
-        node, original = by_name[layer["node"]], fp32_nodes[layer["node"]]
+    for layer in report.quantized_layers:
+        node, original = by_name[layer.node], fp32_nodes[layer.node]
         for index, per_channel in ((0, False), (1, True)):
             dequantize = produced_by[node.input[index]]
             quantize = produced_by[dequantize.input[0]]
-            assert (dequantize.op_type, quantize.op_type) == ("DequantizeLinear", "QuantizeLinear"), layer["name"]
+            assert (dequantize.op_type, quantize.op_type) == ("DequantizeLinear", "QuantizeLinear"), layer.name
             assert quantize.input[0] == original.input[index], "Q/DQ must wrap the original tensor"
             scale, zero_point = weights[quantize.input[1]], weights[quantize.input[2]]
             assert zero_point.dtype == np.int8 and not zero_point.any() and (scale > 0).all()
@@ -160,7 +170,7 @@ def test_qdq_structure_on_swin_t(int8_swin_t) -> None:
             if not per_channel:
                 assert scale.shape == () and "axis" not in axes
                 continue
-            axis = expected_axis.get(layer["role"], 1)  # MatMul weights are [K, N]
+            axis = expected_axis.get(layer.role, 1)  # MatMul weights are [K, N]
             weight = weights[original.input[1]]
             assert axes == {"axis": axis} and {a.name: a.i for a in dequantize.attribute} == {"axis": axis}
             other_axes = tuple(a for a in range(weight.ndim) if a != axis)
@@ -206,15 +216,15 @@ def test_int8_graph_verifies_on_held_out_photos_with_every_tolerance_and_polygra
 
 def test_exclusions_by_role_glob_and_node_name(int8_swin_t, tmp_path: Path) -> None:
     swin_path, _, first, _ = int8_swin_t
-    fc1_node = first["quantized_layers"][3]["node"]
+    fc1_node = first.quantized_layers[3].node
     report = quantize_int8(swin_path, tmp_path / "int8.onnx", samples=CALIB_SAMPLES,
-                           exclude=["fc2", "layers.3.*", fc1_node], cache_path=first["cache"])
-    assert report["cache_hit"], "a subset of the calibrated tensors needs no new calibration"
-    excluded = {layer["name"] for layer in report["excluded_layers"]}
+                           exclude=["fc2", "layers.3.*", fc1_node], cache_path=first.cache)
+    assert report.cache_hit, "a subset of the calibrated tensors needs no new calibration"
+    excluded = {layer.name for layer in report.excluded_layers}
     assert {f"layers.{s}.blocks.{b}.mlp.fc2" for s, b in ((0, 0), (1, 1), (2, 5))} <= excluded
     assert {"layers.3.blocks.1.attn.qkv", "layers.0.blocks.0.mlp.fc1"} <= excluded
     assert "layers.0.blocks.1.mlp.fc1" not in excluded
-    assert len(excluded) + len(report["quantized_layers"]) == 53
+    assert len(excluded) + len(report.quantized_layers) == 53
     int8 = onnx.load(str(tmp_path / "int8.onnx"))
     produced_by = producers(int8)
     for node in (n for n in int8.graph.node if n.name == fc1_node):
@@ -231,7 +241,7 @@ def test_swin_l_default_keeps_fc2_and_patch_merging_in_higher_precision(swin_t_o
     weight = next(t for t in model.graph.initializer if t.name == conv.input[1])
     weight.dims[0] = 192  # only the embed dim is read: Swin-L's
     assert default_exclusions(model) == ("fc2", "patch_merging")
-    assert len(find_quantizable_layers(model)) == 53
+    assert len(find_quantizable_layers(model, ATTENTION_OPS)) == 53
 
 
 def test_larger_images_go_fewer_to_a_run_and_the_ranges_do_not_depend_on_it(swin_t_onnx) -> None:
@@ -239,18 +249,24 @@ def test_larger_images_go_fewer_to_a_run_and_the_ranges_do_not_depend_on_it(swin
     quantized layer's input: ~2.8 GB an image there); the batch only sets memory, never the ranges."""
     assert [calibration_batch(size) for size in (224, 384, (800, 1333), 64)] == [8, 2, 1, 98]
     model = onnx.load(str(swin_t_onnx[1]))
-    tensors = list(dict.fromkeys(layer.activation for layer in find_quantizable_layers(model)))
+    tensors = list(dict.fromkeys(layer.activation for layer in find_quantizable_layers(model, ATTENTION_OPS)))
     images = image_array(None, 3, img_size=224)
-    one_run, three_runs = (collect_absmax(model, images, tensors, batch) for batch in (3, 1))
+    progress: list[tuple[int, int, str]] = []
+    one_run = collect_absmax(model, images, tensors, 3, new_session=calibration_session)
+    three_runs = collect_absmax(model, images, tensors, 1, new_session=calibration_session,
+                                progress=lambda *line: progress.append(line))
     assert one_run == pytest.approx(three_runs, rel=1e-5)
+    assert progress == [(done, 3, "images (calibration: absmax)") for done in (1, 2, 3)]
+    with pytest.raises(CalibrationError, match="batch size must be >= 1, got 0"):
+        collect_absmax(model, images, tensors, 0, new_session=calibration_session)
 
 
 def test_cache_is_reused_until_model_method_or_data_change(int8_swin_t, tmp_path: Path) -> None:
     swin_path, int8_path, first, first_s = int8_swin_t
     started = time.perf_counter()
-    again = quantize_int8(swin_path, tmp_path / "again.onnx", samples=CALIB_SAMPLES, cache_path=first["cache"])
-    assert again["cache_hit"] and time.perf_counter() - started < first_s / 2
-    assert again["timing_s"]["calibrate"] < 3
+    again = quantize_int8(swin_path, tmp_path / "again.onnx", samples=CALIB_SAMPLES, cache_path=first.cache)
+    assert again.cache_hit and time.perf_counter() - started < first_s / 2
+    assert again.timing_s.calibrate < 3
     scales = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(int8_path)).graph.initializer
               if t.name.endswith(".scale")}
     for t in onnx.load(str(tmp_path / "again.onnx")).graph.initializer:
@@ -258,11 +274,11 @@ def test_cache_is_reused_until_model_method_or_data_change(int8_swin_t, tmp_path
             np.testing.assert_array_equal(numpy_helper.to_array(t), scales[t.name])
 
     small = {"samples": 8, "cache_path": tmp_path / "cache.json"}
-    assert not quantize_int8(swin_path, tmp_path / "a.onnx", method="max", **small)["cache_hit"]
-    assert quantize_int8(swin_path, tmp_path / "a.onnx", method="max", **small)["cache_hit"]
-    assert not quantize_int8(swin_path, tmp_path / "a.onnx", method="max", seed=1, **small)["cache_hit"]
+    assert not quantize_int8(swin_path, tmp_path / "a.onnx", method="max", **small).cache_hit
+    assert quantize_int8(swin_path, tmp_path / "a.onnx", method="max", **small).cache_hit
+    assert not quantize_int8(swin_path, tmp_path / "a.onnx", method="max", seed=1, **small).cache_hit
     changed = onnx.load(str(swin_path))
     changed.graph.initializer[0].raw_data = bytes(len(changed.graph.initializer[0].raw_data))
     onnx.save(changed, str(tmp_path / "changed.swin.onnx"))
     assert not quantize_int8(tmp_path / "changed.swin.onnx", tmp_path / "a.onnx", method="max", seed=1,
-                             **small)["cache_hit"]
+                             **small).cache_hit
