@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.kernels.selection import KernelConfig
+from pipeline.node_contract import ABI_PARAMS, DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,14 +233,15 @@ def _template_argument(text: str) -> tuple[str | None, str]:
 # ---------------------------------------------------------------------------------------------------------
 # C ABI (plugins/swin_window_attention/swin_window_attention.h)
 
-SWIN_ATTN_FLOAT32 = 0
-SWIN_ATTN_FLOAT16 = 1
+SWIN_ATTN_FLOAT32 = DTYPES["float32"]
+SWIN_ATTN_FLOAT16 = DTYPES["float16"]
+_CTYPES = {"int32": ctypes.c_int32, "float32": ctypes.c_float}
 
 
 class SwinAttnParams(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_int32) for name in
-                ("batch", "height", "width", "channels", "num_heads", "window_size", "shift_size")]
-    _fields_ += [("scale", ctypes.c_float)]
+    """The C struct field for field (the contract's c_abi_params, which the C header static_asserts)."""
+
+    _fields_ = [(name, _CTYPES[kind]) for name, kind in ABI_PARAMS]
 
 
 class SwinAttentionError(RuntimeError):
@@ -267,7 +269,8 @@ class SwinAttention:
     @staticmethod
     def params(batch: int, channels: int, *, height: int, width: int, window_size: int, shift_size: int,
                num_heads: int, scale: float) -> SwinAttnParams:
-        return SwinAttnParams(batch, height, width, channels, num_heads, window_size, shift_size, scale)
+        return SwinAttnParams(batch=batch, channels=channels, height=height, width=width, window_size=window_size,
+                              shift_size=shift_size, num_heads=num_heads, scale=scale)
 
     @staticmethod
     def _raise(status: int, error: ctypes.Array) -> None:

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from pipeline.artifacts import atomic_path
 from pipeline.errors import PipelineError
 from pipeline.interrupts import interrupts_deferred
+from pipeline.node_contract import ATTRIBUTE_TYPES
 from pipeline.reference import ATTRIBUTES, PLUGIN_OP, window_attention_reference
 
 
@@ -80,7 +81,8 @@ def _register_ort_custom_op() -> str:
     from onnxruntime_extensions._ocos import _on_pyop_invocation
 
     int_attr, float_attr, str_attr = PyCustomOpDef.dt_int64, PyCustomOpDef.dt_float, PyCustomOpDef.dt_string
-    attrs = {name: float_attr if name == "scale" else int_attr for name in ATTRIBUTES}
+    kinds = {"int32": int_attr, "float32": float_attr}
+    attrs = {name: kinds[ATTRIBUTE_TYPES[name]] for name in ATTRIBUTES}
     attrs |= {"plugin_version": str_attr, "plugin_namespace": str_attr}
 
     @onnx_op(op_type=PLUGIN_OP, inputs=[PyCustomOpDef.dt_float] * 3, outputs=[PyCustomOpDef.dt_float], attrs=attrs)

@@ -37,11 +37,12 @@ if TYPE_CHECKING:
     import onnx
 
 from pipeline.kernels.selection import kernel_choice
+from pipeline.node_contract import ATTRIBUTE_TYPES, INPUTS, OUTPUTS
 from pipeline.reference import (
     ATTRIBUTES,
     PLUGIN_DOMAIN,
     PLUGIN_OP,
-    PLUGIN_VERSION,
+    node_attributes,
     validate_attributes,
     window_attention_torch,
 )
@@ -233,15 +234,15 @@ def plugin_op_schema() -> onnx.defs.OpSchema:
     import onnx
 
     schema = onnx.defs.OpSchema
-    attribute_types = {"scale": schema.AttrType.FLOAT, "plugin_version": schema.AttrType.STRING,
-                       "plugin_namespace": schema.AttrType.STRING}
+    kinds = {"int32": schema.AttrType.INT, "float32": schema.AttrType.FLOAT}
+    attribute_types = {name: kinds[ATTRIBUTE_TYPES[name]] for name in ATTRIBUTES}
+    attribute_types |= {"plugin_version": schema.AttrType.STRING, "plugin_namespace": schema.AttrType.STRING}
     return schema(
         PLUGIN_OP, PLUGIN_DOMAIN, 1, "Swin (shifted) window attention: the TensorRT plugin's node contract.",
-        inputs=[schema.FormalParameter(name, "T") for name in ("qkv", "rel_bias", "qkv_bias")],
-        outputs=[schema.FormalParameter("output", "T")],
+        inputs=[schema.FormalParameter(name, "T") for name in INPUTS],
+        outputs=[schema.FormalParameter(name, "T") for name in OUTPUTS],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "one dtype for every input and the output")],
-        attributes=[schema.Attribute(name, attribute_types.get(name, schema.AttrType.INT))
-                    for name in (*ATTRIBUTES, "plugin_version", "plugin_namespace")],
+        attributes=[schema.Attribute(name, kind) for name, kind in attribute_types.items()],
     )
 
 
@@ -258,9 +259,9 @@ def onnx_translation_table() -> dict[Callable, Callable]:
 
     def swin_window_attention(qkv, rel_bias, qkv_bias, height: int, width: int, window_size: int, shift_size: int,
                               num_heads: int, scale: float):
-        return node(qkv, rel_bias, qkv_bias, height=height, width=width, window_size=window_size,
-                    shift_size=shift_size, num_heads=num_heads, scale=float(scale), plugin_version=PLUGIN_VERSION,
-                    plugin_namespace="")
+        return node(qkv, rel_bias, qkv_bias, **node_attributes(
+            height=height, width=width, window_size=window_size, shift_size=shift_size, num_heads=num_heads,
+            scale=scale))
 
     return {torch.ops.swin.window_attention.default: swin_window_attention}
 

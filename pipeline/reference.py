@@ -3,7 +3,8 @@
 One node does everything in a (shifted) window-attention block that depends on token position:
 cyclic shift, window gather, the shift mask, the relative-position bias, softmax, P·V, window
 reverse and the back-shift. The GEMMs around it (qkv and proj) stay ordinary ONNX MatMul+Add.
-See ``plugins/swin_window_attention/README.md`` for the node contract.
+See ``plugins/swin_window_attention/README.md`` for the node contract; its constants come from
+``pipeline.node_contract``, generated from the contract's YAML.
 """
 
 from __future__ import annotations
@@ -13,19 +14,32 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+# Re-exported (``X as X``): the rest of the project reads the contract's constants from here.
+from pipeline.node_contract import ATTRIBUTE_TYPES, PLUGIN_NAMESPACE
+from pipeline.node_contract import ATTRIBUTES as ATTRIBUTES
+from pipeline.node_contract import MASK_VALUE as MASK_VALUE
+from pipeline.node_contract import PLUGIN_DOMAIN as PLUGIN_DOMAIN
+from pipeline.node_contract import PLUGIN_OP as PLUGIN_OP
+from pipeline.node_contract import PLUGIN_VERSION as PLUGIN_VERSION
+
 if TYPE_CHECKING:
     import torch
 
-PLUGIN_OP = "SwinWindowAttention"
-PLUGIN_DOMAIN = "trt.plugins"
-PLUGIN_VERSION = "1"
-#: Added to the score of a key in another shift region; the value official Swin, timm and torchvision use.
-MASK_VALUE = -100.0
-#: Attribute names of the node, in the order the plugin creator declares them.
-ATTRIBUTES = ("height", "width", "window_size", "shift_size", "num_heads", "scale")
+#: The Python type of each of the contract's attribute types (its ONNX attribute is INT or FLOAT).
+_PYTHON_TYPES = {"int32": int, "float32": float}
 #: Scores computed at once by :func:`window_attention_reference`: bounds its memory on large maps (an 800x1333
 #: backbone's stage 1 has ~1400 windows); cache-sized chunks also measured fastest (1-16 MiB alike on 2 cores).
 SCORES_CHUNK_BYTES = 4 << 20
+
+
+def node_attributes(**values: float) -> dict[str, int | float | str]:
+    """The ONNX attributes of a node with these attribute values: each of ``ATTRIBUTES`` in order as its contract
+    type, then the ``plugin_version`` and ``plugin_namespace`` the TensorRT ONNX parser reads."""
+    if sorted(values) != sorted(ATTRIBUTES):
+        raise ValueError(f"{PLUGIN_OP}: attributes {sorted(values)} given, the contract's are {list(ATTRIBUTES)}")
+    typed: dict[str, int | float | str] = {name: _PYTHON_TYPES[ATTRIBUTE_TYPES[name]](values[name])
+                                           for name in ATTRIBUTES}
+    return typed | {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE}
 
 
 def padded_size(size: int, window_size: int) -> int:

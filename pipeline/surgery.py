@@ -35,9 +35,10 @@ from pipeline.errors import PipelineError
 from pipeline.onnx_io import read_onnx, write_onnx
 from pipeline.records import JsonRecord
 from pipeline.reference import (
+    ATTRIBUTES,
     PLUGIN_DOMAIN,
     PLUGIN_OP,
-    PLUGIN_VERSION,
+    node_attributes,
     padded_size,
     shift_mask,
     window_attention_reference,
@@ -434,9 +435,7 @@ def _replacement(graph: gs.Graph, region: _Region, index: int) -> gs.Variable:
     tokens = b.height * b.width
     x = build.node("Reshape", "tokens", [region.x, build.shape("tokens_shape", [0, tokens, b.channels])])
     qkv = build.linear("qkv", x, region.qkv_weight, region.qkv_bias)
-    attrs = {"height": b.height, "width": b.width, "window_size": b.window_size, "shift_size": b.shift_size,
-             "num_heads": b.num_heads, "scale": float(b.scale),
-             "plugin_version": PLUGIN_VERSION, "plugin_namespace": ""}
+    attrs = node_attributes(**{name: getattr(b, name) for name in ATTRIBUTES})
     attn = build.node(PLUGIN_OP, "attention", [qkv, build.const("rel_bias", region.rel_bias),
                                                build.const("qkv_bias_padding", region.qkv_bias)], attrs,
                       PLUGIN_DOMAIN)

@@ -23,7 +23,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from pipeline.native import NativeLibs, arch_build_dir, build_native
-from pipeline.reference import ATTRIBUTES, PLUGIN_DOMAIN, PLUGIN_OP, PLUGIN_VERSION
+from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP, node_attributes
 
 #: One architecture keeps the CI build short (2 cores); SM86 is also what the TensorRT-RTX tests target.
 TEST_CUDA_ARCH = "86"
@@ -66,12 +66,9 @@ def plugin_library() -> Path:
 
 
 def swin_node(inputs: list[str], output: str, name: str, **attributes) -> onnx.NodeProto:
-    """A SwinWindowAttention node as the contract defines it (attributes in ``ATTRIBUTES``)."""
-    missing = set(ATTRIBUTES) - set(attributes)
-    if missing:
-        raise ValueError(f"missing attributes {sorted(missing)}")
+    """A SwinWindowAttention node as the contract defines it (``node_attributes``: exactly its attributes)."""
     return helper.make_node(PLUGIN_OP, inputs, [output], name=name, domain=PLUGIN_DOMAIN,
-                            plugin_version=PLUGIN_VERSION, plugin_namespace="", **attributes)
+                            **node_attributes(**attributes))
 
 
 def synthetic_onnx(path: Path, blocks: list[dict], *, channels: int, height: int, width: int,

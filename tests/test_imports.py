@@ -17,7 +17,7 @@ PACKAGES = ("pipeline", "calib", "benchmarks")
 LEAVES = {"pipeline", "pipeline.errors", "pipeline.artifacts", "pipeline.interrupts", "pipeline.records",
           "pipeline.variants", "pipeline.compare", "pipeline.reference", "pipeline.onnx_io", "pipeline.images",
           "pipeline.imagenet_transform", "pipeline.engine_metadata", "pipeline.checkpoint_format",
-          "pipeline.checkpoint_layout", "pipeline.attention", "pipeline.progress"}
+          "pipeline.checkpoint_layout", "pipeline.attention", "pipeline.progress", "pipeline.node_contract"}
 
 
 def module_files() -> dict[str, Path]:

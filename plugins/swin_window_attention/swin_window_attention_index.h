@@ -1,6 +1,7 @@
 /*
  * Index arithmetic of the SwinWindowAttention node, shared by the CUDA kernel and the host reference so
- * that both follow one definition of the contract (README.md, pipeline/reference.py):
+ * that both follow one definition of the contract (README.md, pipeline/reference.py; its constants and limits
+ * are in the generated swin_window_attention_contract.h):
  * padding to a multiple of the window (bottom/right), cyclic shift by -shift_size after padding, window
  * partition, and the shift-region ids that define the mask.
  */
@@ -8,6 +9,7 @@
 #define SWIN_WINDOW_ATTENTION_INDEX_H
 
 #include "swin_window_attention.h"
+#include "swin_window_attention_contract.h"
 
 #include <cstdint>
 #include <string>
@@ -20,14 +22,6 @@
 
 namespace swin_attn
 {
-
-constexpr char const* kPluginName = "SwinWindowAttention";
-//! Added to the score of a key in another shift region (official Swin, timm, torchvision).
-constexpr float kMaskValue = -100.0f;
-//! Implementation limits: windows up to 16x16 tokens, head_dim a multiple of 8 up to 64.
-constexpr int32_t kMaxWindowSize = 16;
-constexpr int32_t kHeadDimMultiple = 8;
-constexpr int32_t kMaxHeadDim = 64;
 
 //! Length of one axis after padding it up to a multiple of the window.
 SWIN_HD int32_t paddedSize(int32_t size, int32_t window)

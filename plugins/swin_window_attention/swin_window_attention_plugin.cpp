@@ -24,21 +24,15 @@ namespace swin_attn
 namespace
 {
 
-constexpr int32_t kNbInputs = 3;
-constexpr int32_t kNbOutputs = 1;
-//! Attribute names in the contract's order (pipeline/reference.py ATTRIBUTES).
-constexpr char const* kFieldNames[] = {"height", "width", "window_size", "shift_size", "num_heads", "scale"};
-constexpr int32_t kNbFields = 6;
-
-//! One validation step of the plugin's I/O and attribute checks: unless `condition` holds, reports the message
-//! (the remaining arguments, evaluated only then) through `logError` and returns `failure` from the calling
-//! function. `logError` is the plugin's member, or a local function of that name (the creator's createPlugin).
-#define SWIN_CHECK(condition, failure, ...)                                                                            \
+//! One validation step of the plugin's I/O and attribute checks: unless `condition` holds, logs the message (the
+//! remaining arguments, evaluated only then) as an error of layer `layer` and returns `failure` from the calling
+//! function. Everything it uses is an argument or namespace-qualified, so it works the same in any scope.
+#define SWIN_CHECK(layer, condition, failure, ...)                                                                     \
     do                                                                                                                 \
     {                                                                                                                  \
         if (!(condition))                                                                                              \
         {                                                                                                              \
-            logError(__VA_ARGS__);                                                                                     \
+            ::swin_attn::logLayerError(layer, __VA_ARGS__);                                                            \
             return failure;                                                                                            \
         }                                                                                                              \
     } while (false)
@@ -120,6 +114,13 @@ PluginLogger& pluginLogger()
     return logger;
 }
 
+//! Logs an error of the plugin of layer `layer` (the creator passes the layer it is creating).
+void logLayerError(std::string const& layer, std::string const& message)
+{
+    pluginLogger().log(
+        ILogger::Severity::kERROR, std::string(kPluginName) + " plugin (layer '" + layer + "'): " + message);
+}
+
 //! The error text when a plugin method gets other than 3 inputs and 1 output.
 std::string ioCountMismatch(int32_t nbInputs, int32_t nbOutputs)
 {
@@ -173,6 +174,55 @@ bool readFloat(PluginField const& field, float& value)
     }
 }
 
+//! The field type the creator declares and the plugin serializes for an attribute of `type`.
+PluginFieldType fieldType(AttributeType type)
+{
+    return type == AttributeType::kFLOAT32 ? PluginFieldType::kFLOAT32 : PluginFieldType::kINT32;
+}
+
+//! Reads `field` into `data`, the Attributes member of an attribute of `type`; false when the field holds no value
+//! of a type that converts to it.
+bool readAttribute(PluginField const& field, AttributeType type, void* data)
+{
+    return type == AttributeType::kFLOAT32 ? readFloat(field, *static_cast<float*>(data))
+                                           : readInt(field, *static_cast<int32_t*>(data));
+}
+
+//! The index in kAttributeFields of the attribute named `name`, or -1.
+int32_t findAttribute(char const* name)
+{
+    for (int32_t i = 0; name != nullptr && i < kNbAttributes; ++i)
+    {
+        if (std::strcmp(name, kAttributeFields[i].name) == 0)
+        {
+            return i;
+        }
+    }
+    return -1;
+}
+
+//! "height, width, ...": the contract's attribute names, for messages.
+std::string attributeNames()
+{
+    std::string names;
+    for (AttributeField const& field : kAttributeFields)
+    {
+        names += (names.empty() ? "" : ", ") + std::string(field.name);
+    }
+    return names;
+}
+
+//! The SwinAttnDtype of a TensorRT data type, or -1 for one the contract does not take.
+int32_t abiDtype(DataType type)
+{
+    switch (type)
+    {
+    case DataType::kFLOAT: return SWIN_ATTN_FLOAT32;
+    case DataType::kHALF: return SWIN_ATTN_FLOAT16;
+    default: return -1;
+    }
+}
+
 } // namespace
 
 // ---------------------------------------------------------------------------------------------------------
@@ -205,7 +255,7 @@ IPluginV3* SwinWindowAttentionPlugin::clone() noexcept
     }
     catch (std::exception const& e)
     {
-        logError(std::string("clone failed: ") + e.what());
+        logLayerError(mLayerName, std::string("clone failed: ") + e.what());
         return nullptr;
     }
 }
@@ -233,7 +283,7 @@ int32_t SwinWindowAttentionPlugin::getNbOutputs() const noexcept
 int32_t SwinWindowAttentionPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    SWIN_CHECK(nbInputs == kNbInputs && nbOutputs == kNbOutputs, -1, ioCountMismatch(nbInputs, nbOutputs));
+    SWIN_CHECK(mLayerName, nbInputs == kNbInputs && nbOutputs == kNbOutputs, -1, ioCountMismatch(nbInputs, nbOutputs));
     outputTypes[0] = inputTypes[0];
     return 0;
 }
@@ -244,7 +294,8 @@ int32_t SwinWindowAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int3
 {
     try
     {
-        SWIN_CHECK(nbInputs == kNbInputs && nbOutputs == kNbOutputs, -1, ioCountMismatch(nbInputs, nbOutputs));
+        SWIN_CHECK(
+            mLayerName, nbInputs == kNbInputs && nbOutputs == kNbOutputs, -1, ioCountMismatch(nbInputs, nbOutputs));
         // Check every dimension that is known at this point; dynamic ones are checked in configurePlugin.
         Dims dims[kNbInputs];
         for (int32_t i = 0; i < kNbInputs; ++i)
@@ -256,7 +307,7 @@ int32_t SwinWindowAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int3
             }
         }
         std::string const problem = inputDimsProblem(dims, nbInputs, nbOutputs);
-        SWIN_CHECK(problem.empty(), -1, "getOutputShapes: " + problem);
+        SWIN_CHECK(mLayerName, problem.empty(), -1, "getOutputShapes: " + problem);
         outputs[0].nbDims = 3;
         outputs[0].d[0] = inputs[0].d[0];
         outputs[0].d[1] = inputs[0].d[1];
@@ -266,7 +317,7 @@ int32_t SwinWindowAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int3
     }
     catch (std::exception const& e)
     {
-        logError(std::string("getOutputShapes failed: ") + e.what());
+        logLayerError(mLayerName, std::string("getOutputShapes failed: ") + e.what());
         return -1;
     }
 }
@@ -285,7 +336,7 @@ bool SwinWindowAttentionPlugin::supportsFormatCombination(
     }
     if (pos == 0)
     {
-        return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
+        return abiDtype(desc.type) >= 0;
     }
     // rel_bias, qkv_bias and the output share the dtype of qkv (strongly typed graphs decide it).
     return desc.type == inOut[0].desc.type;
@@ -296,17 +347,16 @@ int32_t SwinWindowAttentionPlugin::configurePlugin(DynamicPluginTensorDesc const
 {
     try
     {
-        SWIN_CHECK(nbInputs == kNbInputs, -1, "expects 3 inputs, got " + std::to_string(nbInputs));
+        SWIN_CHECK(mLayerName, nbInputs == kNbInputs, -1, "expects 3 inputs, got " + std::to_string(nbInputs));
         Dims dims[kNbInputs] = {in[0].desc.dims, in[1].desc.dims, in[2].desc.dims};
         std::string const problem = inputDimsProblem(dims, nbInputs, nbOutputs);
-        SWIN_CHECK(problem.empty(), -1, "configurePlugin: " + problem);
-        DataType const type = in[0].desc.type;
-        SWIN_CHECK(type == DataType::kFLOAT || type == DataType::kHALF, -1, "supports float32 and float16 only");
+        SWIN_CHECK(mLayerName, problem.empty(), -1, "configurePlugin: " + problem);
+        SWIN_CHECK(mLayerName, abiDtype(in[0].desc.type) >= 0, -1, "supports float32 and float16 only");
         return 0;
     }
     catch (std::exception const& e)
     {
-        logError(std::string("configurePlugin failed: ") + e.what());
+        logLayerError(mLayerName, std::string("configurePlugin failed: ") + e.what());
         return -1;
     }
 }
@@ -322,15 +372,15 @@ int32_t SwinWindowAttentionPlugin::onShapeChange(
 {
     try
     {
-        SWIN_CHECK(nbInputs == kNbInputs, -1, "expects 3 inputs, got " + std::to_string(nbInputs));
+        SWIN_CHECK(mLayerName, nbInputs == kNbInputs, -1, "expects 3 inputs, got " + std::to_string(nbInputs));
         Dims dims[kNbInputs] = {in[0].dims, in[1].dims, in[2].dims};
         std::string const problem = inputDimsProblem(dims, nbInputs, nbOutputs);
-        SWIN_CHECK(problem.empty(), -1, "onShapeChange: " + problem);
+        SWIN_CHECK(mLayerName, problem.empty(), -1, "onShapeChange: " + problem);
         return 0;
     }
     catch (std::exception const& e)
     {
-        logError(std::string("onShapeChange failed: ") + e.what());
+        logLayerError(mLayerName, std::string("onShapeChange failed: ") + e.what());
         return -1;
     }
 }
@@ -354,12 +404,12 @@ int32_t SwinWindowAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Pl
         params.window_size = mAttributes.windowSize;
         params.shift_size = mAttributes.shiftSize;
         params.scale = mAttributes.scale;
-        int const dtype = inputDesc[0].type == DataType::kHALF ? SWIN_ATTN_FLOAT16 : SWIN_ATTN_FLOAT32;
+        int const dtype = abiDtype(inputDesc[0].type);
         std::string error;
         std::string kernel;
         int const status
             = launchSelectedKernel(params, dtype, inputs[0], inputs[1], inputs[2], outputs[0], stream, error, &kernel);
-        SWIN_CHECK(status == SWIN_ATTN_OK, -1, error);
+        SWIN_CHECK(mLayerName, status == SWIN_ATTN_OK, -1, error);
         if (kernel != mKernel)
         {
             mKernel = kernel; // said once per instance and change of kernel, not on every enqueue
@@ -369,7 +419,7 @@ int32_t SwinWindowAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Pl
     }
     catch (std::exception const& e)
     {
-        logError(std::string("enqueue failed: ") + e.what());
+        logLayerError(mLayerName, std::string("enqueue failed: ") + e.what());
         return -1;
     }
 }
@@ -383,12 +433,11 @@ PluginFieldCollection const* SwinWindowAttentionPlugin::getFieldsToSerialize() n
 {
     // Every attribute, so that createPlugin(kRUNTIME) rebuilds an identical plugin from the engine.
     mFields.clear();
-    mFields.emplace_back(kFieldNames[0], &mAttributes.height, PluginFieldType::kINT32, 1);
-    mFields.emplace_back(kFieldNames[1], &mAttributes.width, PluginFieldType::kINT32, 1);
-    mFields.emplace_back(kFieldNames[2], &mAttributes.windowSize, PluginFieldType::kINT32, 1);
-    mFields.emplace_back(kFieldNames[3], &mAttributes.shiftSize, PluginFieldType::kINT32, 1);
-    mFields.emplace_back(kFieldNames[4], &mAttributes.numHeads, PluginFieldType::kINT32, 1);
-    mFields.emplace_back(kFieldNames[5], &mAttributes.scale, PluginFieldType::kFLOAT32, 1);
+    for (int32_t i = 0; i < kNbAttributes; ++i)
+    {
+        AttributeField const& field = kAttributeFields[i];
+        mFields.emplace_back(field.name, attributeData(mAttributes, i), fieldType(field.type), field.length);
+    }
     mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
     mFieldCollection.fields = mFields.data();
     return &mFieldCollection;
@@ -440,22 +489,15 @@ std::string SwinWindowAttentionPlugin::inputDimsProblem(Dims const* dims, int32_
     return {};
 }
 
-void SwinWindowAttentionPlugin::logError(std::string const& message) const
-{
-    pluginLogger().log(
-        ILogger::Severity::kERROR, std::string(kPluginName) + " plugin (layer '" + mLayerName + "'): " + message);
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Creator
 
 SwinWindowAttentionCreator::SwinWindowAttentionCreator()
 {
     // Declaring every attribute is what makes the ONNX parser pass it to createPlugin.
-    for (int32_t i = 0; i < kNbFields; ++i)
+    for (AttributeField const& field : kAttributeFields)
     {
-        PluginFieldType const type = i == kNbFields - 1 ? PluginFieldType::kFLOAT32 : PluginFieldType::kINT32;
-        mFields.emplace_back(kFieldNames[i], nullptr, type, 1);
+        mFields.emplace_back(field.name, nullptr, fieldType(field.type), field.length);
     }
     mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
     mFieldCollection.fields = mFields.data();
@@ -473,7 +515,7 @@ char const* SwinWindowAttentionCreator::getPluginVersion() const noexcept
 
 char const* SwinWindowAttentionCreator::getPluginNamespace() const noexcept
 {
-    return "";
+    return kPluginNamespace;
 }
 
 PluginFieldCollection const* SwinWindowAttentionCreator::getFieldNames() noexcept
@@ -485,47 +527,39 @@ IPluginV3* SwinWindowAttentionCreator::createPlugin(
     char const* name, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
 {
     std::string const layer = name != nullptr ? name : "";
-    // The creator has no layer of its own: SWIN_CHECK reports through this one.
-    auto const logError = [&layer](std::string const& message) {
-        pluginLogger().log(
-            ILogger::Severity::kERROR, std::string(kPluginName) + " plugin (layer '" + layer + "'): " + message);
-    };
     try
     {
-        SWIN_CHECK(fc != nullptr, nullptr, "no attributes given");
+        SWIN_CHECK(layer, fc != nullptr, nullptr, "no attributes given");
+        // By name, in any order: TensorRT passes the fields the ONNX node has, or those getFieldsToSerialize wrote.
         Attributes attributes;
-        int32_t* ints[] = {
-            &attributes.height, &attributes.width, &attributes.windowSize, &attributes.shiftSize, &attributes.numHeads};
-        bool seen[kNbFields] = {};
+        bool seen[kNbAttributes] = {};
         for (int32_t f = 0; f < fc->nbFields; ++f)
         {
             PluginField const& field = fc->fields[f];
-            for (int32_t i = 0; i < kNbFields; ++i)
-            {
-                if (field.name == nullptr || std::strcmp(field.name, kFieldNames[i]) != 0)
-                {
-                    continue;
-                }
-                bool const ok = i < kNbFields - 1 ? readInt(field, *ints[i]) : readFloat(field, attributes.scale);
-                SWIN_CHECK(ok, nullptr,
-                    std::string("attribute '") + kFieldNames[i] + "' has an unsupported type "
-                        + std::to_string(static_cast<int32_t>(field.type)) + " (need "
-                        + (i < kNbFields - 1 ? "an int32 scalar)" : "a float32 scalar)"));
-                seen[i] = true;
-            }
+            std::string const fieldName = field.name != nullptr ? field.name : "";
+            int32_t const i = findAttribute(field.name);
+            SWIN_CHECK(layer, i >= 0, nullptr,
+                "unknown attribute '" + fieldName + "' (the node's attributes are " + attributeNames() + ")");
+            SWIN_CHECK(layer, !seen[i], nullptr, "attribute '" + fieldName + "' given twice");
+            AttributeField const& spec = kAttributeFields[i];
+            SWIN_CHECK(layer, readAttribute(field, spec.type, attributeData(attributes, i)), nullptr,
+                "attribute '" + fieldName + "' has an unsupported type "
+                    + std::to_string(static_cast<int32_t>(field.type)) + " (need "
+                    + (spec.type == AttributeType::kFLOAT32 ? "a float32 scalar)" : "an int32 scalar)"));
+            seen[i] = true;
         }
-        for (int32_t i = 0; i < kNbFields; ++i)
+        for (int32_t i = 0; i < kNbAttributes; ++i)
         {
-            SWIN_CHECK(seen[i], nullptr, std::string("missing attribute '") + kFieldNames[i] + "'");
+            SWIN_CHECK(layer, seen[i], nullptr, std::string("missing attribute '") + kAttributeFields[i].name + "'");
         }
         std::string const reason = checkAttributes(
             attributes.height, attributes.width, attributes.windowSize, attributes.shiftSize, attributes.numHeads);
-        SWIN_CHECK(reason.empty(), nullptr, reason);
+        SWIN_CHECK(layer, reason.empty(), nullptr, reason);
         return new SwinWindowAttentionPlugin(layer, attributes, getPluginNamespace());
     }
     catch (std::exception const& e)
     {
-        logError(std::string("createPlugin failed: ") + e.what());
+        logLayerError(layer, std::string("createPlugin failed: ") + e.what());
         return nullptr;
     }
 }

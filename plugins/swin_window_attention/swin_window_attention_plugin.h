@@ -1,7 +1,10 @@
-// TensorRT IPluginV3 of the SwinWindowAttention node (README.md) and its IPluginCreatorV3One.
+// TensorRT IPluginV3 of the SwinWindowAttention node (README.md) and its IPluginCreatorV3One. The node's name,
+// version, attributes (the Attributes struct) and limits come from the generated swin_window_attention_contract.h.
 // Compiled against the TensorRT 10 public headers only; the library never links libnvinfer.
 #ifndef SWIN_WINDOW_ATTENTION_PLUGIN_H
 #define SWIN_WINDOW_ATTENTION_PLUGIN_H
+
+#include "swin_window_attention_contract.h"
 
 #include <NvInferRuntime.h>
 
@@ -11,19 +14,6 @@
 
 namespace swin_attn
 {
-
-constexpr char const* kPluginVersion = "1";
-
-//! The node's attributes, in the order of the creator's field names.
-struct Attributes
-{
-    int32_t height{0};
-    int32_t width{0};
-    int32_t windowSize{0};
-    int32_t shiftSize{0};
-    int32_t numHeads{0};
-    float scale{0.0f};
-};
 
 class SwinWindowAttentionPlugin final : public nvinfer1::IPluginV3,
                                         public nvinfer1::IPluginV3OneCore,
@@ -67,7 +57,6 @@ public:
 private:
     //! The first way the input dims break the attributes (-1 dims are not checked), or empty.
     std::string inputDimsProblem(nvinfer1::Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const;
-    void logError(std::string const& message) const;
 
     std::string mLayerName;
     Attributes mAttributes;
