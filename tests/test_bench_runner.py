@@ -51,7 +51,7 @@ def test_trt_runner_compiles_with_warnings_as_errors():
         pytest.skip(f"needs a C++ compiler ({compiler}), CUDA headers ({cuda_include}) and TensorRT headers "
                     f"({include})")
     command = [compiler, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-isystem", str(include),
-               "-isystem", str(cuda_include), str(ROOT / "benchmarks" / "trt_runner.cpp")]
+               "-isystem", str(cuda_include), str(ROOT / "deploy" / "trt_runner.cpp")]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
