@@ -21,8 +21,9 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, Any
+from typing import IO
 
+from benchmarks.records import GpuLoad, Spread
 from benchmarks.stats import percentile
 
 #: nvidia-smi fields, in this order; ``nounits`` strips "MHz" and "W". Every GPU is queried (no ``-i``, which
@@ -61,11 +62,11 @@ def parse_sample(line: str) -> Sample | None:
     return None if clock is None and power is None else Sample(stamp, parts[1], parts[2], clock, power)
 
 
-def _spread(values: Sequence[float]) -> dict[str, float] | None:
+def _spread(values: Sequence[float]) -> Spread | None:
     if not values:
         return None
     ordered = sorted(values)
-    return {"min": ordered[0], "median": round(percentile(ordered, 50), 1), "max": ordered[-1]}
+    return Spread(ordered[0], round(percentile(ordered, 50), 1), ordered[-1])
 
 
 def in_windows(samples: Iterable[Sample], windows: Iterable[tuple[float, float]]) -> list[Sample]:
@@ -74,17 +75,11 @@ def in_windows(samples: Iterable[Sample], windows: Iterable[tuple[float, float]]
     return [s for s in samples if any(start <= s.time <= end for start, end in spans)]
 
 
-def summarize_samples(samples: Iterable[Sample]) -> dict[str, Any]:
+def summarize_samples(samples: Iterable[Sample]) -> GpuLoad:
     """Min/median/max SM clock (MHz) and power (W) of ``samples``; ``samples`` 0 and no statistics for none."""
     kept = list(samples)
-    summary: dict[str, Any] = {"samples": len(kept)}
-    clock = _spread([s.sm_clock_mhz for s in kept if s.sm_clock_mhz is not None])
-    power = _spread([s.power_w for s in kept if s.power_w is not None])
-    if clock:
-        summary["sm_clock_mhz"] = clock
-    if power:
-        summary["power_w"] = power
-    return summary
+    return GpuLoad(len(kept), _spread([s.sm_clock_mhz for s in kept if s.sm_clock_mhz is not None]),
+                   _spread([s.power_w for s in kept if s.power_w is not None]))
 
 
 def device_matcher(visible_devices: str | None, uuid: str | None) -> Callable[[Sample], bool]:
@@ -178,13 +173,13 @@ class GpuLoadSampler:
                 self.reason = f"nvidia-smi gave no samples (exit status {process.returncode})"
         return self.samples
 
-    def summary(self, windows: Iterable[tuple[float, float]]) -> dict[str, Any]:
+    def summary(self, windows: Iterable[tuple[float, float]]) -> GpuLoad:
         """summarize_samples over the samples inside ``windows``, with the reason where there are none."""
         summary = summarize_samples(in_windows(self.samples, windows))
-        if not summary["samples"]:
-            summary["reason"] = self.reason or (f"no sample fell inside the timed loops (shorter than nvidia-smi's "
-                                                f"{self.interval_ms} ms interval)")
-        return summary
+        if summary.samples:
+            return summary
+        return dataclasses.replace(summary, reason=self.reason or (
+            f"no sample fell inside the timed loops (shorter than nvidia-smi's {self.interval_ms} ms interval)"))
 
     def __enter__(self) -> GpuLoadSampler:
         return self.start()

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from pipeline.records import JsonRecord
+
 
 @dataclasses.dataclass(frozen=True)
-class Budget:
+class Budget(JsonRecord):
     """How long to measure one path at one batch.
 
     The timed loop runs ``iterations`` times; a wall-clock timer stops earlier once ``seconds`` have passed and at

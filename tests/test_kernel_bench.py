@@ -22,6 +22,7 @@ from benchmarks.kernel_bench import (
     stage_shapes,
     summarize_row,
 )
+from benchmarks.records import KernelRow, KernelStage, KernelVerdict
 from pipeline.reference import window_attention_reference
 
 
@@ -88,16 +89,23 @@ def test_summarize_row_on_synthetic_timings() -> None:
     timings = {"eager": [400.0, 300.0, 350.0], "kernel": [22.0, 20.0, 21.0], "op": [21.5], "compile": []}
     row = summarize_row(shape, 1, "fp16", timings, peak_gbs=3350.0, errors={"kernel": 1e-3},
                         failures={"sdpa": "OutOfMemoryError: ..."})
-    assert (row["kernel_us"], row["kernel_us_min"], row["kernel_us_max"]) == (21.0, 20.0, 22.0)
-    assert row["eager_us"] == 350.0 and "compile_us" not in row and "sdpa_us" not in row
-    assert row["bytes"] == 2423430
-    assert row["kernel_gbs"] == pytest.approx(2423430 / 21e-6 / 1e9)
-    assert row["kernel_fraction_of_peak"] == pytest.approx(row["kernel_gbs"] / 3350.0)
-    assert row["eager_fraction_of_peak"] == pytest.approx(row["kernel_fraction_of_peak"] * 21 / 350)
-    assert row["speedup_vs_eager"] == pytest.approx(350 / 21) and row["speedup_vs_op"] == pytest.approx(21.5 / 21)
-    assert "speedup_vs_compile" not in row
-    assert row["models"] == ["Swin-T", "Swin-S"] and row["stages"][1] == {"model": "Swin-S", "stage": 1, "blocks": 2}
-    assert row["failed"] == {"sdpa": "OutOfMemoryError: ..."} and row["max_abs_error_vs_eager"] == {"kernel": 1e-3}
+    kernel, eager = row.timings["kernel"], row.timings["eager"]
+    assert (kernel.us, kernel.us_min, kernel.us_max) == (21.0, 20.0, 22.0)
+    assert eager.us == 350.0 and set(row.timings) == {"kernel", "op", "eager"}
+    assert row.bytes == 2423430
+    assert kernel.gbs == pytest.approx(2423430 / 21e-6 / 1e9)
+    assert kernel.fraction_of_peak == pytest.approx(kernel.gbs / 3350.0)
+    assert eager.fraction_of_peak == pytest.approx(kernel.fraction_of_peak * 21 / 350)
+    assert row.speedups == pytest.approx({"op": 21.5 / 21, "eager": 350 / 21})
+    assert row.models == ("Swin-T", "Swin-S") and row.stages[1] == KernelStage("Swin-S", 1, 2)
+    assert row.failed == {"sdpa": "OutOfMemoryError: ..."} and row.max_abs_error_vs_eager == {"kernel": 1e-3}
+    # The file's keys: one per candidate and statistic, as the committed runs and their readers have them.
+    data = row.to_json()
+    assert (data["kernel_us"], data["kernel_us_min"], data["kernel_us_max"]) == (21.0, 20.0, 22.0)
+    assert data["eager_fraction_of_peak"] == eager.fraction_of_peak and data["speedup_vs_op"] == row.speedups["op"]
+    assert "compile_us" not in data and "speedup_vs_compile" not in data and "gpu_load" not in data
+    assert data["stages"][1] == {"model": "Swin-S", "stage": 1, "blocks": 2}
+    assert KernelRow.from_json(data) == row
 
 
 def test_network_attention_sums_blocks_times_stage_time() -> None:
@@ -108,12 +116,12 @@ def test_network_attention_sums_blocks_times_stage_time() -> None:
         if i != 2:
             timings["sdpa"] = [50.0]  # sdpa missing on stage 3: left out of the totals
         rows.append(summarize_row(shape, 8, "fp16", timings, peak_gbs=1000.0))
-    totals = {t["model"]: t for t in network_attention_us(rows)}
-    assert totals["Swin-T"]["us"] == {"kernel": 2 * 10 + 2 * 20 + 6 * 30 + 2 * 40,
-                                      "eager": 2 * 100 + 2 * 200 + 6 * 300 + 2 * 400}
-    assert totals["Swin-S"]["us"]["kernel"] == 2 * 10 + 2 * 20 + 18 * 30 + 2 * 40
-    assert totals["Swin-S"]["blocks"] == 24 and totals["Swin-T"]["stages"] == [1, 2, 3, 4]
-    assert (totals["Swin-T"]["dtype"], totals["Swin-T"]["batch"]) == ("fp16", 8)
+    totals = {t.model: t for t in network_attention_us(rows)}
+    assert totals["Swin-T"].us == {"kernel": 2 * 10 + 2 * 20 + 6 * 30 + 2 * 40,
+                                   "eager": 2 * 100 + 2 * 200 + 6 * 300 + 2 * 400}
+    assert totals["Swin-S"].us["kernel"] == 2 * 10 + 2 * 20 + 18 * 30 + 2 * 40
+    assert totals["Swin-S"].blocks == 24 and totals["Swin-T"].stages == (1, 2, 3, 4)
+    assert (totals["Swin-T"].dtype, totals["Swin-T"].batch) == ("fp16", 8)
 
 
 @pytest.mark.parametrize("shape", [Shape(14, 64, 2, 7, 3, (("test", 1, 2),)), Shape(7, 96, 3, 7, 0, ())],
@@ -144,7 +152,8 @@ def test_needs_a_gpu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
-def _row_at(shape: Shape, batch: int, fraction: float, compile_speedup: float | None, peak: float = 3350.0) -> dict:
+def _row_at(shape: Shape, batch: int, fraction: float, compile_speedup: float | None,
+            peak: float = 3350.0) -> KernelRow:
     """A row whose kernel reaches ``fraction`` of ``peak`` and whose torch.compile takes ``compile_speedup`` × as
     long (None: compile not measured)."""
     kernel_us = bytes_moved(shape, batch, 2) / (fraction * peak * 1e9) * 1e6
@@ -156,22 +165,22 @@ def test_kernel_goals_select_the_issue_rows_and_judge_them() -> None:
     shapes = by_label()
     rows = [_row_at(shape, batch, 0.7, 3.0) for shape in shapes.values() for batch in (1, 8, 64)]
     # Two rows miss: Swin-B stage 2 at 50% of peak, Swin-T stage 1 only 2x torch.compile.
-    rows = [_row_at(shapes["Swin-B s2"], 64, 0.5, 3.0) if (r["shape"], r["batch"]) == ("Swin-B s2", 64) else
-            _row_at(shapes["Swin-T s1/Swin-S s1"], 64, 0.7, 2.0) if (r["shape"], r["batch"]) == (
+    rows = [_row_at(shapes["Swin-B s2"], 64, 0.5, 3.0) if (r.shape, r.batch) == ("Swin-B s2", 64) else
+            _row_at(shapes["Swin-T s1/Swin-S s1"], 64, 0.7, 2.0) if (r.shape, r.batch) == (
                 "Swin-T s1/Swin-S s1", 64) else r for r in rows]
     verdicts = kernel_bench.evaluate_kernel_goals(rows)
-    by_goal: dict[str, list[dict]] = {}
+    by_goal: dict[str, list[KernelVerdict]] = {}
     for verdict in verdicts:
-        by_goal.setdefault(verdict["id"], []).append(verdict)
+        by_goal.setdefault(verdict.id, []).append(verdict)
     # Window 7 at batch 64: Swin-T and Swin-B stages 1-3 (T and S share a row), six rows.
-    assert sorted(v["row"] for v in by_goal["bandwidth_w7_b64"]) == sorted(
+    assert sorted(str(v.row) for v in by_goal["bandwidth_w7_b64"]) == sorted(
         [f"Swin-T s{i}/Swin-S s{i}" for i in (1, 2, 3)] + [f"Swin-B s{i}" for i in (1, 2, 3)])
-    assert [v["row"] for v in by_goal["bandwidth_w7_b64"] if not v["met"]] == ["Swin-B s2"]
-    assert [v["row"] for v in by_goal["vs_compile_w7_b64"] if not v["met"]] == ["Swin-T s1/Swin-S s1"]
+    assert [v.row for v in by_goal["bandwidth_w7_b64"] if not v.met] == ["Swin-B s2"]
+    assert [v.row for v in by_goal["vs_compile_w7_b64"] if not v.met] == ["Swin-T s1/Swin-S s1"]
     # Window 12: Swin-B-384 stages 1-3 at batch 8 and 64, not L-384.
-    assert sorted((v["row"], v["batch"]) for v in by_goal["bandwidth_w12"]) == sorted(
+    assert sorted((str(v.row), v.batch) for v in by_goal["bandwidth_w12"]) == sorted(
         (f"Swin-B384 s{i}", b) for i in (1, 2, 3) for b in (8, 64))
-    assert all(math.isclose(v["value"], 0.7) and v["met"] for v in by_goal["bandwidth_w12"])
+    assert all(v.value is not None and math.isclose(v.value, 0.7) and v.met for v in by_goal["bandwidth_w12"])
     # Batch 1: every stage shape, judged on kernel µs (these synthetic rows are far under 10 µs).
     assert len(by_goal["latency_b1"]) == len(shapes)
     lines = report.goal_lines(verdicts)
@@ -181,10 +190,10 @@ def test_kernel_goals_select_the_issue_rows_and_judge_them() -> None:
 def test_kernel_goals_say_what_was_not_measured() -> None:
     shape = by_label()["Swin-T s1/Swin-S s1"]
     verdicts = kernel_bench.evaluate_kernel_goals([_row_at(shape, 64, 0.7, None)])
-    [compile_verdict] = [v for v in verdicts if v["id"] == "vs_compile_w7_b64"]
-    assert compile_verdict["met"] is None and compile_verdict["reason"] == "speedup_vs_compile not measured"
-    [window_12] = [v for v in verdicts if v["id"] == "bandwidth_w12"]
-    assert window_12["row"] is None and window_12["met"] is None and "no fp16 row at batch 8/64" in window_12["reason"]
+    [compile_verdict] = [v for v in verdicts if v.id == "vs_compile_w7_b64"]
+    assert compile_verdict.met is None and compile_verdict.reason == "speedup_vs_compile not measured"
+    [window_12] = [v for v in verdicts if v.id == "bandwidth_w12"]
+    assert window_12.row is None and window_12.met is None and "no fp16 row at batch 8/64" in str(window_12.reason)
 
 
 def test_triton_candidates_compute_the_node() -> None:

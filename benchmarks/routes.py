@@ -1,5 +1,5 @@
 """One runner per deployment path. Each prepares a callable that runs one inference on a fixed input; the
-orchestrator (:mod:`benchmarks.bench`) times it. A path that cannot run here raises :class:`PathUnavailable`
+orchestrator (:mod:`benchmarks.bench`) times it. A path that cannot run here raises :class:`RouteUnavailable`
 with the reason, which the report lists as ``skipped``.
 
 Paths: PyTorch eager and ``torch.compile`` (FP32/FP16), on CUDA each also with fused attention (``build_swin(...,
@@ -30,7 +30,7 @@ from pipeline.errors import PipelineError
 Step = Callable[[], Any]
 
 
-class PathUnavailable(Exception):
+class RouteUnavailable(Exception):
     """This path (or this batch of it) cannot run here; the message says why and how to enable it."""
 
 
@@ -39,7 +39,7 @@ class PathUnavailable(Exception):
 #: run timed torch.compile without a graph: 3.0 ms at batch 1 for what a graph replays in 0.6 ms). onnxruntime's
 #: paths are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
 #: what an onnxruntime user calls.
-CUDA_GRAPH_PATHS = ("tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
+CUDA_GRAPH_ROUTES = ("tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
                     "torch-compile-cuda", "torch-eager-cuda-fused", "torch-compile-cuda-fused")
 #: Ends the name of a PyTorch path whose model has fused attention (``build_swin(..., fused_attention=True)``).
 FUSED_SUFFIX = "-fused"
@@ -47,7 +47,7 @@ FUSED_SUFFIX = "-fused"
 
 def uses_cuda_graph(name: str, device: str, requested: bool) -> bool:
     """Whether the path ``name`` on ``device`` replays a CUDA graph when ``--cuda-graphs`` is ``requested``."""
-    return requested and device == "cuda" and name in CUDA_GRAPH_PATHS
+    return requested and device == "cuda" and name in CUDA_GRAPH_ROUTES
 
 
 def _torch_cuda_available() -> bool:
@@ -58,12 +58,12 @@ def _torch_cuda_available() -> bool:
 
 def require_cuda(what: str) -> None:
     if not _torch_cuda_available():
-        raise PathUnavailable(f"{what} needs a CUDA GPU; none is visible here (torch.cuda.is_available() is False)")
+        raise RouteUnavailable(f"{what} needs a CUDA GPU; none is visible here (torch.cuda.is_available() is False)")
 
 
 @contextlib.contextmanager
 def deadline(seconds: float | None, what: str) -> Iterator[None]:
-    """Raise PathUnavailable if the block runs longer than ``seconds`` (SIGALRM, so main thread only; elsewhere
+    """Raise RouteUnavailable if the block runs longer than ``seconds`` (SIGALRM, so main thread only; elsewhere
     or with ``None`` the block runs unbounded). Used for torch.compile, whose CPU compile can take minutes; the
     alarm interrupts it wherever it is, and frameworks may wrap the exception, so expiry is tracked apart."""
     if seconds is None or threading.current_thread() is not threading.main_thread():
@@ -74,7 +74,7 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
 
     def expire(*_: Any) -> None:
         expired.set()
-        raise PathUnavailable(message)
+        raise RouteUnavailable(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -82,14 +82,14 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
         yield
     except Exception as error:
         if expired.is_set():
-            raise PathUnavailable(message) from error
+            raise RouteUnavailable(message) from error
         raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
-class BenchPath:
+class BenchRoute:
     """A deployment path at one precision on one device. ``device`` decides the budget and batch list
     (``cpu`` or ``cuda``); ``note`` is shown next to the numbers."""
 
@@ -100,10 +100,10 @@ class BenchPath:
     cuda_graph: bool = False  #: each step replays a CUDA graph captured once per batch
 
     def setup(self) -> None:
-        """Expensive, once per path (load or build); may raise PathUnavailable."""
+        """Expensive, once per path (load or build); may raise RouteUnavailable."""
 
     def step(self, batch: int) -> Step:
-        """A callable running one inference at ``batch``; may raise PathUnavailable for this batch."""
+        """A callable running one inference at ``batch``; may raise RouteUnavailable for this batch."""
         raise NotImplementedError
 
     def timer(self) -> Timer:
@@ -136,17 +136,17 @@ class ModelFactory(Protocol):
 
 def enable_fused_attention_cuda() -> Path:
     """Load the attention kernel's library for ``torch.ops.swin.window_attention`` on CUDA and return its path
-    (:func:`pipeline.ops.enable_cuda`); a missing or wrong library is PathUnavailable with enable_cuda's message,
+    (:func:`pipeline.ops.enable_cuda`); a missing or wrong library is RouteUnavailable with enable_cuda's message,
     which says how to build it."""
     from pipeline.ops import enable_cuda
 
     try:
         return enable_cuda()
     except RuntimeError as error:
-        raise PathUnavailable(str(error)) from error
+        raise RouteUnavailable(str(error)) from error
 
 
-class TorchPath(BenchPath):
+class TorchRoute(BenchRoute):
     """PyTorch eager, or ``torch.compile`` of it, on CUDA optionally replayed as a CUDA graph (both of them).
 
     ``fused``: the model's blocks run ``torch.ops.swin.window_attention`` (``*-fused`` paths): on CUDA our kernel,
@@ -172,12 +172,12 @@ class TorchPath(BenchPath):
         self.attention_library: Path | None = None
         self.model: Any = None
         self.compile_seconds: dict[int, float] = {}
-        self.compile_timeout: PathUnavailable | None = None
+        self.compile_timeout: RouteUnavailable | None = None
         self.captured: tuple[Any, Any, Any] | None = None
 
     def setup(self) -> None:
         if self.precision not in _TORCH_DTYPES:
-            raise PathUnavailable(f"PyTorch has no {self.precision.upper()} path for this model (the pipeline "
+            raise RouteUnavailable(f"PyTorch has no {self.precision.upper()} path for this model (the pipeline "
                                   "quantizes the ONNX graph with Q/DQ for TensorRT)")
         if self.device == "cuda":
             require_cuda(f"{self.name} {self.precision}")
@@ -206,7 +206,7 @@ class TorchPath(BenchPath):
             try:
                 with deadline(self.compile_budget_s, f"torch.compile at batch {batch}"):
                     run()
-            except PathUnavailable as timeout:
+            except RouteUnavailable as timeout:
                 self.compile_timeout = timeout
                 raise
             self.compile_seconds[batch] = round(time.perf_counter() - start, 1)
@@ -265,7 +265,7 @@ def _onnx_image_input(path: Path) -> tuple[str, list[int]]:
     return name, [int(d) for d in dims[1:]]
 
 
-class OnnxruntimePath(BenchPath):
+class OnnxruntimeRoute(BenchRoute):
     """onnxruntime on an ONNX file with one execution provider. GPU providers get their inputs and outputs bound
     on the device (I/O binding), so host↔device copies are not timed, as for the TensorRT paths."""
 
@@ -292,13 +292,13 @@ class OnnxruntimePath(BenchPath):
         import onnxruntime as ort
 
         if self.provider not in ort.get_available_providers():
-            raise PathUnavailable(f"this onnxruntime {ort.__version__} has no {self.provider} (available: "
+            raise RouteUnavailable(f"this onnxruntime {ort.__version__} has no {self.provider} (available: "
                                   f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a GPU "
                                   "machine")
         if self.device == "cuda":
             require_cuda(f"onnxruntime's {self.provider}")
         if self.precision == "int8":
-            raise PathUnavailable("onnxruntime runs the exported FP32/FP16 graph here; the INT8 Q/DQ graph is "
+            raise RouteUnavailable("onnxruntime runs the exported FP32/FP16 graph here; the INT8 Q/DQ graph is "
                                   "measured through the TensorRT engine")
         self.path = self.onnx_path()
         self.input_name, self.input_dims = _onnx_image_input(self.path)
@@ -338,7 +338,7 @@ def require_tensorrt() -> Any:
     if importlib.util.find_spec("tensorrt") is None:
         hint = (" (TensorRT-RTX, installed here, builds engines ahead of time but cannot run them without a GPU)"
                 if importlib.util.find_spec("tensorrt_rtx_bindings") else "")
-        raise PathUnavailable(f"the tensorrt Python package is not installed{hint}; install TensorRT 10/11 on a "
+        raise RouteUnavailable(f"the tensorrt Python package is not installed{hint}; install TensorRT 10/11 on a "
                               "GPU machine")
     require_cuda("a TensorRT engine")
     import tensorrt
@@ -346,7 +346,7 @@ def require_tensorrt() -> Any:
     return tensorrt
 
 
-class TensorRTPath(BenchPath):
+class TensorRTRoute(BenchRoute):
     """A TensorRT engine through :class:`pipeline.runtime.SwinEngine` (buffers on the device, one enqueue on the
     engine's stream per step), optionally captured once per batch into a CUDA graph and replayed."""
 
@@ -374,19 +374,19 @@ class TensorRTPath(BenchPath):
             self.engine_path = self.engine_provider()
             self.engine = SwinEngine(self.engine_path, self.plugin_library)
         except PipelineError as error:  # "cannot run here ...", an incompatible engine, a missing plugin library
-            raise PathUnavailable(str(error)) from error
+            raise RouteUnavailable(str(error)) from error
         self.metadata = self.engine.metadata
 
     def step(self, batch: int) -> Step:
         torch, engine = self.torch, self.engine
         low, high = engine.batch_range[0], engine.batch_range[-1]
         if not low <= batch <= high:
-            raise PathUnavailable(f"{self.engine_path.name} was built for batch {low}..{high}; rebuild it with a "
+            raise RouteUnavailable(f"{self.engine_path.name} was built for batch {low}..{high}; rebuild it with a "
                                   f"profile up to {batch} (e.g. BATCH=1,8,{batch})")
         try:
             run = engine.bind(batch)
         except PipelineError as error:
-            raise PathUnavailable(str(error)) from error
+            raise RouteUnavailable(str(error)) from error
         run()  # the first enqueue after a shape change does setup work that must not be captured
         engine.stream.synchronize()
         if not self.cuda_graph:
