@@ -1,8 +1,8 @@
-"""SM clock and board power sampled while a GPU path is being timed.
+"""SM clock and board power sampled while a GPU route is being timed.
 
 The environment record reads the clocks once, before anything runs: an idle H100 reports 345 MHz there, which says
 nothing about the clock the numbers were measured at. Here ``nvidia-smi`` runs in loop mode (``-lms``) in the
-background for the whole of a GPU path, each sample carrying nvidia-smi's own time stamp, and only the samples
+background for the whole of a GPU route, each sample carrying nvidia-smi's own time stamp, and only the samples
 taken inside a batch's warm-up and timed loop count (a torch.compile between two batches leaves the GPU idle for
 seconds). No NVML Python binding is pinned by the project, so nvidia-smi it is; without it (Jetson, CPU-only
 machines) nothing is sampled and the record says why.
@@ -111,7 +111,7 @@ def _read_lines(stream: IO[str], sink: Callable[[str], None]) -> None:
 
 
 class GpuLoadSampler:
-    """``nvidia-smi -lms <interval>`` in the background while a path runs: ``start()``, time batches, ``stop()``.
+    """``nvidia-smi -lms <interval>`` in the background while a route runs: ``start()``, time batches, ``stop()``.
 
     Not available (no nvidia-smi, or it exits at once): ``reason`` says why and ``samples`` stays empty; a benchmark
     never fails for want of a clock reading.

@@ -3,7 +3,7 @@ from the newest committed result files.
 
 A run writes its files under build/bench/ (git-ignored), named with the UTC time it started, and never replaces
 another run's file: it claims ``<stem>.json`` when it starts (``<stem>_2.json``… where a name is taken), rewrites
-that JSON atomically as each path finishes (``"complete": false``, so an interrupted run keeps what it measured)
+that JSON atomically as each route finishes (``"complete": false``, so an interrupted run keeps what it measured)
 and adds the .md and .png when it is done (``"complete": true``). Committing one is a deliberate step:
 
     python -m benchmarks.report --commit build/bench/bench_t_<device>_<time>.json  # copy it to benchmarks/results/

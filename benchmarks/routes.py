@@ -1,13 +1,13 @@
-"""One runner per deployment path. Each prepares a callable that runs one inference on a fixed input; the
-orchestrator (:mod:`benchmarks.bench`) times it. A path that cannot run here raises :class:`RouteUnavailable`
+"""One runner per deployment route. Each prepares a callable that runs one inference on a fixed input; the
+orchestrator (:mod:`benchmarks.bench`) times it. A route that cannot run here raises :class:`RouteUnavailable`
 with the reason, which the report lists as ``skipped``.
 
-Paths: PyTorch eager and ``torch.compile`` (FP32/FP16), on CUDA each also with fused attention (``build_swin(...,
+Routes: PyTorch eager and ``torch.compile`` (FP32/FP16), on CUDA each also with fused attention (``build_swin(...,
 fused_attention=True)``: our kernel through ``torch.ops.swin.window_attention``), onnxruntime on the exported ONNX
 (TensorRT, CUDA or CPU execution provider), onnxruntime on the surgered ONNX (the Python reference op: a correctness
-path), and TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the
+route), and TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the
 plugin, and one built from the plain ONNX, where TensorRT (Myelin) fuses the attention itself — the baseline the
-plugin must beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA paths replay CUDA graphs
+plugin must beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA routes replay CUDA graphs
 (:func:`uses_cuda_graph`).
 """
 
@@ -31,22 +31,22 @@ Step = Callable[[], Any]
 
 
 class RouteUnavailable(Exception):
-    """This path (or this batch of it) cannot run here; the message says why and how to enable it."""
+    """This route (or this batch of it) cannot run here; the message says why and how to enable it."""
 
 
-#: Paths whose step is captured once into a CUDA graph and replayed when graphs are on: each timed iteration is
+#: Routes whose step is captured once into a CUDA graph and replayed when graphs are on: each timed iteration is
 #: then one graph launch, so the CUDA events time the GPU work and not Python's kernel-by-kernel launches (the H100
 #: run timed torch.compile without a graph: 3.0 ms at batch 1 for what a graph replays in 0.6 ms). onnxruntime's
-#: paths are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
+#: routes are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
 #: what an onnxruntime user calls.
 CUDA_GRAPH_ROUTES = ("tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
                     "torch-compile-cuda", "torch-eager-cuda-fused", "torch-compile-cuda-fused")
-#: Ends the name of a PyTorch path whose model has fused attention (``build_swin(..., fused_attention=True)``).
+#: Ends the name of a PyTorch route whose model has fused attention (``build_swin(..., fused_attention=True)``).
 FUSED_SUFFIX = "-fused"
 
 
 def uses_cuda_graph(name: str, device: str, requested: bool) -> bool:
-    """Whether the path ``name`` on ``device`` replays a CUDA graph when ``--cuda-graphs`` is ``requested``."""
+    """Whether the route ``name`` on ``device`` replays a CUDA graph when ``--cuda-graphs`` is ``requested``."""
     return requested and device == "cuda" and name in CUDA_GRAPH_ROUTES
 
 
@@ -90,7 +90,7 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
 
 
 class BenchRoute:
-    """A deployment path at one precision on one device. ``device`` decides the budget and batch list
+    """A deployment route at one precision on one device. ``device`` decides the budget and batch list
     (``cpu`` or ``cuda``); ``note`` is shown next to the numbers."""
 
     name: str
@@ -100,7 +100,7 @@ class BenchRoute:
     cuda_graph: bool = False  #: each step replays a CUDA graph captured once per batch
 
     def setup(self) -> None:
-        """Expensive, once per path (load or build); may raise RouteUnavailable."""
+        """Expensive, once per route (load or build); may raise RouteUnavailable."""
 
     def step(self, batch: int) -> Step:
         """A callable running one inference at ``batch``; may raise RouteUnavailable for this batch."""
@@ -110,7 +110,7 @@ class BenchRoute:
         return WallClockTimer()
 
     def memory_mb(self) -> float | None:
-        """Device memory the path held at its peak for the last batch (None where not measurable)."""
+        """Device memory the route held at its peak for the last batch (None where not measurable)."""
         return None
 
     def details(self) -> dict[str, Any]:
@@ -118,7 +118,7 @@ class BenchRoute:
         return {}
 
     def close(self) -> None:
-        """Release device memory before the next path runs."""
+        """Release device memory before the next route runs."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
 class ModelFactory(Protocol):
-    """Builds the model a PyTorch path runs: the same weights with or without fused attention."""
+    """Builds the model a PyTorch route runs: the same weights with or without fused attention."""
 
     def __call__(self, *, fused_attention: bool) -> Any: ...
 
@@ -149,8 +149,8 @@ def enable_fused_attention_cuda() -> Path:
 class TorchRoute(BenchRoute):
     """PyTorch eager, or ``torch.compile`` of it, on CUDA optionally replayed as a CUDA graph (both of them).
 
-    ``fused``: the model's blocks run ``torch.ops.swin.window_attention`` (``*-fused`` paths): on CUDA our kernel,
-    on the CPU the reference op (a correctness check, not a deployment path: none is in the benchmark's list)."""
+    ``fused``: the model's blocks run ``torch.ops.swin.window_attention`` (``*-fused`` routes): on CUDA our kernel,
+    on the CPU the reference op (a correctness check, not a deployment route: none is in the benchmark's list)."""
 
     def __init__(self, model_factory: ModelFactory, image_size: tuple[int, int], precision: str, device: str, *,
                  compile: bool = False, fused: bool = False, compile_budget_s: float | None = None,
@@ -177,7 +177,7 @@ class TorchRoute(BenchRoute):
 
     def setup(self) -> None:
         if self.precision not in _TORCH_DTYPES:
-            raise RouteUnavailable(f"PyTorch has no {self.precision.upper()} path for this model (the pipeline "
+            raise RouteUnavailable(f"PyTorch has no {self.precision.upper()} route for this model (the pipeline "
                                   "quantizes the ONNX graph with Q/DQ for TensorRT)")
         if self.device == "cuda":
             require_cuda(f"{self.name} {self.precision}")
@@ -218,7 +218,7 @@ class TorchRoute(BenchRoute):
         # time (dynamo's guards and the trees' bookkeeping in Python, and a copy of the input into its static buffer)
         # and silently falls back to launching kernel by kernel when it meets something it cannot capture ("skipping
         # cudagraphs due to ..."), which is the misleading number this replaces; a capture here fails loudly, and the
-        # path is reported failed with the reason.
+        # route is reported failed with the reason.
         graph, output = capture(lambda: self.model(images))
         self.captured = (graph, images, output)  # the graph reads the input and writes the output where they were
         return graph.replay
@@ -249,7 +249,7 @@ class TorchRoute(BenchRoute):
 # onnxruntime
 
 
-#: Execution providers by path name, with the device they run on.
+#: Execution providers by route name, with the device they run on.
 ORT_PROVIDERS = {"onnxruntime-tensorrt": ("TensorrtExecutionProvider", "cuda"),
                  "onnxruntime-cuda": ("CUDAExecutionProvider", "cuda"),
                  "onnxruntime-cpu": ("CPUExecutionProvider", "cpu")}
@@ -267,7 +267,7 @@ def _onnx_image_input(path: Path) -> tuple[str, list[int]]:
 
 class OnnxruntimeRoute(BenchRoute):
     """onnxruntime on an ONNX file with one execution provider. GPU providers get their inputs and outputs bound
-    on the device (I/O binding), so host↔device copies are not timed, as for the TensorRT paths."""
+    on the device (I/O binding), so host↔device copies are not timed, as for the TensorRT routes."""
 
     def __init__(self, name: str, onnx_path: Callable[[], Path], precision: str, *,
                  session_factory: Callable[[Path], Any] | None = None, note: str = "",
