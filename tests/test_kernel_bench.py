@@ -3,6 +3,7 @@ PyTorch candidates against the reference on the CPU. The GPU timing itself needs
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from benchmarks import kernel_bench, report
+from benchmarks.gpu_load import GpuLoadSampler
 from benchmarks.kernel_bench import (
     Shape,
     bench_rows,
@@ -22,7 +24,7 @@ from benchmarks.kernel_bench import (
     stage_shapes,
     summarize_row,
 )
-from benchmarks.records import KernelRow, KernelStage, KernelVerdict
+from benchmarks.records import KernelBenchRun, KernelRow, KernelStage, KernelVerdict
 from pipeline.reference import window_attention_reference
 
 
@@ -200,3 +202,20 @@ def test_triton_candidates_compute_the_node() -> None:
     """Configs of the Triton kernel's tuning space (the interpreter on the CPU) on the benchmark's inputs."""
     assert kernel_bench.expand_candidates(["kernel", "triton-jit"]) == ["kernel", *kernel_bench.TRITON_JIT]
     assert_candidates_compute_the_node(Shape(7, 32, 2, 7, 3, (("test", 1, 2),)), 1, list(kernel_bench.TRITON_JIT)[:2])
+
+
+def test_a_run_record_carries_its_rows_goals_and_totals_and_reads_back(tmp_path) -> None:
+    """What main writes after every row (its GPU parts aside): the rows, their goals and network totals, the GPU
+    load (here: why there is none), in a file that loads as KernelBenchRun again."""
+    args = kernel_bench.build_parser().parse_args(["--baseline", str(tmp_path / "old.so"), "--calls", "4"])
+    shape = by_label()["Swin-T s1/Swin-S s1"]
+    run = kernel_bench.KernelRun(args, ["kernel", "compile"], {}, {"collected_at": "2026-12-01T00:00:00+00:00"},
+                                 GpuLoadSampler(executable=None))
+    run.rows.append(_row_at(shape, 64, 0.7, 3.0))
+    record = run.record(True, [{"library": "kernel", "registers": 128}])
+    assert record.config.calls_per_graph == 4 and record.config.baseline == str(tmp_path / "old.so")
+    assert [v.met for v in record.goals if v.row is not None] == [True, True]
+    assert {t.model for t in record.network_attention_us} == {"Swin-T", "Swin-S"}
+    assert record.gpu_load is not None and "nvidia-smi not found" in str(record.gpu_load.reason)
+    data = json.loads(json.dumps(record.to_json()))
+    assert KernelBenchRun.current_format(data) and KernelBenchRun.from_json(data) == record
