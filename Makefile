@@ -98,7 +98,7 @@ lint: venv
 # clang-format (.clang-format) over the project's own C++/CUDA; the pinned clang-format comes with the test extra.
 CLANG_FORMAT ?= $(firstword $(wildcard $(VENV)/bin/clang-format) $(shell command -v clang-format))
 FORMAT_FILES  = $(wildcard plugins/swin_window_attention/*.h plugins/swin_window_attention/*.cpp \
-                           plugins/swin_window_attention/*.cu) benchmarks/trt_runner.cpp
+                           plugins/swin_window_attention/*.cu) deploy/trt_runner.cpp
 format:
 	@test -n "$(CLANG_FORMAT)" || { echo "clang-format not found: run 'make venv' (the test extra pins it), or" \
 		"'$(PY) -m pip install -c requirements/constraints.txt clang-format'" >&2; exit 1; }

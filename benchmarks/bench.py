@@ -1,32 +1,19 @@
-"""``python -m benchmarks.bench`` (``make bench``): every deployment path of one Swin variant that this machine
-can run, measured in one process, side by side.
+"""``python -m benchmarks.bench`` (``make bench``): every deployment route of one Swin variant that this machine
+can run, measured in one process, side by side (a route that cannot run here is listed as skipped with the reason).
 
     python -m benchmarks.bench --variant T [--precision fp16,int8] [--batch 1,8,32,64] [--no-cuda-graphs] [--cpu]
+                               [--routes tensorrt-plugin,torch-compile-cuda,...]
 
-Paths (a path that cannot run here is listed as skipped with the reason, never dropped):
-  tensorrt-plugin          our engine with SwinWindowAttention (build/swin_<v>/swin_<v>_<p>.engine from
-                           `make engine`, else built here from the surgered ONNX for FP32/FP16)
-  tensorrt-attention       TensorRT's own fused attention (ONNX Attention op), no plugin library: the yardstick
-                           the plugin must beat (build/swin_<v>_trtattn from `make engine ATTENTION=tensorrt`, else
-                           built here for FP16; FP32 has no fused kernel and is listed as skipped)
-  tensorrt-native          TensorRT on the plain exported ONNX, no surgery (Myelin fuses attention itself)
-  torch-eager-*, torch-compile-*      PyTorch on CUDA (FP32 and the requested precisions) and on the CPU (FP32)
-  torch-eager-cuda-fused, torch-compile-cuda-fused   the same model with fused attention: our kernel through
-                           torch.ops.swin.window_attention (its library from `make plugin` or $SWIN_ATTN_CUDA_LIBRARY)
-  onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu      onnxruntime on the plain ONNX
-  onnxruntime-cpu-surgered the surgered ONNX with the Python reference op: a correctness path, not a deployment one
+Routes: TensorRT engines (tensorrt-plugin: ours; tensorrt-attention: TensorRT's own fused attention, no plugin;
+tensorrt-native: the plain ONNX), PyTorch eager and torch.compile on CUDA (also with our fused attention kernel,
+*-fused) and on the CPU, onnxruntime (TensorRT, CUDA and CPU providers) and the surgered ONNX with the reference op
+(a correctness route). GPU routes are timed with CUDA events, replayed from CUDA graphs where a GPU is visible; CPU
+routes stop after --cpu-budget-s once --cpu-min-iterations are done, and run on a GPU machine only with --cpu or
+--routes. How and why: docs/design.md §8d.
 
-GPU paths: warm-up, then --iterations (200) timed iterations with CUDA events and no host sync inside the loop;
-with a CUDA GPU, TensorRT, PyTorch eager and torch.compile are captured once per batch into a CUDA graph and
-replayed (--no-cuda-graphs: launched from Python every iteration), and nvidia-smi samples the SM clock and power
-while they are timed. CPU paths: the same iteration count, but a timed loop stops after --cpu-budget-s once
---cpu-min-iterations are done, and the default CPU batches are 1,8 (--batch sets both lists); on a machine with
-a CUDA GPU they run only with --cpu or when named in --paths.
-
-Results go to build/bench/bench_<variant>_<device>_<UTC start time>.{json,md,png} (git-ignored; a file of another
-run is never replaced): the JSON is rewritten as each path finishes ("complete": false, so an interrupted run
-keeps what it measured), the .md and .png are written at the end ("complete": true).
-`python -m benchmarks.report --commit <json>` copies a run into benchmarks/results/ to be committed.
+Results go to build/bench/bench_<variant>_<device>_<UTC start time>.{json,md,png} (git-ignored, never replacing a
+file); the JSON is rewritten as each route finishes. `python -m benchmarks.report --commit <json>` files a run
+under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -40,12 +27,13 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 from benchmarks import environment
 from benchmarks.gpu_load import GpuLoadSampler, Sample, in_windows, summarize_samples
-from benchmarks.paths import BenchPath, OnnxruntimePath, PathUnavailable, TensorRTPath, TorchPath
+from benchmarks.records import BatchResult, BenchRun, BenchSettings, Measured, OnnxInputs, RouteRecord
 from benchmarks.report import ROOT, RUNS_DIR, evaluate_goals, finish_run, start_run, timestamped, update_run, utc_now
+from benchmarks.routes import BenchRoute, OnnxruntimeRoute, RouteUnavailable, TensorRTRoute, TorchRoute
 from benchmarks.stats import summarize
 from benchmarks.timers import Budget
 from pipeline.arguments import (
@@ -67,31 +55,34 @@ log = logging.getLogger("benchmarks.bench")
 DEFAULT_GPU_BATCHES = (1, 8, 32, 64)
 DEFAULT_CPU_BATCHES = (1, 8)
 SURGERED_NOTE = "reference op, correctness path, not a deployment path"
-NOT_SELECTED = "not selected (--paths)"
-CPU_ON_GPU_MACHINE = "CPU path: not run by default on a GPU machine; --cpu runs it"
+NOT_SELECTED = "not selected (--routes)"
+CPU_ON_GPU_MACHINE = "CPU route: not run by default on a GPU machine; --cpu runs it"
 
 
-class NamedPath(Protocol):
+class NamedRoute(Protocol):
     name: str
     device: str
 
 
-def default_paths(paths: Sequence[NamedPath], gpu_present: bool, cpu_requested: bool,
-                  selected: set[str] | None) -> list[tuple[Any, str | None]]:
-    """Each path with None where it runs, else the reason it is listed as skipped.
+N = TypeVar("N", bound=NamedRoute)
 
-    ``selected`` (``--paths``) runs exactly the paths it names; without it every path runs, except the CPU ones on
-    a machine with a CUDA GPU (minutes of CPU timing at large batches before the first file, for numbers nobody
-    deploys there). ``cpu_requested`` (``--cpu``) adds the CPU paths in both cases.
+
+def default_routes(routes: Sequence[N], gpu_present: bool, cpu_requested: bool,
+                   selected: set[str] | None) -> list[tuple[N, str | None]]:
+    """Each route with None where it runs, else the reason it is listed as skipped.
+
+    ``selected`` (``--routes``) runs exactly the routes it names; without it every route runs, except the CPU ones
+    on a machine with a CUDA GPU (minutes of CPU timing at large batches before the first file, for numbers nobody
+    deploys there). ``cpu_requested`` (``--cpu``) adds the CPU routes in both cases.
     """
-    plan: list[tuple[Any, str | None]] = []
-    for path in paths:
-        cpu_wanted = path.device == "cpu" and cpu_requested
+    plan: list[tuple[N, str | None]] = []
+    for route in routes:
+        cpu_wanted = route.device == "cpu" and cpu_requested
         if selected is not None:
-            reason = None if path.name in selected or cpu_wanted else NOT_SELECTED
+            reason = None if route.name in selected or cpu_wanted else NOT_SELECTED
         else:
-            reason = CPU_ON_GPU_MACHINE if path.device == "cpu" and gpu_present and not cpu_wanted else None
-        plan.append((path, reason))
+            reason = CPU_ON_GPU_MACHINE if route.device == "cpu" and gpu_present and not cpu_wanted else None
+        plan.append((route, reason))
     return plan
 
 
@@ -111,7 +102,7 @@ ONNX_NAMES = ("model.onnx", "model.swin.onnx")
 
 @dataclasses.dataclass
 class Inputs:
-    """The ONNX files the ONNX and TensorRT paths start from, found or exported on first use (a run of PyTorch paths
+    """The ONNX files the ONNX and TensorRT routes start from, found or exported on first use (a run of PyTorch routes
     alone exports nothing), and a folder for what the benchmark derives from them.
 
     ``recipe`` is the model and the engine to build when `make engine` has not built one: TensorRT on this
@@ -130,7 +121,7 @@ class Inputs:
         if self.onnx_dir is not None and not all((self.onnx_dir / n).is_file() for n in ONNX_NAMES):
             raise PipelineError(f"{self.onnx_dir} lacks {' or '.join(ONNX_NAMES)}; run `make onnx VARIANT="
                                 f"{self.recipe.variant}` or omit --onnx-dir to export here")
-        if self.onnx_dir is not None:  # before any path runs: every one of them would measure the wrong model
+        if self.onnx_dir is not None:  # before any route runs: every one of them would measure the wrong model
             self._check_onnx_dir(self.onnx_dir)
         # The native baseline's own records: make_engine keeps its stages.json in work_dir.
         self.native_stages = StageRunner(self.work_dir / "native")
@@ -187,18 +178,18 @@ class Inputs:
     def surgered(self) -> Path:
         return self._onnx_folder()[0] / ONNX_NAMES[1]
 
-    def record(self) -> dict[str, str | None]:
-        """For the report: the files and where they came from, or that no path has needed them (yet)."""
+    def record(self) -> OnnxInputs:
+        """For the report: the files and where they came from, or that no route has needed them (yet)."""
         if self._found is None:
-            return {"onnx": None, "surgered_onnx": None, "source": "not needed by the paths run so far"}
-        return {"onnx": str(self.onnx), "surgered_onnx": str(self.surgered), "source": self._found[1]}
+            return OnnxInputs(None, None, "not needed by the routes run so far")
+        return OnnxInputs(str(self.onnx), str(self.surgered), self._found[1])
 
     def typed_plain_onnx(self, precision: str) -> Path:
         """The plain export in ``precision``: TensorRT's own attention fusion gets the same types as ours."""
         if precision == "fp32":
             return self.onnx
         if precision != "fp16":
-            raise PathUnavailable(f"TensorRT's native path needs a {precision.upper()} model of the plain ONNX; the "
+            raise RouteUnavailable(f"TensorRT's native route needs a {precision.upper()} model of the plain ONNX; the "
                                   "pipeline calibrates only the surgered graph (calib/), so it is not measured")
         from pipeline.precision import convert_fp16
 
@@ -216,7 +207,7 @@ class Inputs:
         try:
             check_route(recipe.attention, precision)
         except PipelineError as reason:
-            raise PathUnavailable(str(reason)) from None
+            raise RouteUnavailable(str(reason)) from None
         return self._engine(recipe, precision, self.engine_dir.with_name(self.engine_dir.name + TRTATTN_SUFFIX),
                             self.work_dir / "attention")
 
@@ -228,7 +219,7 @@ class Inputs:
             route = "" if recipe.attention == "plugin" else f" ATTENTION={recipe.attention}"
             held = recorded_model(made_dir) if made.is_file() else None
             other = f" ({made.name} there is of the {held.describe()})" if held else ""
-            raise PathUnavailable(f"no INT8 engine of the {self.model.describe()} at {made}{other}: INT8 needs "
+            raise RouteUnavailable(f"no INT8 engine of the {self.model.describe()} at {made}{other}: INT8 needs "
                                   f"calibration, run `make engine VARIANT={recipe.variant} PRECISION=int8{route}` "
                                   "first")
         engine = make_engine(dataclasses.replace(recipe, precision=precision), work_dir, until="build").engine
@@ -251,98 +242,112 @@ class Inputs:
         return engine
 
 
-def build_paths(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: bool,
-                compile_budget_s: float | None) -> list[BenchPath]:
-    """Every path, GPU ones first; PyTorch and onnxruntime also run FP32, the reference everyone compares with."""
+def build_routes(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: bool,
+                compile_budget_s: float | None) -> list[BenchRoute]:
+    """Every route, GPU ones first; PyTorch and onnxruntime also run FP32, the reference everyone compares with."""
     recipe = inputs.recipe
     # Random weights from seed 0 without a checkpoint (latency does not depend on them), the same for fused ones.
     model = functools.partial(build_model, recipe)
     with_fp32 = tuple(dict.fromkeys(("fp32", *precisions)))
-    paths: list[BenchPath] = []
+    routes: list[BenchRoute] = []
     for precision in precisions:
-        paths.append(TensorRTPath("tensorrt-plugin", precision, lambda p=precision: inputs.plugin_engine(p),
+        routes.append(TensorRTRoute("tensorrt-plugin", precision, lambda p=precision: inputs.plugin_engine(p),
                                   recipe.plugin_library, cuda_graphs=cuda_graphs, note="our engine"))
     for precision in precisions:  # right after the plugin: the comparison the plugin has to win
-        paths.append(TensorRTPath("tensorrt-attention", precision, lambda p=precision: inputs.attention_engine(p),
+        routes.append(TensorRTRoute("tensorrt-attention", precision, lambda p=precision: inputs.attention_engine(p),
                                   None, cuda_graphs=cuda_graphs, note="TensorRT's own attention, no plugin"))
     for precision in precisions:
-        paths.append(TensorRTPath("tensorrt-native", precision, lambda p=precision: inputs.native_engine(p), None,
+        routes.append(TensorRTRoute("tensorrt-native", precision, lambda p=precision: inputs.native_engine(p), None,
                                   cuda_graphs=cuda_graphs, note="plain ONNX, no surgery"))
     for compiled in (False, True):
-        for fused in (False, True):  # each fused path right after the path it is compared with
-            paths += [TorchPath(model, recipe.image_size, p, "cuda", compile=compiled, fused=fused,
+        for fused in (False, True):  # each fused route right after the route it is compared with
+            routes += [TorchRoute(model, recipe.image_size, p, "cuda", compile=compiled, fused=fused,
                                 compile_budget_s=compile_budget_s, cuda_graphs=cuda_graphs) for p in with_fp32]
     for name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
-        paths += [OnnxruntimePath(name, lambda p=p: inputs.typed_plain_onnx(p), p, cache_dir=inputs.work_dir)
+        routes += [OnnxruntimeRoute(name, lambda p=p: inputs.typed_plain_onnx(p), p, cache_dir=inputs.work_dir)
                   for p in with_fp32]
-    paths += [TorchPath(model, recipe.image_size, "fp32", "cpu"),
-              TorchPath(model, recipe.image_size, "fp32", "cpu", compile=True, compile_budget_s=compile_budget_s),
-              OnnxruntimePath("onnxruntime-cpu", lambda: inputs.onnx, "fp32")]
+    routes += [TorchRoute(model, recipe.image_size, "fp32", "cpu"),
+              TorchRoute(model, recipe.image_size, "fp32", "cpu", compile=True, compile_budget_s=compile_budget_s),
+              OnnxruntimeRoute("onnxruntime-cpu", lambda: inputs.onnx, "fp32")]
     from pipeline.onnx_io import ort_session
 
-    paths.append(OnnxruntimePath("onnxruntime-cpu-surgered", lambda: inputs.surgered, "fp32",
+    routes.append(OnnxruntimeRoute("onnxruntime-cpu-surgered", lambda: inputs.surgered, "fp32",
                                  session_factory=ort_session, note=SURGERED_NOTE))
-    return paths
+    return routes
 
 
-def run_path(path: BenchPath, batches: tuple[int, ...], budget: Budget,
-             sampler: GpuLoadSampler | None = None) -> dict[str, Any]:
-    """Measure ``path`` at each batch; never raises for a path problem: it becomes ``skipped``/``failed``.
+def run_route(route: BenchRoute, batches: tuple[int, ...], budget: Budget,
+              sampler: GpuLoadSampler | None = None) -> RouteRecord:
+    """Measure ``route`` at each batch; never raises for a route's problem: it becomes ``skipped``/``failed``.
 
-    ``sampler`` (GPU paths on a GPU machine) runs from before the setup to the end, so that it is sampling by the
+    ``sampler`` (GPU routes on a GPU machine) runs from before the setup to the end, so that it is sampling by the
     time the first batch is timed; only its samples inside a batch's warm-up and timed loop count.
     """
-    record: dict[str, Any] = {"name": path.name, "precision": path.precision, "device": path.device,
-                              "note": path.note, "cuda_graph": path.cuda_graph, "timer": None,
-                              "budget": dataclasses.asdict(budget), "results": []}
+    record = not_run(route, None)
+    results: list[BatchResult] = []
     if sampler is not None:
         sampler.start()
     try:
-        path.setup()
-        record["timer"] = path.timer().name
+        route.setup()
+        record = dataclasses.replace(record, timer=route.timer().name, budget=budget)
         for batch in batches:
             start = time.time()
-            record["results"].append(_run_batch(path, batch, budget))
-            if sampler is not None and record["results"][-1]["status"] == "measured":
+            results.append(_run_batch(route, batch, budget))
+            if sampler is not None and results[-1].measured is not None:
                 sampler.windows[batch] = (start, time.time())
-    except PathUnavailable as reason:
-        record |= {"status": "skipped", "reason": str(reason)}
-    except Exception as error:  # one broken path must not lose the others' numbers
+        record = _outcome(record, results)
+    except RouteUnavailable as reason:
+        record = dataclasses.replace(record, status="skipped", reason=str(reason))
+    except Exception as error:  # one broken route must not lose the others' numbers
         log.debug("%s", traceback.format_exc())
         first_line = (str(error).strip().splitlines() or [""])[0]
-        record |= {"status": "failed", "reason": f"{type(error).__name__}: {first_line}"}
-    else:
-        measured = [r for r in record["results"] if r["status"] == "measured"]
-        record |= ({"status": "measured", "reason": None} if measured else
-                   {"status": "skipped", "reason": "; ".join(sorted({r["reason"] for r in record["results"]}))})
+        record = dataclasses.replace(record, status="failed", reason=f"{type(error).__name__}: {first_line}")
     finally:
-        record["details"] = path.details()
-        path.close()
+        details = route.details()
+        route.close()
         if sampler is not None:
             sampler.stop()
-            if sampler.windows:
-                record["gpu_load"] = sampler.summary(sampler.windows.values())
-                for result in record["results"]:
-                    if result["batch"] in sampler.windows:
-                        result["gpu_load"] = sampler.summary([sampler.windows[result["batch"]]])
-    log.info("%-26s %-4s %s%s", path.name, path.precision, record["status"],
-             f": {record['reason']}" if record["reason"] else "")
+    record = dataclasses.replace(record, budget=budget, results=tuple(results), details=details)
+    if sampler is not None and sampler.windows:
+        record = _with_load(record, sampler)
+    log.info("%-26s %-4s %s%s", route.name, route.precision, record.status,
+             f": {record.reason}" if record.reason else "")
     return record
 
 
-def _run_batch(path: BenchPath, batch: int, budget: Budget) -> dict[str, Any]:
+def not_run(route: BenchRoute, reason: str | None) -> RouteRecord:
+    """The record of a route before it runs, or of one not run for ``reason``."""
+    return RouteRecord(name=route.name, precision=route.precision, device=route.device, note=route.note,
+                       cuda_graph=route.cuda_graph, reason=reason)
+
+
+def _outcome(record: RouteRecord, results: list[BatchResult]) -> RouteRecord:
+    """Measured when some batch was, else skipped with every batch's reason."""
+    if any(r.measured is not None for r in results):
+        return dataclasses.replace(record, status="measured", reason=None)
+    return dataclasses.replace(record, status="skipped", reason="; ".join(sorted({str(r.reason) for r in results})))
+
+
+def _with_load(record: RouteRecord, sampler: GpuLoadSampler) -> RouteRecord:
+    """The GPU load under the route's timed loops, in all and per batch."""
+    results = tuple(dataclasses.replace(r, gpu_load=sampler.summary([sampler.windows[r.batch]]))
+                    if r.batch in sampler.windows else r for r in record.results)
+    return dataclasses.replace(record, results=results, gpu_load=sampler.summary(sampler.windows.values()))
+
+
+def _run_batch(route: BenchRoute, batch: int, budget: Budget) -> BatchResult:
     try:
-        step = path.step(batch)
-    except PathUnavailable as reason:
-        return {"batch": batch, "status": "skipped", "reason": str(reason)}
-    measurement = path.timer().measure(step, budget)
-    result = {"batch": batch, "status": "measured", **summarize(measurement.latencies_ms, batch),
-              "stopped_by": measurement.stopped_by, "elapsed_s": round(measurement.elapsed_s, 2),
-              "memory_mb": path.memory_mb()}
-    log.info("%-26s %-4s batch %3d: p50 %8.2f ms, p99 %8.2f ms, %8.1f img/s (%d iterations)", path.name,
-             path.precision, batch, result["p50_ms"], result["p99_ms"], result["throughput_img_s"],
-             result["iterations"])
-    return result
+        step = route.step(batch)
+    except RouteUnavailable as reason:
+        return BatchResult(batch, "skipped", reason=str(reason))
+    measurement = route.timer().measure(step, budget)
+    summary = summarize(measurement.latencies_ms, batch)
+    measured = Measured(**vars(summary), stopped_by=measurement.stopped_by, elapsed_s=round(measurement.elapsed_s, 2),
+                        memory_mb=route.memory_mb())
+    log.info("%-26s %-4s batch %3d: p50 %8.2f ms, p99 %8.2f ms, %8.1f img/s (%d iterations)", route.name,
+             route.precision, batch, measured.p50_ms, measured.p99_ms, measured.throughput_img_s,
+             measured.iterations)
+    return BatchResult(batch, "measured", measured=measured)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,10 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(groups=add_groups(parser, ModelArguments(), PluginArguments()))
     parser.add_argument("--precision", type=precision_list, default=("fp16",),
                         help="TensorRT precisions, comma-separated: fp32, fp16, int8 (default fp16)")
-    parser.add_argument("--batch", type=batch_list, help="batch sizes for every path (overrides the two below)")
-    parser.add_argument("--gpu-batch", type=batch_list, default=DEFAULT_GPU_BATCHES, help="GPU paths (1,8,32,64)")
-    parser.add_argument("--cpu-batch", type=batch_list, default=DEFAULT_CPU_BATCHES, help="CPU paths (1,8)")
-    parser.add_argument("--iterations", type=int, default=200, help="timed iterations per path and batch (200)")
+    parser.add_argument("--batch", type=batch_list, help="batch sizes for every route (overrides the two below)")
+    parser.add_argument("--gpu-batch", type=batch_list, default=DEFAULT_GPU_BATCHES, help="GPU routes (1,8,32,64)")
+    parser.add_argument("--cpu-batch", type=batch_list, default=DEFAULT_CPU_BATCHES, help="CPU routes (1,8)")
+    parser.add_argument("--iterations", type=int, default=200, help="timed iterations per route and batch (200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first on the GPU (20)")
     parser.add_argument("--cpu-warmup", type=int, default=5, help="untimed iterations first on the CPU (5; oneDNN "
                         "sets up its kernels during the first few)")
@@ -362,13 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a CPU timed loop stops after this many seconds... (10)")
     parser.add_argument("--cpu-min-iterations", type=int, default=10, help="...once this many are done (10)")
     parser.add_argument("--compile-budget-s", type=float, default=90.0,
-                        help="torch.compile's first call per batch may take this long, else the path is skipped (90)")
+                        help="torch.compile's first call per batch may take this long, else the route is skipped (90)")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                         help="replay TensorRT, PyTorch eager and torch.compile as CUDA graphs (default: on where a "
                              "CUDA GPU is visible)")
-    parser.add_argument("--paths", help="only these path names, comma-separated (the others are listed as skipped)")
+    parser.add_argument("--routes", help="only these route names, comma-separated (the others are listed as skipped)")
+    parser.add_argument("--paths", dest="routes", help=argparse.SUPPRESS)  # the flag's earlier name
     parser.add_argument("--cpu", action="store_true",
-                        help="run the CPU paths on a machine with a CUDA GPU too (they are off there by default)")
+                        help="run the CPU routes on a machine with a CUDA GPU too (they are off there by default)")
     parser.add_argument("--onnx-dir", type=Path, help="folder with model.onnx and model.swin.onnx (default: "
                                                       "build/swin_<v> when `make engine` wrote it, else exported)")
     parser.add_argument("--engine-dir", type=Path, help="folder with `make engine`'s engines (build/swin_<v>)")
@@ -385,80 +391,99 @@ def engine_batch_profile(batches: tuple[int, ...], max_batch: int) -> tuple[int,
     return ordered[0], ordered[len(ordered) // 2], max_batch
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
+@dataclasses.dataclass
+class RunPlan:
+    """What a run measures: each route with the reason it is not run (None: it runs), by device its batches and
+    budget; ``gpu``: a CUDA GPU is visible."""
+
+    inputs: Inputs
+    plan: list[tuple[BenchRoute, str | None]]
+    batches: dict[str, tuple[int, ...]]
+    budgets: dict[str, Budget]
+    gpu: bool
+
+    def pending(self, position: int) -> tuple[str, ...]:
+        """The routes after ``position`` in the plan that are to run."""
+        return tuple(f"{route.name} {route.precision}" for route, reason in self.plan[position:] if reason is None)
+
+
+def selected_routes(names: str | None, known: Sequence[str]) -> set[str] | None:
+    """``--routes``' names (None: not given); a name no route has is an error listing the known ones."""
+    if not names:
+        return None
+    selected = {n.strip() for n in names.split(",") if n.strip()}
+    if selected - set(known):
+        raise PipelineError(f"--routes: no route is named {', '.join(sorted(selected - set(known)))}; choose from "
+                            f"{', '.join(known)}")
+    return selected
+
+
+def plan_run(args: argparse.Namespace) -> tuple[RunPlan, EngineRecipe, BenchSettings]:
     gpu_batches = args.batch or args.gpu_batch
     cpu_batches = args.batch or args.cpu_batch
-    # One export serves every path, so its dynamic batch reaches the largest batch of either list.
+    # One export serves every route, so its dynamic batch reaches the largest batch of either list.
     batch = engine_batch_profile(gpu_batches, max(*gpu_batches, *cpu_batches))
     recipe = recipe_from_args(args, args.groups, batch=batch, backend="tensorrt", detailed_profile=True)
     recipe.validate(until="surgery")
-    variant = recipe.variant.upper()
     budgets = {"cuda": Budget(warmup=args.warmup, iterations=args.iterations, min_iterations=args.iterations),
                "cpu": Budget(warmup=args.cpu_warmup, iterations=args.iterations,
                              min_iterations=min(args.cpu_min_iterations, args.iterations), seconds=args.cpu_budget_s)}
-    batches = {"cuda": gpu_batches, "cpu": cpu_batches}
+    batches = {"cuda": tuple(gpu_batches), "cpu": tuple(cpu_batches)}
     inputs = Inputs(recipe, args.onnx_dir, args.work_dir or ROOT / "build" / f"bench_{recipe.model_tag}",
                     args.engine_dir or ROOT / recipe.default_out_dir)
     gpu = gpu_present()
     cuda_graphs = resolve_cuda_graphs(args.cuda_graphs, gpu)
-    paths = build_paths(inputs, args.precision, cuda_graphs=cuda_graphs, compile_budget_s=args.compile_budget_s)
-    names = list(dict.fromkeys(p.name for p in paths))
-    selected = {n.strip() for n in args.paths.split(",") if n.strip()} if args.paths else None
-    if selected is not None and selected - set(names):
-        raise PipelineError(f"--paths: no path is named {', '.join(sorted(selected - set(names)))}; choose from "
-                            f"{', '.join(names)}")
-    plan = default_paths(paths, gpu, args.cpu, selected)
+    routes = build_routes(inputs, args.precision, cuda_graphs=cuda_graphs, compile_budget_s=args.compile_budget_s)
+    selected = selected_routes(args.routes, list(dict.fromkeys(r.name for r in routes)))
+    settings = BenchSettings(batches=batches, budgets=budgets, cuda_graphs=cuda_graphs, gpu_present=gpu,
+                             cpu_routes=args.cpu, compile_budget_s=args.compile_budget_s,
+                             precisions=tuple(args.precision))
+    return RunPlan(inputs, default_routes(routes, gpu, args.cpu, selected), batches, budgets, gpu), recipe, settings
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> list[Path]:
+    plan, recipe, settings = plan_run(args)
     env = environment.collect()
     created = utc_now()
     device = environment.device_slug(env)
-    report: dict[str, Any] = {
-        "schema": 1, "variant": variant, "image_size": list(recipe.image_size),
-        "model": recipe.model_record().to_json(),
-        "created": created.isoformat(timespec="seconds"), "device": device, "command": argv,
-        "complete": False, "finished": None,
-        "environment": env,
-        "settings": {"batches": {k: list(v) for k, v in batches.items()},
-                     "budgets": {k: dataclasses.asdict(v) for k, v in budgets.items()},
-                     "cuda_graphs": cuda_graphs, "gpu_present": gpu, "cpu_paths": args.cpu,
-                     "compile_budget_s": args.compile_budget_s, "precisions": list(args.precision)},
-        "inputs": inputs.record(),
-        "gpu_load": None, "paths": [], "pending": [], "goals": [],
-    }
-    json_path = start_run(report, args.results_dir / timestamped(f"bench_{variant.lower()}_{device}", created))
-    log.info("results go to %s, rewritten as each path finishes", json_path)
-    records: list[dict[str, Any]] = []
-    load_samples: list[Sample] = []  # inside every GPU path's timed loops: the run's range under load
+    report = BenchRun(variant=recipe.variant.upper(), image_size=recipe.image_size, model=recipe.model_record(),
+                      created=created.isoformat(timespec="seconds"), device=device, command=tuple(argv),
+                      complete=False, environment=env, settings=settings, inputs=plan.inputs.record())
+    json_path = start_run(report, args.results_dir / timestamped(f"bench_{report.variant.lower()}_{device}", created))
+    log.info("results go to %s, rewritten as each route finishes", json_path)
+    report = measure_routes(plan, report, json_path)
+    return finish_run(json_path, dataclasses.replace(report, complete=True,
+                                                     finished=utc_now().isoformat(timespec="seconds")))
 
-    def update(position: int) -> None:
-        report["paths"] = records
-        report["pending"] = [f"{p.name} {p.precision}" for p, reason in plan[position:] if reason is None]
-        report["goals"] = evaluate_goals(records, variant)
-        report["inputs"] = inputs.record()
-        report["gpu_load"] = summarize_samples(load_samples) if load_samples else None
 
-    for position, (path, reason) in enumerate(plan, start=1):
+def measure_routes(plan: RunPlan, report: BenchRun, json_path: Path) -> BenchRun:
+    """Run every route of the plan in order, rewriting the JSON after each; the report with all of them."""
+    records: list[RouteRecord] = []
+    load_samples: list[Sample] = []  # inside every GPU route's timed loops: the run's range under load
+
+    def progress(position: int) -> BenchRun:
+        return dataclasses.replace(report, routes=tuple(records), pending=plan.pending(position),
+                                   goals=tuple(evaluate_goals(records, report.variant)), inputs=plan.inputs.record(),
+                                   gpu_load=summarize_samples(load_samples) if load_samples else None)
+
+    for position, (route, reason) in enumerate(plan.plan, start=1):
         if reason is not None:
-            records.append({"name": path.name, "precision": path.precision, "device": path.device, "note": path.note,
-                            "cuda_graph": path.cuda_graph, "status": "skipped", "reason": reason, "results": []})
+            records.append(not_run(route, reason))
             continue
-        sampler = GpuLoadSampler() if gpu and path.device == "cuda" else None
+        sampler = GpuLoadSampler() if plan.gpu and route.device == "cuda" else None
         try:
-            records.append(run_path(path, batches[path.device], budgets[path.device], sampler))
+            records.append(run_route(route, plan.batches[route.device], plan.budgets[route.device], sampler))
         except KeyboardInterrupt:
-            update(position - 1)
-            report["interrupted_during"] = f"{path.name} {path.precision}"
-            update_run(json_path, report)
-            log.warning("interrupted during %s %s: the paths finished before it are in %s", path.name,
-                        path.precision, json_path)
+            update_run(json_path, dataclasses.replace(progress(position - 1),
+                                                      interrupted_during=f"{route.name} {route.precision}"))
+            log.warning("interrupted during %s %s: the routes finished before it are in %s", route.name,
+                        route.precision, json_path)
             raise
         if sampler is not None:
             load_samples += in_windows(sampler.samples, sampler.windows.values())
-        update(position)
-        update_run(json_path, report)
-        log.info("results so far (%d of %d paths) in %s", position, len(plan), json_path)
-    update(len(plan))
-    report |= {"complete": True, "finished": utc_now().isoformat(timespec="seconds")}
-    return finish_run(json_path, report)
+        update_run(json_path, progress(position))
+        log.info("results so far (%d of %d routes) in %s", position, len(plan.plan), json_path)
+    return progress(len(plan.plan))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,10 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the JSON keeps the paths finished so far (\"complete\": false)", file=sys.stderr)
+        print("interrupted: the JSON keeps the routes finished so far (\"complete\": false)", file=sys.stderr)
         return 130
-    for path in written:
-        print(f"wrote {path}")
+    for file in written:
+        print(f"wrote {file}")
     return 0
 
 

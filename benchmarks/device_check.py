@@ -1,37 +1,15 @@
-"""One prepared run on a lent GPU machine: every check and measurement the kernel work needs, in one command that
-fits the device tool's limits (one command ≤ 10 min, ≤ 8 result files, nothing fetched from the network there).
+"""One prepared run on a lent GPU machine: every check and measurement the kernel work needs, as steps within a
+time budget, in one command (the device tool's limits and why it is done this way: docs/design.md §8d).
 
-Here, once (the machine has no network; docs/design.md §8):
-
-    make device-wheels        # .whl/: the pinned packages the device image lacks, for its Python 3.12
-    python -m benchmarks.device_check --build-baseline <rev> [--arch 90]
-                              # .device/: <rev>'s kernel library, which the kernel step times beside this tree's
-
+Here, once (the machine has no network): ``make device-wheels`` (.whl/: the pinned packages its image lacks) and,
+to time an older kernel beside this tree's, ``python -m benchmarks.device_check --build-baseline <rev>`` (.device/).
 There, in the repository root (the device tool's `run`, with `carry: [".whl", ".device"]`):
 
     python3 -m benchmarks.device_check --out $OUT --commit <git sha> [--steps build,test,...] [--budget-s 540]
 
-Steps, in order of what matters most (``--steps`` picks and orders them; ``--dry-run`` prints the plan here):
-  wheels    installs .whl/*.whl into a folder of its own that every later step puts first on PYTHONPATH
-  env       the card, driver, clocks, nvcc and package versions (benchmarks.environment)
-  build     the native libraries for this card's architecture only, with their resource report (spills fail it)
-  test      every GPU test: pytest -m gpu over the files that have them
-  kernel    benchmarks.kernel_bench: FP16 with torch.compile, then FP32 without, and the kernel goals
-  sanitize  compute-sanitizer memcheck and racecheck over the kernel's GPU test cases (the batch-64 case aside)
-  ncu       Nsight Compute of the kernel at Swin-T stage 1 (batch 64) and Swin-B-384 stage 1 (batch 8)
-  network-t, network-b384
-            benchmarks.bench on whole Swin-T / Swin-B-384, FP16: PyTorch eager and torch.compile, unfused and fused
-
-The whole plan takes longer than one device command may run: a first call does wheels..kernel (the kernel's
-numbers and correctness), a second the rest; each call starts with wheels (a fresh machine is bare).
-
-Each step runs its commands as child processes with a time limit (what is left of ``--budget-s``); a step whose
-typical duration no longer fits is skipped and says so; a failing step does not stop the later ones. Everything
-lands at the top of ``--out`` under the names in ``RESULT_FILES`` (the device tool returns at most 8 files):
-``summary.json`` (rewritten after every step, so a killed run still says how far it got), ``device_check.log``
-(every command's output), and the steps' own result files. The last lines printed are the summary table. Then,
-here, ``--file-results <files_at>`` copies them into benchmarks/results/<date>-<device>/ with a README of what ran,
-for committing.
+``--dry-run`` prints the plan here (``STEPS``: wheels, env, build, test, kernel, sanitize, ncu, network-t,
+network-b384). ``summary.json`` is rewritten after every step; afterwards, here, ``--file-results <files_at>``
+copies the run's files into benchmarks/results/<date>-<device>/ with a README of what ran.
 """
 
 from __future__ import annotations
@@ -54,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import write_json
+from pipeline.records import JsonRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL_DIR = ROOT / ".whl"
@@ -138,7 +117,7 @@ def _ncu(*kernel_bench_args: str) -> Command:
 
 def _network(variant: str, batches: str) -> Command:
     return _py("-m", "benchmarks.bench", "--variant", variant, "--precision", "fp16", "--batch", batches,
-               "--paths", "torch-eager-cuda,torch-compile-cuda,torch-eager-cuda-fused,torch-compile-cuda-fused",
+               "--routes", "torch-eager-cuda,torch-compile-cuda,torch-eager-cuda-fused,torch-compile-cuda-fused",
                "--results-dir", BENCH_RESULTS)
 
 
@@ -191,15 +170,32 @@ def result_files(steps: Sequence[Step] = STEPS) -> list[str]:
 # The plan
 
 
-@dataclasses.dataclass
-class StepRecord:
+@dataclasses.dataclass(frozen=True)
+class StepRecord(JsonRecord):
     name: str
-    status: str = "pending"  #: passed, failed, timeout, skipped
+    status: str = "pending"  #: running, passed, failed, timeout, skipped
     seconds: float = 0.0
-    returncodes: list[int | None] = dataclasses.field(default_factory=list)
+    returncodes: tuple[int | None, ...] = ()
     reason: str | None = None
     headline: str | None = None
-    commands: list[str] = dataclasses.field(default_factory=list)  #: as run, for the results' README
+    commands: tuple[str, ...] = ()  #: as run, for the results' README
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DeviceSummary(JsonRecord):
+    """``summary.json``: the run's steps so far (``complete`` once every step had its turn)."""
+
+    commit: str
+    arch: str
+    budget_s: float
+    started_utc: str
+    complete: bool = False
+    seconds: float | None = None
+    steps: tuple[StepRecord, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        return data if self.seconds is not None else {k: v for k, v in data.items() if k != "seconds"}
 
 
 @dataclasses.dataclass
@@ -290,26 +286,26 @@ def run_command(argv: list[str], log: Path, stdout_file: Path | None, timeout_s:
                     stdout_file.unlink()
 
 
-def run_step(step: Step, plan: Plan, record: StepRecord, deadline: float) -> None:
-    """Run one step's commands (each until ``deadline``), then collect its files; fill ``record``."""
+def run_step(step: Step, plan: Plan, deadline: float) -> StepRecord:
+    """Run one step's commands (each until ``deadline``), then collect its files."""
     start = time.monotonic()
     env = _environment(plan, installed_site=Path(SITE_DIR).is_dir())
+    commands: list[str] = []
+    codes: list[int | None] = []
     for command in step.commands:
         left = deadline - time.monotonic()
-        record.commands.append(plan.command_line(command))
+        commands.append(plan.command_line(command))
         stdout_file = plan.out / command.stdout_file if command.stdout_file else None
-        code = run_command(plan.argv(command), plan.out / LOG, stdout_file, left, env)
-        record.returncodes.append(code)
-        if code is None:
+        codes.append(run_command(plan.argv(command), plan.out / LOG, stdout_file, left, env))
+        if codes[-1] is None:
             break
     for pattern, target in step.collect:
         found = sorted(ROOT.glob(pattern), key=lambda p: p.stat().st_mtime)
         if found:
             shutil.copyfile(found[-1], plan.out / target)
-    record.seconds = round(time.monotonic() - start, 1)
-    record.status = ("timeout" if None in record.returncodes else
-                     "passed" if all(code == 0 for code in record.returncodes) else "failed")
-    record.headline = headline(step.name, plan.out)
+    status = "timeout" if None in codes else "passed" if all(code == 0 for code in codes) else "failed"
+    return StepRecord(step.name, status, round(time.monotonic() - start, 1), tuple(codes),
+                      headline=headline(step.name, plan.out), commands=tuple(commands))
 
 
 def run_plan(plan: Plan) -> list[StepRecord]:
@@ -318,26 +314,24 @@ def run_plan(plan: Plan) -> list[StepRecord]:
     started = time.monotonic()
     deadline = started + plan.budget_s
     records = [StepRecord(step.name) for step in plan.steps]
-    summary = {"commit": plan.commit, "arch": plan.arch, "budget_s": plan.budget_s,
-               "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "complete": False}
+    summary = DeviceSummary(commit=plan.commit, arch=plan.arch, budget_s=plan.budget_s, started_utc=datetime.datetime
+                            .now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
-    def save() -> None:
-        write_json(plan.out / SUMMARY, {**summary, "steps": [dataclasses.asdict(r) for r in records]})
+    def save(**changes: Any) -> None:
+        write_json(plan.out / SUMMARY, dataclasses.replace(summary, steps=tuple(records), **changes).to_json())
 
     save()
-    for step, record in zip(plan.steps, records, strict=True):
+    for position, step in enumerate(plan.steps):
         left = deadline - time.monotonic()
         if left < step.typical_s:
-            record.status, record.reason = "skipped", f"{left:.0f} s of the budget left, it takes ~{step.typical_s:.0f}"
+            records[position] = StepRecord(step.name, "skipped", reason=f"{left:.0f} s of the budget left, it takes "
+                                           f"~{step.typical_s:.0f}")
         else:
-            record.status = "running"
+            records[position] = StepRecord(step.name, "running")
             save()
-            run_step(step, plan, record, deadline)
+            records[position] = run_step(step, plan, deadline)
         save()
-    summary["complete"] = True
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    save()
+    save(complete=True, seconds=round(time.monotonic() - started, 1))
     return records
 
 
@@ -361,8 +355,10 @@ def headline(step: str, out: Path) -> str | None:
         summaries = re.findall(r"^=+ (?:ERROR|RACECHECK) SUMMARY: (.*)$", log, flags=re.MULTILINE)
         return "; ".join(summaries[-2:]) or None
     if step == "kernel" and (out / "kernel_bench_fp16.json").is_file():
-        goals = json.loads((out / "kernel_bench_fp16.json").read_text()).get("goals", [])
-        return f"{sum(g['met'] is True for g in goals)}/{len(goals)} goal rows met (kernel_bench_fp16.json)"
+        from benchmarks.records import KernelBenchRun  # pipeline.engine: not needed to plan, list or file a run
+
+        goals = KernelBenchRun.from_json(json.loads((out / "kernel_bench_fp16.json").read_text())).goals
+        return f"{sum(g.met is True for g in goals)}/{len(goals)} goal rows met (kernel_bench_fp16.json)"
     return None
 
 
@@ -378,24 +374,24 @@ def summary_table(records: Sequence[StepRecord]) -> str:
 # Here, afterwards: a run's files as a committed results folder
 
 
-def results_readme(summary: dict[str, Any], environment: dict[str, Any] | None, files: Sequence[str]) -> str:
-    """What ran, on what, with what outcome: the README of a results folder, from the run's own records."""
+def results_readme(summary: DeviceSummary, environment: dict[str, Any] | None, files: Sequence[str]) -> str:
+    """What ran, on what, with what outcome: the README of a results folder, from the run's own records
+    (``environment``: benchmarks.environment's, where the run got that far)."""
     gpu = (environment or {}).get("gpu") or {}
     smi = ((environment or {}).get("nvidia_smi") or [{}])[0]
     packages = (environment or {}).get("packages") or {}
     cpu = (environment or {}).get("cpu") or {}
     machine = gpu.get("device") or (f"a CPU ({cpu['model']})" if cpu.get("model") else "an unrecorded machine")
-    lines = [f"# Device run on {machine}, {summary['started_utc']}", "",
-             f"Working tree at commit `{summary['commit']}`, built for sm_{summary['arch']}; "
+    lines = [f"# Device run on {machine}, {summary.started_utc}", "",
+             f"Working tree at commit `{summary.commit}`, built for sm_{summary.arch}; "
              f"driver {smi.get('driver_version', '?')}, nvcc {(environment or {}).get('nvcc', '?')}, "
              f"torch {packages.get('torch', '?')}. Made by `python -m benchmarks.device_check` "
-             f"(budget {summary['budget_s']:.0f} s{'' if summary.get('complete') else ', did not finish'}).", "",
+             f"(budget {summary.budget_s:.0f} s{'' if summary.complete else ', did not finish'}).", "",
              "| step | status | seconds | result |", "|---|---|---|---|"]
-    for step in summary["steps"]:
-        lines.append(f"| {step['name']} | {step['status']} | {step['seconds']:.1f} | "
-                     f"{step.get('headline') or step.get('reason') or ''} |")
+    lines += [f"| {step.name} | {step.status} | {step.seconds:.1f} | {step.headline or step.reason or ''} |"
+              for step in summary.steps]
     lines += ["", "Files:", *(f"- `{name}`" for name in files), "", "Commands:", ""]
-    lines += [f"    {command}" for step in summary["steps"] for command in step.get("commands", [])]
+    lines += [f"    {command}" for step in summary.steps for command in step.commands]
     return "\n".join(lines) + "\n"
 
 
@@ -408,10 +404,10 @@ def file_results(run: Path, results_root: Path = RESULTS_ROOT) -> Path:
     if not (run / SUMMARY).is_file():
         raise SystemExit(f"device_check: error: {run} has no {SUMMARY}: give the folder a device run's files came "
                          "back to (the device tool's files_at)")
-    summary = json.loads((run / SUMMARY).read_text())
+    summary = DeviceSummary.from_json(json.loads((run / SUMMARY).read_text()))
     environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else None
     device = device_slug(environment) if environment else "unknown-device"
-    stem = f"{summary['started_utc'][:10]}-{device}"
+    stem = f"{summary.started_utc[:10]}-{device}"
     target, attempt = results_root / stem, 1
     while target.exists():
         attempt += 1

@@ -1,8 +1,8 @@
-"""SM clock and board power sampled while a GPU path is being timed.
+"""SM clock and board power sampled while a GPU route is being timed.
 
 The environment record reads the clocks once, before anything runs: an idle H100 reports 345 MHz there, which says
 nothing about the clock the numbers were measured at. Here ``nvidia-smi`` runs in loop mode (``-lms``) in the
-background for the whole of a GPU path, each sample carrying nvidia-smi's own time stamp, and only the samples
+background for the whole of a GPU route, each sample carrying nvidia-smi's own time stamp, and only the samples
 taken inside a batch's warm-up and timed loop count (a torch.compile between two batches leaves the GPU idle for
 seconds). No NVML Python binding is pinned by the project, so nvidia-smi it is; without it (Jetson, CPU-only
 machines) nothing is sampled and the record says why.
@@ -21,8 +21,9 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, Any
+from typing import IO
 
+from benchmarks.records import GpuLoad, Spread
 from benchmarks.stats import percentile
 
 #: nvidia-smi fields, in this order; ``nounits`` strips "MHz" and "W". Every GPU is queried (no ``-i``, which
@@ -61,11 +62,11 @@ def parse_sample(line: str) -> Sample | None:
     return None if clock is None and power is None else Sample(stamp, parts[1], parts[2], clock, power)
 
 
-def _spread(values: Sequence[float]) -> dict[str, float] | None:
+def _spread(values: Sequence[float]) -> Spread | None:
     if not values:
         return None
     ordered = sorted(values)
-    return {"min": ordered[0], "median": round(percentile(ordered, 50), 1), "max": ordered[-1]}
+    return Spread(ordered[0], round(percentile(ordered, 50), 1), ordered[-1])
 
 
 def in_windows(samples: Iterable[Sample], windows: Iterable[tuple[float, float]]) -> list[Sample]:
@@ -74,17 +75,11 @@ def in_windows(samples: Iterable[Sample], windows: Iterable[tuple[float, float]]
     return [s for s in samples if any(start <= s.time <= end for start, end in spans)]
 
 
-def summarize_samples(samples: Iterable[Sample]) -> dict[str, Any]:
+def summarize_samples(samples: Iterable[Sample]) -> GpuLoad:
     """Min/median/max SM clock (MHz) and power (W) of ``samples``; ``samples`` 0 and no statistics for none."""
     kept = list(samples)
-    summary: dict[str, Any] = {"samples": len(kept)}
-    clock = _spread([s.sm_clock_mhz for s in kept if s.sm_clock_mhz is not None])
-    power = _spread([s.power_w for s in kept if s.power_w is not None])
-    if clock:
-        summary["sm_clock_mhz"] = clock
-    if power:
-        summary["power_w"] = power
-    return summary
+    return GpuLoad(len(kept), _spread([s.sm_clock_mhz for s in kept if s.sm_clock_mhz is not None]),
+                   _spread([s.power_w for s in kept if s.power_w is not None]))
 
 
 def device_matcher(visible_devices: str | None, uuid: str | None) -> Callable[[Sample], bool]:
@@ -116,7 +111,7 @@ def _read_lines(stream: IO[str], sink: Callable[[str], None]) -> None:
 
 
 class GpuLoadSampler:
-    """``nvidia-smi -lms <interval>`` in the background while a path runs: ``start()``, time batches, ``stop()``.
+    """``nvidia-smi -lms <interval>`` in the background while a route runs: ``start()``, time batches, ``stop()``.
 
     Not available (no nvidia-smi, or it exits at once): ``reason`` says why and ``samples`` stays empty; a benchmark
     never fails for want of a clock reading.
@@ -178,13 +173,13 @@ class GpuLoadSampler:
                 self.reason = f"nvidia-smi gave no samples (exit status {process.returncode})"
         return self.samples
 
-    def summary(self, windows: Iterable[tuple[float, float]]) -> dict[str, Any]:
+    def summary(self, windows: Iterable[tuple[float, float]]) -> GpuLoad:
         """summarize_samples over the samples inside ``windows``, with the reason where there are none."""
         summary = summarize_samples(in_windows(self.samples, windows))
-        if not summary["samples"]:
-            summary["reason"] = self.reason or (f"no sample fell inside the timed loops (shorter than nvidia-smi's "
-                                                f"{self.interval_ms} ms interval)")
-        return summary
+        if summary.samples:
+            return summary
+        return dataclasses.replace(summary, reason=self.reason or (
+            f"no sample fell inside the timed loops (shorter than nvidia-smi's {self.interval_ms} ms interval)"))
 
     def __enter__(self) -> GpuLoadSampler:
         return self.start()

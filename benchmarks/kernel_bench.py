@@ -1,32 +1,14 @@
 """Benchmark the SwinWindowAttention kernels against PyTorch on the stage shapes of every Swin variant.
 
-Compared, all from the same qkv [B, H·W, 3C] to the output [B, H·W, C] in image order:
-  kernel   the CUDA kernel through the C ABI (one launch; SWIN_ATTN_KERNEL=cuda)
-  triton   the Triton kernel's ahead-of-time image through the same C ABI (SWIN_ATTN_KERNEL=triton), the config
-           kernel_selection.json compiled for this architecture
-  triton-<config>  (``triton-jit`` on the command line) the Triton kernel JIT-compiled with each config of the
-           tuning space (pipeline.kernels.selection.CONFIGS): the numbers that fill kernel_selection.json
-  baseline with --baseline LIB: the kernel of another revision's libswin_window_attention_cuda.so (the same C ABI),
-           timed in the same run on the same card, so a kernel change is measured against what it replaces
-  op       the same kernel as torch.ops.swin.window_attention (pipeline.ops: the dispatcher and output allocation)
-  eager    timm-style: roll, window partition, q·kᵀ + rel bias + mask, softmax, ·v, reverse, roll back
-  sdpa     the same layout work around F.scaled_dot_product_attention with bias + mask as attn_mask
-  compile  torch.compile of eager, compiled afresh for every row (torch._dynamo.reset(): with one compiled
-           function for all shapes, dynamo hits its recompile limit after 8 shapes and silently runs eager)
-
-Every candidate is captured into a CUDA graph (``--calls`` calls per graph) and only graph replays are timed, so
-batch 1 measures the GPU and not Python's launches. Rows: Swin-T/S/B stages 1–4 (224, window 7) and Swin-B-384 /
-L-384 stages 1–3 (384, window 12) at batches 1, 8 and 64; Swin-T and Swin-S share their stage shapes, so such a
-shape is timed once and its row names both. Each row reports the bytes the node must move at least (qkv and rel_bias
-and qkv_bias read, the output written; the shift mask is computed from indices), the bandwidth that implies for each
-candidate and its fraction of the device's DRAM peak; ``network_attention_us`` adds up depth × time over a model's
-stages. nvidia-smi samples the SM clock and power while the rows are timed (benchmarks.gpu_load): the record of the
-device under load, beside the idle one taken at the start.
+Candidates (``CANDIDATES``), all from the same qkv [B, H·W, 3C] to the output [B, H·W, C]: the CUDA kernel and the
+Triton kernel's ahead-of-time image through the C ABI (``kernel``, ``triton``), the Triton kernel JIT-compiled with
+each config of its tuning space (``triton-jit``), another revision's library (``baseline``, with --baseline), the
+kernel as torch.ops.swin.window_attention (``op``), timm-style eager, SDPA, and torch.compile of eager. Each is
+replayed from a CUDA graph. How and why: docs/design.md §8d.
 
 Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes build/bench/kernel_bench_<device>_<UTC time>.json
-(never replacing a file; rewritten after every row with ``"complete": false`` until the end, so a killed run keeps
-its rows; ``goals`` judges the kernel targets of ``KERNEL_GOALS``, also printed last). `python -m benchmarks.report
---commit <json>` copies it into benchmarks/results/.
+(never replacing a file, rewritten after every row) and prints the kernel goals' verdicts last; `python -m
+benchmarks.report --commit <json>` files it under benchmarks/results/.
 
     python -m benchmarks.kernel_bench [--models T S B B384 L384] [--dtypes fp16 fp32] [--batches 1 8 64]
 """
@@ -50,9 +32,19 @@ import torch.nn.functional as F
 from benchmarks.environment import collect as collect_environment
 from benchmarks.environment import device_slug
 from benchmarks.gpu_load import GpuLoadSampler
+from benchmarks.records import (
+    CandidateTiming,
+    KernelBenchConfig,
+    KernelBenchRun,
+    KernelRow,
+    KernelStage,
+    KernelVerdict,
+    NetworkAttention,
+)
 from benchmarks.report import RUNS_DIR, goal_lines, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import percentile
 from benchmarks.timers import capture
+from pipeline.errors import PipelineError
 from pipeline.kernels.selection import CONFIGS, KERNEL_ENV, KernelConfig
 from pipeline.kernels.window_attention import window_attention as triton_window_attention
 from pipeline.native import SwinAttention, arch_build_dir, build_native, kernel_resources
@@ -160,40 +152,30 @@ def per_call_us(elapsed_ms: Sequence[float], replays: int, calls: int) -> list[f
 
 
 def summarize_row(shape: Shape, batch: int, dtype: str, timings_us: dict[str, Sequence[float]], peak_gbs: float,
-                  errors: dict[str, float] | None = None, failures: dict[str, str] | None = None) -> dict[str, Any]:
+                  errors: dict[str, float] | None = None, failures: dict[str, str] | None = None) -> KernelRow:
     """One row of the report from the per-trial µs of each candidate that ran.
 
-    Per candidate: the median µs over trials (``<name>_us``, and min/max), the bandwidth the row's
-    :func:`bytes_moved` implies at that time (``<name>_gbs``, effective for candidates that move more) and its
-    fraction of ``peak_gbs``; ``speedup_vs_<name>`` is that candidate's time over the kernel's.
+    Per candidate: the median µs over trials (and min/max), the bandwidth the row's :func:`bytes_moved` implies at
+    that time (effective for candidates that move more) and its fraction of ``peak_gbs``; ``speedups`` holds each
+    candidate's time over the kernel's.
     """
     moved = bytes_moved(shape, batch, ELEMENT_BYTES[dtype])
-    row: dict[str, Any] = {
-        "shape": shape.label, "models": [f"Swin-{model}" for model, _, _ in shape.stages],
-        "stages": [{"model": f"Swin-{model}", "stage": stage, "blocks": blocks}
-                   for model, stage, blocks in shape.stages],
-        "dtype": dtype, "batch": batch, "resolution": shape.resolution, "tokens": shape.tokens,
-        "channels": shape.channels, "heads": shape.heads, "window": shape.window, "shift": shape.shift,
-        "bytes": moved, "peak_dram_gbs": peak_gbs,
-    }
+    timings = {}
     for name in sorted(timings_us, key=lambda n: CANDIDATES.index(n) if n in CANDIDATES else len(CANDIDATES)):
         trials = sorted(timings_us[name])
-        if not trials:
-            continue
-        median = percentile(trials, 50)
-        row[f"{name}_us"] = median
-        row[f"{name}_us_min"], row[f"{name}_us_max"] = trials[0], trials[-1]
-        row[f"{name}_gbs"] = moved / (median * 1e-6) / 1e9
-        row[f"{name}_fraction_of_peak"] = row[f"{name}_gbs"] / peak_gbs
-    if "kernel_us" in row:
-        for name in CANDIDATES[1:]:
-            if f"{name}_us" in row:
-                row[f"speedup_vs_{name}"] = row[f"{name}_us"] / row["kernel_us"]
-    if errors:
-        row["max_abs_error_vs_eager"] = dict(errors)
-    if failures:
-        row["failed"] = dict(failures)
-    return row
+        if trials:
+            median = percentile(trials, 50)
+            gbs = moved / (median * 1e-6) / 1e9
+            timings[name] = CandidateTiming(median, trials[0], trials[-1], gbs, gbs / peak_gbs)
+    kernel = timings.get("kernel")
+    speedups = {name: timings[name].us / kernel.us for name in CANDIDATES[1:] if name in timings} if kernel else {}
+    return KernelRow(shape=shape.label, models=tuple(f"Swin-{model}" for model, _, _ in shape.stages),
+                     stages=tuple(KernelStage(f"Swin-{model}", stage, blocks) for model, stage, blocks in shape.stages),
+                     dtype=dtype, batch=batch, resolution=shape.resolution, tokens=shape.tokens,
+                     channels=shape.channels, heads=shape.heads, window=shape.window, shift=shape.shift, bytes=moved,
+                     peak_dram_gbs=peak_gbs, timings=timings, speedups=speedups,
+                     max_abs_error_vs_eager=dict(errors) if errors else None,
+                     failed=dict(failures) if failures else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +191,22 @@ class KernelGoal:
     metric: str
     comparison: str  #: ">=" or "<="
     target: float
+
+    def metric_of(self, row: KernelRow) -> float | None:
+        """This goal's metric on ``row`` (None: not measured): ``<candidate>_us``, ``<candidate>_fraction_of_peak``
+        or ``speedup_vs_<candidate>``."""
+        if self.metric.startswith("speedup_vs_"):
+            return row.speedups.get(self.metric.removeprefix("speedup_vs_"))
+        for field in ("fraction_of_peak", "us"):
+            if self.metric.endswith(f"_{field}"):
+                timing = row.timings.get(self.metric.removesuffix(f"_{field}"))
+                return None if timing is None else getattr(timing, field)
+        raise ValueError(f"unknown kernel metric {self.metric!r}")
+
+    def selects(self, row: KernelRow) -> bool:
+        wanted = set(self.stages) if self.stages is not None else None
+        return row.dtype == self.dtype and row.batch in self.batches and (
+            wanted is None or bool(wanted & {(s.model, s.stage) for s in row.stages}))
 
 
 _WINDOW_7_STAGES = tuple((f"Swin-{model}", stage) for model in ("T", "B") for stage in (1, 2, 3))
@@ -226,55 +224,43 @@ KERNEL_GOALS = (
 )
 
 
-def evaluate_kernel_goals(rows: Sequence[dict[str, Any]],
-                          goals: Sequence[KernelGoal] = KERNEL_GOALS) -> list[dict[str, Any]]:
+def evaluate_kernel_goals(rows: Sequence[KernelRow], goals: Sequence[KernelGoal] = KERNEL_GOALS) -> list[KernelVerdict]:
     """Per goal and selected row: the value and whether it meets the target (None, with the reason, where the row
     or its metric was not measured, e.g. torch.compile skipped); a goal whose stages have no row at all says so."""
     verdicts = []
     for goal in goals:
-        wanted = set(goal.stages) if goal.stages is not None else None
-        selected = [row for row in rows if row["dtype"] == goal.dtype and row["batch"] in goal.batches and
-                    (wanted is None or wanted & {(s["model"], s["stage"]) for s in row["stages"]})]
-        # Each verdict carries what judging it needs, so a file stays readable after KERNEL_GOALS changes.
-        base = {"id": goal.id, "goal": goal.goal, "dtype": goal.dtype, "comparison": goal.comparison,
-                "target": goal.target}
+        base = dict(id=goal.id, goal=goal.goal, dtype=goal.dtype, comparison=goal.comparison, target=goal.target)
+        selected = [row for row in rows if goal.selects(row)]
         if not selected:
-            verdicts.append({**base, "row": None, "batch": None, "value": None, "met": None,
-                             "reason": f"no {goal.dtype} row at batch {'/'.join(map(str, goal.batches))} measured"})
+            verdicts.append(KernelVerdict(**base, row=None, batch=None, value=None, met=None, reason=f"no "
+                                          f"{goal.dtype} row at batch {'/'.join(map(str, goal.batches))} measured"))
         for row in selected:
-            value = row.get(goal.metric)
-            verdict = {**base, "row": row["shape"], "batch": row["batch"], "value": value}
-            if value is None:
-                verdict |= {"met": None, "reason": f"{goal.metric} not measured"}
-            else:
-                verdict["met"] = value >= goal.target if goal.comparison == ">=" else value <= goal.target
-            verdicts.append(verdict)
+            value = goal.metric_of(row)
+            met = None if value is None else value >= goal.target if goal.comparison == ">=" else value <= goal.target
+            verdicts.append(KernelVerdict(**base, row=row.shape, batch=row.batch, value=value, met=met,
+                                          reason=f"{goal.metric} not measured" if value is None else None))
     return verdicts
 
 
-def network_attention_us(rows: Iterable[dict[str, Any]], candidates: Sequence[str] = CANDIDATES) -> list[dict]:
+def network_attention_us(rows: Iterable[KernelRow], candidates: Sequence[str] = CANDIDATES) -> list[NetworkAttention]:
     """Per model, dtype and batch: the window-attention time of the benchmarked stages, Σ blocks × µs per row, for
     each candidate timed on every one of those stages (a candidate missing on one is left out)."""
-    totals: dict[tuple[str, str, int], dict[str, Any]] = {}
+    stages: dict[tuple[str, str, int], list[KernelStage]] = {}
+    us: dict[tuple[str, str, int], dict[str, float]] = {}
+    missing: dict[tuple[str, str, int], set[str]] = {}
     for row in rows:
-        for stage in row["stages"]:
-            key = (stage["model"], row["dtype"], row["batch"])
-            total = totals.setdefault(key, {"model": key[0], "dtype": key[1], "batch": key[2], "stages": [],
-                                            "blocks": 0, "us": {}, "missing": set()})
-            total["stages"].append(stage["stage"])
-            total["blocks"] += stage["blocks"]
+        for stage in row.stages:
+            key = (stage.model, row.dtype, row.batch)
+            stages.setdefault(key, []).append(stage)
+            totals = us.setdefault(key, {})
             for name in candidates:
-                if f"{name}_us" in row:
-                    total["us"][name] = total["us"].get(name, 0.0) + stage["blocks"] * row[f"{name}_us"]
+                if name in row.timings:
+                    totals[name] = totals.get(name, 0.0) + stage.blocks * row.timings[name].us
                 else:
-                    total["missing"].add(name)
-    result = []
-    for total in totals.values():
-        missing = total.pop("missing")
-        total["stages"] = sorted(total["stages"])
-        total["us"] = {name: us for name, us in total["us"].items() if name not in missing}
-        result.append(total)
-    return result
+                    missing.setdefault(key, set()).add(name)
+    return [NetworkAttention(*key, tuple(sorted(s.stage for s in stages[key])), sum(s.blocks for s in stages[key]),
+                             {name: v for name, v in us[key].items() if name not in missing.get(key, set())})
+            for key in stages]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -420,15 +406,15 @@ def time_replays(graph: torch.cuda.CUDAGraph, replays: int, trials: int) -> list
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _print_row(row: dict[str, Any]) -> None:
-    times = "  ".join(f"{name} {row[f'{name}_us']:8.1f}" for name in CANDIDATES if f"{name}_us" in row)
-    kernel = (f" ({row['kernel_gbs']:6.0f} GB/s, {100 * row['kernel_fraction_of_peak']:4.1f}% of peak)"
-              if "kernel_us" in row else "")
-    failed = f"  failed: {', '.join(row['failed'])}" if row.get("failed") else ""
-    print(f"{row['shape']:<28} {row['dtype']} b{row['batch']:3d}: {times} us{kernel}{failed}", flush=True)
+def _print_row(row: KernelRow) -> None:
+    times = "  ".join(f"{name} {row.timings[name].us:8.1f}" for name in CANDIDATES if name in row.timings)
+    kernel = row.timings.get("kernel")
+    bandwidth = f" ({kernel.gbs:6.0f} GB/s, {100 * kernel.fraction_of_peak:4.1f}% of peak)" if kernel else ""
+    failed = f"  failed: {', '.join(row.failed)}" if row.failed else ""
+    print(f"{row.shape:<28} {row.dtype} b{row.batch:3d}: {times} us{bandwidth}{failed}", flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_STAGES), choices=list(DEFAULT_STAGES),
                         help="variants whose stage shapes to time (stages 1-4 at 224, 1-3 at 384)")
@@ -446,18 +432,92 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=5, help="timed trials per candidate (the median is reported)")
     parser.add_argument("--out", type=Path, help="JSON path (default build/bench/kernel_bench_<device>_<UTC "
                         "time>.json); an existing file is never replaced: the results then go to <stem>_2.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def chosen_candidates(args: argparse.Namespace) -> list[str]:
+    """The candidates to time, ``kernel`` first (every row's reference point); a wrong combination is an error."""
     if args.baseline is not None and not args.baseline.is_file():
-        print(f"kernel_bench: --baseline {args.baseline} does not exist: build one with `python -m "
-              "benchmarks.device_check --build-baseline REV`", file=sys.stderr)
-        return 2
+        raise PipelineError(f"--baseline {args.baseline} does not exist: build one with `python -m "
+                            "benchmarks.device_check --build-baseline REV`")
     chosen = args.candidates or [n for n in CANDIDATES if n != "baseline" or args.baseline is not None]
     if "baseline" in chosen and args.baseline is None:
-        print("kernel_bench: the baseline candidate needs --baseline LIB", file=sys.stderr)
-        return 2
+        raise PipelineError("the baseline candidate needs --baseline LIB")
     names = expand_candidates([n for n in chosen if not (args.no_compile and n == "compile")])
-    if "kernel" not in names:
-        names.insert(0, "kernel")  # the reference point of every row
+    return names if "kernel" in names else ["kernel", *names]
+
+
+def time_candidates(candidates: dict[str, Callable[[], torch.Tensor]], args: argparse.Namespace) -> tuple[
+        dict[str, list[float]], dict[str, float], dict[str, str], list[tuple[float, float]]]:
+    """Each candidate captured and timed: µs per call of each trial, max error against eager, failures, and the
+    (start, end) of each timed loop."""
+    with torch.inference_mode():
+        reference = candidates["eager"]().float() if "eager" in candidates else None
+    timings, errors, failures, windows = {}, {}, {}, []
+    for name, fn in candidates.items():
+        try:
+            graph, out = capture(fn, args.calls)
+            graph.replay()
+            if reference is not None:
+                errors[name] = (out.float() - reference).abs().max().item()
+            replays = replays_per_trial(time_replays(graph, 1, 1)[0], args.min_trial_ms, args.replays)
+            start = time.time()
+            timings[name] = per_call_us(time_replays(graph, replays, args.trials), replays, args.calls)
+            windows.append((start, time.time()))
+            del graph, out
+        except Exception as error:  # one candidate failing (memory, capture) must not lose the run
+            failures[name] = f"{type(error).__name__}: {error}"
+            torch.cuda.synchronize()
+    return timings, errors, failures, windows
+
+
+@dataclasses.dataclass
+class KernelRun:
+    """A run in progress: what it times with, and the rows so far."""
+
+    args: argparse.Namespace
+    names: list[str]
+    libraries: dict[str, Path]
+    environment: dict[str, Any]
+    sampler: GpuLoadSampler
+    rows: list[KernelRow] = dataclasses.field(default_factory=list)
+    timed_windows: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+
+    def record(self, complete: bool, resources: list[dict[str, Any]]) -> KernelBenchRun:
+        args = self.args
+        config = KernelBenchConfig(tuple(self.names), args.calls, args.replays, args.min_trial_ms, args.trials, True,
+                                   True, str(args.baseline) if args.baseline else None)
+        environment = {**self.environment, "gpu_load": self.sampler.summary(self.timed_windows).to_json()}
+        return KernelBenchRun(environment=environment, config=config, complete=complete, results=tuple(self.rows),
+                              network_attention_us=tuple(network_attention_us(self.rows, self.names)),
+                              kernel_resources=tuple(resources), goals=tuple(evaluate_kernel_goals(self.rows)))
+
+
+def time_rows(run: KernelRun, path: Path, resources: list[dict[str, Any]], peak: float) -> None:
+    """Every row of the arguments, the JSON rewritten after each (a run killed by a time limit keeps them)."""
+    args, generator = run.args, torch.Generator(device="cuda").manual_seed(0)
+    lib = SwinAttention(run.libraries["kernel"])
+    baseline = SwinAttention(run.libraries["baseline"]) if "baseline" in run.libraries else None
+    shapes = stage_shapes({m: DEFAULT_STAGES[m] for m in args.models})
+    for shape, batch, dtype_name in bench_rows(shapes, args.batches, args.dtypes):
+        candidates = make_candidates(lib, shape, batch, DTYPES[dtype_name], run.names, generator, baseline=baseline)
+        timings, errors, failures, windows = time_candidates(candidates, args)
+        run.timed_windows += windows
+        row = summarize_row(shape, batch, dtype_name, timings, peak, errors, failures)
+        run.rows.append(dataclasses.replace(row, gpu_load=run.sampler.summary(windows)))
+        update_run(path, run.record(False, resources))
+        _print_row(run.rows[-1])
+        del candidates
+        torch.cuda.empty_cache()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        names = chosen_candidates(args)
+    except PipelineError as error:
+        print(f"kernel_bench: {error}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("kernel_bench: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
@@ -468,64 +528,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Registers and spills of the timed builds, read now so that a missing cuobjdump fails before the timing.
     resources = [{**dataclasses.asdict(kernel), "library": name} for name, path in libraries.items()
                  for kernel in kernel_resources(path)]
-    lib = SwinAttention(libs.cuda)
-    baseline = SwinAttention(args.baseline) if args.baseline is not None else None
     enable_cuda(libs.cuda)  # torch.ops.swin.window_attention on CUDA: the same library
     peak, peak_source = peak_bandwidth_gbs(props.name, getattr(props, "memory_clock_rate", 0),
                                            getattr(props, "memory_bus_width", 0))
     # Read before anything runs, so its clocks are the idle GPU's; "gpu_load" holds the clocks under load.
     environment = {**collect_environment(), "peak_dram_gbs": round(peak, 1), "peak_source": peak_source}
-    config = {"candidates": names, "calls_per_graph": args.calls, "min_replays_per_trial": args.replays,
-              "min_trial_ms": args.min_trial_ms, "trials": args.trials, "cuda_graphs": True,
-              "compile_reset_per_row": True, "baseline": str(args.baseline) if args.baseline else None}
-    shapes = stage_shapes({m: DEFAULT_STAGES[m] for m in args.models})
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    results: list[dict[str, Any]] = []
-    timed_windows: list[tuple[float, float]] = []  # (start, end) of every timed trial loop: the GPU under load
-    sampler = GpuLoadSampler().start()
-
-    def record(complete: bool) -> dict[str, Any]:
-        return {"environment": {**environment, "gpu_load": sampler.summary(timed_windows)}, "config": config,
-                "complete": complete, "results": results, "network_attention_us": network_attention_us(results, names),
-                "kernel_resources": resources, "goals": evaluate_kernel_goals(results)}
-
-    # Claimed now and rewritten after every row, so a run killed by a time limit keeps the rows it timed.
-    path = start_run(record(False), args.out.with_suffix("") if args.out else
+    run = KernelRun(args, names, libraries, environment, GpuLoadSampler().start())
+    path = start_run(run.record(False, resources), args.out.with_suffix("") if args.out else
                      RUNS_DIR / timestamped(f"kernel_bench_{device_slug(environment)}", utc_now()))
     try:
-        for shape, batch, dtype_name in bench_rows(shapes, args.batches, args.dtypes):
-            dtype = DTYPES[dtype_name]
-            candidates = make_candidates(lib, shape, batch, dtype, names, generator, baseline=baseline)
-            with torch.inference_mode():
-                reference = candidates["eager"]().float() if "eager" in candidates else None
-            timings, errors, failures, row_windows = {}, {}, {}, []
-            for name, fn in candidates.items():
-                try:
-                    graph, out = capture(fn, args.calls)
-                    graph.replay()
-                    if reference is not None:
-                        errors[name] = (out.float() - reference).abs().max().item()
-                    replays = replays_per_trial(time_replays(graph, 1, 1)[0], args.min_trial_ms, args.replays)
-                    start = time.time()
-                    timings[name] = per_call_us(time_replays(graph, replays, args.trials), replays, args.calls)
-                    row_windows.append((start, time.time()))
-                    del graph, out
-                except Exception as error:  # one candidate failing (memory, capture) must not lose the run
-                    failures[name] = f"{type(error).__name__}: {error}"
-                    torch.cuda.synchronize()
-            timed_windows += row_windows
-            row = summarize_row(shape, batch, dtype_name, timings, peak, errors, failures)
-            row["gpu_load"] = sampler.summary(row_windows)
-            results.append(row)
-            update_run(path, record(False))
-            _print_row(row)
-            del candidates, reference
-            torch.cuda.empty_cache()
+        time_rows(run, path, resources, peak)
     finally:
-        sampler.stop()
-    final = record(True)
+        run.sampler.stop()
+    final = run.record(True, resources)
     update_run(path, final)
-    print("\n".join(goal_lines(final["goals"])))
+    print("\n".join(goal_lines(final.goals)))
     print(f"wrote {path}")
     return 0
 

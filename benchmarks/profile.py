@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import Inputs, engine_batch_profile
-from benchmarks.paths import PathUnavailable, require_tensorrt
 from benchmarks.report import ROOT
+from benchmarks.routes import RouteUnavailable, require_tensorrt
 from pipeline.arguments import ModelArguments, PluginArguments, add_groups, recipe_from_args
 from pipeline.artifacts import write_json
 from pipeline.build import BACKENDS
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     engine_dir = ROOT / recipe.default_out_dir
     try:
         require_tensorrt()
-    except PathUnavailable as reason:
+    except RouteUnavailable as reason:
         print(f"profile: skipped: {reason}. TensorRT-RTX cannot stand in: its engine inspector needs a deserialized "
               "engine, and deserializing needs the GPU. Nothing was written.")
         return 0
@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, engine in others.items():
             try:
                 result[key] = profile_engine(engine(args.precision), None, args.batch, args.iterations)
-            except (PathUnavailable, PipelineError) as reason:
+            except (RouteUnavailable, PipelineError) as reason:
                 result[key] = {"skipped": str(reason)}
-    except (PipelineError, PathUnavailable) as error:
+    except (PipelineError, RouteUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = args.out or engine_dir / "profile.json"

@@ -3,7 +3,7 @@ from the newest committed result files.
 
 A run writes its files under build/bench/ (git-ignored), named with the UTC time it started, and never replaces
 another run's file: it claims ``<stem>.json`` when it starts (``<stem>_2.json``… where a name is taken), rewrites
-that JSON atomically as each path finishes (``"complete": false``, so an interrupted run keeps what it measured)
+that JSON atomically as each route finishes (``"complete": false``, so an interrupted run keeps what it measured)
 and adds the .md and .png when it is done (``"complete": true``). Committing one is a deliberate step:
 
     python -m benchmarks.report --commit build/bench/bench_t_<device>_<time>.json  # copy it to benchmarks/results/
@@ -28,12 +28,22 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from benchmarks.environment import device_slug
-from benchmarks.paths import FUSED_SUFFIX
+from benchmarks.records import (
+    BenchRun,
+    GoalVerdict,
+    GpuLoad,
+    KernelBenchRun,
+    KernelVerdict,
+    Measured,
+    RouteRecord,
+)
+from benchmarks.routes import FUSED_SUFFIX
 from pipeline.artifacts import atomic_path, write_json
 from pipeline.errors import PipelineError
+from pipeline.records import JsonRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -55,7 +65,7 @@ REFERENCE_NUMBERS = [
     ("Community TensorRT 8.2, Swin-T FP16, T4, img/s", "510 at batch 1 · 833 at batch 64"),
 ]
 
-PathAt = tuple[str, str, int]  #: (path name, precision, batch)
+RouteAt = tuple[str, str, int]  #: (route name, precision, batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +75,8 @@ class Goal:
 
     id: str
     goal: str
-    numerator: PathAt
-    denominator: PathAt
+    numerator: RouteAt
+    denominator: RouteAt
     metric: str
     comparison: str  #: "<=", "<" or ">="
     target: float
@@ -98,28 +108,27 @@ GOALS = (
 )
 
 
-def _measured(paths: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
-    return {(p["name"], p["precision"], r["batch"]): r for p in paths if p["status"] == "measured"
-            for r in p["results"] if r["status"] == "measured"}
+def _measured(routes: Sequence[RouteRecord]) -> dict[RouteAt, Measured]:
+    return {(route.name, route.precision, r.batch): r.measured for route in routes if route.status == "measured"
+            for r in route.results if r.measured is not None}
 
 
-def evaluate_goals(paths: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+def evaluate_goals(routes: Sequence[RouteRecord], variant: str) -> list[GoalVerdict]:
     """Each goal of ``variant``'s runs: its ratio and verdict, or why it could not be evaluated in this run."""
-    measured = _measured(paths)
+    measured = _measured(routes)
     goals = []
     for goal in GOALS:
         if goal.variants is not None and variant.upper() not in goal.variants:
             continue
-        verdict: dict[str, Any] = {"id": goal.id, "goal": goal.goal, "target": goal.target}
         missing = [f"{name}/{precision} at batch {batch}" for name, precision, batch in (goal.numerator,
                                                                                          goal.denominator)
                    if (name, precision, batch) not in measured]
         if missing:
-            verdict |= {"value": None, "met": None, "reason": f"not measured in this run: {', '.join(missing)}"}
-        else:
-            value = measured[goal.numerator][goal.metric] / measured[goal.denominator][goal.metric]
-            verdict |= {"value": round(value, 3), "met": goal.met(value)}
-        goals.append(verdict)
+            goals.append(GoalVerdict(goal.id, goal.goal, goal.target,
+                                     reason=f"not measured in this run: {', '.join(missing)}"))
+            continue
+        value = getattr(measured[goal.numerator], goal.metric) / getattr(measured[goal.denominator], goal.metric)
+        goals.append(GoalVerdict(goal.id, goal.goal, goal.target, round(value, 3), goal.met(value)))
     return goals
 
 
@@ -131,19 +140,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def cuda_graph_used(path: dict[str, Any]) -> bool | None:
-    """Whether a CUDA path's steps replayed a CUDA graph (older files keep it in ``details``); None: not a CUDA
-    path, or not recorded."""
-    if path.get("device") != "cuda":
-        return None
-    used = path.get("cuda_graph", (path.get("details") or {}).get("cuda_graph"))
-    return None if used is None else bool(used)
-
-
-def _path_label(path: dict[str, Any]) -> str:
-    graph = cuda_graph_used(path)
+def _route_label(route: RouteRecord) -> str:
+    graph = route.graph_used()
     marker = "" if graph is None else " [CUDA graph]" if graph else " [no CUDA graph]"
-    return f"{path['name']} {path['precision']}{marker}" + (f" ({path['note']})" if path.get("note") else "")
+    return f"{route.label}{marker}" + (f" ({route.note})" if route.note else "")
 
 
 NO_GRAPH_NOTE = ("[no CUDA graph]: launched kernel by kernel from Python on every iteration, so at small batches the "
@@ -151,21 +151,22 @@ NO_GRAPH_NOTE = ("[no CUDA graph]: launched kernel by kernel from Python on ever
                  "per iteration.")
 
 
-def load_line(load: dict[str, Any] | None) -> str | None:
-    """The SM clock and power sampled while GPU paths were timed (benchmarks.gpu_load), or None."""
-    if not load or not load.get("samples"):
+def load_line(load: GpuLoad | None) -> str | None:
+    """The SM clock and power sampled while GPU routes were timed (benchmarks.gpu_load), or None."""
+    if load is None or not load.samples:
         return None
     parts = []
-    if "sm_clock_mhz" in load:
-        clock = load["sm_clock_mhz"]
-        parts.append(f"SM clock {clock['min']:.0f}–{clock['max']:.0f} MHz (median {clock['median']:.0f})")
-    if "power_w" in load:
-        parts.append(f"power {load['power_w']['min']:.0f}–{load['power_w']['max']:.0f} W "
-                     f"(median {load['power_w']['median']:.0f})")
-    return f"under load: {', '.join(parts)}, {load['samples']} samples" if parts else None
+    if load.sm_clock_mhz is not None:
+        clock = load.sm_clock_mhz
+        parts.append(f"SM clock {clock.min:.0f}–{clock.max:.0f} MHz (median {clock.median:.0f})")
+    if load.power_w is not None:
+        power = load.power_w
+        parts.append(f"power {power.min:.0f}–{power.max:.0f} W (median {power.median:.0f})")
+    return f"under load: {', '.join(parts)}, {load.samples} samples" if parts else None
 
 
-def environment_line(environment: dict[str, Any], load: dict[str, Any] | None = None) -> str:
+def environment_line(environment: dict[str, Any], load: GpuLoad | None = None) -> str:
+    """The machine in one line, from benchmarks.environment's record."""
     gpu = environment["gpu"]
     cpu = environment["cpu"]
     parts = [gpu.get("device") or f"CPU only: {cpu['model']}, {cpu['cores']} cores, load average "
@@ -186,79 +187,81 @@ def environment_line(environment: dict[str, Any], load: dict[str, Any] | None = 
     return "; ".join(parts)
 
 
-def summary_table(report: dict[str, Any]) -> list[str]:
-    """One row per measured path: median latency (ms) and throughput (img/s) per batch."""
-    batches = sorted({r["batch"] for p in report["paths"] for r in p.get("results", []) if r["status"] == "measured"})
-    lines = ["| path | " + " | ".join(f"batch {b}: p50 ms (img/s)" for b in batches) + " |",
+def summary_table(report: BenchRun) -> list[str]:
+    """One row per measured route: median latency (ms) and throughput (img/s) per batch."""
+    batches = sorted({r.batch for route in report.routes for r in route.measured_results()})
+    lines = ["| route | " + " | ".join(f"batch {b}: p50 ms (img/s)" for b in batches) + " |",
              "|---|" + "---|" * len(batches)]
-    for path in report["paths"]:
-        if path["status"] != "measured":
+    for route in report.routes:
+        if route.status != "measured":
             continue
-        by_batch = {r["batch"]: r for r in path["results"]}
-        cells = []
-        for batch in batches:
-            result = by_batch.get(batch)
-            if result is None or result["status"] != "measured":
-                cells.append("—")
-            else:
-                cells.append(f"{_fmt(result['p50_ms'])} ({_fmt(result['throughput_img_s'], 1)})")
-        lines.append(f"| {_path_label(path)} | " + " | ".join(cells) + " |")
+        by_batch = {r.batch: r.measured for r in route.results}
+        cells = [f"{_fmt(m.p50_ms)} ({_fmt(m.throughput_img_s, 1)})" if (m := by_batch.get(batch)) else "—"
+                 for batch in batches]
+        lines.append(f"| {_route_label(route)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def skipped_lines(report: dict[str, Any]) -> list[str]:
+def skipped_lines(report: BenchRun) -> list[str]:
     lines = []
-    for path in report["paths"]:
-        if path["status"] != "measured":
-            lines.append(f"- {path['name']} {path['precision']}: {path['status']}: {path['reason']}")
+    for route in report.routes:
+        if route.status != "measured":
+            lines.append(f"- {route.label}: {route.status}: {route.reason}")
         else:
-            lines += [f"- {path['name']} {path['precision']} batch {r['batch']}: skipped: {r['reason']}"
-                      for r in path["results"] if r["status"] != "measured"]
+            lines += [f"- {route.label} batch {r.batch}: skipped: {r.reason}" for r in route.results
+                      if r.measured is None]
     return lines
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The full Markdown of one run: summary, per-batch statistics, skipped paths, goals, reference numbers."""
-    lines = [f"# Swin-{report['variant']} {report['image_size'][0]}×{report['image_size'][1]} benchmark, "
-             f"{report['created'][:10]}", ""]
-    if report.get("complete") is False:
-        lines += [f"Incomplete: {_progress(report)}.", ""]
-    lines += [environment_line(report["environment"], report.get("gpu_load")), "", *summary_table(report), ""]
-    if any(cuda_graph_used(p) is False for p in report["paths"] if p["status"] == "measured"):
+def _launched(reports: Iterable[BenchRun]) -> bool:
+    """Whether a table has a route timed without a CUDA graph (then NO_GRAPH_NOTE goes with it)."""
+    return any(route.graph_used() is False for report in reports for route in report.routes
+               if route.status == "measured")
+
+
+def markdown(report: BenchRun) -> str:
+    """The full Markdown of one run: summary, per-batch statistics, skipped routes, goals, reference numbers."""
+    lines = [f"# Swin-{report.variant} {report.image_size[0]}×{report.image_size[1]} benchmark, "
+             f"{report.created[:10]}", ""]
+    if report.complete is False:
+        lines += [f"Incomplete: {_progress(report.interrupted_during, report.pending)}.", ""]
+    lines += [environment_line(report.environment, report.gpu_load), "", *summary_table(report), ""]
+    if _launched([report]):
         lines += [NO_GRAPH_NOTE, ""]
-    lines += ["| path | batch | p50 ms | p90 ms | p99 ms | mean ms | img/s | iterations | timer | memory MB | "
+    lines += ["| route | batch | p50 ms | p90 ms | p99 ms | mean ms | img/s | iterations | timer | memory MB | "
               "SM MHz, W (median under load) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for path in report["paths"]:
-        for r in path.get("results", []):
-            if r["status"] == "measured":
-                lines.append(f"| {_path_label(path)} | {r['batch']} | {_fmt(r['p50_ms'])} | {_fmt(r['p90_ms'])} | "
-                             f"{_fmt(r['p99_ms'])} | {_fmt(r['mean_ms'])} | {_fmt(r['throughput_img_s'], 1)} | "
-                             f"{r['iterations']} ({r['stopped_by']}) | {path['timer']} | "
-                             f"{_fmt(r.get('memory_mb'), 0)} | {_load_cell(r.get('gpu_load'))} |")
+    for route in report.routes:
+        for r in route.results:
+            if (m := r.measured) is not None:
+                lines.append(f"| {_route_label(route)} | {r.batch} | {_fmt(m.p50_ms)} | {_fmt(m.p90_ms)} | "
+                             f"{_fmt(m.p99_ms)} | {_fmt(m.mean_ms)} | {_fmt(m.throughput_img_s, 1)} | "
+                             f"{m.iterations} ({m.stopped_by}) | {route.timer} | {_fmt(m.memory_mb, 0)} | "
+                             f"{_load_cell(r.gpu_load)} |")
     skipped = skipped_lines(report)
     if skipped:
         lines += ["", "Not measured:", *skipped]
     lines += ["", "Goals (on real hardware):"]
-    for goal in report["goals"]:
-        verdict = goal["reason"] if goal["met"] is None else f"{goal['value']} → {'met' if goal['met'] else 'MISSED'}"
-        lines.append(f"- {goal['goal']}: {verdict}")
-    lines += ["", "Reference numbers (docs/design.md §7, published, not measured here):", "",
-              "| source | numbers |", "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
-    return "\n".join(lines) + "\n"
+    for goal in report.goals:
+        verdict = goal.reason if goal.met is None else f"{goal.value} → {'met' if goal.met else 'MISSED'}"
+        lines.append(f"- {goal.goal}: {verdict}")
+    return "\n".join([*lines, "", *_reference_lines()]) + "\n"
 
 
-def _load_cell(load: dict[str, Any] | None) -> str:
-    if not load or not load.get("samples"):
+def _reference_lines() -> list[str]:
+    return ["Reference numbers (docs/design.md §7, published, not measured here):", "", "| source | numbers |",
+            "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
+
+
+def _load_cell(load: GpuLoad | None) -> str:
+    if load is None or not load.samples:
         return "—"
-    clock, power = load.get("sm_clock_mhz"), load.get("power_w")
-    return (f"{clock['median']:.0f} MHz" if clock else "— MHz") + (f", {power['median']:.0f} W" if power else ", — W")
+    clock, power = load.sm_clock_mhz, load.power_w
+    return (f"{clock.median:.0f} MHz" if clock else "— MHz") + (f", {power.median:.0f} W" if power else ", — W")
 
 
-def _progress(report: dict[str, Any]) -> str:
-    """What an interrupted run did not reach (its JSON holds the paths it finished)."""
-    during = (f"interrupted during {report['interrupted_during']}" if report.get("interrupted_during") else
-              "stopped before the end")
-    pending = report.get("pending") or []
+def _progress(interrupted_during: str | None, pending: Sequence[str] = ()) -> str:
+    """What an interrupted run did not reach (its JSON holds the routes it finished)."""
+    during = f"interrupted during {interrupted_during}" if interrupted_during else "stopped before the end"
     return during + (f", not reached: {', '.join(pending)}" if pending else "")
 
 
@@ -266,20 +269,20 @@ def _progress(report: dict[str, Any]) -> str:
 # Plot and files
 
 
-def line_styles(paths: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Each plotted path's color and line style: a fused path (``*-fused``) dashed in its unfused path's color, so
+def line_styles(routes: Sequence[RouteRecord]) -> list[dict[str, str]]:
+    """Each plotted route's color and line style: a fused route (``*-fused``) dashed in its unfused route's color, so
     the pairs read at a glance (and matplotlib's 10 cycle colors repeat later)."""
     colors: dict[tuple[str, str], str] = {}
     styles = []
-    for path in paths:
-        unfused = path["name"].removesuffix(FUSED_SUFFIX)
-        styles.append({"color": colors.setdefault((unfused, path["precision"]), f"C{len(colors) % 10}"),
-                       "linestyle": "-" if unfused == path["name"] else "--"})
+    for route in routes:
+        unfused = route.name.removesuffix(FUSED_SUFFIX)
+        styles.append({"color": colors.setdefault((unfused, route.precision), f"C{len(colors) % 10}"),
+                       "linestyle": "-" if unfused == route.name else "--"})
     return styles
 
 
-def plot(report: dict[str, Any], path: Path) -> Path:
-    """Median latency vs batch per measured path (log-log), bars from p50 to p99."""
+def plot(report: BenchRun, path: Path) -> Path:
+    """Median latency vs batch per measured route (log-log), bars from p50 to p99."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on CI machines; must precede pyplot
@@ -288,15 +291,15 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     figure, axes = plt.subplots(figsize=(8, 5))
     all_batches: set[int] = set()
-    plotted = [(p, [r for r in p.get("results", []) if r["status"] == "measured"]) for p in report["paths"]]
-    plotted = [(p, results) for p, results in plotted if results]
-    for (bench_path, results), style in zip(plotted, line_styles([p for p, _ in plotted]), strict=True):
-        batches = [r["batch"] for r in results]
+    plotted = [route for route in report.routes if route.measured_results()]
+    for route, style in zip(plotted, line_styles(plotted), strict=True):
+        results = route.measured_results()
+        batches = [r.batch for r in results]
         all_batches.update(batches)
-        p50 = [r["p50_ms"] for r in results]
-        spread = [[0.0] * len(results), [r["p99_ms"] - r["p50_ms"] for r in results]]
+        p50 = [r.measured.p50_ms for r in results if r.measured]
+        spread = [[0.0] * len(results), [r.measured.p99_ms - r.measured.p50_ms for r in results if r.measured]]
         axes.errorbar(batches, p50, yerr=spread, marker="o", capsize=3, **style,
-                      label=f"{bench_path['name']} {bench_path['precision']} ({bench_path['device']})")
+                      label=f"{route.label} ({route.device})")
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     axes.set_xticks(sorted(all_batches))  # label the measured batches as plain numbers, not powers of two
@@ -304,7 +307,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
         axis.set_major_formatter(ScalarFormatter())
     axes.set_xlabel("batch")
     axes.set_ylabel("latency, ms (p50, bar to p99)")
-    axes.set_title(f"Swin-{report['variant']}: {environment_line(report['environment']).split(';')[0]}")
+    axes.set_title(f"Swin-{report.variant}: {environment_line(report.environment).split(';')[0]}")
     axes.grid(True, which="both", alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8)
@@ -365,26 +368,26 @@ def write_new(stem: Path, writers: dict[str, Callable[[Path], object]], *, new_n
             target = stem.with_name(f"{stem.name}_{attempt}")
 
 
-def write_report(report: dict[str, Any], stem: Path) -> list[Path]:
+def write_report(report: BenchRun, stem: Path) -> list[Path]:
     """``<stem>.json``, ``<stem>.md`` and ``<stem>.png``, or ``<stem>_2.*``… where a file has that name."""
-    return write_new(stem, {".json": lambda path: write_json(path, report),
+    return write_new(stem, {".json": lambda path: write_json(path, report.to_json()),
                             ".md": lambda path: path.write_text(markdown(report)),
                             ".png": lambda path: plot(report, path)})
 
 
-def start_run(report: dict[str, Any], stem: Path) -> Path:
+def start_run(report: JsonRecord, stem: Path) -> Path:
     """Claim ``<stem>.json`` for a run that is starting (``<stem>_2.json``… where that name, or the .md or .png
     beside it, is taken) by writing ``report`` to it; the run then rewrites it with :func:`update_run`."""
-    [json_path] = write_new(stem, {".json": lambda path: write_json(path, report)}, reserve=(".md", ".png"))
+    [json_path] = write_new(stem, {".json": lambda path: write_json(path, report.to_json())}, reserve=(".md", ".png"))
     return json_path
 
 
-def update_run(json_path: Path, report: dict[str, Any]) -> Path:
+def update_run(json_path: Path, report: JsonRecord) -> Path:
     """Rewrite the run's own JSON, atomically: a reader (or a kill) sees the previous version or this one."""
-    return write_json(json_path, report)
+    return write_json(json_path, report.to_json())
 
 
-def finish_run(json_path: Path, report: dict[str, Any]) -> list[Path]:
+def finish_run(json_path: Path, report: BenchRun) -> list[Path]:
     """The run's last JSON and its .md and .png beside it (linked into place from a staging folder, never over a
     file: start_run found their names free, and every writer here claims a stem by its .json first)."""
     update_run(json_path, report)
@@ -435,80 +438,85 @@ def _utc(stamp: str) -> datetime.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
-def _created(report: dict[str, Any]) -> datetime.datetime:
-    return _utc(report["created"])
+R = TypeVar("R", BenchRun, KernelBenchRun)
 
 
-def _collected(record: dict[str, Any]) -> datetime.datetime:
-    return _utc(record["environment"]["collected_at"])
+@dataclasses.dataclass(frozen=True)
+class Committed(Generic[R]):
+    """A committed result and its file's path relative to the results folder (the README links to it)."""
+
+    record: R
+    file: str
 
 
-def load_results(files: Iterable[Path], results_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Each file's JSON with ``"file"``: its path relative to ``results_dir`` (default: its own folder), the part
-    of the README's link after ``benchmarks/results/``."""
-    records = []
+def load_results(files: Iterable[Path], kind: type[R], results_dir: Path | None = None) -> list[Committed[R]]:
+    """Each file as a ``kind`` record, with its path relative to ``results_dir`` (default: its own folder), the part
+    of the README's link after ``benchmarks/results/``. Kernel files of the first GPU run's format are left out."""
+    loaded = []
     for file in files:
-        record = json.loads(file.read_text())
-        record["file"] = file.relative_to(results_dir or file.parent).as_posix()
-        records.append(record)
-    return records
+        data = json.loads(file.read_text())
+        if kind is KernelBenchRun and not KernelBenchRun.current_format(data):
+            continue
+        loaded.append(Committed(kind.from_json(data), file.relative_to(results_dir or file.parent).as_posix()))
+    return loaded
 
 
-def newest_by(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
-              when: Callable[[dict[str, Any]], datetime.datetime]) -> list[dict[str, Any]]:
-    """The newest record per ``key``, newest first: a complete one before an interrupted one (whose JSON holds only
+def newest_by(results: Iterable[Committed[R]], key: Callable[[R], Any],
+              when: Callable[[R], datetime.datetime]) -> list[Committed[R]]:
+    """The newest result per ``key``, newest first: a complete one before an interrupted one (whose JSON holds only
     what it finished), then by ``when`` it ran (then by file name, so that a tie is decided the same every time)."""
-    newest: dict[Any, dict[str, Any]] = {}
+    newest: dict[Any, Committed[R]] = {}
 
-    def rank(record: dict[str, Any]) -> tuple[bool, datetime.datetime, str]:
-        return record.get("complete", True) is not False, when(record), record["file"]
+    def rank(result: Committed[R]) -> tuple[bool, datetime.datetime, str]:
+        return result.record.complete is not False, when(result.record), result.file
 
-    for record in records:
-        if key(record) not in newest or rank(record) > rank(newest[key(record)]):
-            newest[key(record)] = record
-    return sorted(newest.values(), key=when, reverse=True)
+    for result in results:
+        if key(result.record) not in newest or rank(result) > rank(newest[key(result.record)]):
+            newest[key(result.record)] = result
+    return sorted(newest.values(), key=lambda result: when(result.record), reverse=True)
 
 
-def newest_per_device(files: Iterable[Path], results_dir: Path | None = None) -> list[dict[str, Any]]:
+def newest_per_device(files: Iterable[Path], results_dir: Path | None = None) -> list[Committed[BenchRun]]:
     """The newest run per (variant, device slug), newest first (:func:`newest_by`, by when it started)."""
-    return newest_by(load_results(files, results_dir), lambda r: (r["variant"], r["device"]), _created)
+    return newest_by(load_results(files, BenchRun, results_dir), lambda r: (r.variant, r.device),
+                     lambda r: _utc(r.created))
 
 
-def newest_kernel_per_device(files: Iterable[Path], results_dir: Path | None = None) -> list[dict[str, Any]]:
+def newest_kernel_per_device(files: Iterable[Path], results_dir: Path | None = None) -> list[Committed[KernelBenchRun]]:
     """The newest kernel benchmark (benchmarks.kernel_bench's JSON) per device whose goals judge at least one row,
-    newest first. Files of an older format (no ``goals``) and runs with no row of the goals' precision (the FP32
-    run beside the FP16 one) are left out: they have nothing for the goal table."""
-    judged = [r for r in load_results(files, results_dir)
-              if any(verdict["row"] is not None for verdict in r.get("goals") or [])]
-    return newest_by(judged, lambda r: device_slug(r["environment"]), _collected)
+    newest first. Runs with no row of the goals' precision (the FP32 run beside the FP16 one) are left out: they
+    have nothing for the goal table."""
+    judged = [r for r in load_results(files, KernelBenchRun, results_dir)
+              if any(verdict.row is not None for verdict in r.record.goals)]
+    return newest_by(judged, lambda r: device_slug(r.environment), lambda r: _utc(r.environment["collected_at"]))
 
 
-def _heading(title: str, details: list[str], record: dict[str, Any]) -> str:
+def _heading(title: str, details: list[str], result: Committed[R], progress: str) -> str:
     """A result's bold title, then what it ran on, whether it is incomplete and the link to its file."""
-    incomplete = [f"incomplete: {_progress(record)}"] if record.get("complete") is False else []
-    link = f"[`{record['file']}`](benchmarks/results/{record['file']})"
+    incomplete = [f"incomplete: {progress}"] if result.record.complete is False else []
+    link = f"[`{result.file}`](benchmarks/results/{result.file})"
     return f"**{title}** ({'; '.join([*details, *incomplete, link])})"
 
 
-def readme_section(reports: list[dict[str, Any]]) -> str:
+def readme_section(reports: list[Committed[BenchRun]]) -> str:
     if not reports:
         return "(no benchmark results committed yet)\n"
     lines = ["Generated by `python -m benchmarks.report --readme README.md` from the newest committed file per "
              "device in `benchmarks/results/`; rerun `make bench` on your machine for its numbers. Throughput is "
              "batch / mean latency, so latency spikes (other processes on a CPU machine) lower it below batch / p50."]
-    if any(cuda_graph_used(p) is False for r in reports for p in r["paths"] if p["status"] == "measured"):
+    if _launched(r.record for r in reports):
         lines += ["", NO_GRAPH_NOTE]
-    for report in reports:
-        lines += ["", _heading(f"Swin-{report['variant']}, {report['created'][:10]}",
-                               [environment_line(report["environment"], report.get("gpu_load"))], report),
+    for result in reports:
+        report = result.record
+        lines += ["", _heading(f"Swin-{report.variant}, {report.created[:10]}",
+                               [environment_line(report.environment, report.gpu_load)], result,
+                               _progress(report.interrupted_during, report.pending)),
                   "", *summary_table(report)]
         skipped = skipped_lines(report)
         if skipped:
             lines += ["", "<details><summary>not measured on this machine</summary>", "", *skipped, "",
                       "</details>"]
-    lines += ["", "Reference numbers (docs/design.md §7, published, not measured here):", "",
-              "| source | numbers |", "|---|---|", *(f"| {s} | {n} |" for s, n in REFERENCE_NUMBERS)]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *_reference_lines()]) + "\n"
 
 
 def _percent(fraction: float | None) -> str:
@@ -516,58 +524,58 @@ def _percent(fraction: float | None) -> str:
     return "—" if fraction is None or not math.isfinite(fraction) else f"{100 * fraction:.1f}%"
 
 
-def kernel_goal_table(record: dict[str, Any]) -> list[str]:
+def kernel_goal_table(record: KernelBenchRun) -> list[str]:
     """One line per row and batch that the record's kernel goals judge, in the order of the run: its times and the
     verdict of each goal that judges it."""
-    verdicts: dict[tuple[str, str, int], list[str]] = {}
-    for verdict in record["goals"]:
-        if verdict["row"] is not None:
-            outcome = "not measured" if verdict["met"] is None else "met" if verdict["met"] else "MISSED"
-            key = (verdict["row"], verdict["dtype"], verdict["batch"])
-            verdicts.setdefault(key, []).append(f"{verdict['id']} {outcome}")
+    verdicts: dict[tuple[str, str, int | None], list[str]] = {}
+    for verdict in record.goals:
+        if verdict.row is not None:
+            outcome = "not measured" if verdict.met is None else "met" if verdict.met else "MISSED"
+            verdicts.setdefault((verdict.row, verdict.dtype, verdict.batch), []).append(f"{verdict.id} {outcome}")
     lines = ["| row | batch | kernel µs | % of DRAM peak | × torch.compile | × baseline | goals |",
              "|---|---|---|---|---|---|---|"]
-    for row in record["results"]:
-        judged = verdicts.get((row["shape"], row["dtype"], row["batch"]))
+    for row in record.results:
+        judged = verdicts.get((row.shape, row.dtype, row.batch))
+        kernel = row.timings.get("kernel")
         if judged:
-            lines.append(f"| {row['shape']} {row['dtype']} | {row['batch']} | {_fmt(row.get('kernel_us'), 1)} | "
-                         f"{_percent(row.get('kernel_fraction_of_peak'))} | {_fmt(row.get('speedup_vs_compile'))} | "
-                         f"{_fmt(row.get('speedup_vs_baseline'))} | {', '.join(judged)} |")
+            lines.append(f"| {row.shape} {row.dtype} | {row.batch} | {_fmt(kernel and kernel.us, 1)} | "
+                         f"{_percent(kernel and kernel.fraction_of_peak)} | {_fmt(row.speedups.get('compile'))} | "
+                         f"{_fmt(row.speedups.get('baseline'))} | {', '.join(judged)} |")
     return lines
 
 
-def goal_lines(verdicts: Sequence[dict[str, Any]]) -> list[str]:
+def goal_lines(verdicts: Sequence[KernelVerdict]) -> list[str]:
     """One line per goal of ``verdicts`` (``kernel_bench.evaluate_kernel_goals``): rows meeting it, and the worst
     measured value against the target."""
     lines = []
-    for goal_id in dict.fromkeys(v["id"] for v in verdicts):
-        mine = [v for v in verdicts if v["id"] == goal_id]
-        comparison, target = mine[0]["comparison"], mine[0]["target"]
-        values = [v["value"] for v in mine if v["value"] is not None]
+    for goal_id in dict.fromkeys(v.id for v in verdicts):
+        mine = [v for v in verdicts if v.id == goal_id]
+        comparison, target = mine[0].comparison, mine[0].target
+        values = [v.value for v in mine if v.value is not None]
         worst = (min(values) if comparison == ">=" else max(values)) if values else None
-        met = sum(v["met"] is True for v in mine)
+        met = sum(v.met is True for v in mine)
         lines.append(f"{goal_id}: {met}/{len(mine)} rows met (worst {'-' if worst is None else f'{worst:.3g}'}, "
                      f"target {comparison} {target:g})")
     return lines
 
 
-def kernel_readme_section(records: list[dict[str, Any]]) -> str:
+def kernel_readme_section(records: list[Committed[KernelBenchRun]]) -> str:
     if not records:
         return ("(no kernel benchmark in the current format committed yet: `python -m benchmarks.device_check` on a "
                 "GPU makes one, `--file-results` files it under `benchmarks/results/`)\n")
     lines = ["Generated by `python -m benchmarks.report --readme README.md` from the newest committed "
              "`kernel_bench*.json` per device in `benchmarks/results/` (or a folder below it): the rows the goals "
              "judge, µs per call of CUDA-graph replays; × is the other candidate's time over the kernel's."]
-    for record in records:
-        environment = record["environment"]
+    for result in records:
+        record, environment = result.record, result.record.environment
         peak = f"DRAM peak {_fmt(environment.get('peak_dram_gbs'), 0)} GB/s ({environment.get('peak_source')})"
         lines += ["", _heading(f"SwinWindowAttention kernel, {environment['collected_at'][:10]}",
-                               [environment_line(environment, environment.get("gpu_load")), peak], record),
+                               [environment_line(environment, record.gpu_load), peak], result, _progress(None)),
                   "", *kernel_goal_table(record), ""]
-        descriptions = {verdict["id"]: verdict["goal"] for verdict in record["goals"]}
+        descriptions = {verdict.id: verdict.goal for verdict in record.goals}
         # goal_lines has one line per goal, in the order the goals first appear (as descriptions has them).
         lines += [f"- {line} — {description}"
-                  for line, description in zip(goal_lines(record["goals"]), descriptions.values(), strict=True)]
+                  for line, description in zip(goal_lines(record.goals), descriptions.values(), strict=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -616,8 +624,8 @@ def main(argv: list[str] | None = None) -> int:
             # Every block: markers missing for one is an error, never a block silently left stale.
             changed = update_readme(args.readme, readme_sections(args.results_dir))
             print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
-        for path in args.results:
-            print(markdown(json.loads(path.read_text())))
+        for file in args.results:
+            print(markdown(BenchRun.from_json(json.loads(file.read_text()))))
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
-#: Percentiles every summary carries (trtexec reports 90/95/99 and the median).
-PERCENTILES = (50, 90, 95, 99)
+from benchmarks.records import LatencySummary
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -23,8 +21,9 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (position - lower)
 
 
-def summarize(latencies_ms: Sequence[float], batch: int) -> dict[str, Any]:
-    """Summary of per-iteration latencies (ms) at ``batch`` images per iteration.
+def summarize(latencies_ms: Sequence[float], batch: int) -> LatencySummary:
+    """Summary of per-iteration latencies (ms) at ``batch`` images per iteration: the median and the 90/95/99th
+    percentiles, as trtexec reports them.
 
     Throughput is ``batch / mean latency``: the rate a back-to-back loop sustains, which is what users compare
     with trtexec's and the paper's img/s.
@@ -38,16 +37,10 @@ def summarize(latencies_ms: Sequence[float], batch: int) -> dict[str, Any]:
         raise ValueError(f"latencies must be finite and non-negative, got range {values[0]}..{values[-1]}")
     mean = sum(values) / len(values)
     variance = sum((v - mean) ** 2 for v in values) / len(values)
-    summary: dict[str, Any] = {
-        "iterations": len(values),
-        "mean_ms": mean,
-        "std_ms": math.sqrt(variance),
-        "min_ms": values[0],
-        "max_ms": values[-1],
-    }
-    summary |= {f"p{q}_ms": percentile(values, q) for q in PERCENTILES}
-    summary["throughput_img_s"] = batch * 1e3 / mean if mean > 0 else math.inf
-    return summary
+    return LatencySummary(iterations=len(values), mean_ms=mean, std_ms=math.sqrt(variance), min_ms=values[0],
+                          max_ms=values[-1], p50_ms=percentile(values, 50), p90_ms=percentile(values, 90),
+                          p95_ms=percentile(values, 95), p99_ms=percentile(values, 99),
+                          throughput_img_s=batch * 1e3 / mean if mean > 0 else math.inf)
 
 
 def speedup(baseline_ms: float, candidate_ms: float) -> float:

@@ -1,6 +1,6 @@
 """Timers: per-iteration latencies of a callable that runs one inference.
 
-- :class:`WallClockTimer` (``time.perf_counter``) for work that is finished when the call returns: CPU paths,
+- :class:`WallClockTimer` (``time.perf_counter``) for work that is finished when the call returns: CPU routes,
   and onnxruntime's ``session.run``, which copies the outputs back to the host. CPU inference is slow, so it
   honours a time budget once ``min_iterations`` are done.
 - :class:`CudaEventTimer` for work enqueued on a CUDA stream: a pair of CUDA events around every iteration,
@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from pipeline.records import JsonRecord
+
 
 @dataclasses.dataclass(frozen=True)
-class Budget:
-    """How long to measure one path at one batch.
+class Budget(JsonRecord):
+    """How long to measure one route at one batch.
 
     The timed loop runs ``iterations`` times; a wall-clock timer stops earlier once ``seconds`` have passed and at
     least ``min_iterations`` are done (``seconds=None``: no time limit). Warm-up iterations are not timed.

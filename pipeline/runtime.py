@@ -7,7 +7,7 @@ and only then deserializes it with the plugin library (:func:`pipeline.build.loa
 context, a CUDA stream and the device buffers, all through PyTorch: ``infer`` takes NumPy or torch images of any
 batch size (split into runs the optimization profile allows) and ``bind`` prepares the enqueue-only callable the
 benchmarks time. :func:`preprocess` is the ImageNet evaluation transform of :mod:`pipeline.images`, :func:`top_k`
-the softmax ranking of the logits. ``benchmarks/trt_runner.cpp`` is the C++ equivalent, for Jetson.
+the softmax ranking of the logits. ``deploy/trt_runner.cpp`` is the C++ equivalent, for Jetson.
 
 Buffers and streams need PyTorch with CUDA; where torch is absent, SwinEngine says so (no ``cuda-python`` path).
 """

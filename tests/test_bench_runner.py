@@ -15,8 +15,8 @@ import torch
 from conftest import export_config, max_abs_diff, small_image_size
 from test_bench import same_weights
 
-from benchmarks.paths import PathUnavailable, TensorRTPath, TorchPath
 from benchmarks.report import ROOT
+from benchmarks.routes import RouteUnavailable, TensorRTRoute, TorchRoute
 from benchmarks.timers import Budget, CudaEventTimer
 from pipeline.native import NativeLibs, find_nvcc
 from pipeline.ops import CUDA_LIBRARY_ENV
@@ -51,7 +51,7 @@ def test_trt_runner_compiles_with_warnings_as_errors():
         pytest.skip(f"needs a C++ compiler ({compiler}), CUDA headers ({cuda_include}) and TensorRT headers "
                     f"({include})")
     command = [compiler, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-isystem", str(include),
-               "-isystem", str(cuda_include), str(ROOT / "benchmarks" / "trt_runner.cpp")]
+               "-isystem", str(cuda_include), str(ROOT / "deploy" / "trt_runner.cpp")]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
@@ -105,7 +105,7 @@ def test_swin_engine_bind_is_timed_plain_and_as_a_cuda_graph(fp32_engine, plugin
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_tensorrt_path_runs_the_plugin_engine(fp32_engine, plugin_library):
     engine = fp32_engine
-    path = TensorRTPath("tensorrt-plugin", "fp32", lambda: engine, plugin_library, cuda_graphs=True)
+    path = TensorRTRoute("tensorrt-plugin", "fp32", lambda: engine, plugin_library, cuda_graphs=True)
     path.setup()
     try:
         measurement = path.timer().measure(path.step(2), Budget(warmup=2, iterations=10, min_iterations=10))
@@ -124,13 +124,13 @@ def test_fused_torch_paths_replay_what_the_unfused_model_computes(native_libs: N
     config = export_config("T")
     size, model = small_image_size(config), same_weights(config)
     monkeypatch.setenv(CUDA_LIBRARY_ENV, str(tmp_path / "libswin_window_attention_cuda.so"))
-    with pytest.raises(PathUnavailable, match="does not exist: build it with `make plugin`"):
-        TorchPath(model, size, "fp16", "cuda", fused=True).setup()
+    with pytest.raises(RouteUnavailable, match="does not exist: build it with `make plugin`"):
+        TorchRoute(model, size, "fp16", "cuda", fused=True).setup()
     monkeypatch.setenv(CUDA_LIBRARY_ENV, str(native_libs.cuda))
     reference = model(fused_attention=False).eval()
     torch._dynamo.reset()  # a fresh compile, not one that earlier tests' recompilations pushed past dynamo's limit
     for compiled in (False, True):
-        path = TorchPath(model, size, "fp16", "cuda", compile=compiled, fused=True, cuda_graphs=True)
+        path = TorchRoute(model, size, "fp16", "cuda", compile=compiled, fused=True, cuda_graphs=True)
         assert path.name == ("torch-compile-cuda-fused" if compiled else "torch-eager-cuda-fused") and path.cuda_graph
         path.setup()
         try:

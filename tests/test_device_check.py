@@ -23,6 +23,7 @@ from benchmarks.device_check import (
     STEPS,
     SUMMARY,
     Command,
+    DeviceSummary,
     Plan,
     Step,
     headline,
@@ -68,9 +69,9 @@ def test_kernel_bench_accepts_the_arguments_the_steps_pass(capsys: pytest.Captur
         assert "needs a CUDA device" in capsys.readouterr().err
 
 
-def test_bench_accepts_the_arguments_and_path_names_the_network_step_passes() -> None:
+def test_bench_accepts_the_arguments_and_route_names_the_network_step_passes() -> None:
     from benchmarks.bench import build_parser
-    from benchmarks.paths import CUDA_GRAPH_PATHS
+    from benchmarks.routes import CUDA_GRAPH_ROUTES
 
     networks = [step for step in STEPS if step.name.startswith("network")]
     assert len(networks) == 2
@@ -78,8 +79,8 @@ def test_bench_accepts_the_arguments_and_path_names_the_network_step_passes() ->
         argv = Plan([network], Path("/tmp/out"), 540.0, arch="90").argv(command)
         args = build_parser().parse_args(argv[argv.index("benchmarks.bench") + 1:])
         assert args.batch
-        # PyTorch on CUDA only, each replayed from a CUDA graph: no CPU path, no TensorRT engine to build there.
-        assert set(args.paths.split(",")) <= set(CUDA_GRAPH_PATHS) - {"tensorrt-plugin", "tensorrt-native"}
+        # PyTorch on CUDA only, each replayed from a CUDA graph: no CPU route, no TensorRT engine to build there.
+        assert set(args.routes.split(",")) <= set(CUDA_GRAPH_ROUTES) - {"tensorrt-plugin", "tensorrt-native"}
 
 
 def test_sanitized_selection_is_every_kernel_case_but_the_batch_64_one() -> None:
@@ -147,11 +148,11 @@ def test_runner_keeps_going_past_failures_skips_what_does_not_fit_and_kills_what
     assert time.monotonic() - start < 30
     assert [(r.name, r.status) for r in records] == [("ok", "passed"), ("fails", "failed"), ("hangs", "timeout"),
                                                      ("late", "skipped")]
-    assert records[1].returncodes == [3, 0]
+    assert records[1].returncodes == (3, 0)
     assert "s of the budget left" in (records[3].reason or "")
-    summary = json.loads((out / SUMMARY).read_text())
-    assert summary["complete"] is True
-    assert [s["status"] for s in summary["steps"]] == ["passed", "failed", "timeout", "skipped"]
+    summary = DeviceSummary.from_json(json.loads((out / SUMMARY).read_text()))
+    assert summary.complete is True and summary.seconds is not None
+    assert summary.steps == tuple(records) and "fine" in records[0].commands[0]
     log = (out / LOG).read_text()
     assert "fine" in log and "still runs" in log and "killed after" in log
     assert "no\n" not in log
@@ -236,8 +237,8 @@ def test_a_run_becomes_a_results_folder_with_a_readme_of_what_ran(tmp_path: Path
     run_plan(Plan(steps, out, 120.0, arch="90", commit="abc123"))
     target = device_check.file_results(out, tmp_path / "results")
     environment = json.loads((out / "environment.json").read_text())
-    summary = json.loads((out / SUMMARY).read_text())
-    assert target.name == f"{summary['started_utc'][:10]}-{device_slug(environment)}"
+    summary = DeviceSummary.from_json(json.loads((out / SUMMARY).read_text()))
+    assert target.name == f"{summary.started_utc[:10]}-{device_slug(environment)}"
     assert sorted(p.name for p in target.iterdir()) == ["README.md", LOG, "environment.json", SUMMARY]
     readme = (target / "README.md").read_text()
     assert "commit `abc123`, built for sm_90" in readme
@@ -262,6 +263,6 @@ def test_a_tool_that_is_not_installed_fails_its_step_and_leaves_no_empty_result_
     step = Step("ncu", "a profiler that is not there", (Command(("no-such-profiler-here", "--version"), "ncu.txt"),),
                 typical_s=0.1)
     [record] = run_plan(Plan([step], tmp_path, 60.0, arch="90"))
-    assert (record.status, record.returncodes) == ("failed", [127])
+    assert (record.status, record.returncodes) == ("failed", (127,))
     assert not (tmp_path / "ncu.txt").exists()
     assert "No such file or directory: 'no-such-profiler-here'" in (tmp_path / LOG).read_text()

@@ -3,6 +3,7 @@ PyTorch candidates against the reference on the CPU. The GPU timing itself needs
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from benchmarks import kernel_bench, report
+from benchmarks.gpu_load import GpuLoadSampler
 from benchmarks.kernel_bench import (
     Shape,
     bench_rows,
@@ -22,6 +24,7 @@ from benchmarks.kernel_bench import (
     stage_shapes,
     summarize_row,
 )
+from benchmarks.records import KernelBenchRun, KernelRow, KernelStage, KernelVerdict
 from pipeline.reference import window_attention_reference
 
 
@@ -88,16 +91,23 @@ def test_summarize_row_on_synthetic_timings() -> None:
     timings = {"eager": [400.0, 300.0, 350.0], "kernel": [22.0, 20.0, 21.0], "op": [21.5], "compile": []}
     row = summarize_row(shape, 1, "fp16", timings, peak_gbs=3350.0, errors={"kernel": 1e-3},
                         failures={"sdpa": "OutOfMemoryError: ..."})
-    assert (row["kernel_us"], row["kernel_us_min"], row["kernel_us_max"]) == (21.0, 20.0, 22.0)
-    assert row["eager_us"] == 350.0 and "compile_us" not in row and "sdpa_us" not in row
-    assert row["bytes"] == 2423430
-    assert row["kernel_gbs"] == pytest.approx(2423430 / 21e-6 / 1e9)
-    assert row["kernel_fraction_of_peak"] == pytest.approx(row["kernel_gbs"] / 3350.0)
-    assert row["eager_fraction_of_peak"] == pytest.approx(row["kernel_fraction_of_peak"] * 21 / 350)
-    assert row["speedup_vs_eager"] == pytest.approx(350 / 21) and row["speedup_vs_op"] == pytest.approx(21.5 / 21)
-    assert "speedup_vs_compile" not in row
-    assert row["models"] == ["Swin-T", "Swin-S"] and row["stages"][1] == {"model": "Swin-S", "stage": 1, "blocks": 2}
-    assert row["failed"] == {"sdpa": "OutOfMemoryError: ..."} and row["max_abs_error_vs_eager"] == {"kernel": 1e-3}
+    kernel, eager = row.timings["kernel"], row.timings["eager"]
+    assert (kernel.us, kernel.us_min, kernel.us_max) == (21.0, 20.0, 22.0)
+    assert eager.us == 350.0 and set(row.timings) == {"kernel", "op", "eager"}
+    assert row.bytes == 2423430
+    assert kernel.gbs == pytest.approx(2423430 / 21e-6 / 1e9)
+    assert kernel.fraction_of_peak == pytest.approx(kernel.gbs / 3350.0)
+    assert eager.fraction_of_peak == pytest.approx(kernel.fraction_of_peak * 21 / 350)
+    assert row.speedups == pytest.approx({"op": 21.5 / 21, "eager": 350 / 21})
+    assert row.models == ("Swin-T", "Swin-S") and row.stages[1] == KernelStage("Swin-S", 1, 2)
+    assert row.failed == {"sdpa": "OutOfMemoryError: ..."} and row.max_abs_error_vs_eager == {"kernel": 1e-3}
+    # The file's keys: one per candidate and statistic, as the committed runs and their readers have them.
+    data = row.to_json()
+    assert (data["kernel_us"], data["kernel_us_min"], data["kernel_us_max"]) == (21.0, 20.0, 22.0)
+    assert data["eager_fraction_of_peak"] == eager.fraction_of_peak and data["speedup_vs_op"] == row.speedups["op"]
+    assert "compile_us" not in data and "speedup_vs_compile" not in data and "gpu_load" not in data
+    assert data["stages"][1] == {"model": "Swin-S", "stage": 1, "blocks": 2}
+    assert KernelRow.from_json(data) == row
 
 
 def test_network_attention_sums_blocks_times_stage_time() -> None:
@@ -108,12 +118,12 @@ def test_network_attention_sums_blocks_times_stage_time() -> None:
         if i != 2:
             timings["sdpa"] = [50.0]  # sdpa missing on stage 3: left out of the totals
         rows.append(summarize_row(shape, 8, "fp16", timings, peak_gbs=1000.0))
-    totals = {t["model"]: t for t in network_attention_us(rows)}
-    assert totals["Swin-T"]["us"] == {"kernel": 2 * 10 + 2 * 20 + 6 * 30 + 2 * 40,
-                                      "eager": 2 * 100 + 2 * 200 + 6 * 300 + 2 * 400}
-    assert totals["Swin-S"]["us"]["kernel"] == 2 * 10 + 2 * 20 + 18 * 30 + 2 * 40
-    assert totals["Swin-S"]["blocks"] == 24 and totals["Swin-T"]["stages"] == [1, 2, 3, 4]
-    assert (totals["Swin-T"]["dtype"], totals["Swin-T"]["batch"]) == ("fp16", 8)
+    totals = {t.model: t for t in network_attention_us(rows)}
+    assert totals["Swin-T"].us == {"kernel": 2 * 10 + 2 * 20 + 6 * 30 + 2 * 40,
+                                   "eager": 2 * 100 + 2 * 200 + 6 * 300 + 2 * 400}
+    assert totals["Swin-S"].us["kernel"] == 2 * 10 + 2 * 20 + 18 * 30 + 2 * 40
+    assert totals["Swin-S"].blocks == 24 and totals["Swin-T"].stages == (1, 2, 3, 4)
+    assert (totals["Swin-T"].dtype, totals["Swin-T"].batch) == ("fp16", 8)
 
 
 @pytest.mark.parametrize("shape", [Shape(14, 64, 2, 7, 3, (("test", 1, 2),)), Shape(7, 96, 3, 7, 0, ())],
@@ -144,7 +154,8 @@ def test_needs_a_gpu(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
-def _row_at(shape: Shape, batch: int, fraction: float, compile_speedup: float | None, peak: float = 3350.0) -> dict:
+def _row_at(shape: Shape, batch: int, fraction: float, compile_speedup: float | None,
+            peak: float = 3350.0) -> KernelRow:
     """A row whose kernel reaches ``fraction`` of ``peak`` and whose torch.compile takes ``compile_speedup`` × as
     long (None: compile not measured)."""
     kernel_us = bytes_moved(shape, batch, 2) / (fraction * peak * 1e9) * 1e6
@@ -156,22 +167,22 @@ def test_kernel_goals_select_the_issue_rows_and_judge_them() -> None:
     shapes = by_label()
     rows = [_row_at(shape, batch, 0.7, 3.0) for shape in shapes.values() for batch in (1, 8, 64)]
     # Two rows miss: Swin-B stage 2 at 50% of peak, Swin-T stage 1 only 2x torch.compile.
-    rows = [_row_at(shapes["Swin-B s2"], 64, 0.5, 3.0) if (r["shape"], r["batch"]) == ("Swin-B s2", 64) else
-            _row_at(shapes["Swin-T s1/Swin-S s1"], 64, 0.7, 2.0) if (r["shape"], r["batch"]) == (
+    rows = [_row_at(shapes["Swin-B s2"], 64, 0.5, 3.0) if (r.shape, r.batch) == ("Swin-B s2", 64) else
+            _row_at(shapes["Swin-T s1/Swin-S s1"], 64, 0.7, 2.0) if (r.shape, r.batch) == (
                 "Swin-T s1/Swin-S s1", 64) else r for r in rows]
     verdicts = kernel_bench.evaluate_kernel_goals(rows)
-    by_goal: dict[str, list[dict]] = {}
+    by_goal: dict[str, list[KernelVerdict]] = {}
     for verdict in verdicts:
-        by_goal.setdefault(verdict["id"], []).append(verdict)
+        by_goal.setdefault(verdict.id, []).append(verdict)
     # Window 7 at batch 64: Swin-T and Swin-B stages 1-3 (T and S share a row), six rows.
-    assert sorted(v["row"] for v in by_goal["bandwidth_w7_b64"]) == sorted(
+    assert sorted(str(v.row) for v in by_goal["bandwidth_w7_b64"]) == sorted(
         [f"Swin-T s{i}/Swin-S s{i}" for i in (1, 2, 3)] + [f"Swin-B s{i}" for i in (1, 2, 3)])
-    assert [v["row"] for v in by_goal["bandwidth_w7_b64"] if not v["met"]] == ["Swin-B s2"]
-    assert [v["row"] for v in by_goal["vs_compile_w7_b64"] if not v["met"]] == ["Swin-T s1/Swin-S s1"]
+    assert [v.row for v in by_goal["bandwidth_w7_b64"] if not v.met] == ["Swin-B s2"]
+    assert [v.row for v in by_goal["vs_compile_w7_b64"] if not v.met] == ["Swin-T s1/Swin-S s1"]
     # Window 12: Swin-B-384 stages 1-3 at batch 8 and 64, not L-384.
-    assert sorted((v["row"], v["batch"]) for v in by_goal["bandwidth_w12"]) == sorted(
+    assert sorted((str(v.row), v.batch) for v in by_goal["bandwidth_w12"]) == sorted(
         (f"Swin-B384 s{i}", b) for i in (1, 2, 3) for b in (8, 64))
-    assert all(math.isclose(v["value"], 0.7) and v["met"] for v in by_goal["bandwidth_w12"])
+    assert all(v.value is not None and math.isclose(v.value, 0.7) and v.met for v in by_goal["bandwidth_w12"])
     # Batch 1: every stage shape, judged on kernel µs (these synthetic rows are far under 10 µs).
     assert len(by_goal["latency_b1"]) == len(shapes)
     lines = report.goal_lines(verdicts)
@@ -181,13 +192,30 @@ def test_kernel_goals_select_the_issue_rows_and_judge_them() -> None:
 def test_kernel_goals_say_what_was_not_measured() -> None:
     shape = by_label()["Swin-T s1/Swin-S s1"]
     verdicts = kernel_bench.evaluate_kernel_goals([_row_at(shape, 64, 0.7, None)])
-    [compile_verdict] = [v for v in verdicts if v["id"] == "vs_compile_w7_b64"]
-    assert compile_verdict["met"] is None and compile_verdict["reason"] == "speedup_vs_compile not measured"
-    [window_12] = [v for v in verdicts if v["id"] == "bandwidth_w12"]
-    assert window_12["row"] is None and window_12["met"] is None and "no fp16 row at batch 8/64" in window_12["reason"]
+    [compile_verdict] = [v for v in verdicts if v.id == "vs_compile_w7_b64"]
+    assert compile_verdict.met is None and compile_verdict.reason == "speedup_vs_compile not measured"
+    [window_12] = [v for v in verdicts if v.id == "bandwidth_w12"]
+    assert window_12.row is None and window_12.met is None and "no fp16 row at batch 8/64" in str(window_12.reason)
 
 
 def test_triton_candidates_compute_the_node() -> None:
     """Configs of the Triton kernel's tuning space (the interpreter on the CPU) on the benchmark's inputs."""
     assert kernel_bench.expand_candidates(["kernel", "triton-jit"]) == ["kernel", *kernel_bench.TRITON_JIT]
     assert_candidates_compute_the_node(Shape(7, 32, 2, 7, 3, (("test", 1, 2),)), 1, list(kernel_bench.TRITON_JIT)[:2])
+
+
+def test_a_run_record_carries_its_rows_goals_and_totals_and_reads_back(tmp_path) -> None:
+    """What main writes after every row (its GPU parts aside): the rows, their goals and network totals, the GPU
+    load (here: why there is none), in a file that loads as KernelBenchRun again."""
+    args = kernel_bench.build_parser().parse_args(["--baseline", str(tmp_path / "old.so"), "--calls", "4"])
+    shape = by_label()["Swin-T s1/Swin-S s1"]
+    run = kernel_bench.KernelRun(args, ["kernel", "compile"], {}, {"collected_at": "2026-12-01T00:00:00+00:00"},
+                                 GpuLoadSampler(executable=None))
+    run.rows.append(_row_at(shape, 64, 0.7, 3.0))
+    record = run.record(True, [{"library": "kernel", "registers": 128}])
+    assert record.config.calls_per_graph == 4 and record.config.baseline == str(tmp_path / "old.so")
+    assert [v.met for v in record.goals if v.row is not None] == [True, True]
+    assert {t.model for t in record.network_attention_us} == {"Swin-T", "Swin-S"}
+    assert record.gpu_load is not None and "nvidia-smi not found" in str(record.gpu_load.reason)
+    data = json.loads(json.dumps(record.to_json()))
+    assert KernelBenchRun.current_format(data) and KernelBenchRun.from_json(data) == record

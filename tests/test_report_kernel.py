@@ -15,6 +15,18 @@ import pytest
 
 from benchmarks import environment, report
 from benchmarks.kernel_bench import evaluate_kernel_goals, stage_shapes, summarize_row
+from benchmarks.records import (
+    BatchResult,
+    BenchRun,
+    BenchSettings,
+    KernelBenchConfig,
+    KernelBenchRun,
+    Measured,
+    OnnxInputs,
+    RouteRecord,
+)
+from benchmarks.stats import summarize
+from pipeline.records import JsonRecord
 
 H100 = "NVIDIA H100 80GB HBM3"
 SHAPES = {shape.label: shape for shape in stage_shapes()}
@@ -40,25 +52,27 @@ ROWS = (("Swin-T s1/Swin-S s1", 1, "fp16", {"kernel": [8.0]}),
         ("Swin-T s1/Swin-S s1", 64, "fp32", {"kernel": [90.0], "compile": [100.0]}))
 
 
-def kernel_record(env: dict[str, Any], rows=ROWS, complete: bool = True) -> dict[str, Any]:
-    results = [summarize_row(SHAPES[label], batch, dtype, timings, env["peak_dram_gbs"])
-               for label, batch, dtype, timings in rows]
-    return {"environment": env, "config": {}, "complete": complete, "results": results, "network_attention_us": [],
-            "kernel_resources": [], "goals": evaluate_kernel_goals(results)}
+def kernel_record(env: dict[str, Any], rows=ROWS, complete: bool = True) -> KernelBenchRun:
+    results = tuple(summarize_row(SHAPES[label], batch, dtype, timings, env["peak_dram_gbs"])
+                    for label, batch, dtype, timings in rows)
+    config = KernelBenchConfig(("kernel",), 10, 20, 25.0, 5, True, True, None)
+    return KernelBenchRun(environment=env, config=config, complete=complete, results=results,
+                          network_attention_us=(), kernel_resources=(), goals=tuple(evaluate_kernel_goals(results)))
 
 
-def bench_record(env: dict[str, Any], created: str) -> dict[str, Any]:
-    """A whole-network result (benchmarks.bench's JSON) with one measured path."""
-    path = {"name": "torch-eager-cuda", "precision": "fp16", "device": "cuda", "cuda_graph": True, "note": "",
-            "status": "measured", "results": [{"batch": 1, "status": "measured", "p50_ms": 1.0,
-                                               "throughput_img_s": 1000.0}]}
-    return {"variant": "T", "device": environment.device_slug(env), "created": created, "environment": env,
-            "paths": [path], "complete": True}
+def bench_record(env: dict[str, Any], created: str) -> BenchRun:
+    """A whole-network result (benchmarks.bench's JSON) with one measured route."""
+    measured = Measured(**vars(summarize([1.0], 1)), stopped_by="iterations", elapsed_s=1.0, memory_mb=None)
+    route = RouteRecord(name="torch-eager-cuda", precision="fp16", device="cuda", cuda_graph=True, status="measured",
+                        results=(BatchResult(1, "measured", measured=measured),))
+    return BenchRun(variant="T", image_size=(224, 224), device=environment.device_slug(env), created=created,
+                    environment=env, settings=BenchSettings(batches={}, budgets={}, cuda_graphs=True),
+                    inputs=OnnxInputs(None, None, "not needed"), routes=(route,), complete=True)
 
 
-def write(path: Path, record: dict[str, Any]) -> None:
+def write(path: Path, record: JsonRecord | dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
+    path.write_text(json.dumps(record.to_json() if isinstance(record, JsonRecord) else record))
 
 
 def between(text: str, markers: report.Markers) -> str:
@@ -67,8 +81,8 @@ def between(text: str, markers: report.Markers) -> str:
 
 
 def test_kernel_table_shows_the_judged_rows_with_their_verdicts(machine):
-    record = kernel_record(kernel_env(machine, "2026-12-01T10:00:00+00:00"))
-    record["file"] = "2026-12-01-h100-80gb-hbm3/kernel_bench_fp16.json"
+    record = report.Committed(kernel_record(kernel_env(machine, "2026-12-01T10:00:00+00:00")),
+                              "2026-12-01-h100-80gb-hbm3/kernel_bench_fp16.json")
     lines = report.kernel_readme_section([record]).splitlines()
     heading = next(line for line in lines if line.startswith("**SwinWindowAttention kernel, 2026-12-01**"))
     assert "; DRAM peak 3,350 GB/s (table); [`2026-12-01-h100-80gb-hbm3/kernel_bench_fp16.json`](benchmarks/" \
@@ -110,7 +124,7 @@ def test_readme_shows_the_newest_kernel_and_network_results_per_device(tmp_path,
     assert len(report.committed_results(results)) == 2
     newest = report.newest_kernel_per_device(report.committed_results(results, report.KERNEL_GLOB), results)
     cpu = environment.device_slug(kernel_env(machine, "", None))
-    assert [(environment.device_slug(r["environment"]), r["file"]) for r in newest] == [
+    assert [(environment.device_slug(r.record.environment), r.file) for r in newest] == [
         ("h100-80gb-hbm3", f"{h100}/kernel_bench_fp16.json"), (cpu, "kernel_bench_cpu.json")]
 
     readme = tmp_path / "README.md"

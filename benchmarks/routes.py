@@ -1,13 +1,13 @@
-"""One runner per deployment path. Each prepares a callable that runs one inference on a fixed input; the
-orchestrator (:mod:`benchmarks.bench`) times it. A path that cannot run here raises :class:`PathUnavailable`
+"""One runner per deployment route. Each prepares a callable that runs one inference on a fixed input; the
+orchestrator (:mod:`benchmarks.bench`) times it. A route that cannot run here raises :class:`RouteUnavailable`
 with the reason, which the report lists as ``skipped``.
 
-Paths: PyTorch eager and ``torch.compile`` (FP32/FP16), on CUDA each also with fused attention (``build_swin(...,
+Routes: PyTorch eager and ``torch.compile`` (FP32/FP16), on CUDA each also with fused attention (``build_swin(...,
 fused_attention=True)``: our kernel through ``torch.ops.swin.window_attention``), onnxruntime on the exported ONNX
 (TensorRT, CUDA or CPU execution provider), onnxruntime on the surgered ONNX (the Python reference op: a correctness
-path), and TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the
+route), and TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the
 plugin, and one built from the plain ONNX, where TensorRT (Myelin) fuses the attention itself — the baseline the
-plugin must beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA paths replay CUDA graphs
+plugin must beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA routes replay CUDA graphs
 (:func:`uses_cuda_graph`).
 """
 
@@ -30,24 +30,24 @@ from pipeline.errors import PipelineError
 Step = Callable[[], Any]
 
 
-class PathUnavailable(Exception):
-    """This path (or this batch of it) cannot run here; the message says why and how to enable it."""
+class RouteUnavailable(Exception):
+    """This route (or this batch of it) cannot run here; the message says why and how to enable it."""
 
 
-#: Paths whose step is captured once into a CUDA graph and replayed when graphs are on: each timed iteration is
+#: Routes whose step is captured once into a CUDA graph and replayed when graphs are on: each timed iteration is
 #: then one graph launch, so the CUDA events time the GPU work and not Python's kernel-by-kernel launches (the H100
 #: run timed torch.compile without a graph: 3.0 ms at batch 1 for what a graph replays in 0.6 ms). onnxruntime's
-#: paths are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
+#: routes are not among them: its CUDA graph support needs session options of its own, and `run_with_iobinding` is
 #: what an onnxruntime user calls.
-CUDA_GRAPH_PATHS = ("tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
+CUDA_GRAPH_ROUTES = ("tensorrt-plugin", "tensorrt-attention", "tensorrt-native", "torch-eager-cuda",
                     "torch-compile-cuda", "torch-eager-cuda-fused", "torch-compile-cuda-fused")
-#: Ends the name of a PyTorch path whose model has fused attention (``build_swin(..., fused_attention=True)``).
+#: Ends the name of a PyTorch route whose model has fused attention (``build_swin(..., fused_attention=True)``).
 FUSED_SUFFIX = "-fused"
 
 
 def uses_cuda_graph(name: str, device: str, requested: bool) -> bool:
-    """Whether the path ``name`` on ``device`` replays a CUDA graph when ``--cuda-graphs`` is ``requested``."""
-    return requested and device == "cuda" and name in CUDA_GRAPH_PATHS
+    """Whether the route ``name`` on ``device`` replays a CUDA graph when ``--cuda-graphs`` is ``requested``."""
+    return requested and device == "cuda" and name in CUDA_GRAPH_ROUTES
 
 
 def _torch_cuda_available() -> bool:
@@ -58,12 +58,12 @@ def _torch_cuda_available() -> bool:
 
 def require_cuda(what: str) -> None:
     if not _torch_cuda_available():
-        raise PathUnavailable(f"{what} needs a CUDA GPU; none is visible here (torch.cuda.is_available() is False)")
+        raise RouteUnavailable(f"{what} needs a CUDA GPU; none is visible here (torch.cuda.is_available() is False)")
 
 
 @contextlib.contextmanager
 def deadline(seconds: float | None, what: str) -> Iterator[None]:
-    """Raise PathUnavailable if the block runs longer than ``seconds`` (SIGALRM, so main thread only; elsewhere
+    """Raise RouteUnavailable if the block runs longer than ``seconds`` (SIGALRM, so main thread only; elsewhere
     or with ``None`` the block runs unbounded). Used for torch.compile, whose CPU compile can take minutes; the
     alarm interrupts it wherever it is, and frameworks may wrap the exception, so expiry is tracked apart."""
     if seconds is None or threading.current_thread() is not threading.main_thread():
@@ -74,7 +74,7 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
 
     def expire(*_: Any) -> None:
         expired.set()
-        raise PathUnavailable(message)
+        raise RouteUnavailable(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -82,15 +82,15 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
         yield
     except Exception as error:
         if expired.is_set():
-            raise PathUnavailable(message) from error
+            raise RouteUnavailable(message) from error
         raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
-class BenchPath:
-    """A deployment path at one precision on one device. ``device`` decides the budget and batch list
+class BenchRoute:
+    """A deployment route at one precision on one device. ``device`` decides the budget and batch list
     (``cpu`` or ``cuda``); ``note`` is shown next to the numbers."""
 
     name: str
@@ -100,17 +100,17 @@ class BenchPath:
     cuda_graph: bool = False  #: each step replays a CUDA graph captured once per batch
 
     def setup(self) -> None:
-        """Expensive, once per path (load or build); may raise PathUnavailable."""
+        """Expensive, once per route (load or build); may raise RouteUnavailable."""
 
     def step(self, batch: int) -> Step:
-        """A callable running one inference at ``batch``; may raise PathUnavailable for this batch."""
+        """A callable running one inference at ``batch``; may raise RouteUnavailable for this batch."""
         raise NotImplementedError
 
     def timer(self) -> Timer:
         return WallClockTimer()
 
     def memory_mb(self) -> float | None:
-        """Device memory the path held at its peak for the last batch (None where not measurable)."""
+        """Device memory the route held at its peak for the last batch (None where not measurable)."""
         return None
 
     def details(self) -> dict[str, Any]:
@@ -118,7 +118,7 @@ class BenchPath:
         return {}
 
     def close(self) -> None:
-        """Release device memory before the next path runs."""
+        """Release device memory before the next route runs."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -129,28 +129,28 @@ _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
 class ModelFactory(Protocol):
-    """Builds the model a PyTorch path runs: the same weights with or without fused attention."""
+    """Builds the model a PyTorch route runs: the same weights with or without fused attention."""
 
     def __call__(self, *, fused_attention: bool) -> Any: ...
 
 
 def enable_fused_attention_cuda() -> Path:
     """Load the attention kernel's library for ``torch.ops.swin.window_attention`` on CUDA and return its path
-    (:func:`pipeline.ops.enable_cuda`); a missing or wrong library is PathUnavailable with enable_cuda's message,
+    (:func:`pipeline.ops.enable_cuda`); a missing or wrong library is RouteUnavailable with enable_cuda's message,
     which says how to build it."""
     from pipeline.ops import enable_cuda
 
     try:
         return enable_cuda()
     except RuntimeError as error:
-        raise PathUnavailable(str(error)) from error
+        raise RouteUnavailable(str(error)) from error
 
 
-class TorchPath(BenchPath):
+class TorchRoute(BenchRoute):
     """PyTorch eager, or ``torch.compile`` of it, on CUDA optionally replayed as a CUDA graph (both of them).
 
-    ``fused``: the model's blocks run ``torch.ops.swin.window_attention`` (``*-fused`` paths): on CUDA our kernel,
-    on the CPU the reference op (a correctness check, not a deployment path: none is in the benchmark's list)."""
+    ``fused``: the model's blocks run ``torch.ops.swin.window_attention`` (``*-fused`` routes): on CUDA our kernel,
+    on the CPU the reference op (a correctness check, not a deployment route: none is in the benchmark's list)."""
 
     def __init__(self, model_factory: ModelFactory, image_size: tuple[int, int], precision: str, device: str, *,
                  compile: bool = False, fused: bool = False, compile_budget_s: float | None = None,
@@ -172,12 +172,12 @@ class TorchPath(BenchPath):
         self.attention_library: Path | None = None
         self.model: Any = None
         self.compile_seconds: dict[int, float] = {}
-        self.compile_timeout: PathUnavailable | None = None
+        self.compile_timeout: RouteUnavailable | None = None
         self.captured: tuple[Any, Any, Any] | None = None
 
     def setup(self) -> None:
         if self.precision not in _TORCH_DTYPES:
-            raise PathUnavailable(f"PyTorch has no {self.precision.upper()} path for this model (the pipeline "
+            raise RouteUnavailable(f"PyTorch has no {self.precision.upper()} route for this model (the pipeline "
                                   "quantizes the ONNX graph with Q/DQ for TensorRT)")
         if self.device == "cuda":
             require_cuda(f"{self.name} {self.precision}")
@@ -206,7 +206,7 @@ class TorchPath(BenchPath):
             try:
                 with deadline(self.compile_budget_s, f"torch.compile at batch {batch}"):
                     run()
-            except PathUnavailable as timeout:
+            except RouteUnavailable as timeout:
                 self.compile_timeout = timeout
                 raise
             self.compile_seconds[batch] = round(time.perf_counter() - start, 1)
@@ -218,7 +218,7 @@ class TorchPath(BenchPath):
         # time (dynamo's guards and the trees' bookkeeping in Python, and a copy of the input into its static buffer)
         # and silently falls back to launching kernel by kernel when it meets something it cannot capture ("skipping
         # cudagraphs due to ..."), which is the misleading number this replaces; a capture here fails loudly, and the
-        # path is reported failed with the reason.
+        # route is reported failed with the reason.
         graph, output = capture(lambda: self.model(images))
         self.captured = (graph, images, output)  # the graph reads the input and writes the output where they were
         return graph.replay
@@ -249,7 +249,7 @@ class TorchPath(BenchPath):
 # onnxruntime
 
 
-#: Execution providers by path name, with the device they run on.
+#: Execution providers by route name, with the device they run on.
 ORT_PROVIDERS = {"onnxruntime-tensorrt": ("TensorrtExecutionProvider", "cuda"),
                  "onnxruntime-cuda": ("CUDAExecutionProvider", "cuda"),
                  "onnxruntime-cpu": ("CPUExecutionProvider", "cpu")}
@@ -265,9 +265,9 @@ def _onnx_image_input(path: Path) -> tuple[str, list[int]]:
     return name, [int(d) for d in dims[1:]]
 
 
-class OnnxruntimePath(BenchPath):
+class OnnxruntimeRoute(BenchRoute):
     """onnxruntime on an ONNX file with one execution provider. GPU providers get their inputs and outputs bound
-    on the device (I/O binding), so host↔device copies are not timed, as for the TensorRT paths."""
+    on the device (I/O binding), so host↔device copies are not timed, as for the TensorRT routes."""
 
     def __init__(self, name: str, onnx_path: Callable[[], Path], precision: str, *,
                  session_factory: Callable[[Path], Any] | None = None, note: str = "",
@@ -292,13 +292,13 @@ class OnnxruntimePath(BenchPath):
         import onnxruntime as ort
 
         if self.provider not in ort.get_available_providers():
-            raise PathUnavailable(f"this onnxruntime {ort.__version__} has no {self.provider} (available: "
+            raise RouteUnavailable(f"this onnxruntime {ort.__version__} has no {self.provider} (available: "
                                   f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a GPU "
                                   "machine")
         if self.device == "cuda":
             require_cuda(f"onnxruntime's {self.provider}")
         if self.precision == "int8":
-            raise PathUnavailable("onnxruntime runs the exported FP32/FP16 graph here; the INT8 Q/DQ graph is "
+            raise RouteUnavailable("onnxruntime runs the exported FP32/FP16 graph here; the INT8 Q/DQ graph is "
                                   "measured through the TensorRT engine")
         self.path = self.onnx_path()
         self.input_name, self.input_dims = _onnx_image_input(self.path)
@@ -338,7 +338,7 @@ def require_tensorrt() -> Any:
     if importlib.util.find_spec("tensorrt") is None:
         hint = (" (TensorRT-RTX, installed here, builds engines ahead of time but cannot run them without a GPU)"
                 if importlib.util.find_spec("tensorrt_rtx_bindings") else "")
-        raise PathUnavailable(f"the tensorrt Python package is not installed{hint}; install TensorRT 10/11 on a "
+        raise RouteUnavailable(f"the tensorrt Python package is not installed{hint}; install TensorRT 10/11 on a "
                               "GPU machine")
     require_cuda("a TensorRT engine")
     import tensorrt
@@ -346,7 +346,7 @@ def require_tensorrt() -> Any:
     return tensorrt
 
 
-class TensorRTPath(BenchPath):
+class TensorRTRoute(BenchRoute):
     """A TensorRT engine through :class:`pipeline.runtime.SwinEngine` (buffers on the device, one enqueue on the
     engine's stream per step), optionally captured once per batch into a CUDA graph and replayed."""
 
@@ -374,19 +374,19 @@ class TensorRTPath(BenchPath):
             self.engine_path = self.engine_provider()
             self.engine = SwinEngine(self.engine_path, self.plugin_library)
         except PipelineError as error:  # "cannot run here ...", an incompatible engine, a missing plugin library
-            raise PathUnavailable(str(error)) from error
+            raise RouteUnavailable(str(error)) from error
         self.metadata = self.engine.metadata
 
     def step(self, batch: int) -> Step:
         torch, engine = self.torch, self.engine
         low, high = engine.batch_range[0], engine.batch_range[-1]
         if not low <= batch <= high:
-            raise PathUnavailable(f"{self.engine_path.name} was built for batch {low}..{high}; rebuild it with a "
+            raise RouteUnavailable(f"{self.engine_path.name} was built for batch {low}..{high}; rebuild it with a "
                                   f"profile up to {batch} (e.g. BATCH=1,8,{batch})")
         try:
             run = engine.bind(batch)
         except PipelineError as error:
-            raise PathUnavailable(str(error)) from error
+            raise RouteUnavailable(str(error)) from error
         run()  # the first enqueue after a shape change does setup work that must not be captured
         engine.stream.synchronize()
         if not self.cuda_graph:
