@@ -45,10 +45,10 @@ from pipeline.arguments import (
     precision_list,
     recipe_from_args,
 )
-from pipeline.attention import TRTATTN_SUFFIX, check_route
-from pipeline.engine import EngineFiles, EngineRecipe, ModelRecord, build_model, make_engine, recorded_model
-from pipeline.errors import PipelineError
-from pipeline.stages import StageRunner
+from pipeline.common.attention import TRTATTN_SUFFIX, check_route
+from pipeline.common.errors import PipelineError
+from pipeline.make import EngineFiles, EngineRecipe, ModelRecord, build_model, make_engine, recorded_model
+from pipeline.runner import StageRunner
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -191,7 +191,7 @@ class Inputs:
         if precision != "fp16":
             raise RouteUnavailable(f"TensorRT's native route needs a {precision.upper()} model of the plain ONNX; the "
                                   "pipeline calibrates only the surgered graph (calib/), so it is not measured")
-        from pipeline.precision import convert_fp16
+        from pipeline.stages.precision import convert_fp16
 
         typed = self.native_stages.out_dir / "model.fp16.onnx"
         self.native_stages.run("fp16-plain", {}, [self.onnx], [typed], lambda: convert_fp16(self.onnx, typed))
@@ -228,7 +228,7 @@ class Inputs:
 
     def native_engine(self, precision: str) -> Path:
         """TensorRT's engine of the plain export (no surgery): the baseline the plugin must beat."""
-        from pipeline.build import build_engine
+        from pipeline.tensorrt.build import build_engine
 
         typed = self.typed_plain_onnx(precision)
         engine = self.native_stages.out_dir / f"native_{self.recipe.variant.lower()}_{precision}.engine"
@@ -269,7 +269,7 @@ def build_routes(inputs: Inputs, precisions: tuple[str, ...], *, cuda_graphs: bo
     routes += [TorchRoute(model, recipe.image_size, "fp32", "cpu"),
               TorchRoute(model, recipe.image_size, "fp32", "cpu", compile=True, compile_budget_s=compile_budget_s),
               OnnxruntimeRoute("onnxruntime-cpu", lambda: inputs.onnx, "fp32")]
-    from pipeline.onnx_io import ort_session
+    from pipeline.common.onnx_io import ort_session
 
     routes.append(OnnxruntimeRoute("onnxruntime-cpu-surgered", lambda: inputs.surgered, "fp32",
                                  session_factory=ort_session, note=SURGERED_NOTE))

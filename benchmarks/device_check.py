@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import write_json
-from pipeline.records import JsonRecord
+from pipeline.common.artifacts import write_json
+from pipeline.common.records import JsonRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL_DIR = ROOT / ".whl"
@@ -252,9 +252,9 @@ def _environment(plan: Plan, installed_site: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     paths = [str(ROOT)] + ([SITE_DIR] if installed_site else [])
     env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
-    from pipeline.native import arch_build_dir  # numpy: not needed to plan, list or file a run
+    from pipeline.kernels.native import arch_build_dir  # numpy: not needed to plan, list or file a run
 
-    # The fused model's op (pipeline.ops, $SWIN_ATTN_CUDA_LIBRARY) loads the kernel the build step built.
+    # The fused model's op (pipeline.kernels.ops, $SWIN_ATTN_CUDA_LIBRARY) loads the kernel the build step built.
     env.setdefault("SWIN_ATTN_CUDA_LIBRARY", str(arch_build_dir(plan.arch) / "libswin_window_attention_cuda.so"))
     return env
 
@@ -355,7 +355,7 @@ def headline(step: str, out: Path) -> str | None:
         summaries = re.findall(r"^=+ (?:ERROR|RACECHECK) SUMMARY: (.*)$", log, flags=re.MULTILINE)
         return "; ".join(summaries[-2:]) or None
     if step == "kernel" and (out / "kernel_bench_fp16.json").is_file():
-        from benchmarks.records import KernelBenchRun  # pipeline.engine: not needed to plan, list or file a run
+        from benchmarks.records import KernelBenchRun  # pipeline.make: not needed to plan, list or file a run
 
         goals = KernelBenchRun.from_json(json.loads((out / "kernel_bench_fp16.json").read_text())).goals
         return f"{sum(g.met is True for g in goals)}/{len(goals)} goal rows met (kernel_bench_fp16.json)"
@@ -399,7 +399,7 @@ def file_results(run: Path, results_root: Path = RESULTS_ROOT) -> Path:
     """Copy a device run's files (``run``: the device tool's files_at) into ``results_root/<date>-<device>/`` with
     a README of what ran; a folder of that name is never replaced (``_2``…)."""
     from benchmarks.environment import device_slug
-    from pipeline.artifacts import atomic_folder
+    from pipeline.common.artifacts import atomic_folder
 
     if not (run / SUMMARY).is_file():
         raise SystemExit(f"device_check: error: {run} has no {SUMMARY}: give the folder a device run's files came "
@@ -444,8 +444,8 @@ def baseline_library(arch: str) -> Path:
 def build_baseline(revision: str, arch: str) -> Path:
     """``revision``'s CUDA kernel library for ``arch``, built here from a temporary git worktree (the C ABI is the
     same across revisions), at :func:`baseline_library` with a ``.json`` beside it naming the commit."""
-    from pipeline.artifacts import atomic_path
-    from pipeline.native import build_native
+    from pipeline.common.artifacts import atomic_path
+    from pipeline.kernels.native import build_native
 
     commit = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=ROOT, capture_output=True,
                             text=True, check=False)

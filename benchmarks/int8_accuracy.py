@@ -29,14 +29,14 @@ import torch
 from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
 from calib.quantize import SWIN_L_EXCLUDE, find_quantizable_layers, insert_qdq, select_excluded
 from calib.ranges import ActivationStatistics, amax_from_statistics, collect_absmax, collect_histograms
-from pipeline.artifacts import write_json
-from pipeline.compare import comparison_metrics
-from pipeline.export import export_onnx
-from pipeline.images import generate_image_folder, image_array
-from pipeline.int8 import ATTENTION_OPS, calibration_session
+from pipeline.common.artifacts import write_json
+from pipeline.common.compare import comparison_metrics
+from pipeline.common.images import generate_image_folder, image_array
+from pipeline.common.onnx_io import ort_session
 from pipeline.models import build_swin, perturb_weights_
-from pipeline.onnx_io import ort_session
-from pipeline.surgery import replace_window_attention
+from pipeline.stages.export import export_onnx
+from pipeline.stages.int8 import ATTENTION_OPS, calibration_session
+from pipeline.stages.surgery import replace_window_attention
 
 #: (label, method, percentile, exclusion selectors)
 CONFIGS = (

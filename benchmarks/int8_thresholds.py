@@ -28,16 +28,16 @@ import torch
 
 from benchmarks.report import RUNS_DIR, timestamped, utc_now, write_new
 from calib.quantize import find_quantizable_layers, insert_qdq
-from pipeline.artifacts import write_json
-from pipeline.compare import ComparisonMetrics, relative_error
-from pipeline.export import export_onnx
-from pipeline.images import generate_image_folder, load_image_set
-from pipeline.int8 import ATTENTION_OPS
-from pipeline.int8 import run as quantize_int8
+from pipeline.common.artifacts import write_json
+from pipeline.common.compare import ComparisonMetrics, relative_error
+from pipeline.common.images import generate_image_folder, load_image_set
+from pipeline.common.onnx_io import ort_session, write_onnx
 from pipeline.models import build_swin, perturb_weights_
-from pipeline.onnx_io import ort_session, write_onnx
-from pipeline.precision import convert_fp16
-from pipeline.surgery import replace_window_attention
+from pipeline.stages.export import export_onnx
+from pipeline.stages.int8 import ATTENTION_OPS
+from pipeline.stages.int8 import run as quantize_int8
+from pipeline.stages.precision import convert_fp16
+from pipeline.stages.surgery import replace_window_attention
 
 BATCH = 8
 

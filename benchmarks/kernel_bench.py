@@ -44,13 +44,13 @@ from benchmarks.records import (
 from benchmarks.report import RUNS_DIR, goal_lines, start_run, timestamped, update_run, utc_now
 from benchmarks.stats import percentile
 from benchmarks.timers import capture
-from pipeline.errors import PipelineError
+from pipeline.common.errors import PipelineError
+from pipeline.common.variants import VARIANTS
+from pipeline.kernels.native import SwinAttention, arch_build_dir, build_native, kernel_resources
+from pipeline.kernels.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
+from pipeline.kernels.reference import shift_mask
 from pipeline.kernels.selection import CONFIGS, KERNEL_ENV, KernelConfig
 from pipeline.kernels.window_attention import window_attention as triton_window_attention
-from pipeline.native import SwinAttention, arch_build_dir, build_native, kernel_resources
-from pipeline.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
-from pipeline.reference import shift_mask
-from pipeline.variants import VARIANTS
 
 #: Candidates in report order; the first is the one the others are compared with.
 CANDIDATES = ("kernel", "triton", "triton-jit", "baseline", "op", "eager", "sdpa", "compile")
@@ -100,7 +100,7 @@ class Shape:
         return "/".join(f"Swin-{model} s{stage}" for model, stage, _ in self.stages)
 
     def attributes(self) -> dict[str, int | float]:
-        """The node attributes (``pipeline.reference`` keywords) of this shape."""
+        """The node attributes (``pipeline.kernels.reference`` keywords) of this shape."""
         return {"height": self.resolution, "width": self.resolution, "window_size": self.window,
                 "shift_size": self.shift, "num_heads": self.heads, "scale": (self.channels // self.heads) ** -0.5}
 
@@ -325,7 +325,7 @@ def make_candidates(lib, shape: Shape, batch: int, dtype: torch.dtype, names: Se
                     baseline=None) -> dict[str, Callable[[], torch.Tensor]]:
     """Zero-argument callables returning [B, T, C] for the ``names`` wanted, on inputs made here.
 
-    ``lib``: the C ABI binding (``pipeline.native.SwinAttention``) the ``kernel`` candidate calls; ``baseline``:
+    ``lib``: the C ABI binding (``pipeline.kernels.native.SwinAttention``) the ``kernel`` candidate calls; ``baseline``:
     the binding of another build the ``baseline`` candidate calls the same way. Each candidate
     looks up the current stream when called, so that it runs on the capture stream inside ``torch.cuda.graph``;
     ``compile`` is a fresh ``torch.compile`` after ``torch._dynamo.reset()``. ``device`` "cpu" serves the tests

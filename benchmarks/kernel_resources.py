@@ -3,7 +3,7 @@ occupancy that allows on the architecture's GPU (H100, Jetson Orin, RTX 4090).
 
 Builds the native libraries for each architecture into build/native-sm<arch>/ (``build_native``) and
 reads what ptxas allotted each kernel of the CUDA library and each Triton image compiled for it
-(``pipeline.native.kernel_resources``, ``triton_image_resources``: ``cuobjdump --dump-resource-usage``). Local
+(``pipeline.kernels.native.kernel_resources``, ``triton_image_resources``: ``cuobjdump --dump-resource-usage``). Local
 memory or a stack frame means register spills to device memory, slow: the command then exits 1 naming those
 kernels, so a kernel change is checked here before it spends GPU time. Exit 2: a build or
 usage error. Needs cmake, nvcc and cuobjdump (the test extra); no GPU.
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.artifacts import write_json
-from pipeline.native import (
+from pipeline.common.artifacts import write_json
+from pipeline.kernels.native import (
     KernelResources,
     arch_build_dir,
     build_native,

@@ -26,11 +26,11 @@ from benchmarks.bench import Inputs, engine_batch_profile
 from benchmarks.report import ROOT
 from benchmarks.routes import RouteUnavailable, require_tensorrt
 from pipeline.arguments import ModelArguments, PluginArguments, add_groups, recipe_from_args
-from pipeline.artifacts import write_json
-from pipeline.build import BACKENDS
-from pipeline.engine import PRECISIONS
-from pipeline.errors import PipelineError
+from pipeline.common.artifacts import write_json
+from pipeline.common.errors import PipelineError
+from pipeline.make import PRECISIONS
 from pipeline.runtime import SwinEngine
+from pipeline.tensorrt.build import BACKENDS
 
 log = logging.getLogger("benchmarks.profile")
 
@@ -63,8 +63,8 @@ def layer_times(engine: SwinEngine, batch: int, iterations: int) -> list[dict[st
             for name, v in totals.items()]
 
 
-#: The name of each ONNX Attention node the ``tensorrt`` route writes (pipeline.surgery), which the engine's layer
-#: names carry: ``tensorrt_attention_<block>/attention``.
+#: The name of each ONNX Attention node the ``tensorrt`` route writes (pipeline.stages.surgery), which the engine's
+#: layer names carry: ``tensorrt_attention_<block>/attention``.
 _ATTENTION_NODE = re.compile(r"tensorrt_attention_(\d+)/attention")
 
 

@@ -1,8 +1,8 @@
 """The benchmarks' result files as typed records: a whole-network run (:class:`BenchRun`, with a record per route
 and per batch) and a kernel benchmark run (:class:`KernelBenchRun`), and the GPU load both carry.
 
-They derive from :class:`pipeline.records.JsonRecord`; ``to_json``/``from_json`` keep the files' keys, so the files
-committed under benchmarks/results/ load as they are. ``environment`` stays the open, best-effort object of
+They derive from :class:`pipeline.common.records.JsonRecord`; ``to_json``/``from_json`` keep the files' keys, so the
+files committed under benchmarks/results/ load as they are. ``environment`` stays the open, best-effort object of
 :func:`benchmarks.environment.collect`, and a route's ``details`` what that kind of route reports about itself.
 """
 
@@ -14,8 +14,8 @@ import typing
 from typing import Any, TypeVar
 
 from benchmarks.timers import Budget
-from pipeline.engine import ModelRecord
-from pipeline.records import JsonRecord, to_plain
+from pipeline.common.records import JsonRecord, to_plain
+from pipeline.make import ModelRecord
 
 R = TypeVar("R", bound="BenchRecord")
 
@@ -329,8 +329,8 @@ class KernelBenchConfig(JsonRecord):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KernelBenchRun(JsonRecord):
     """A run of ``python -m benchmarks.kernel_bench``. ``environment`` adds the device's DRAM peak and the GPU load
-    under the timed rows to benchmarks.environment's record. ``kernel_resources``: pipeline.native's records of the
-    timed libraries, for reading (nothing reads them back)."""
+    under the timed rows to benchmarks.environment's record. ``kernel_resources``: pipeline.kernels.native's records of
+    the timed libraries, for reading (nothing reads them back)."""
 
     environment: dict[str, Any]
     config: KernelBenchConfig

@@ -41,9 +41,9 @@ from benchmarks.records import (
     RouteRecord,
 )
 from benchmarks.routes import FUSED_SUFFIX
-from pipeline.artifacts import atomic_path, write_json
-from pipeline.errors import PipelineError
-from pipeline.records import JsonRecord
+from pipeline.common.artifacts import atomic_path, write_json
+from pipeline.common.errors import PipelineError
+from pipeline.common.records import JsonRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"

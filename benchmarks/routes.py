@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from benchmarks.timers import CudaEventTimer, Timer, WallClockTimer, capture
-from pipeline.errors import PipelineError
+from pipeline.common.errors import PipelineError
 
 Step = Callable[[], Any]
 
@@ -136,9 +136,9 @@ class ModelFactory(Protocol):
 
 def enable_fused_attention_cuda() -> Path:
     """Load the attention kernel's library for ``torch.ops.swin.window_attention`` on CUDA and return its path
-    (:func:`pipeline.ops.enable_cuda`); a missing or wrong library is RouteUnavailable with enable_cuda's message,
-    which says how to build it."""
-    from pipeline.ops import enable_cuda
+    (:func:`pipeline.kernels.ops.enable_cuda`); a missing or wrong library is RouteUnavailable with enable_cuda's
+    message, which says how to build it."""
+    from pipeline.kernels.ops import enable_cuda
 
     try:
         return enable_cuda()
@@ -258,7 +258,7 @@ ORT_PROVIDERS = {"onnxruntime-tensorrt": ("TensorrtExecutionProvider", "cuda"),
 def _onnx_image_input(path: Path) -> tuple[str, list[int]]:
     import onnx
 
-    from pipeline.onnx_io import graph_input
+    from pipeline.common.onnx_io import graph_input
 
     model = onnx.load(str(path), load_external_data=False)
     name, dims = graph_input(model, None, path)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from pipeline.records import JsonRecord
+from pipeline.common.records import JsonRecord
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 explicit quantization, given an ONNX model, calibration samples and a way to run the model.
 
 It imports nothing from pipeline/: what to treat as attention, how to run a graph and where progress goes are
-parameters. pipeline/int8.py is the stage built on it (images, cache, sessions, files).
+parameters. pipeline/stages/int8.py is the stage built on it (images, cache, sessions, files).
 """
 
 from calib.errors import CalibrationError

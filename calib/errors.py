@@ -1,4 +1,4 @@
-"""The one error calib/ raises for its inputs; a caller (pipeline/int8.py) shows it to the user as its own."""
+"""The one error calib/ raises for its inputs; a caller (pipeline/stages/int8.py) shows it to the user as its own."""
 
 
 class CalibrationError(ValueError):

@@ -8,7 +8,7 @@ quantization expects (it fuses the pairs into INT8 kernels and folds the weight 
   ``transB``), scale ``max|W| / 127`` per channel.
 Nothing else is touched: window attention stays in the FP16 plugin, LayerNorm and the residual adds keep the
 graph's precision. Which ops compute attention (qkv feeds one, proj reads one) is the caller's to say
-(``attention_ops``): the plugin's op and the ONNX ``Attention`` op for pipeline/int8.py.
+(``attention_ops``): the plugin's op and the ONNX ``Attention`` op for pipeline/stages/int8.py.
 
 Layers are named like the official checkpoint (docs/design.md §6), from the graph's structure, not its generated
 names: ``patch_embed.proj``, ``layers.{i}.blocks.{j}.attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` / ``mlp.fc2``,
@@ -117,7 +117,7 @@ def _role(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto],
         return "head"
     raise CalibrationError(f"cannot tell what MatMul node {node.name!r} is in a Swin graph (not qkv, proj, fc1, fc2, "
                            "patch merging or head); quantize only graphs from "
-                           "pipeline.surgery.replace_window_attention")
+                           "pipeline.stages.surgery.replace_window_attention")
 
 
 def _weight_axis(node: onnx.NodeProto) -> int:
@@ -192,7 +192,7 @@ def insert_qdq(model: onnx.ModelProto, layers: Sequence[QuantizableLayer], amax:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_QDQ_OPSET:
         raise CalibrationError(f"per-channel Q/DQ needs ONNX opset >= {MIN_QDQ_OPSET}, the graph has {opset}; "
-                               "re-export it with pipeline.export (opset 18)")
+                               "re-export it with pipeline.stages.export (opset 18)")
     graph = model.graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     layer_of_node = {layer.node: layer for layer in layers}

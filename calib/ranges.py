@@ -16,8 +16,8 @@ Methods (``amax`` is the clip value; the INT8 scale is ``amax / 127``):
   back over P's non-empty bins.
 
 How the graph runs is the caller's: ``new_session(model)`` returns a session with onnxruntime's
-``run(output_names, feed)`` (pipeline/int8.py passes one in which the plugin's op runs through its reference), and
-``progress(done, total, unit)``, if given, hears after each run.
+``run(output_names, feed)`` (pipeline/stages/int8.py passes one in which the plugin's op runs through its reference),
+and ``progress(done, total, unit)``, if given, hears after each run.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ ENTROPY_LEVELS = 128
 
 
 class Samples(Protocol):
-    """Calibration samples, the model's input a slice at a time: an array, or (pipeline.images.ImageSet) an object
-    that keeps uint8 crops and normalizes each batch when it is asked for."""
+    """Calibration samples, the model's input a slice at a time: an array, or (pipeline.common.images.ImageSet) an
+    object that keeps uint8 crops and normalizes each batch when it is asked for."""
 
     def __len__(self) -> int: ...
 

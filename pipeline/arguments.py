@@ -1,6 +1,6 @@
 """Command-line argument groups shared by ``python -m pipeline`` and the benchmarks.
 
-Each group adds its options to a parser and turns the parsed options into :class:`pipeline.engine.EngineRecipe`
+Each group adds its options to a parser and turns the parsed options into :class:`pipeline.make.EngineRecipe`
 fields, so a tool is its groups plus a few lines (the pattern of Polygraphy's argument groups):
 
     groups = (ModelArguments(), BuildArguments(), PluginArguments())
@@ -16,9 +16,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.attention import ATTENTION_ROUTES
-from pipeline.engine import CALIB_METHODS, DEFAULT_PLUGIN, PRECISIONS, EngineRecipe
-from pipeline.variants import VARIANTS
+from pipeline.common.attention import ATTENTION_ROUTES
+from pipeline.common.variants import VARIANTS
+from pipeline.make import CALIB_METHODS, DEFAULT_PLUGIN, PRECISIONS, EngineRecipe
 
 
 def batch_list(text: str) -> tuple[int, ...]:
@@ -53,7 +53,7 @@ def batch_profile(text: str) -> tuple[int, int, int]:
 
 
 def precision_list(text: str) -> tuple[str, ...]:
-    """``fp16,int8`` → ("fp16", "int8"), each one of :data:`pipeline.engine.PRECISIONS`."""
+    """``fp16,int8`` → ("fp16", "int8"), each one of :data:`pipeline.make.PRECISIONS`."""
     values = tuple(dict.fromkeys(v.strip().lower() for v in text.split(",")))
     unknown = [v for v in values if v not in PRECISIONS]
     if unknown:

@@ -33,8 +33,8 @@ from pipeline.arguments import (
     negative_values_joined,
     recipe_from_args,
 )
-from pipeline.engine import PRECISIONS, EngineRecipe, export_model, make_engine
-from pipeline.errors import PipelineError
+from pipeline.common.errors import PipelineError
+from pipeline.make import PRECISIONS, EngineRecipe, export_model, make_engine
 
 log = logging.getLogger("pipeline")
 OUT_DIR_HELP = ("build/swin_<model>: build/swin_t, build/swin_t_features_800x1333 for a backbone, "
@@ -71,7 +71,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_surgery(args: argparse.Namespace) -> None:
-    from pipeline.surgery import replace_window_attention
+    from pipeline.stages.surgery import replace_window_attention
 
     report = replace_window_attention(Path(args.input), Path(args.output),
                                       report_path=Path(args.report) if args.report else None,
@@ -81,7 +81,7 @@ def _cmd_surgery(args: argparse.Namespace) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> None:
-    from pipeline.check import compare_onnx
+    from pipeline.stages.check import compare_onnx
 
     report = compare_onnx(Path(args.reference), Path(args.candidate), args.batch, args.tolerance)
     print(json.dumps(report.to_json(), indent=2))
@@ -89,13 +89,13 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
 
 def _cmd_fp16(args: argparse.Namespace) -> None:
-    from pipeline.precision import convert_fp16
+    from pipeline.stages.precision import convert_fp16
 
     convert_fp16(Path(args.input), Path(args.output))
 
 
 def _cmd_quantize(args: argparse.Namespace) -> None:
-    from pipeline import int8
+    from pipeline.stages import int8
 
     report = int8.run(Path(args.input), Path(args.output), calib_dir=args.calib_dir, samples=args.calib_samples,
                       method=args.calib_method, percentile=args.percentile, exclude=args.calib_exclude,
@@ -104,7 +104,7 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
-    from pipeline.build import build_engine
+    from pipeline.tensorrt.build import build_engine
 
     metadata = build_engine(Path(args.input), Path(args.engine), plugin_library=args.plugin, batch=args.batch,
                             backend=args.backend, sm=args.sm, timing_cache=args.timing_cache,
@@ -114,14 +114,14 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_check_engine(args: argparse.Namespace) -> None:
-    from pipeline.build import check_engine_compatible
+    from pipeline.tensorrt.build import check_engine_compatible
 
     check = check_engine_compatible(Path(args.engine), plugin_library=args.plugin)
     print(json.dumps(check.to_json(), indent=2, default=str) if args.json else check.verdict())
 
 
 def _cmd_triton(args: argparse.Namespace) -> None:
-    from pipeline.triton import write_recipe_repository
+    from pipeline.serving.triton import write_recipe_repository
 
     write_recipe_repository(recipe_from_args(args, args.groups, precision=args.precision), args.out,
                             engine_dir=args.engine_dir, engines=args.engines, plugin_library=args.plugin,

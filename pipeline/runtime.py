@@ -1,13 +1,14 @@
 """Loading and running an engine: :class:`SwinEngine`, the one way verification, the benchmarks and users run one.
 
-``SwinEngine(path)`` checks the engine against this machine first (:func:`pipeline.build.check_engine_compatible`:
-another GPU, TensorRT version or a corrupt file is a one-line PipelineError), has TensorRT-RTX read the header of its
-engines (``get_engine_validity``), says plainly when the engine cannot run here (no TensorRT runtime with a CUDA GPU),
-and only then deserializes it with the plugin library (:func:`pipeline.build.load_engine`). It owns the execution
-context, a CUDA stream and the device buffers, all through PyTorch: ``infer`` takes NumPy or torch images of any
-batch size (split into runs the optimization profile allows) and ``bind`` prepares the enqueue-only callable the
-benchmarks time. :func:`preprocess` is the ImageNet evaluation transform of :mod:`pipeline.images`, :func:`top_k`
-the softmax ranking of the logits. ``deploy/trt_runner.cpp`` is the C++ equivalent, for Jetson.
+``SwinEngine(path)`` checks the engine against this machine first
+(:func:`pipeline.tensorrt.build.check_engine_compatible`: another GPU, TensorRT version or a corrupt file is a one-line
+PipelineError), has TensorRT-RTX read the header of its engines (``get_engine_validity``), says plainly when the engine
+cannot run here (no TensorRT runtime with a CUDA GPU), and only then deserializes it with the plugin library
+(:func:`pipeline.tensorrt.build.load_engine`). It owns the execution context, a CUDA stream and the device buffers, all
+through PyTorch: ``infer`` takes NumPy or torch images of any batch size (split into runs the optimization profile
+allows) and ``bind`` prepares the enqueue-only callable the benchmarks time. :func:`preprocess` is the ImageNet
+evaluation transform of :mod:`pipeline.common.images`, :func:`top_k` the softmax ranking of the logits.
+``deploy/trt_runner.cpp`` is the C++ equivalent, for Jetson.
 
 Buffers and streams need PyTorch with CUDA; where torch is absent, SwinEngine says so (no ``cuda-python`` path).
 """
@@ -23,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline import imagenet_transform
-from pipeline.build import BACKENDS, check_engine_compatible, engine_runtime, installed_runtimes, load_engine
-from pipeline.engine_metadata import REBUILD, EngineMetadata, Runtime, TensorSpec
-from pipeline.errors import PipelineError
-from pipeline.imagenet_transform import top_k as top_k  # part of this module's API (the README's example)
+from pipeline.common import imagenet_transform
+from pipeline.common.errors import PipelineError
+from pipeline.common.imagenet_transform import top_k as top_k  # part of this module's API (the README's example)
+from pipeline.tensorrt.build import BACKENDS, check_engine_compatible, engine_runtime, installed_runtimes, load_engine
+from pipeline.tensorrt.metadata import REBUILD, EngineMetadata, Runtime, TensorSpec
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +58,7 @@ def batch_chunks(count: int, max_batch: int) -> list[slice]:
 
 
 def preprocess(image: Image.Image | str | Path, size: int | tuple[int, int] = 224) -> np.ndarray:
-    """float32 ``[3, H, W]``: the ImageNet evaluation transform :mod:`pipeline.images` applies to photos (RGB,
+    """float32 ``[3, H, W]``: the ImageNet evaluation transform :mod:`pipeline.common.images` applies to photos (RGB,
     bilinear resize so the crop is 224/256 of the shorter side, centre crop ``size`` = (H, W) or an int, scale to
     [0, 1], normalize with the ImageNet mean and std). ``image``: a PIL image or the path of one."""
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

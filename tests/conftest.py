@@ -1,5 +1,5 @@
 """Shared fixtures: one perturbed random-weight Swin-T, exported and surgered once per session, and one small export
-of every variant in ``pipeline.variants.VARIANTS`` shared by the export and surgery tests."""
+of every variant in ``pipeline.common.variants.VARIANTS`` shared by the export and surgery tests."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-# Triton decides whether to interpret kernels when it is imported (pipeline.ops imports it): without a GPU the Triton
-# kernel's tests run under its interpreter, on CPU tensors; with one they run it compiled.
+# Triton decides whether to interpret kernels when it is imported (pipeline.kernels.ops imports it): without a GPU the
+# Triton kernel's tests run under its interpreter, on CPU tensors; with one they run it compiled.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from pipeline.common.variants import VARIANTS, SwinConfig
 from pipeline.models import SwinTransformer, build_swin, perturb_weights_
-from pipeline.variants import VARIANTS, SwinConfig
 
 if TYPE_CHECKING:
-    from pipeline.surgery import SurgeryReport
+    from pipeline.stages.surgery import SurgeryReport
 
 # The native build fixtures (native_libs, plugin_library) live with the ctypes binding they serve.
 pytest_plugins = ("plugin_build",)
@@ -41,9 +41,9 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def assert_matches_pytorch(model: torch.nn.Module, onnx_path: Path, size: tuple[int, int],
                            batches: tuple[int, ...]) -> None:
     """onnxruntime (``SwinWindowAttention`` through the reference op) computes what ``model`` does, within 1e-4
-    (pipeline.compare.relative_error), at each batch size."""
-    from pipeline.compare import relative_error
-    from pipeline.onnx_io import ort_session
+    (pipeline.common.compare.relative_error), at each batch size."""
+    from pipeline.common.compare import relative_error
+    from pipeline.common.onnx_io import ort_session
 
     session = ort_session(onnx_path)
     for batch in batches:
@@ -123,8 +123,8 @@ def swin_t() -> torch.nn.Module:
 def swin_t_onnx(swin_t: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, SurgeryReport]:
     """(model.onnx, model.swin.onnx, surgery report) of Swin-T with a dynamic batch up to 4."""
     # Imported here so that the GPU kernel tests also run where onnx-graphsurgeon is not installed.
-    from pipeline.export import export_onnx
-    from pipeline.surgery import replace_window_attention
+    from pipeline.stages.export import export_onnx
+    from pipeline.stages.surgery import replace_window_attention
 
     folder = tmp_path_factory.mktemp("swin_t")
     onnx_path = export_onnx(swin_t, folder / "model.onnx", max_batch=4)
@@ -150,7 +150,7 @@ def variant_export(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     Session-scoped and parametrized, so pytest runs the export and surgery tests of one variant together and keeps
     one variant's model alive at a time.
     """
-    from pipeline.export import export_onnx
+    from pipeline.stages.export import export_onnx
 
     variant = request.param
     config = export_config(variant)

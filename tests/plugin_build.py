@@ -1,14 +1,14 @@
 """Fixtures and helpers for the SwinWindowAttention plugin tests (registered in conftest.py).
 
 - ``native_libs_for(arch)``: the native libraries for one CUDA arch, built once a session into
-  ``build/native-sm<arch>`` (``pipeline.native.arch_build_dir``, the folder the kernel tools build into too, so a
-  device run's build step leaves nothing for the GPU tests to build); ``pipeline.native.SwinAttention`` calls
+  ``build/native-sm<arch>`` (``pipeline.kernels.native.arch_build_dir``, the folder the kernel tools build into too, so
+  a device run's build step leaves nothing for the GPU tests to build); ``pipeline.kernels.native.SwinAttention`` calls
   their C ABI. ``plugin_library_for(arch)``: its TensorRT plugin library;
 - ``triton_images_for(arch)``: the Triton images that build embeds (its ``triton/manifest.json``);
 - ``native_libs``: session fixture, ``native_libs_for(TEST_CUDA_ARCH)``, what the CPU tests use;
 - ``synthetic_onnx``: a small ONNX graph with SwinWindowAttention nodes per the contract;
 - ``plugin_library``: session fixture, the TensorRT plugin library of ``native_libs`` (fails the test if
-  CMake found no TensorRT headers). Engines are built with ``pipeline.build.build_engine``.
+  CMake found no TensorRT headers). Engines are built with ``pipeline.tensorrt.build.build_engine``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from pipeline.native import NativeLibs, arch_build_dir, build_native
-from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP, node_attributes
+from pipeline.kernels.native import NativeLibs, arch_build_dir, build_native
+from pipeline.kernels.reference import PLUGIN_DOMAIN, PLUGIN_OP, node_attributes
 
 #: One architecture keeps the CI build short (2 cores); SM86 is also what the TensorRT-RTX tests target.
 TEST_CUDA_ARCH = "86"

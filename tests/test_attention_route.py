@@ -14,17 +14,17 @@ import pytest
 from conftest import assert_matches_pytorch, expected_blocks
 
 from calib.quantize import find_quantizable_layers
-from pipeline.attention import ATTENTION_OPSET, ONNX_ATTENTION_OP
-from pipeline.build import build_engine, check_engine_compatible
-from pipeline.check import compare_onnx
-from pipeline.compare import relative_error
-from pipeline.int8 import ATTENTION_OPS
-from pipeline.onnx_io import ort_session
-from pipeline.precision import convert_fp16
-from pipeline.reference import PLUGIN_OP
-from pipeline.surgery import replace_window_attention
-from pipeline.triton import write_model_repository
-from pipeline.verify import verify
+from pipeline.common.attention import ATTENTION_OPSET, ONNX_ATTENTION_OP
+from pipeline.common.compare import relative_error
+from pipeline.common.onnx_io import ort_session
+from pipeline.kernels.reference import PLUGIN_OP
+from pipeline.serving.triton import write_model_repository
+from pipeline.stages.check import compare_onnx
+from pipeline.stages.int8 import ATTENTION_OPS
+from pipeline.stages.precision import convert_fp16
+from pipeline.stages.surgery import replace_window_attention
+from pipeline.stages.verify import verify
+from pipeline.tensorrt.build import build_engine, check_engine_compatible
 
 
 def attention_masks(path: Path) -> list[tuple[int, ...]]:

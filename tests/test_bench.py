@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import export_config, max_abs_diff, small_image_size
 
-import pipeline.ops
+import pipeline.kernels.ops
 from benchmarks import bench, environment, gpu_load, profile, report
 from benchmarks.records import (
     BatchResult,
@@ -48,11 +48,11 @@ from benchmarks.routes import (
 )
 from benchmarks.stats import percentile, speedup, summarize
 from benchmarks.timers import Budget, WallClockTimer
-from pipeline.engine import EngineRecipe
-from pipeline.errors import PipelineError
+from pipeline.common.errors import PipelineError
+from pipeline.common.variants import SwinConfig
+from pipeline.make import EngineRecipe
 from pipeline.models import SwinTransformer, perturb_weights_
-from pipeline.stages import StageRunner
-from pipeline.variants import SwinConfig
+from pipeline.runner import StageRunner
 
 # ---------------------------------------------------------------------------------------------------------
 # statistics
@@ -314,9 +314,9 @@ def test_fused_paths_are_skipped_here_because_they_need_a_cuda_gpu(tmp_path):
 
 def test_a_missing_attention_library_is_a_skip_saying_how_to_build_it(tmp_path, monkeypatch):
     """What a fused CUDA path's setup raises when the kernel's library is missing: enable_cuda's own message."""
-    monkeypatch.setenv(pipeline.ops.CUDA_LIBRARY_ENV, str(tmp_path / "libswin_window_attention_cuda.so"))
+    monkeypatch.setenv(pipeline.kernels.ops.CUDA_LIBRARY_ENV, str(tmp_path / "libswin_window_attention_cuda.so"))
     with pytest.raises(RuntimeError) as error:
-        pipeline.ops.enable_cuda()
+        pipeline.kernels.ops.enable_cuda()
     with pytest.raises(RouteUnavailable, match="does not exist: build it with `make plugin`") as skip:
         enable_fused_attention_cuda()
     assert str(skip.value) == str(error.value) and skip.value.__cause__ is not None

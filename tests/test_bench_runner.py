@@ -18,8 +18,8 @@ from test_bench import same_weights
 from benchmarks.report import ROOT
 from benchmarks.routes import RouteUnavailable, TensorRTRoute, TorchRoute
 from benchmarks.timers import Budget, CudaEventTimer
-from pipeline.native import NativeLibs, find_nvcc
-from pipeline.ops import CUDA_LIBRARY_ENV
+from pipeline.kernels.native import NativeLibs, find_nvcc
+from pipeline.kernels.ops import CUDA_LIBRARY_ENV
 
 
 def tensorrt_include_dir() -> Path | None:
@@ -71,7 +71,7 @@ def test_cuda_event_timer_measures_enqueued_work():
 def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> Path:
     """The surgered Swin-T built by TensorRT for this GPU, batch 1..4."""
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-    from pipeline.build import build_engine
+    from pipeline.tensorrt.build import build_engine
 
     engine = tmp_path_factory.mktemp("bench-engine") / "swin_t_fp32.engine"
     build_engine(swin_t_onnx[1], engine, plugin_library=plugin_library, batch=(1, 2, 4), backend="tensorrt")
@@ -81,7 +81,7 @@ def fp32_engine(swin_t_onnx, plugin_library, tmp_path_factory) -> Path:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_swin_engine_bind_is_timed_plain_and_as_a_cuda_graph(fp32_engine, plugin_library):
-    from pipeline.errors import PipelineError
+    from pipeline.common.errors import PipelineError
     from pipeline.runtime import SwinEngine
 
     budget = Budget(warmup=2, iterations=10, min_iterations=10)

@@ -20,10 +20,15 @@ import pytest
 from onnx import TensorProto, helper
 from plugin_build import TEST_CUDA_ARCH, triton_images_for
 
-from pipeline.artifacts import file_sha256
-from pipeline.build import Runtime, build_engine, check_engine_compatible, cuda_device, engine_plugin_library
 from pipeline.cli import main
-from pipeline.engine_metadata import (
+from pipeline.common.artifacts import file_sha256
+from pipeline.common.errors import PipelineError
+from pipeline.kernels.native import ROOT
+from pipeline.kernels.reference import PLUGIN_OP
+from pipeline.serving.triton import write_model_repository
+from pipeline.stages.precision import convert_fp16
+from pipeline.tensorrt.build import Runtime, build_engine, check_engine_compatible, cuda_device, engine_plugin_library
+from pipeline.tensorrt.metadata import (
     BatchProfile,
     BuiltWith,
     EngineMetadata,
@@ -32,11 +37,6 @@ from pipeline.engine_metadata import (
     Target,
     TensorSpec,
 )
-from pipeline.errors import PipelineError
-from pipeline.native import ROOT
-from pipeline.precision import convert_fp16
-from pipeline.reference import PLUGIN_OP
-from pipeline.triton import write_model_repository
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed (pip install -e '.[rtx]')")
 
@@ -145,7 +145,7 @@ def test_ctrl_c_mid_build_leaves_no_engine(swin_t_onnx, plugin_library, tmp_path
     engine = tmp_path / "interrupted.engine"
     script = textwrap.dedent(f"""
         import logging
-        from pipeline.build import build_engine
+        from pipeline.tensorrt.build import build_engine
         logging.basicConfig(level=logging.INFO)
         build_engine({str(swin_t_onnx[1])!r}, {str(engine)!r}, plugin_library={str(plugin_library)!r},
                      batch={BATCH}, backend="rtx")

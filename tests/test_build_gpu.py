@@ -19,13 +19,13 @@ from plugin_build import plugin_library_for
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 
-from pipeline.build import build_engine, check_engine_compatible, cuda_device
-from pipeline.engine_metadata import BuiltWith, EngineMetadata, Target
-from pipeline.native import ROOT
-from pipeline.onnx_io import ort_session
-from pipeline.precision import convert_fp16
+from pipeline.common.onnx_io import ort_session
+from pipeline.kernels.native import ROOT
 from pipeline.runtime import SwinEngine, preprocess, top_k
-from pipeline.verify import engine_runner, verify
+from pipeline.stages.precision import convert_fp16
+from pipeline.stages.verify import engine_runner, verify
+from pipeline.tensorrt.build import build_engine, check_engine_compatible, cuda_device
+from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, Target
 
 DEVICE = cuda_device()
 pytestmark = [

@@ -25,12 +25,12 @@ from calib.ranges import (
     histogram,
     percentile_amax,
 )
-from pipeline.errors import PipelineError
-from pipeline.images import image_array
-from pipeline.int8 import ATTENTION_OPS, Int8Report, calibration_batch, calibration_session
-from pipeline.int8 import run as quantize_int8
-from pipeline.onnx_io import ort_session
-from pipeline.reference import PLUGIN_OP
+from pipeline.common.errors import PipelineError
+from pipeline.common.images import image_array
+from pipeline.common.onnx_io import ort_session
+from pipeline.kernels.reference import PLUGIN_OP
+from pipeline.stages.int8 import ATTENTION_OPS, Int8Report, calibration_batch, calibration_session
+from pipeline.stages.int8 import run as quantize_int8
 
 CALIB_SAMPLES = 16
 #: Photo crops never used for calibration (a different generation seed).
@@ -199,9 +199,9 @@ def test_int8_graph_verifies_on_held_out_photos_with_every_tolerance_and_polygra
                                                                                    tmp_path: Path) -> None:
     """What the verify stage does for INT8 on a machine without a GPU: the INT8+FP16 graph against PyTorch on
     crops calibration never saw, judged by SQNR, top-1, cosine and Polygraphy's (scaled) tolerance."""
-    from pipeline.compare import TOLERANCES
-    from pipeline.precision import convert_fp16
-    from pipeline.verify import verify
+    from pipeline.common.compare import TOLERANCES
+    from pipeline.stages.precision import convert_fp16
+    from pipeline.stages.verify import verify
 
     _, int8_path, _, _ = int8_swin_t
     typed = tmp_path / "model.swin.int8.onnx"

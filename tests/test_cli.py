@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.engine import EngineFiles, EngineRecipe
+from pipeline.make import EngineFiles, EngineRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +203,7 @@ def test_engine_validation_does_not_wait_for_torch(tmp_path: Path) -> None:
     """Bad input must fail in about a second: checking a recipe does not import torch (1.5 s alone on 2 cores)."""
     plugin = tmp_path / "plugin.so"
     plugin.write_bytes(b"")
-    script = ("import sys\nfrom pipeline.engine import EngineRecipe\nfrom pipeline.errors import PipelineError\n"
+    script = ("import sys\nfrom pipeline.make import EngineRecipe\nfrom pipeline.common.errors import PipelineError\n"
               f"try:\n    EngineRecipe(sm=90, plugin_library={str(plugin)!r}).validate()\n"
               "except PipelineError:\n    pass\nelse:\n    raise SystemExit('SM90 was accepted')\n"
               "print('torch' in sys.modules)")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import build
-from pipeline.artifacts import folder_locked
 from pipeline.cli import main
-from pipeline.engine import EngineRecipe, EngineReport, make_engine
+from pipeline.common.artifacts import folder_locked
+from pipeline.make import EngineRecipe, EngineReport, make_engine
+from pipeline.tensorrt import build
 
 #: TensorRT-RTX ahead of time for SM86, what a machine without a GPU builds with: named, so that these tests build
 #: the same way on a GPU machine too (where auto would pick TensorRT, or refuse another card without it).
@@ -90,7 +90,7 @@ def test_backbone_engine_replaces_the_previous_models_artifacts(engine_dir: Path
     model into the same folder (a BUILD_DIR the user named), are removed rather than left beside the new ones, and
     the log says what was removed and why."""
     assert (engine_dir / "swin_t_int8.engine").exists()
-    with caplog.at_level(logging.WARNING, logger="pipeline.engine"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.make"):
         report = run_engine(engine_dir, plugin_library, *BACKBONE)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "replacing" in r.message]
     assert "held Swin-T classifier 224x224, random (seed 0); replacing it with Swin-T backbone 160x224" in warning

@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import stage_resolutions
 
-import pipeline.export
-from pipeline.compare import relative_error
-from pipeline.errors import PipelineError
-from pipeline.export import export_onnx
+import pipeline.stages.export
+from pipeline.common.compare import relative_error
+from pipeline.common.errors import PipelineError
+from pipeline.common.onnx_io import ort_session
 from pipeline.models import build_swin
-from pipeline.onnx_io import ort_session
+from pipeline.stages.export import export_onnx
 
 
 def test_structure_and_dynamic_batch(swin_t_onnx) -> None:
@@ -58,7 +58,7 @@ def test_every_variant_matches_pytorch(variant_export) -> None:
 
 
 def test_failed_check_leaves_no_file(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(pipeline.export, "FP32_TOLERANCE", -1.0)
+    monkeypatch.setattr(pipeline.stages.export, "FP32_TOLERANCE", -1.0)
     conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
     with pytest.raises(PipelineError, match="onnxruntime differs from PyTorch"):
         export_onnx(conv, tmp_path / "model.onnx", img_size=16, max_batch=2)

@@ -13,13 +13,13 @@ import torch
 from onnx import helper, numpy_helper
 from plugin_build import native_libs_for
 
-import pipeline.ops
-from pipeline.export import export_onnx
+import pipeline.kernels.ops
+from pipeline.common.onnx_io import ort_session
+from pipeline.common.variants import SwinConfig
+from pipeline.kernels.reference import PLUGIN_DOMAIN, PLUGIN_OP, window_attention_reference
 from pipeline.models import SwinTransformer, build_swin, perturb_weights_
-from pipeline.onnx_io import ort_session
-from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP, window_attention_reference
-from pipeline.surgery import replace_window_attention
-from pipeline.variants import SwinConfig
+from pipeline.stages.export import export_onnx
+from pipeline.stages.surgery import replace_window_attention
 
 CASES = [  # (batch, height, width, channels, heads, window, shift)
     (2, 14, 14, 96, 3, 7, 3),    # shifted, no padding
@@ -95,17 +95,17 @@ def test_op_rejects_inputs_outside_the_contract() -> None:
 
 
 def test_cuda_library_is_not_loaded_on_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Importing pipeline.ops needs no CUDA and no library; asking for a missing one says how to build it, also on
-    the first CUDA call (the loader registered for the CUDA key, called here directly)."""
-    assert pipeline.ops._cuda_library is None
+    """Importing pipeline.kernels.ops needs no CUDA and no library; asking for a missing one says how to build it, also
+    on the first CUDA call (the loader registered for the CUDA key, called here directly)."""
+    assert pipeline.kernels.ops._cuda_library is None
     with pytest.raises(RuntimeError, match="does not exist: build it with `make plugin`"):
-        pipeline.ops.enable_cuda(tmp_path / "libswin_window_attention_cuda.so")
-    monkeypatch.setenv(pipeline.ops.CUDA_LIBRARY_ENV, str(tmp_path / "elsewhere.so"))
-    assert pipeline.ops.cuda_library_path() == tmp_path / "elsewhere.so"
+        pipeline.kernels.ops.enable_cuda(tmp_path / "libswin_window_attention_cuda.so")
+    monkeypatch.setenv(pipeline.kernels.ops.CUDA_LIBRARY_ENV, str(tmp_path / "elsewhere.so"))
+    assert pipeline.kernels.ops.cuda_library_path() == tmp_path / "elsewhere.so"
     args = op_args(random_inputs(1, 7, 7, 16, 2, 7), 7, 7, 2, 7, 0)
     with pytest.raises(RuntimeError, match=r"elsewhere\.so does not exist"):
-        pipeline.ops._window_attention_cuda_first_call(*args)
-    assert pipeline.ops._cuda_library is None
+        pipeline.kernels.ops._window_attention_cuda_first_call(*args)
+    assert pipeline.kernels.ops._cuda_library is None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_fused_export_is_what_surgery_writes(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def cuda_op() -> Path:
     major, minor = torch.cuda.get_device_capability()
-    return pipeline.ops.enable_cuda(native_libs_for(f"{major}{minor}").cuda)
+    return pipeline.kernels.ops.enable_cuda(native_libs_for(f"{major}{minor}").cuda)
 
 
 @pytest.mark.gpu

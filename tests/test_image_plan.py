@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.engine import EngineRecipe, EngineRun, _precision_params, _verify_params
-from pipeline.errors import PipelineError
-from pipeline.image_plan import MIN_SPLIT_FILES, plan_images
-from pipeline.int8 import calibration_images
+from pipeline.common.errors import PipelineError
+from pipeline.common.image_plan import MIN_SPLIT_FILES, plan_images
+from pipeline.make import EngineRecipe, EngineRun, _precision_params, _verify_params
+from pipeline.stages.int8 import calibration_images
 
 
 def write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
@@ -97,12 +97,12 @@ def test_images_that_are_generated_calibration_crops_are_left_out(tmp_path: Path
 
 def test_augmentation_to_reach_the_sample_count_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     files = write_photos(tmp_path, 5)
-    with caplog.at_level(logging.INFO, logger="pipeline.int8"):
+    with caplog.at_level(logging.INFO, logger="pipeline.stages.int8"):
         samples, folder = calibration_images(tmp_path, 8, seed=0, size=16, out_dir=tmp_path, files=files[:3])
     assert (len(samples), len(samples.files_used), samples.augmented_samples, folder) == (8, 3, 5, tmp_path)
     assert f"calibration: 3 photos + 5 augmented crops = 8 samples from {tmp_path}" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="pipeline.int8"):
+    with caplog.at_level(logging.INFO, logger="pipeline.stages.int8"):
         calibration_images(tmp_path, 5, seed=0, size=16, out_dir=tmp_path)
     assert f"calibration: 5 photos = 5 samples from {tmp_path}" in caplog.text and "augmented" not in caplog.text
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import PipelineError
-from pipeline.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD, preprocess
-from pipeline.images import (
+from pipeline.common.errors import PipelineError
+from pipeline.common.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from pipeline.common.images import (
     GENERATED_README,
     generate_image_folder,
     image_array,

@@ -1,5 +1,5 @@
-"""No module of pipeline/, calib/ or benchmarks/ is part of an import cycle, shared helpers sit in leaf modules, and
-calib/ is a library beneath the pipeline: it imports nothing from pipeline/.
+"""No module of pipeline/, calib/ or benchmarks/ is part of an import cycle, a pipeline module imports only from its
+own floor and the floors below, and calib/ is a library beneath the pipeline: it imports nothing from pipeline/.
 
 Every import counts, also one inside a function: a lazy import only hides a cycle until the day someone moves it
 to the top. Importing ``a.b.c`` also runs the ``a`` and ``a.b`` packages' ``__init__``.
@@ -10,14 +10,26 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from pipeline.native import ROOT
+from pipeline.kernels.native import ROOT
 
 PACKAGES = ("pipeline", "calib", "benchmarks")
-#: What several stages share; a leaf imports only other leaves.
-LEAVES = {"pipeline", "pipeline.errors", "pipeline.artifacts", "pipeline.interrupts", "pipeline.records",
-          "pipeline.variants", "pipeline.compare", "pipeline.reference", "pipeline.onnx_io", "pipeline.images",
-          "pipeline.imagenet_transform", "pipeline.engine_metadata", "pipeline.checkpoint_format",
-          "pipeline.checkpoint_layout", "pipeline.attention", "pipeline.progress", "pipeline.node_contract"}
+#: pipeline/'s floors, lowest first: a module imports only from its own floor and the floors below (docs/design.md
+#: §9 has the same table). The kernel and its node contract need nothing else of the pipeline; the shared helpers
+#: need only them.
+FLOORS = (("pipeline", "pipeline.kernels"),
+          ("pipeline.common",),
+          ("pipeline.models", "pipeline.tensorrt"),
+          ("pipeline.stages", "pipeline.runtime", "pipeline.runner"),
+          ("pipeline.make", "pipeline.serving"),
+          ("pipeline.arguments", "pipeline.cli", "pipeline.__main__"))
+
+
+def floor(module: str) -> int:
+    """The floor of a pipeline module: that of the longest prefix FLOORS names."""
+    matches = [(len(prefix), level) for level, prefixes in enumerate(FLOORS) for prefix in prefixes
+               if module == prefix or module.startswith(f"{prefix}.")]
+    assert matches, f"{module} is on no floor: add its folder to FLOORS and docs/design.md §9"
+    return max(matches)[1]
 
 
 def module_files() -> dict[str, Path]:
@@ -80,16 +92,16 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles() -> None:
     modules = module_files()
-    assert {"pipeline.engine", "pipeline.int8", "calib.ranges", "benchmarks.bench"} <= set(modules)
+    assert {"pipeline.make", "pipeline.stages.int8", "calib.ranges", "benchmarks.bench"} <= set(modules)
     assert cycles(import_graph(modules)) == []
 
 
-def test_leaves_import_only_leaves() -> None:
+def test_every_module_imports_only_from_its_floor_and_below() -> None:
     modules = module_files()
     graph = import_graph(modules)
-    assert LEAVES <= set(modules)
-    offending = {m: sorted(i for i in graph[m] if i.startswith("pipeline") and i not in LEAVES) for m in LEAVES}
-    assert {m: i for m, i in offending.items() if i} == {}
+    upward = {m: sorted(i for i in graph[m] if i.startswith("pipeline") and floor(i) > floor(m))
+              for m in modules if m.startswith("pipeline")}
+    assert {m: i for m, i in upward.items() if i} == {}
 
 
 def imports_from(graph: dict[str, set[str]], importer: str, imported: str) -> dict[str, list[str]]:
@@ -108,13 +120,14 @@ def test_calib_imports_nothing_from_pipeline() -> None:
 
 def test_a_calib_module_importing_pipeline_is_found(tmp_path: Path) -> None:
     """The check itself: a calib module with a lazy import of a pipeline leaf fails it."""
-    (tmp_path / "ranges.py").write_text("def run():\n    from pipeline.progress import advance\n")
+    (tmp_path / "ranges.py").write_text("def run():\n    from pipeline.common.progress import advance\n")
     (tmp_path / "errors.py").write_text("import numpy\n")
     pipeline = ROOT / "pipeline"
     modules = {"calib.ranges": tmp_path / "ranges.py", "calib.errors": tmp_path / "errors.py",
-               "pipeline": pipeline / "__init__.py", "pipeline.progress": pipeline / "progress.py"}
+               "pipeline": pipeline / "__init__.py", "pipeline.common": pipeline / "common" / "__init__.py",
+               "pipeline.common.progress": pipeline / "common" / "progress.py"}
     found = imports_from(import_graph(modules), "calib", "pipeline")
-    assert found == {"calib.ranges": ["pipeline", "pipeline.progress"]}
+    assert found == {"calib.ranges": ["pipeline", "pipeline.common", "pipeline.common.progress"]}
 
 
 def test_a_cycle_is_found() -> None:

@@ -25,7 +25,7 @@ from benchmarks.kernel_bench import (
     summarize_row,
 )
 from benchmarks.records import KernelBenchRun, KernelRow, KernelStage, KernelVerdict
-from pipeline.reference import window_attention_reference
+from pipeline.kernels.reference import window_attention_reference
 
 
 def by_label() -> dict[str, Shape]:

@@ -1,5 +1,5 @@
-"""The kernels' static resource report (``pipeline.native.kernel_resources``, ``benchmarks.kernel_resources``): the
-parser on a fixed cuobjdump sample, the real report of the SM86 test build (no kernel spills), and the spill verdict
+"""The kernels' static resource report (``pipeline.kernels.native.kernel_resources``, ``benchmarks.kernel_resources``):
+the parser on a fixed cuobjdump sample, the real report of the SM86 test build (no kernel spills), and the spill verdict
 and exit codes of the command."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from plugin_build import TEST_CUDA_ARCH
 
 from benchmarks import kernel_resources as command
-from pipeline.native import (
+from pipeline.kernels.native import (
     KernelResources,
     NativeLibs,
     find_nvcc,
@@ -116,7 +116,7 @@ def test_errors_exit_2_in_one_line(monkeypatch, tmp_path, capsys):
         command.main(["--arch", "sm90"])
     assert exited.value.code == 2
     assert "'sm90' is no CUDA architecture" in capsys.readouterr().err
-    monkeypatch.setattr("pipeline.native.find_cuobjdump", lambda: None)
+    monkeypatch.setattr("pipeline.kernels.native.find_cuobjdump", lambda: None)
     monkeypatch.setattr(command, "build_native", lambda build_dir, cuda_arch: NativeLibs(tmp_path, tmp_path, None))
     assert command.main(["--arch", "90"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

@@ -15,13 +15,13 @@ import torchvision
 from conftest import NARROWING, max_abs_diff, narrow_config, save_shaped_checkpoint, small_image_size, stage_resolutions
 from safetensors.torch import save_file
 
-from pipeline.checkpoint_format import checkpoint_format
-from pipeline.checkpoint_layout import check_checkpoint
-from pipeline.engine import EngineRecipe
-from pipeline.errors import PipelineError
+from pipeline.common.checkpoint_format import checkpoint_format
+from pipeline.common.checkpoint_layout import check_checkpoint
+from pipeline.common.errors import PipelineError
+from pipeline.common.variants import VARIANTS, SwinConfig
+from pipeline.make import EngineRecipe
 from pipeline.models import SwinTransformer, build_swin, load_checkpoint, perturb_weights_
 from pipeline.models.checkpoint import read_state_dict
-from pipeline.variants import VARIANTS, SwinConfig
 
 #: timm's model of each variant. A variant added to VARIANTS fails the tests below until it is named here.
 TIMM_NAMES = {

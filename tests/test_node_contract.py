@@ -1,5 +1,5 @@
 """The SwinWindowAttention node contract (plugins/swin_window_attention/SwinWindowAttention_PluginConfig.yaml) is the
-one source: ``python -m pipeline.node_contract_gen`` generates the C++ header and the Python module every
+one source: ``python -m pipeline.kernels.node_contract_gen`` generates the C++ header and the Python module every
 implementation takes its names, types, limits and mask value from, so what remains to prove is
 
 - the generated files are current, and the generator refuses a YAML that contradicts itself;
@@ -20,10 +20,10 @@ import onnx
 import pytest
 from plugin_build import synthetic_onnx
 
-from pipeline import node_contract_gen
-from pipeline.native import NativeLibs, SwinAttention, SwinAttentionError
-from pipeline.node_contract_gen import Contract, ContractError, load_contract
-from pipeline.reference import validate_attributes
+from pipeline.kernels import node_contract_gen
+from pipeline.kernels.native import NativeLibs, SwinAttention, SwinAttentionError
+from pipeline.kernels.node_contract_gen import Contract, ContractError, load_contract
+from pipeline.kernels.reference import validate_attributes
 
 ROOT = node_contract_gen.repository_root()
 CONTRACT = ROOT / node_contract_gen.PLUGIN_FOLDER / node_contract_gen.CONTRACT_NAME
@@ -44,7 +44,7 @@ def contract() -> Contract:
 
 
 def test_generated_files_are_current():
-    assert node_contract_gen.main(["--check"]) == 0, "run `python -m pipeline.node_contract_gen` and commit"
+    assert node_contract_gen.main(["--check"]) == 0, "run `python -m pipeline.kernels.node_contract_gen` and commit"
 
 
 #: (what, old text, new text): edits that make the YAML contradict itself.

@@ -9,7 +9,7 @@ import torch
 from plugin_build import native_libs_for
 from test_plugin_host_reference import CASES, random_inputs, torch_window_attention
 
-from pipeline.native import SwinAttention
+from pipeline.kernels.native import SwinAttention
 
 pytestmark = [
     pytest.mark.gpu,

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.native import NativeLibs, SwinAttention, SwinAttentionError
-from pipeline.reference import MASK_VALUE, window_attention_reference
+from pipeline.kernels.native import NativeLibs, SwinAttention, SwinAttentionError
+from pipeline.kernels.reference import MASK_VALUE, window_attention_reference
 
 CASES = [
     # (batch, height, width, channels, heads, window, shift)

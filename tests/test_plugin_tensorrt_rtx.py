@@ -1,5 +1,5 @@
 """The plugin library inside TensorRT-RTX 1.7, ahead of time for SM86 on a CPU-only machine (docs/design.md §5),
-through the build stage (``pipeline.build.build_engine``): load_library binds the SwinWindowAttention nodes of
+through the build stage (``pipeline.tensorrt.build.build_engine``): load_library binds the SwinWindowAttention nodes of
 a synthetic graph, strongly typed FP32 and FP16 engines build, and broken nodes fail the build with our
 message. The surgered Swin-T is built in tests/test_build.py."""
 
@@ -11,9 +11,9 @@ import pytest
 from onnx import numpy_helper
 from plugin_build import synthetic_onnx
 
-from pipeline.build import build_engine
-from pipeline.engine_metadata import TensorSpec
-from pipeline.errors import PipelineError
+from pipeline.common.errors import PipelineError
+from pipeline.tensorrt.build import build_engine
+from pipeline.tensorrt.metadata import TensorSpec
 
 H, W, C = 10, 13, 64  # padded on both axes for window 7
 BATCH = (1, 4, 8)

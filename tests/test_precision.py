@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.errors import PipelineError
-from pipeline.onnx_io import ort_session, tensor_types
-from pipeline.precision import convert_fp16
-from pipeline.reference import PLUGIN_OP
+from pipeline.common.errors import PipelineError
+from pipeline.common.onnx_io import ort_session, tensor_types
+from pipeline.kernels.reference import PLUGIN_OP
+from pipeline.stages.precision import convert_fp16
 
 
 @pytest.fixture(scope="module")

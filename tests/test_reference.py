@@ -8,8 +8,8 @@ import torch
 from timm.models.swin_transformer import SwinTransformerBlock as TimmBlock
 from torchvision.models.swin_transformer import shifted_window_attention
 
-import pipeline.reference
-from pipeline.reference import shift_mask, validate_attributes, window_attention_reference, window_token_index
+import pipeline.kernels.reference
+from pipeline.kernels.reference import shift_mask, validate_attributes, window_attention_reference, window_token_index
 
 
 def reference_then_proj(x: torch.Tensor, qkv_weight: torch.Tensor, qkv_bias: torch.Tensor, rel_bias: torch.Tensor,
@@ -65,9 +65,9 @@ def test_chunks_of_windows_give_the_same_result(monkeypatch: pytest.MonkeyPatch)
     rel_bias = rng.standard_normal((2, 144, 144), np.float32)
     qkv_bias = rng.standard_normal(3 * 64, np.float32)
     attributes = dict(height=30, width=17, window_size=12, shift_size=6, num_heads=2, scale=0.25)
-    monkeypatch.setattr(pipeline.reference, "SCORES_CHUNK_BYTES", 1 << 40)
+    monkeypatch.setattr(pipeline.kernels.reference, "SCORES_CHUNK_BYTES", 1 << 40)
     whole = window_attention_reference(qkv, rel_bias, qkv_bias, **attributes)
-    monkeypatch.setattr(pipeline.reference, "SCORES_CHUNK_BYTES", 1)
+    monkeypatch.setattr(pipeline.kernels.reference, "SCORES_CHUNK_BYTES", 1)
     np.testing.assert_allclose(window_attention_reference(qkv, rel_bias, qkv_bias, **attributes), whole,
                                rtol=0, atol=1e-6)
 

@@ -18,8 +18,8 @@ import pytest
 from onnx import helper, numpy_helper
 from plugin_build import synthetic_onnx
 
-from pipeline.onnx_io import ort_session
-from pipeline.reference import ATTRIBUTES, PLUGIN_OP, window_attention_reference
+from pipeline.common.onnx_io import ort_session
+from pipeline.kernels.reference import ATTRIBUTES, PLUGIN_OP, window_attention_reference
 
 SIZE = {"channels": 96, "height": 28, "width": 28}
 
@@ -63,7 +63,7 @@ def test_run_outside_the_main_thread_and_handler_restored(four_blocks: Path) -> 
 CHILD = """
 import sys
 import numpy as np
-from pipeline.onnx_io import ort_session
+from pipeline.common.onnx_io import ort_session
 
 session = ort_session(sys.argv[1])
 feed = {{"tokens": np.random.default_rng(1).standard_normal((4, {tokens}, {channels}), np.float32)}}
@@ -111,8 +111,8 @@ def test_an_error_inside_the_op_is_an_error_not_an_abort(tmp_path: Path) -> None
     bad = synthetic_onnx(tmp_path / "bad.onnx", [{"window_size": 7, "shift_size": 0, "num_heads": 5}], **SIZE)
     script = (
         "import sys, numpy as np\n"
-        "from pipeline.errors import PipelineError\n"
-        "from pipeline.onnx_io import ort_session\n"
+        "from pipeline.common.errors import PipelineError\n"
+        "from pipeline.common.onnx_io import ort_session\n"
         f"x = np.zeros((1, {SIZE['height'] * SIZE['width']}, {SIZE['channels']}), np.float32)\n"
         "try:\n"
         "    ort_session(sys.argv[1]).run(None, {'tokens': x})\n"

@@ -26,7 +26,7 @@ from benchmarks.records import (
     RouteRecord,
 )
 from benchmarks.stats import summarize
-from pipeline.records import JsonRecord
+from pipeline.common.records import JsonRecord
 
 H100 = "NVIDIA H100 80GB HBM3"
 SHAPES = {shape.label: shape for shape in stage_shapes()}

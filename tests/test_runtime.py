@@ -1,6 +1,7 @@
 """``pipeline.runtime``: SwinEngine's round trip without a GPU (an engine TensorRT-RTX built ahead of time is opened
 as far as this machine allows, then refused with one clear line), the ImageNet preprocessing it offers (exactly
-:mod:`pipeline.images`' transform), top-k and the batch splitting; and, on a GPU, SwinEngine against onnxruntime."""
+:mod:`pipeline.common.images`' transform), top-k and the batch splitting; and, on a GPU, SwinEngine against
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from PIL import Image
 from plugin_build import plugin_library_for, synthetic_onnx
 from scipy.special import softmax
 
-from pipeline.artifacts import file_sha256
-from pipeline.build import RTX_TARGETS, build_engine, cuda_device
-from pipeline.engine_metadata import Runtime
-from pipeline.errors import PipelineError
-from pipeline.images import load_image_set
+from pipeline.common.artifacts import file_sha256
+from pipeline.common.errors import PipelineError
+from pipeline.common.images import load_image_set
 from pipeline.runtime import SwinEngine, batch_chunks, preprocess, top_k
+from pipeline.tensorrt.build import RTX_TARGETS, build_engine, cuda_device
+from pipeline.tensorrt.metadata import Runtime
 
 DEVICE = cuda_device()
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx_bindings") is not None
@@ -204,7 +205,7 @@ def device_plugin() -> Path:
 def test_swin_engine_matches_onnxruntime(device_plugin, tmp_path, backend):
     import torch
 
-    from pipeline.onnx_io import ort_session
+    from pipeline.common.onnx_io import ort_session
 
     if (reason := _backend_available(backend)) is not None:
         pytest.skip(reason)

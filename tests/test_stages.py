@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import progress
-from pipeline.stages import RECORDS_FILE, StageRecord, StageRunner
+from pipeline.common import progress
+from pipeline.runner import RECORDS_FILE, StageRecord, StageRunner
 
 
 def test_a_stage_runs_once_until_its_inputs_change(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_a_long_stage_says_how_far_it_is_on_a_terminal_only(tmp_path: Path, monk
             StageRunner(tmp_path / str(terminal)).run("calibrate", {}, [], [], slow)
         lines = [r.getMessage() for r in caplog.records if r.name == "pipeline"]
         if not terminal:
-            assert lines == []  # a log file gets the stage's own 'running' line (pipeline.stages) and no more
+            assert lines == []  # a log file gets the stage's own 'running' line (pipeline.runner) and no more
             continue
         assert len(lines) >= 4 and all(re.fullmatch(r"calibrate: \d+ s(, [123]/3 batches)?", m) for m in lines)
         assert lines[-1].endswith("3/3 batches") or lines[-1].endswith("2/3 batches")

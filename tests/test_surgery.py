@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import assert_matches_pytorch, expected_blocks, stage_resolutions, tiny_timm_swin, tiny_torchvision_swin
 
-from pipeline.compare import relative_error
-from pipeline.errors import PipelineError
-from pipeline.export import export_onnx
-from pipeline.onnx_io import ort_session
-from pipeline.reference import PLUGIN_DOMAIN, PLUGIN_OP
-from pipeline.surgery import SurgeryReport, replace_window_attention
+from pipeline.common.compare import relative_error
+from pipeline.common.errors import PipelineError
+from pipeline.common.onnx_io import ort_session
+from pipeline.kernels.reference import PLUGIN_DOMAIN, PLUGIN_OP
+from pipeline.stages.export import export_onnx
+from pipeline.stages.surgery import SurgeryReport, replace_window_attention
 
 #: Ops that only the replaced regions contain in these exports: roll, window partition, padding, mask.
 REGION_OPS = {"Softmax", "Pad", "Slice", "Concat", "Squeeze", "Unsqueeze", "Gather", "Split"}

@@ -28,12 +28,17 @@ import pytest
 from google.protobuf import text_format
 from PIL import Image
 
-from pipeline import triton_client
 from pipeline.arguments import recipe_from_args
-from pipeline.artifacts import write_json
 from pipeline.cli import build_parser, main
-from pipeline.engine import EngineFiles, EngineRecipe
-from pipeline.engine_metadata import (
+from pipeline.common.artifacts import write_json
+from pipeline.common.errors import PipelineError
+from pipeline.common.images import load_image_set
+from pipeline.make import EngineFiles, EngineRecipe
+from pipeline.runtime import preprocess as runtime_preprocess
+from pipeline.runtime import top_k as runtime_top_k
+from pipeline.serving import triton_client
+from pipeline.serving.triton import MARKER, TRANSFORM_SOURCE, find_engine, plugin_registers_with, write_model_repository
+from pipeline.tensorrt.metadata import (
     BatchProfile,
     BuiltWith,
     EngineMetadata,
@@ -43,11 +48,6 @@ from pipeline.engine_metadata import (
     TensorSpec,
     metadata_path,
 )
-from pipeline.errors import PipelineError
-from pipeline.images import load_image_set
-from pipeline.runtime import preprocess as runtime_preprocess
-from pipeline.runtime import top_k as runtime_top_k
-from pipeline.triton import MARKER, TRANSFORM_SOURCE, find_engine, plugin_registers_with, write_model_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 

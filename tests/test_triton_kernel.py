@@ -1,5 +1,5 @@
-"""The Triton window-attention kernel under Triton's interpreter against pipeline/reference.py, through the public
-operator, and compiled ahead of time into the native libraries (pipeline/kernels/)."""
+"""The Triton window-attention kernel under Triton's interpreter against pipeline/kernels/reference.py, through the
+public operator, and compiled ahead of time into the native libraries (pipeline/kernels/)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import triton
 import yaml
 from plugin_build import TEST_CUDA_ARCH, native_libs_for, triton_images_for
 
+import pipeline.kernels.ops
 import pipeline.kernels.window_attention as kernel_module
-import pipeline.ops
 from pipeline.kernels import aot
+from pipeline.kernels.native import arch_build_dir
+from pipeline.kernels.reference import window_attention_torch
 from pipeline.kernels.selection import CONFIGS, KERNEL_ENV, KernelConfig, kernel_choice, load_selection
 from pipeline.kernels.window_attention import SPECIALIZED_WINDOWS, window_attention
-from pipeline.native import arch_build_dir
-from pipeline.reference import window_attention_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = yaml.safe_load((ROOT / "plugins/swin_window_attention/SwinWindowAttention_PluginConfig.yaml").read_text())
@@ -147,7 +147,7 @@ def test_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kernel_choice().kernel == "triton" and kernel_choice().source == KERNEL_ENV
     monkeypatch.setenv(KERNEL_ENV, "cutlass")
     with pytest.raises(ValueError, match="SWIN_ATTN_KERNEL='cutlass': expected one of cuda, triton"):
-        pipeline.ops.triton_selected()
+        pipeline.kernels.ops.triton_selected()
 
 
 def test_selection_names_a_config_for_every_image() -> None:
@@ -232,7 +232,7 @@ def test_kernel_on_cuda_matches_reference(case, dtype) -> None:
     assert_matches_reference(compiled.cpu(), inputs, dtype, **attributes)
     if window in SPECIALIZED_WINDOWS and head_dim <= aot.HEAD_DIM:
         major, minor = torch.cuda.get_device_capability()
-        library = pipeline.native.SwinAttention(native_libs_for(f"{major}{minor}").cuda)
+        library = pipeline.kernels.native.SwinAttention(native_libs_for(f"{major}{minor}").cuda)
         out = torch.empty(batch, height * width, heads * head_dim, device="cuda", dtype=dtype)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv(KERNEL_ENV, "triton")

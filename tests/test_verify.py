@@ -11,14 +11,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.build import build_engine
-from pipeline.compare import TOLERANCES, Metrics, Tolerances
-from pipeline.errors import PipelineError
-from pipeline.image_plan import plan_images
-from pipeline.images import default_image_count
+from pipeline.common.compare import TOLERANCES, Metrics, Tolerances
+from pipeline.common.errors import PipelineError
+from pipeline.common.image_plan import plan_images
+from pipeline.common.images import default_image_count
 from pipeline.models import perturb_weights_
-from pipeline.precision import convert_fp16
-from pipeline.verify import verify
+from pipeline.stages.precision import convert_fp16
+from pipeline.stages.verify import verify
+from pipeline.tensorrt.build import build_engine
 
 BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
 
@@ -26,7 +26,7 @@ BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
     try:
-        from pipeline.images import image_array
+        from pipeline.common.images import image_array
     except ImportError:  # calib/ lands in parallel; random images still exercise the comparison
         return np.random.default_rng(1).normal(size=(8, 3, 224, 224)).astype(np.float32)
     return image_array(None, 8, seed=1)
@@ -40,7 +40,7 @@ def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
     assert report["runners"] == ["pytorch-cpu", "onnxruntime-cpu"]
     assert report["executed"] == {"kind": "onnx", "path": str(swin_t_onnx[1]), "backend": "onnxruntime",
                                   "gpu": None, "instead_of": None,
-                                  "attention_kernel": "reference (pipeline/reference.py)"}
+                                  "attention_kernel": "reference (pipeline/kernels/reference.py)"}
     assert report["thresholds"] == TOLERANCES["fp32"].to_json()
     assert report["images"] == {"count": 8, "source": "given", "batch": BATCH}
     logits = report["outputs"]["logits"]

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import triton
 import triton.language as tl
 
+from pipeline.kernels.reference import MASK_VALUE, PLUGIN_OP, validate_attributes
 from pipeline.kernels.selection import DEFAULT_CONFIG, KernelConfig
-from pipeline.reference import MASK_VALUE, PLUGIN_OP, validate_attributes
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +33,7 @@ _LOG2E = tl.constexpr(1.4426950408889634)
 
 @triton.jit
 def _slots(window, slot, height, width, window_size, shift_size, padded_height, padded_width, windows_x):
-    """Source token (``-1`` when padding) and shift region of window slots (docs: pipeline/reference.py)."""
+    """Source token (``-1`` when padding) and shift region of window slots (docs: pipeline/kernels/reference.py)."""
     y = (window // windows_x) * window_size + slot // window_size
     x = (window % windows_x) * window_size + slot % window_size
     h = (y + shift_size) % padded_height

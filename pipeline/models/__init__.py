@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.common.variants import VARIANTS, SwinConfig, variant_config
 from pipeline.models.checkpoint import classifier_classes, load_checkpoint, read_state_dict
 from pipeline.models.random_weights import perturb_weights_
 from pipeline.models.swin import SwinTransformer
-from pipeline.variants import VARIANTS, SwinConfig, variant_config
 
 __all__ = ["VARIANTS", "SwinConfig", "SwinTransformer", "build_swin", "load_checkpoint", "perturb_weights_",
            "variant_config"]
@@ -28,10 +28,10 @@ def build_swin(variant: str, checkpoint: str | Path | Mapping[str, torch.Tensor]
 
     ``img_size`` only records the resolution the model is meant for (export uses it); the model
     itself accepts any input size. ``fused_attention``: each block runs LN → qkv Linear →
-    ``torch.ops.swin.window_attention`` → proj Linear (the surgered graph's data flow; ``pipeline.ops``), with the
-    same parameter names, so the same checkpoints and state dicts load; its ONNX export holds ``SwinWindowAttention``
-    nodes directly. A checkpoint's classifier head sets the number of classes (a fine-tuned model's, or ImageNet-22K's
-    21841); without a checkpoint it is ImageNet-1k's 1000.
+    ``torch.ops.swin.window_attention`` → proj Linear (the surgered graph's data flow; ``pipeline.kernels.ops``), with
+    the same parameter names, so the same checkpoints and state dicts load; its ONNX export holds
+    ``SwinWindowAttention`` nodes directly. A checkpoint's classifier head sets the number of classes (a fine-tuned
+    model's, or ImageNet-22K's 21841); without a checkpoint it is ImageNet-1k's 1000.
     """
     config = variant_config(variant)
     if img_size is not None:

@@ -1,6 +1,6 @@
 """Load official, timm and torchvision Swin checkpoints (``.pth``/``.pt`` or ``.safetensors``).
 
-Names are mapped onto the official microsoft/Swin-Transformer layout (``pipeline.checkpoint_layout``), then the
+Names are mapped onto the official microsoft/Swin-Transformer layout (``pipeline.common.checkpoint_layout``), then the
 state dict must match the model exactly: a checkpoint of another variant is rejected naming the variant it is, one
 with missing or unexpected keys with the first offending keys.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.checkpoint_format import checkpoint_format, checkpoint_shapes, refused_message, unwrap_state_dict
-from pipeline.checkpoint_layout import LAYOUT_NAMES, Architecture, check_fits, to_official_names
-from pipeline.errors import PipelineError
+from pipeline.common.checkpoint_format import checkpoint_format, checkpoint_shapes, refused_message, unwrap_state_dict
+from pipeline.common.checkpoint_layout import LAYOUT_NAMES, Architecture, check_fits, to_official_names
+from pipeline.common.errors import PipelineError
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ official microsoft/Swin-Transformer checkpoints (``layers.{i}.blocks.{j}.attn.qk
 The residual stream is kept as ``[B, H, W, C]`` so arbitrary input sizes work: every block pads
 its normalized input up to a multiple of the window (bottom/right, after norm1, as official Swin
 and torchvision do), shifts, attends, reverses and crops. The attention core is exactly the
-``SwinWindowAttention`` node contract (``pipeline.reference``), which graph surgery later replaces
+``SwinWindowAttention`` node contract (``pipeline.kernels.reference``), which graph surgery later replaces
 with the TensorRT plugin.
 
 With ``fused_attention`` the blocks run that node's data flow instead, the one surgery leaves in the graph:
 LN → qkv Linear (tokens in image order, no pad, roll or partition) → ``torch.ops.swin.window_attention``
-(``pipeline.ops``: the reference on the CPU, the plugin's kernel on CUDA) → proj Linear. The parameters and
+(``pipeline.kernels.ops``: the reference on the CPU, the plugin's kernel on CUDA) → proj Linear. The parameters and
 buffers are the same, so one state dict loads into either form, and its ONNX export holds the plugin nodes.
 """
 
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pipeline.ops
-from pipeline.reference import padded_size, shift_mask
-from pipeline.variants import SwinConfig
+import pipeline.kernels.ops
+from pipeline.common.variants import SwinConfig
+from pipeline.kernels.reference import padded_size, shift_mask
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -107,8 +107,8 @@ class WindowAttention(nn.Module):
         what the unfused path computes for the zero padding it adds after norm1.
         """
         qkv = self.qkv(tokens)
-        out = pipeline.ops.attend(qkv, self.relative_position_bias(), self.qkv.bias, height, width, self.window_size,
-                                  shift_size, self.num_heads, self.scale)
+        out = pipeline.kernels.ops.attend(qkv, self.relative_position_bias(), self.qkv.bias, height, width,
+                                          self.window_size, shift_size, self.num_heads, self.scale)
         return self.proj(out)
 
 

@@ -1,6 +1,6 @@
 /*
  * Index arithmetic of the SwinWindowAttention node, shared by the CUDA kernel and the host reference so
- * that both follow one definition of the contract (README.md, pipeline/reference.py; its constants and limits
+ * that both follow one definition of the contract (README.md, pipeline/kernels/reference.py; its constants and limits
  * are in the generated swin_window_attention_contract.h):
  * padding to a multiple of the window (bottom/right), cyclic shift by -shift_size after padding, window
  * partition, and the shift-region ids that define the mask.

@@ -1,0 +1,1 @@
+"""Helpers every floor shares: errors, files, records, images, ONNX I/O, comparisons."""

@@ -1,0 +1,1 @@
+"""Serving built engines: the Triton Inference Server model repository and its client."""

@@ -1,0 +1,150 @@
+"""Stage 4a: a strongly typed FP16 graph (docs/design.md §4).
+
+TensorRT 11 and TensorRT-RTX build exactly the types the graph states, so precision is decided
+here: every float tensor becomes FP16 except
+
+- LayerNormalization, which runs in FP32 between two Casts: its variance (a mean of squares over
+  the residual stream) is where FP16 Swin overflows, the classic Swin failure (docs/design.md §4);
+- the graph's inputs and outputs, which stay FP32 so users feed and read the same tensors as in
+  the FP32 engine (one Cast at each boundary).
+
+The ``SwinWindowAttention`` nodes get FP16 inputs and outputs (the plugin accumulates its softmax
+in FP32 itself). Graphs with Q/DQ nodes (INT8) convert the same way: their scales become FP16,
+which needs QuantizeLinear/DequantizeLinear from opset 19, so the opset is raised when needed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from pipeline.common.artifacts import check_writable
+from pipeline.common.errors import PipelineError
+from pipeline.common.onnx_io import QDQ_OPS, read_onnx, write_onnx
+
+log = logging.getLogger(__name__)
+
+#: Ops computed in FP32 inside an FP16 graph, with Casts around them.
+FP32_OPS = frozenset({"LayerNormalization"})
+#: Ops whose float attributes state a type that must follow the graph's float type.
+_QDQ_FP16_OPSET = 19
+
+
+def _is_float32(tensor: gs.Tensor) -> bool:
+    if isinstance(tensor, gs.Constant):
+        return tensor.values.dtype == np.float32
+    return tensor.dtype in (np.float32, onnx.TensorProto.FLOAT)
+
+
+def _cast(graph: gs.Graph, tensor: gs.Tensor, to: int, name: str) -> gs.Variable:
+    out = gs.Variable(name, dtype=np.float16 if to == onnx.TensorProto.FLOAT16 else np.float32, shape=tensor.shape)
+    graph.nodes.append(gs.Node("Cast", f"{name}/cast", {"to": to}, [tensor], [out]))
+    return out
+
+
+def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """Write a strongly typed FP16 version of ``in_path`` to ``out_path``; return what was done.
+
+    The report lists the nodes kept in FP32, the Casts inserted and the number of initializers converted.
+    """
+    check_writable(out_path)
+    model = read_onnx(in_path)
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    if any(t.dtype in (np.float16, onnx.TensorProto.FLOAT16) for t in graph.tensors().values()
+           if isinstance(t, gs.Variable)):
+        raise PipelineError(f"{in_path} already has FP16 tensors; convert_fp16 takes the FP32 (or FP32 + Q/DQ) "
+                            "graph, e.g. model.swin.onnx")
+
+    fp32_nodes = [n for n in graph.nodes if n.op in FP32_OPS]
+    fp32_inputs = {id(t) for n in fp32_nodes for t in n.inputs}
+    converted = 0
+    # The exporter shares equal initializers between layers (the zero biases of freshly initialized weights: a
+    # LayerNorm's and an MLP's), so a constant an FP32 node reads may feed FP16 nodes too: they get an FP16 copy.
+    fp16_copies: dict[int, gs.Constant] = {}
+    for node in graph.nodes:
+        if node.op in FP32_OPS:
+            continue
+        for i, tensor in enumerate(node.inputs):
+            if isinstance(tensor, gs.Constant) and id(tensor) in fp32_inputs and _is_float32(tensor):
+                if id(tensor) not in fp16_copies:
+                    fp16_copies[id(tensor)] = gs.Constant(f"{tensor.name}.fp16", tensor.values.astype(np.float16))
+                    converted += 1
+                node.inputs[i] = fp16_copies[id(tensor)]
+    for tensor in graph.tensors().values():
+        if not _is_float32(tensor):
+            continue
+        if isinstance(tensor, gs.Constant):
+            if id(tensor) not in fp32_inputs:
+                tensor.values = tensor.values.astype(np.float16)
+                converted += 1
+        else:
+            tensor.dtype = np.float16
+    for node in graph.nodes:
+        if node.op == "Cast" and node.attrs.get("to") == onnx.TensorProto.FLOAT:
+            node.attrs["to"] = onnx.TensorProto.FLOAT16
+        if node.op == "Constant" and node.attrs["value"].values.dtype == np.float32:
+            node.attrs["value"].values = node.attrs["value"].values.astype(np.float16)
+
+    casts = 0
+    for index, node in enumerate(fp32_nodes):
+        for i, tensor in enumerate(node.inputs):
+            if isinstance(tensor, gs.Variable) and tensor.dtype == np.float16:
+                node.inputs[i] = _cast(graph, tensor, onnx.TensorProto.FLOAT, f"{node.name}.fp32_in{i}")
+                casts += 1
+        for i, tensor in enumerate(node.outputs):
+            if tensor in graph.outputs:  # FP32 already: no round trip through FP16
+                tensor.dtype = np.float32
+            elif tensor.dtype == np.float16:
+                fp32_out = gs.Variable(f"{node.name}.fp32_out{i}", dtype=np.float32, shape=tensor.shape)
+                node.outputs[i] = fp32_out
+                graph.nodes.append(gs.Node("Cast", f"{node.name}.fp16_out{i}/cast",
+                                           {"to": onnx.TensorProto.FLOAT16}, [fp32_out], [tensor]))
+                casts += 1
+        log.debug("fp16: node %d %s kept in FP32", index, node.name)
+
+    # Keep the graph's interface FP32: cast after each input and before each output.
+    for i, tensor in enumerate(list(graph.inputs)):
+        if tensor.dtype == np.float16:
+            fp32_input = gs.Variable(tensor.name, dtype=np.float32, shape=tensor.shape)
+            tensor.name = f"{tensor.name}.fp16"
+            graph.nodes.append(gs.Node("Cast", f"{fp32_input.name}.fp16/cast", {"to": onnx.TensorProto.FLOAT16},
+                                       [fp32_input], [tensor]))
+            graph.inputs[i] = fp32_input
+            casts += 1
+    for i, tensor in enumerate(list(graph.outputs)):
+        if tensor.dtype == np.float16:
+            name = tensor.name
+            tensor.name = f"{name}.fp16"
+            graph.outputs[i] = _cast(graph, tensor, onnx.TensorProto.FLOAT, name)
+            casts += 1
+
+    graph.cleanup().toposort()
+    result = gs.export_onnx(graph)
+    qdq = sum(n.op_type in QDQ_OPS for n in result.graph.node)
+    if qdq:
+        for opset in result.opset_import:
+            if opset.domain in ("", "ai.onnx") and opset.version < _QDQ_FP16_OPSET:
+                opset.version = _QDQ_FP16_OPSET
+    result = onnx.shape_inference.infer_shapes(result, strict_mode=True)
+    result.metadata_props.extend(model.metadata_props)
+    onnx.helper.set_model_props(result, {**{p.key: p.value for p in result.metadata_props},
+                                         "swin_trt.precision": "int8" if qdq else "fp16"})
+    write_onnx(result, out_path)
+    report = {
+        "input": str(in_path),
+        "output": str(out_path),
+        "precision": "int8+fp16" if qdq else "fp16",
+        "initializers_converted": converted,
+        "casts_inserted": casts,
+        "fp32_nodes": dict(collections.Counter(n.op for n in fp32_nodes)),
+        "qdq_nodes": qdq,
+    }
+    log.info("fp16: %s → %s (%d initializers to FP16, %d LayerNorms kept FP32, %d Casts)", in_path, out_path,
+             converted, len(fp32_nodes), casts)
+    return report

@@ -1,0 +1,298 @@
+"""Stage 6: an engine (or, without TensorRT and a GPU, its ONNX on onnxruntime) against PyTorch (docs/design.md §1, §5).
+
+Polygraphy's runners run both sides on the same batches and ``Comparator.compare_accuracy`` (with
+``SimpleCompareFunc``) checks the absolute tolerance of each batch, for every precision; the metrics that decide
+FP16 and INT8 (cosine, top-1 agreement, SQNR) are accumulated here from the same outputs. Both come from
+:data:`pipeline.common.compare.TOLERANCES`. Batches are compared and dropped one
+at a time, so memory stays that of one batch. The report is written before a failure is raised, so a failing run
+still leaves its numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from polygraphy.backend.base import BaseRunner
+from polygraphy.backend.onnxrt import OnnxrtRunner
+from polygraphy.backend.pyt import PytRunner
+from polygraphy.common import TensorMetadata
+from polygraphy.comparator import Comparator, IterationResult, RunResults, SimpleCompareFunc
+from polygraphy.logger import G_LOGGER
+
+from pipeline.common.artifacts import file_sha256, write_json
+from pipeline.common.compare import TOLERANCES, ComparisonMetrics, Metrics, Tolerances
+from pipeline.common.errors import PipelineError
+from pipeline.common.image_plan import ImageSelection
+from pipeline.common.images import default_image_count, image_set, load_image_set
+from pipeline.common.onnx_io import graph_input, ort_session, read_onnx
+from pipeline.common.progress import advance
+from pipeline.common.records import JsonRecord
+from pipeline.kernels.selection import kernel_choice
+from pipeline.runtime import SwinEngine
+from pipeline.tensorrt.build import check_engine_compatible
+from pipeline.tensorrt.metadata import TensorSpec
+
+log = logging.getLogger(__name__)
+
+#: Verification images are drawn with this seed; calibration draws with 0.
+VERIFY_SEED = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Executed(JsonRecord):
+    """What ran as the candidate: the engine, or the ONNX it was built from (``instead_of`` the engine)."""
+
+    kind: str  #: "engine" or "onnx"
+    path: str
+    backend: str
+    gpu: str | None = None
+    instead_of: str | None = None
+    #: the window-attention kernel: the plugin's choice in an engine (SWIN_ATTN_KERNEL or the selection table;
+    #: the plugin logs each layer's kernel and config), the reference op on onnxruntime
+    attention_kernel: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputVerdict(Metrics):
+    """One output's metrics and whether they pass the precision's thresholds."""
+
+    passed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport(JsonRecord):
+    """What :func:`verify` compared and found: written to ``verify.json``."""
+
+    artifact: str
+    executed: Executed
+    model: dict[str, Any] | None  #: which weights (pipeline.make.ModelRecord's JSON), when the caller knows
+    precision: str
+    thresholds: Tolerances
+    runners: tuple[str, ...]
+    #: count, batch, source (pipeline.common.image_plan.SOURCES, or "given"), folder, the files used, those excluded
+    images: dict[str, Any]
+    polygraphy_compare_accuracy_passed: bool
+    outputs: dict[str, OutputVerdict]
+    passed: bool
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers make_engine keeps in stages.json."""
+        data = self.to_json()
+        return {key: data[key] for key in ("passed", "runners", "executed", "images", "outputs", "thresholds")}
+
+
+class TorchCpuRunner(PytRunner):
+    """Polygraphy's PytRunner on the CPU: the stock one moves inputs to CUDA and returns (outputs, time), which
+    Polygraphy 0.53's BaseRunner.infer does not expect (docs/design.md §5). Inputs arrive in the artifact's dtype and
+    are fed to the model as float32."""
+
+    def __init__(self, model: torch.nn.Module, input_metadata: TensorMetadata, output_names: list[str]) -> None:
+        # PytRunner calls its model argument if callable to get the module, and a module is callable: wrap it.
+        super().__init__(lambda: model, input_metadata, output_names, name="pytorch-cpu")
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = [torch.from_numpy(np.asarray(value, dtype=np.float32)) for value in feed_dict.values()]
+        with torch.no_grad():
+            start = time.perf_counter()
+            outputs = self.model(*inputs)
+            self.inference_time = time.perf_counter() - start  # what BaseRunner.infer reads (not a return value)
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        return collections.OrderedDict(
+            (name, output.float().numpy()) for name, output in zip(self.output_names, outputs, strict=True))
+
+
+def _onnx_io(path: Path) -> tuple[TensorSpec, list[str]]:
+    """The single image input (shape with -1 for the batch) and the output names."""
+    model = read_onnx(path)
+    name, dims = graph_input(model, None, path)
+    elem_type = next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    return TensorSpec(name, dtype, tuple(-1 if d is None else d for d in dims)), [o.name for o in model.graph.output]
+
+
+class SwinEngineRunner(BaseRunner):
+    """A Polygraphy runner over :class:`pipeline.runtime.SwinEngine`: activating it opens the engine (compatibility
+    check, plugin library, context, stream), ``infer`` runs a batch through it, deactivating it closes it."""
+
+    def __init__(self, engine_path: Path, plugin_library: Path | None = None, name: str = "tensorrt") -> None:
+        super().__init__(name=name)
+        self.engine_path = engine_path
+        self.plugin_library = plugin_library
+        self.engine: SwinEngine | None = None
+
+    def activate_impl(self) -> None:
+        self.engine = SwinEngine(self.engine_path, self.plugin_library)
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        assert self.engine is not None
+        spec = self.engine.input
+        return TensorMetadata().add(spec.name, dtype=np.dtype(spec.dtype), shape=list(spec.shape))
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.engine is not None
+        start = time.perf_counter()
+        outputs = self.engine.infer(feed_dict[self.engine.input.name])
+        self.inference_time = time.perf_counter() - start  # what BaseRunner.infer reads (not a return value)
+        return collections.OrderedDict((name, outputs[name]) for name in self.engine.output_names)
+
+    def deactivate_impl(self) -> None:
+        assert self.engine is not None
+        self.engine.close()
+        self.engine = None
+
+
+def engine_runner(engine: Path, plugin_library: Path | None = None) -> BaseRunner:
+    """The Polygraphy runner of ``engine``: :class:`SwinEngineRunner`, named ``tensorrt`` in the report; the
+    engine is loaded (with ``plugin_library``, else :func:`pipeline.tensorrt.build.engine_plugin_library`'s) when the
+    runner is activated."""
+    return SwinEngineRunner(engine, plugin_library)
+
+
+def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | None
+               ) -> tuple[BaseRunner, TensorSpec, list[str], Executed]:
+    """The runner for ``artifact``, its input, its output names and what was executed (for the report)."""
+    if artifact.suffix == ".onnx":
+        image_input, output_names = _onnx_io(artifact)
+        runner = OnnxrtRunner(lambda: ort_session(artifact), name="onnxruntime-cpu")
+        return runner, image_input, output_names, Executed("onnx", str(artifact), "onnxruntime",
+                                                           attention_kernel="reference (pipeline/kernels/reference.py)")
+    if artifact.suffix != ".engine":
+        raise PipelineError(f"cannot verify {artifact}: expected an .engine or an .onnx file")
+
+    compatibility = check_engine_compatible(artifact, plugin_library=plugin_library)
+    metadata, runtime = compatibility.metadata, compatibility.runtime
+    if runtime is not None and runtime.backend == "tensorrt" and runtime.sm is not None:
+        executed = Executed("engine", str(artifact), f"tensorrt {runtime.version}", gpu=runtime.gpu,
+                            attention_kernel=kernel_choice().describe())
+        output_names = [o.name for o in metadata.outputs]
+        return engine_runner(artifact, plugin_library), metadata.inputs[0], output_names, executed
+
+    # No TensorRT with a GPU here (or a TensorRT-RTX engine, which verify does not run yet): the ONNX the engine
+    # was built from is what can be checked, provided it is still that file.
+    source = Path(onnx_path or metadata.onnx.path)
+    if not source.is_file() or file_sha256(source) != metadata.onnx.sha256:
+        raise PipelineError(f"{artifact} cannot run here (no TensorRT with a CUDA GPU) and {source} is missing or "
+                            "not the ONNX it was built from (sha256 differs); verify on a GPU machine or pass the ONNX")
+    log.warning("verify: no TensorRT runtime with a GPU for %s here; verifying the ONNX it was built from (%s) on "
+                "onnxruntime instead", artifact, source)
+    runner, image_input, output_names, executed = _candidate(source, plugin_library, None)
+    return runner, image_input, output_names, dataclasses.replace(executed, instead_of=str(artifact))
+
+
+def _verification_images(selection: ImageSelection, count: int | None, size: tuple[int, int]
+                         ) -> tuple[np.ndarray, dict[str, Any]]:
+    """ImageNet-preprocessed images of ``selection`` and their record: where they came from, which files."""
+    if selection.note:
+        log.warning("verify: %s", selection.note)
+    count = count or default_image_count(*size)
+    if selection.folder is None:
+        loaded = image_set(None, count, seed=VERIFY_SEED, img_size=size)
+        # The generated folder is gone already: the names say which photo and crop each one was.
+        record = {"folder": None, "seed": VERIFY_SEED, "files": [p.name for p in loaded.files_used]}
+    else:
+        loaded = load_image_set(selection.folder, count, seed=VERIFY_SEED, img_size=size, files=selection.files)
+        record = {"folder": str(selection.folder),
+                  "files": [p.relative_to(selection.folder).as_posix() for p in loaded.files_used]}
+    counts = {key: value for key, value in loaded.report().items() if key not in ("folder", "files_used")}
+    return loaded.images, {"source": selection.source, **record, **counts,
+                           "excluded": [str(p) for p in selection.excluded], "note": selection.note}
+
+
+def _compare_batches(reference: BaseRunner, candidate: BaseRunner, feeds: list[dict[str, np.ndarray]],
+                     output_names: list[str], tolerances: Tolerances) -> tuple[dict[str, ComparisonMetrics], bool]:
+    """Run both runners on each feed; the metrics of each output and Polygraphy's verdict over every batch."""
+    accumulated = {name: ComparisonMetrics() for name in output_names}
+    polygraphy_passed = True
+    # Polygraphy's per-iteration statistics and histograms only with -v; our summary and report carry the numbers.
+    # Each batch is compared and dropped: a backbone's feature maps for every image would not fit in memory.
+    with G_LOGGER.verbosity(G_LOGGER.INFO if log.isEnabledFor(logging.DEBUG) else G_LOGGER.WARNING), \
+            reference, candidate:
+        for done, feed in enumerate(feeds, start=1):
+            results = RunResults([(runner.name, [IterationResult(runner.infer(feed), runner_name=runner.name)])
+                                  for runner in (reference, candidate)])
+            expected = results[reference.name][0]
+            atol = {name: tolerances.polygraphy_atol(expected[name]) for name in output_names}
+            # rtol=0: an element passes only within atol
+            polygraphy_passed &= bool(Comparator.compare_accuracy(
+                results, compare_func=SimpleCompareFunc(atol=atol, rtol=0.0)))
+            for name in output_names:
+                accumulated[name].add(expected[name], results[candidate.name][0][name])
+            advance(done, len(feeds), "batches")
+    return accumulated, polygraphy_passed
+
+
+def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,
+           image_dir: str | Path | ImageSelection | None = None, image_count: int | None = None, batch: int = 8,
+           out_path: Path | None = None, plugin_library: Path | None = None, onnx_path: Path | None = None,
+           model_record: dict[str, Any] | None = None) -> VerifyReport:
+    """Compare ``artifact`` (``.engine``, or ``.onnx`` run on onnxruntime with the reference op) to ``model``.
+
+    Images: ``images`` (float32 ``[N, 3, H, W]``, preprocessed), else ``image_count`` images from the photos
+    under ``image_dir`` (a folder, or the verification part of a :func:`pipeline.common.image_plan.plan_images`;
+    ImageNet evaluation transform, random crops when there are fewer files), else generated crops of the scikit-image
+    photos; the default count is :func:`default_image_count` of the input size. ``precision`` (fp32, fp16, int8)
+    picks the tolerances in :data:`pipeline.common.compare.TOLERANCES`. An engine that cannot run here (no TensorRT with
+    a CUDA GPU, or a TensorRT-RTX engine) is verified through ``onnx_path`` (default: the ONNX its metadata names),
+    which must be the file it was built from. Outputs are compared batch by batch, so memory stays that of one
+    batch. ``model_record`` (which weights the model has) is copied into the report. Writes the report to
+    ``out_path`` (if given) and raises PipelineError, one line, if it fails.
+    """
+    artifact = Path(artifact)
+    if precision not in TOLERANCES:
+        raise PipelineError(f"unknown precision {precision!r}: expected one of {', '.join(TOLERANCES)}")
+    if not artifact.is_file():
+        raise PipelineError(f"{artifact} does not exist; build it first (python -m pipeline build)")
+    if batch < 1:
+        raise PipelineError(f"batch must be >= 1, got {batch}")
+    candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
+    if images is None:
+        if not isinstance(image_dir, ImageSelection):
+            image_dir = ImageSelection(*(("generated", None) if image_dir is None else ("images", Path(image_dir))),
+                                       files=None)
+        images, image_source = _verification_images(image_dir, image_count, tuple(image_input.shape[2:]))
+    else:
+        image_source = {"source": "given"}
+    if images.ndim != 4 or tuple(images.shape[1:]) != image_input.shape[1:]:
+        raise PipelineError(f"images have shape {list(images.shape)} but {artifact} takes "
+                            f"[N, {', '.join(map(str, image_input.shape[1:]))}]")
+
+    # Both runners get the artifact's input dtype (the PyTorch runner casts to float32), so they see the same
+    # rounded images.
+    dtype = np.dtype(image_input.dtype)
+    feeds = [{image_input.name: images[i:i + batch].astype(dtype)} for i in range(0, len(images), batch)]
+    input_metadata = TensorMetadata().add(image_input.name, dtype=dtype, shape=list(image_input.shape))
+    reference = TorchCpuRunner(model.eval(), input_metadata, output_names)
+    tolerances = TOLERANCES[precision]
+    accumulated, polygraphy_passed = _compare_batches(reference, candidate, feeds, output_names, tolerances)
+    outputs, failures = {}, []
+    for name, metrics in accumulated.items():
+        result = metrics.result()
+        output_failures = tolerances.failures(result)
+        outputs[name] = OutputVerdict(**dataclasses.asdict(result), passed=not output_failures)
+        failures += [f"{name}: {failure}" for failure in output_failures]
+    if not polygraphy_passed:
+        failures.append("Polygraphy compare_accuracy failed (an element beyond its absolute tolerance)")
+    report = VerifyReport(artifact=str(artifact), executed=executed, model=model_record, precision=precision,
+                          thresholds=tolerances, runners=(reference.name, candidate.name),
+                          images={"count": len(images), "batch": batch, **image_source},
+                          polygraphy_compare_accuracy_passed=polygraphy_passed, outputs=outputs, passed=not failures)
+    if out_path is not None:
+        write_json(out_path, report.to_json())
+    if failures:
+        where = f"; report: {out_path}" if out_path is not None else ""
+        raise PipelineError(f"{artifact} ({precision}) does not match the PyTorch model: {'; '.join(failures)}{where}")
+    log.info("verify: %s (%s, %s, attention %s) matches PyTorch on %d images: %s", artifact, precision,
+             executed.backend, executed.attention_kernel, len(images),
+             ", ".join(f"{n} SQNR {o.sqnr_db or float('inf'):.1f} dB, cosine min {o.cosine_min:.6f}"
+                       f"{'' if o.top1_agreement is None else f', top-1 agreement {o.top1_agreement:.3f}'}"
+                       for n, o in outputs.items()))
+    return report
