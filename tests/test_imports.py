@@ -8,6 +8,7 @@ to the top. Importing ``a.b.c`` also runs the ``a`` and ``a.b`` packages' ``__in
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from pipeline.kernels.native import ROOT
@@ -136,3 +137,20 @@ def test_a_cycle_is_found() -> None:
     assert cycles(graph) == []
     graph["a.y"] = {"a.x"}
     assert cycles(graph) == [["a.x", "a.y", "b"]]
+
+
+def test_the_design_records_layout_names_only_modules_that_exist() -> None:
+    """docs/design.md §9's table of floors matches the tree: every module it names exists, every folder is a floor."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    section = design[design.index("## 9. How the code is organised"):design.index("## 10.")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    for row in rows:
+        folders = re.findall(r"`(pipeline/[\w/]*?)/?`", row.split("|")[2])
+        modules = re.findall(r"`([\w]+\.py)`", row.split("|")[3])
+        for module in modules:
+            assert any((ROOT / folder / module).is_file() for folder in folders if not folder.endswith(".py")), module
+        for folder in folders:
+            assert (ROOT / folder).exists(), folder
+    assert len(rows) == len(FLOORS)
+    floors = {prefix.replace(".", "/") for level in FLOORS for prefix in level} - {"pipeline"}
+    assert floors == {f.removesuffix(".py") for row in rows for f in re.findall(r"`(pipeline/[\w/.]*?)/?`", row)}
