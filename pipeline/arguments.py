@@ -44,7 +44,7 @@ def image_size(text: str) -> tuple[int, int]:
     return (parts[0], parts[-1])
 
 
-def batch_profile(text: str) -> tuple[int, int, int]:
+def parse_batch_profile(text: str) -> tuple[int, int, int]:
     """``1,8,32`` → (min 1, opt 8, max 32); one value fixes the batch, two are min and max (opt = max)."""
     values = batch_list(text)
     if len(values) > 3 or list(values) != sorted(values):
@@ -131,7 +131,7 @@ class BuildArguments(ArgumentGroup):
     """The engine: batch profile, backend and target, builder options."""
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--batch", type=batch_profile, default=(1, 8, 32),
+        parser.add_argument("--batch", type=parse_batch_profile, default=(1, 8, 32),
                             help="optimization profile min,opt,max (default 1,8,32)")
         parser.add_argument("--backend", choices=("auto", "tensorrt", "rtx"), default="auto")
         parser.add_argument("--sm", type=int, default=86, help="compute capability for TensorRT-RTX (default 86)")

@@ -142,7 +142,7 @@ class EngineRecipe:
     def validate(self, until: str = "verify") -> None:
         """Raise PipelineError on anything wrong, for the stages up to ``until``, that can be found without running
         a stage (a few seconds)."""
-        from pipeline.tensorrt.build import batch_profile, check_build_options
+        from pipeline.tensorrt.build import check_build_options, profile_shapes
 
         stages = _stages_until(until)
         variant_config(self.variant)
@@ -158,7 +158,8 @@ class EngineRecipe:
             raise PipelineError(f"calibration samples must be >= 1, got {self.calib_samples}")
         if self.checkpoint is not None:
             check_checkpoint(self.checkpoint, self.variant)
-        batch_profile(tuple(self.batch), [None], "images")
+        if "build" not in stages:  # else check_build_options below checks it, with the rest of the build's options
+            profile_shapes(tuple(self.batch), [None], "images")
         if "verify" in stages or (self.precision == "int8" and "precision" in stages):
             self.image_plan()  # lists the folders, and refuses IMAGES that are all calibration images
         if "build" in stages:

@@ -221,8 +221,8 @@ def graph_precision(model: onnx.ModelProto) -> str:
     return "fp32"
 
 
-def batch_profile(batch: tuple[int, int, int], dims: list[int | None], input_name: str
-                  ) -> dict[str, list[int]]:
+def profile_shapes(batch: tuple[int, int, int], dims: list[int | None], input_name: str) -> dict[str, list[int]]:
+    """The optimization profile's min/opt/max shapes of the input: ``batch`` then the graph's other ``dims``."""
     if len(batch) != 3 or not 1 <= batch[0] <= batch[1] <= batch[2]:
         raise PipelineError(f"batch profile must be (min, opt, max) with 1 <= min <= opt <= max, got {batch}")
     if dims[0] is not None and set(batch) != {dims[0]}:
@@ -564,7 +564,7 @@ def check_build_options(*, plugin_library: str | Path | None, batch: tuple[int, 
     if plugin_library is not None and not plugin_library.is_file():
         raise PipelineError(f"plugin library {plugin_library} does not exist; {_MAKE_PLUGIN_HINT} or pass the path "
                             "of yours")
-    batch_profile(tuple(batch), [None], "images")
+    profile_shapes(tuple(batch), [None], "images")
     if not 0 <= opt_level <= 5:
         raise PipelineError(f"builder optimization level must be 0..5, got {opt_level}")
     return plugin_library, select_backend(backend, sm)
@@ -608,7 +608,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
         onnx_path=str(onnx_path.resolve()), engine_path=str(engine_path.resolve()),
         plugin_library=None if plugin_library is None else str(plugin_library.resolve()), backend=chosen.name,
         sm=sm, input_name=input_name,
-        profile=batch_profile(tuple(batch), dims, input_name),
+        profile=profile_shapes(tuple(batch), dims, input_name),
         timing_cache=str(Path(timing_cache).resolve()) if timing_cache else None, opt_level=opt_level,
         embed_plugin=embed_plugin, detailed_profile=detailed_profile, precision=graph_precision(model),
         onnx_sha256=file_sha256(onnx_path),
