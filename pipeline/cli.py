@@ -135,11 +135,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m pipeline", description="Swin Transformer → TensorRT pipeline")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_graph_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands of one graph stage each: export, surgery, check, fp16, quantize."""
     export = sub.add_parser("export", help="PyTorch → ONNX (dynamic batch, checked in onnxruntime)")
     export.set_defaults(groups=add_groups(export, ModelArguments()))
     _max_batch_arg(export)
@@ -158,25 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--batch", type=batch_list, default=(1, 3), help="batch sizes, e.g. 1,3")
     check.add_argument("--tolerance", type=float, default=1e-4, help="max abs error relative to output scale")
 
-    onnx_cmd = sub.add_parser("onnx", help="export + surgery + check into one folder (make engine's first stages)")
-    onnx_cmd.set_defaults(groups=add_groups(onnx_cmd, ModelArguments(), AttentionArguments()))
-    _max_batch_arg(onnx_cmd)
-    onnx_cmd.add_argument("--out-dir", type=Path, help=f"folder for model.onnx, model.swin.onnx, surgery.json "
-                                                       f"(default {OUT_DIR_HELP})")
-
     fp16 = sub.add_parser("fp16", help="strongly typed FP16 graph (LayerNorm kept FP32)")
     fp16.add_argument("input", help="FP32 (or FP32 + Q/DQ) .onnx, e.g. model.swin.onnx")
     fp16.add_argument("output", help="FP16 .onnx to write")
-
-    engine = sub.add_parser("engine", help="every stage: export, surgery, check, precision, engine build, "
-                                           "verification")
-    engine.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on, less any INT8 "
-                                                    "calibrates on (default: a quarter of --calib-dir, held out of "
-                                                    "calibration, else generated crops of scikit-image photos)")
-    engine.set_defaults(groups=add_groups(engine, ModelArguments(), CalibrationArguments(), BuildArguments(),
-                                          PluginArguments(), AttentionArguments()))
-    engine.add_argument("--out-dir", type=Path, help=f"folder for every artifact (default {OUT_DIR_HELP})")
 
     quantize = sub.add_parser("quantize", help="INT8 calibration: insert Q/DQ into the surgered FP32 graph")
     quantize.add_argument("input", help="surgered FP32 .onnx, e.g. model.swin.onnx")
@@ -186,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "percentile")
     quantize.add_argument("--cache", help="calibration cache JSON (default: beside the output)")
 
+    for command, handler in (("export", _cmd_export), ("surgery", _cmd_surgery), ("check", _cmd_check),
+                             ("fp16", _cmd_fp16), ("quantize", _cmd_quantize)):
+        sub.choices[command].set_defaults(handler=handler)
+
+
+def _add_engine_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands of an engine: build one, check one against this machine."""
     build = sub.add_parser("build", help="build an engine from a typed .onnx (TensorRT, or TensorRT-RTX AOT)")
     build.add_argument("input", help="typed .onnx, e.g. model.swin.fp16.onnx")
     build.add_argument("engine", help="engine to write; its metadata JSON goes beside it")
@@ -198,6 +186,28 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "records, else the same name beside the engine)")
     check_engine.add_argument("--json", action="store_true", help="print everything checked as JSON (the engine's "
                                                                   "metadata, the runtime, the plugin library)")
+
+    for command, handler in (("build", _cmd_build), ("check-engine", _cmd_check_engine)):
+        sub.choices[command].set_defaults(handler=handler)
+
+
+def _add_composed_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands that compose stages: onnx, engine, and triton over their output."""
+    onnx_cmd = sub.add_parser("onnx", help="export + surgery + check into one folder (make engine's first stages)")
+    onnx_cmd.set_defaults(groups=add_groups(onnx_cmd, ModelArguments(), AttentionArguments()))
+    _max_batch_arg(onnx_cmd)
+    onnx_cmd.add_argument("--out-dir", type=Path, help=f"folder for model.onnx, model.swin.onnx, surgery.json "
+                                                       f"(default {OUT_DIR_HELP})")
+
+    engine = sub.add_parser("engine", help="every stage: export, surgery, check, precision, engine build, "
+                                           "verification")
+    engine.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    engine.add_argument("--images", type=Path, help="folder of photos to verify the engine on, less any INT8 "
+                                                    "calibrates on (default: a quarter of --calib-dir, held out of "
+                                                    "calibration, else generated crops of scikit-image photos)")
+    engine.set_defaults(groups=add_groups(engine, ModelArguments(), CalibrationArguments(), BuildArguments(),
+                                          PluginArguments(), AttentionArguments()))
+    engine.add_argument("--out-dir", type=Path, help=f"folder for every artifact (default {OUT_DIR_HELP})")
 
     triton = sub.add_parser("triton", help="Triton Inference Server model repository of built engines (builds none)")
     # The model options of `engine` (its weights are in the engine): they pick the engine and name the Triton model.
@@ -215,11 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching's queue delay")
     triton.add_argument("--instances", type=_positive_int, default=1, help="model instances per GPU")
 
-    for name, handler in (("export", _cmd_export), ("surgery", _cmd_surgery), ("check", _cmd_check),
-                          ("onnx", _cmd_onnx), ("fp16", _cmd_fp16), ("engine", _cmd_engine),
-                          ("quantize", _cmd_quantize), ("build", _cmd_build), ("check-engine", _cmd_check_engine),
-                          ("triton", _cmd_triton)):
-        sub.choices[name].set_defaults(handler=handler)
+    for command, handler in (("onnx", _cmd_onnx), ("engine", _cmd_engine), ("triton", _cmd_triton)):
+        sub.choices[command].set_defaults(handler=handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pipeline", description="Swin Transformer → TensorRT pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_commands in (_add_graph_commands, _add_engine_commands, _add_composed_commands):
+        add_commands(sub)
     return parser
 
 
