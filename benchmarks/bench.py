@@ -194,7 +194,7 @@ class Inputs:
         from pipeline.stages.precision import convert_fp16
 
         typed = self.native_stages.out_dir / "model.fp16.onnx"
-        self.native_stages.run("fp16-plain", {}, [self.onnx], [typed], lambda: convert_fp16(self.onnx, typed))
+        self.native_stages.run("fp16-plain", {}, [self.onnx], [typed], lambda: convert_fp16(self.onnx, typed).to_json())
         return typed
 
     def plugin_engine(self, precision: str) -> Path:

@@ -291,7 +291,7 @@ def _precision(run: EngineRun) -> dict[str, Any]:
         files.typed.hardlink_to(files.swin)  # the surgered graph is already the FP32 one
         return {"precision": "fp32"}
     if recipe.precision == "fp16":
-        return convert_fp16(files.swin, files.typed)
+        return convert_fp16(files.swin, files.typed).to_json()
     from pipeline.stages import int8
 
     images = recipe.image_plan().calibration
@@ -300,7 +300,7 @@ def _precision(run: EngineRun) -> dict[str, Any]:
                            samples=recipe.calib_samples, method=recipe.calib_method, exclude=recipe.calib_exclude,
                            cache_path=files.calibration_cache)
     return {"calibration": calibration.to_json(), "images": images.summary(),
-            "fp16": convert_fp16(files.qdq, files.typed)}
+            "fp16": convert_fp16(files.qdq, files.typed).to_json()}
 
 
 def _build(run: EngineRun) -> dict[str, Any]:

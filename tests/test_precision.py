@@ -28,7 +28,7 @@ def test_types(swin_t_fp16) -> None:
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     ops = collections.Counter(n.op_type for n in model.graph.node)
-    assert report["fp32_nodes"] == {"LayerNormalization": ops["LayerNormalization"]} == {"LayerNormalization": 29}
+    assert report.fp32_nodes == {"LayerNormalization": ops["LayerNormalization"]} == {"LayerNormalization": 29}
     for node in model.graph.node:
         io = [types[t] for t in (*node.input, *node.output) if t]
         if node.op_type == "LayerNormalization":
@@ -80,7 +80,7 @@ def _qdq_matmul_layernorm(path) -> None:
 def test_qdq_graph_gets_fp16_scales_and_opset_19(tmp_path) -> None:
     _qdq_matmul_layernorm(tmp_path / "qdq.onnx")
     report = convert_fp16(tmp_path / "qdq.onnx", tmp_path / "qdq16.onnx")
-    assert report["qdq_nodes"] == 4 and report["precision"] == "int8+fp16"
+    assert report.qdq_nodes == 4 and report.precision == "int8+fp16"
     model = onnx.load(str(tmp_path / "qdq16.onnx"))
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 19
     scales = {t.name: t.data_type for t in model.graph.initializer if t.name.endswith("scale")}

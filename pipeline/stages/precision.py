@@ -16,9 +16,9 @@ which needs QuantizeLinear/DequantizeLinear from opset 19, so the opset is raise
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -27,6 +27,7 @@ import onnx_graphsurgeon as gs
 from pipeline.common.artifacts import check_writable
 from pipeline.common.errors import PipelineError
 from pipeline.common.onnx_io import QDQ_OPS, read_onnx, write_onnx
+from pipeline.common.records import JsonRecord
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,21 @@ def _cast(graph: gs.Graph, tensor: gs.Tensor, to: int, name: str) -> gs.Variable
     return out
 
 
-def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Write a strongly typed FP16 version of ``in_path`` to ``out_path``; return what was done.
+@dataclasses.dataclass(frozen=True)
+class Fp16Report(JsonRecord):
+    """What :func:`convert_fp16` did: the nodes kept in FP32, the Casts inserted, the initializers converted."""
 
-    The report lists the nodes kept in FP32, the Casts inserted and the number of initializers converted.
-    """
+    input: str
+    output: str
+    precision: str  #: "fp16", or "int8+fp16" for a Q/DQ graph
+    initializers_converted: int
+    casts_inserted: int
+    fp32_nodes: dict[str, int]
+    qdq_nodes: int
+
+
+def convert_fp16(in_path: str | Path, out_path: str | Path) -> Fp16Report:
+    """Write a strongly typed FP16 version of ``in_path`` to ``out_path``; return what was done."""
     check_writable(out_path)
     model = read_onnx(in_path)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
@@ -60,8 +71,20 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
            if isinstance(t, gs.Variable)):
         raise PipelineError(f"{in_path} already has FP16 tensors; convert_fp16 takes the FP32 (or FP32 + Q/DQ) "
                             "graph, e.g. model.swin.onnx")
-
     fp32_nodes = [n for n in graph.nodes if n.op in FP32_OPS]
+    converted = _to_fp16(graph, fp32_nodes)
+    casts = _keep_fp32_nodes(graph, fp32_nodes) + _keep_fp32_interface(graph)
+    result, qdq = _typed_model(graph, model)
+    write_onnx(result, out_path)
+    log.info("fp16: %s → %s (%d initializers to FP16, %d LayerNorms kept FP32, %d Casts)", in_path, out_path,
+             converted, len(fp32_nodes), casts)
+    return Fp16Report(input=str(in_path), output=str(out_path), precision="int8+fp16" if qdq else "fp16",
+                      initializers_converted=converted, casts_inserted=casts,
+                      fp32_nodes=dict(collections.Counter(n.op for n in fp32_nodes)), qdq_nodes=qdq)
+
+
+def _to_fp16(graph: gs.Graph, fp32_nodes: list[gs.Node]) -> int:
+    """Every FP32 tensor, constant and Cast to FP16 except the constants FP32 nodes read; the constants converted."""
     fp32_inputs = {id(t) for n in fp32_nodes for t in n.inputs}
     converted = 0
     # The exporter shares equal initializers between layers (the zero biases of freshly initialized weights: a
@@ -90,7 +113,11 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
             node.attrs["to"] = onnx.TensorProto.FLOAT16
         if node.op == "Constant" and node.attrs["value"].values.dtype == np.float32:
             node.attrs["value"].values = node.attrs["value"].values.astype(np.float16)
+    return converted
 
+
+def _keep_fp32_nodes(graph: gs.Graph, fp32_nodes: list[gs.Node]) -> int:
+    """Casts around each node kept in FP32 (LayerNorm); the Casts inserted."""
     casts = 0
     for index, node in enumerate(fp32_nodes):
         for i, tensor in enumerate(node.inputs):
@@ -107,8 +134,12 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
                                            {"to": onnx.TensorProto.FLOAT16}, [fp32_out], [tensor]))
                 casts += 1
         log.debug("fp16: node %d %s kept in FP32", index, node.name)
+    return casts
 
-    # Keep the graph's interface FP32: cast after each input and before each output.
+
+def _keep_fp32_interface(graph: gs.Graph) -> int:
+    """Keep the graph's interface FP32: a Cast after each input and before each output; the Casts inserted."""
+    casts = 0
     for i, tensor in enumerate(list(graph.inputs)):
         if tensor.dtype == np.float16:
             fp32_input = gs.Variable(tensor.name, dtype=np.float32, shape=tensor.shape)
@@ -123,7 +154,11 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
             tensor.name = f"{name}.fp16"
             graph.outputs[i] = _cast(graph, tensor, onnx.TensorProto.FLOAT, name)
             casts += 1
+    return casts
 
+
+def _typed_model(graph: gs.Graph, source: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The cleaned, shape-inferred model with ``source``'s metadata and its precision; and its Q/DQ node count."""
     graph.cleanup().toposort()
     result = gs.export_onnx(graph)
     qdq = sum(n.op_type in QDQ_OPS for n in result.graph.node)
@@ -132,19 +167,7 @@ def convert_fp16(in_path: str | Path, out_path: str | Path) -> dict[str, Any]:
             if opset.domain in ("", "ai.onnx") and opset.version < _QDQ_FP16_OPSET:
                 opset.version = _QDQ_FP16_OPSET
     result = onnx.shape_inference.infer_shapes(result, strict_mode=True)
-    result.metadata_props.extend(model.metadata_props)
+    result.metadata_props.extend(source.metadata_props)
     onnx.helper.set_model_props(result, {**{p.key: p.value for p in result.metadata_props},
                                          "swin_trt.precision": "int8" if qdq else "fp16"})
-    write_onnx(result, out_path)
-    report = {
-        "input": str(in_path),
-        "output": str(out_path),
-        "precision": "int8+fp16" if qdq else "fp16",
-        "initializers_converted": converted,
-        "casts_inserted": casts,
-        "fp32_nodes": dict(collections.Counter(n.op for n in fp32_nodes)),
-        "qdq_nodes": qdq,
-    }
-    log.info("fp16: %s → %s (%d initializers to FP16, %d LayerNorms kept FP32, %d Casts)", in_path, out_path,
-             converted, len(fp32_nodes), casts)
-    return report
+    return result, qdq
