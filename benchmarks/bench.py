@@ -194,7 +194,7 @@ class Inputs:
         from pipeline.stages.precision import convert_fp16
 
         typed = self.native_stages.out_dir / "model.fp16.onnx"
-        self.native_stages.run("fp16-plain", {}, [self.onnx], [typed], lambda: convert_fp16(self.onnx, typed).to_json())
+        self.native_stages.run("fp16-plain", {}, [self.onnx], [typed], lambda: convert_fp16(self.onnx, typed))
         return typed
 
     def plugin_engine(self, precision: str) -> Path:
@@ -238,7 +238,7 @@ class Inputs:
                                lambda: build_engine(typed, engine, plugin_library=recipe.plugin_library,
                                                     batch=recipe.batch, backend="tensorrt",
                                                     timing_cache=self.work_dir / "timing.cache",
-                                                    detailed_profile=True).to_json())
+                                                    detailed_profile=True))
         return engine
 
 

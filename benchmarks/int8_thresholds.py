@@ -34,8 +34,7 @@ from pipeline.common.images import generate_image_folder, load_image_set
 from pipeline.common.onnx_io import ort_session, write_onnx
 from pipeline.models import build_swin, perturb_weights_
 from pipeline.stages.export import export_onnx
-from pipeline.stages.int8 import ATTENTION_OPS
-from pipeline.stages.int8 import run as quantize_int8
+from pipeline.stages.int8 import ATTENTION_OPS, quantize_int8
 from pipeline.stages.precision import convert_fp16
 from pipeline.stages.surgery import replace_window_attention
 

@@ -97,9 +97,9 @@ def _cmd_fp16(args: argparse.Namespace) -> None:
 def _cmd_quantize(args: argparse.Namespace) -> None:
     from pipeline.stages import int8
 
-    report = int8.run(Path(args.input), Path(args.output), calib_dir=args.calib_dir, samples=args.calib_samples,
-                      method=args.calib_method, percentile=args.percentile, exclude=args.calib_exclude,
-                      cache_path=args.cache)
+    report = int8.quantize_int8(Path(args.input), Path(args.output), calib_dir=args.calib_dir,
+                                samples=args.calib_samples, method=args.calib_method, percentile=args.percentile,
+                                exclude=args.calib_exclude, cache_path=args.cache)
     print(json.dumps({k: v for k, v in report.to_json().items() if k != "quantized_layers"}, indent=2))
 
 

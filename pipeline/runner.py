@@ -74,10 +74,10 @@ class StageRunner:
         (self.out_dir / RECORDS_FILE).unlink(missing_ok=True)
 
     def run(self, name: str, params: dict[str, Any], inputs: list[Path], outputs: list[Path],
-            stage: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+            stage: Callable[[], JsonRecord]) -> dict[str, Any]:
         """Run ``stage`` unless a previous run had the same fingerprint and its outputs still exist.
 
-        ``stage`` returns the key numbers of the stage; they are kept for the report of the runs that reuse it.
+        ``stage`` returns the stage's report; its key numbers are kept for the report of the runs that reuse it.
         """
         key = fingerprint(params, inputs)
         previous = self.records.get(name)
@@ -88,7 +88,7 @@ class StageRunner:
             log.info("%s: running", name)
             start = time.perf_counter()
             with interrupts_remembered(), stage_heartbeat(name):
-                result = stage()
+                result = stage().key_numbers()
                 raise_if_interrupted()  # a Ctrl-C Python swallowed (in a finalizer): the stage is not recorded
             record = StageRecord(fingerprint=key, seconds=round(time.perf_counter() - start, 2),
                                  artifacts=tuple(str(p) for p in outputs), result=result)

@@ -53,6 +53,7 @@ from pipeline.common.variants import SwinConfig
 from pipeline.make import EngineRecipe
 from pipeline.models import SwinTransformer, perturb_weights_
 from pipeline.runner import StageRunner
+from pipeline.stages.export import ExportReport
 
 # ---------------------------------------------------------------------------------------------------------
 # statistics
@@ -183,8 +184,9 @@ def made_by_engine(engine: Path, recipe: EngineRecipe) -> Path:
     """``engine`` (empty) in a folder whose export stage recorded ``recipe``'s model, as make_engine leaves it."""
     engine.parent.mkdir(parents=True, exist_ok=True)
     engine.touch()
-    model = recipe.model_record().to_json()
-    StageRunner(engine.parent).run("export", model, [], [], lambda: {"model": model})
+    model = recipe.model_record()
+    StageRunner(engine.parent).run("export", model.to_json(), [], [],
+                                   lambda: ExportReport(onnx=engine.parent / "model.onnx", model=model))
     return engine
 
 

@@ -29,8 +29,7 @@ from pipeline.common.errors import PipelineError
 from pipeline.common.images import image_array
 from pipeline.common.onnx_io import ort_session
 from pipeline.kernels.reference import PLUGIN_OP
-from pipeline.stages.int8 import ATTENTION_OPS, Int8Report, calibration_batch, calibration_session
-from pipeline.stages.int8 import run as quantize_int8
+from pipeline.stages.int8 import ATTENTION_OPS, Int8Report, calibration_batch, calibration_session, quantize_int8
 
 CALIB_SAMPLES = 16
 #: Photo crops never used for calibration (a different generation seed).

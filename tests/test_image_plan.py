@@ -14,7 +14,8 @@ from PIL import Image
 
 from pipeline.common.errors import PipelineError
 from pipeline.common.image_plan import MIN_SPLIT_FILES, plan_images
-from pipeline.make import EngineRecipe, EngineRun, _precision_params, _verify_params
+from pipeline.make import _precision_params, _verify_params
+from pipeline.recipe import EngineJob, EngineRecipe
 from pipeline.stages.int8 import calibration_images
 
 
@@ -111,7 +112,7 @@ def test_stage_fingerprints_follow_each_part_of_the_split(tmp_path: Path) -> Non
     """Calibration depends on its part only, verification on its own: touching a held-out photo re-verifies and
     does not re-calibrate; a new photo changes what calibration reads."""
     write_photos(tmp_path / "calib", 20)
-    run = EngineRun(EngineRecipe(precision="int8", calib_dir=tmp_path / "calib"), tmp_path / "out")
+    run = EngineJob(EngineRecipe(precision="int8", calib_dir=tmp_path / "calib"), tmp_path / "out")
     plan = run.recipe.image_plan()
     assert plan.calibration is not None
     precision, verify = _precision_params(run), _verify_params(run)

@@ -20,6 +20,7 @@ PACKAGES = ("pipeline", "calib", "benchmarks")
 FLOORS = (("pipeline", "pipeline.kernels"),
           ("pipeline.common",),
           ("pipeline.models", "pipeline.tensorrt"),
+          ("pipeline.recipe",),
           ("pipeline.stages", "pipeline.runtime", "pipeline.runner"),
           ("pipeline.make", "pipeline.serving"),
           ("pipeline.arguments", "pipeline.cli", "pipeline.__main__"))

@@ -8,12 +8,24 @@ import os
 import re
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from pipeline.common import progress
+from pipeline.common.records import JsonRecord
 from pipeline.runner import RECORDS_FILE, StageRecord, StageRunner
+
+
+@dataclass(frozen=True)
+class Chars(JsonRecord):
+    chars: int
+
+
+@dataclass(frozen=True)
+class Done(JsonRecord):
+    pass
 
 
 def test_a_stage_runs_once_until_its_inputs_change(tmp_path: Path) -> None:
@@ -21,10 +33,10 @@ def test_a_stage_runs_once_until_its_inputs_change(tmp_path: Path) -> None:
     source.write_text("a")
     runs = []
 
-    def stage() -> dict:
+    def stage() -> Chars:
         runs.append(1)
         output.write_text(source.read_text().upper())
-        return {"chars": len(source.read_text())}
+        return Chars(len(source.read_text()))
 
     for _ in range(2):
         assert StageRunner(tmp_path).run("upper", {"mode": 1}, [source], [output], stage) == {"chars": 1}
@@ -51,10 +63,10 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_stage(tmp_path: Path)
     # Python's own Ctrl-C handling, also where this runs as a background job (whose SIGINT the shell ignores).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def stage() -> dict:
+    def stage() -> Done:
         _InterruptedFinalizer()  # collected at once: the KeyboardInterrupt is raised, and ignored, in __del__
         output.write_text("done")
-        return {}
+        return Done()
 
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -67,11 +79,11 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_stage(tmp_path: Path)
 
 def test_a_long_stage_says_how_far_it_is_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    def slow() -> dict:
+    def slow() -> Done:
         for step in range(1, 4):
             time.sleep(0.12)
             progress.advance(step, 3, "batches")
-        return {}
+        return Done()
 
     monkeypatch.setattr(progress, "INTERVAL_S", 0.05)
     for terminal in (True, False):

@@ -16,8 +16,9 @@ from pipeline.common.errors import PipelineError
 from pipeline.common.image_plan import plan_images
 from pipeline.common.images import default_image_count
 from pipeline.models import perturb_weights_
+from pipeline.recipe import ModelRecord
 from pipeline.stages.precision import convert_fp16
-from pipeline.stages.verify import verify
+from pipeline.stages.verify import VerifyReport, verify
 from pipeline.tensorrt.build import build_engine
 
 BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
@@ -96,10 +97,12 @@ def test_verification_records_the_source_and_the_files_it_used(swin_t, swin_t_on
     photos.mkdir()
     for i, color in enumerate(((200, 40, 40), (30, 160, 90))):
         Image.new("RGB", (300, 260), color).save(photos / f"{i}.png")
-    model_record = {"variant": "T", "checkpoint": "weights.pth", "checkpoint_sha256": "ab" * 32}
+    model_record = ModelRecord(variant="T", features_only=False, img_size=(32, 32), checkpoint="weights.pth",
+                               checkpoint_sha256="ab" * 32, weights="checkpoint")
     report = verify(swin_t, swin_t_onnx[1], "fp32", image_dir=photos, image_count=4, batch=BATCH,
                     model_record=model_record)
     assert report.passed and report.model == model_record
+    assert VerifyReport.from_json(json.loads(json.dumps(report.to_json()))).model == model_record
     images = report.images
     assert (images["source"], images["folder"], images["count"]) == ("images", str(photos), 4)
     assert images["files"] == ["0.png", "1.png"] and images["augmented_samples"] == 2  # two random crops of them

@@ -74,6 +74,11 @@ class JsonRecord:
     def to_json(self) -> dict[str, Any]:
         return {field.name: to_plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
+    def key_numbers(self) -> dict[str, Any]:
+        """What a summary of this record keeps (a stage's entry in stages.json): everything, unless the record's
+        own file (surgery.json, verify.json) holds the details."""
+        return self.to_json()
+
     @classmethod
     def from_json(cls: type[R], data: dict[str, Any]) -> R:
         return _dataclass_from_plain(cls, data)

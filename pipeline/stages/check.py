@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,7 +15,13 @@ from pipeline.common.onnx_io import graph_input, ort_session, read_onnx
 from pipeline.common.progress import advance
 from pipeline.common.records import JsonRecord
 
+if TYPE_CHECKING:
+    from pipeline.recipe import EngineJob
+
 log = logging.getLogger(__name__)
+
+#: Batches make_engine's check stage compares at: 1 and a batch > 1 exercise the dynamic batch.
+CHECK_BATCHES = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class CheckReport(JsonRecord):
                                 f"(relative) on {'; '.join(failed)}; the surgered graph computes something else")
         return self
 
-    def summary(self) -> dict[str, Any]:
+    def key_numbers(self) -> dict[str, Any]:
         return {"batches": sorted({r.batch for r in self.results}), "max_rel_error": self.worst}
 
     def to_json(self) -> dict[str, Any]:
@@ -101,3 +107,10 @@ def compare_onnx(reference: str | Path, candidate: str | Path, batches: tuple[in
         log.info("check: %s matches %s to %.1e (relative) on batches %s", candidate, reference, report.worst,
                  list(batches))
     return report
+
+
+def run(job: EngineJob) -> CheckReport:
+    """make_engine's check stage: the surgered graph against the export, at :data:`CHECK_BATCHES` (at most the
+    profile's largest batch); a PipelineError when they differ."""
+    batches = tuple(sorted({min(b, job.recipe.max_batch) for b in CHECK_BATCHES}))
+    return compare_onnx(job.files.onnx, job.files.swin, batches).raise_if_failed()

@@ -11,9 +11,11 @@ with the reference op (``pipeline.common.onnx_io.ort_session``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -25,8 +27,13 @@ from pipeline.common.compare import FP32_TOLERANCE, relative_error
 from pipeline.common.errors import PipelineError
 from pipeline.common.interrupts import interrupts_deferred
 from pipeline.common.onnx_io import ort_session, write_onnx
+from pipeline.common.records import JsonRecord
 from pipeline.kernels.ops import fold_plugin_inputs, onnx_translation_table
 from pipeline.kernels.reference import PLUGIN_OP
+from pipeline.recipe import ModelRecord
+
+if TYPE_CHECKING:
+    from pipeline.recipe import EngineJob
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +127,18 @@ def export_onnx(model: nn.Module, path: str | Path, img_size: int | tuple[int, i
                  f" with {plugin_nodes} {PLUGIN_OP} nodes (reference op)" if plugin_nodes else "", worst)
 
     return write_onnx(proto, path, full_check=True, verify=matches_torch)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport(JsonRecord):
+    """The export stage's result: the ONNX file and the model it holds (a later run reads the folder's model here)."""
+
+    onnx: Path
+    model: ModelRecord
+
+
+def run(job: EngineJob) -> ExportReport:
+    """make_engine's export stage: the job's model to ``model.onnx``."""
+    recipe = job.recipe
+    path = export_onnx(job.model(), job.files.onnx, img_size=recipe.image_size, max_batch=recipe.max_batch)
+    return ExportReport(onnx=path, model=job.model_record)

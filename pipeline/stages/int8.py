@@ -1,7 +1,7 @@
 """The INT8 precision stage: surgered FP32 ONNX → the same graph with calibrated Q/DQ, plus a reusable cache.
 
-    from pipeline.stages.int8 import run
-    report = run("build/swin_t/model.swin.onnx", "build/swin_t/model.swin.qdq.onnx", calib_dir="photos/")
+    from pipeline.stages.int8 import quantize_int8
+    report = quantize_int8("build/swin_t/model.swin.onnx", "build/swin_t/model.swin.qdq.onnx", calib_dir="photos/")
 
 calib/ is the library beneath (ranges and Q/DQ insertion, importing nothing from pipeline/); this module is what
 the pipeline adds: the calibration images, the cache keyed by the model's and the samples' SHA-256, onnxruntime
@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -42,6 +43,9 @@ from pipeline.common.onnx_io import InterruptibleSession, graph_input, ort_sessi
 from pipeline.common.progress import advance
 from pipeline.common.records import JsonRecord
 from pipeline.kernels.reference import PLUGIN_OP
+
+if TYPE_CHECKING:
+    from pipeline.recipe import EngineJob
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +224,7 @@ def _calibration_errors() -> Iterator[None]:
 
 
 @_calibration_errors()
-def run(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str | Path | None = None,
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str | Path | None = None,
         calib_files: Sequence[Path] | None = None, samples: int = 256, method: str = DEFAULT_METHOD,
         percentile: float = 99.99, exclude: Sequence[str] | None = None, cache_path: str | Path | None = None,
         batch: int | None = None, seed: int = 0, img_size: int | tuple[int, int] | None = None) -> Int8Report:
@@ -273,3 +277,14 @@ def run(onnx_path: str | Path, out_path: str | Path, *, calib_dir: str | Path | 
              method, samples, "generated" if report.calibration.generated else "photo", len(quantized),
              len(excluded), "hit" if cache_hit else "miss", finished - started, out_path)
     return report
+
+
+def run(job: EngineJob) -> Int8Report:
+    """make_engine's calibration (INT8 precision only): the surgered graph to ``model.swin.qdq.onnx``, on the images
+    the job's plan gives calibration."""
+    recipe, files = job.recipe, job.files
+    images = recipe.image_plan().calibration
+    assert images is not None  # INT8 always calibrates
+    return quantize_int8(files.swin, files.qdq, calib_dir=images.folder, calib_files=images.files,
+                         samples=recipe.calib_samples, method=recipe.calib_method, exclude=recipe.calib_exclude,
+                         cache_path=files.calibration_cache)

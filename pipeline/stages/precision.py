@@ -19,6 +19,7 @@ import collections
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -26,8 +27,13 @@ import onnx_graphsurgeon as gs
 
 from pipeline.common.artifacts import check_writable
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_plan import ImageSelection
 from pipeline.common.onnx_io import QDQ_OPS, read_onnx, write_onnx
 from pipeline.common.records import JsonRecord
+from pipeline.stages import int8
+
+if TYPE_CHECKING:
+    from pipeline.recipe import EngineJob
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +177,28 @@ def _typed_model(graph: gs.Graph, source: onnx.ModelProto) -> tuple[onnx.ModelPr
     onnx.helper.set_model_props(result, {**{p.key: p.value for p in result.metadata_props},
                                          "swin_trt.precision": "int8" if qdq else "fp16"})
     return result, qdq
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionReport(JsonRecord):
+    """The precision stage's result: the FP16 conversion (fp16, int8) and the calibration with its images (int8)."""
+
+    precision: str
+    fp16: Fp16Report | None = None
+    calibration: int8.Int8Report | None = None
+    images: ImageSelection | None = None
+
+
+def run(job: EngineJob) -> PrecisionReport:
+    """make_engine's precision stage: the surgered graph to ``model.swin.<precision>.onnx``; FP32 is the surgered
+    graph itself (a hard link), INT8 calibrates first (:func:`pipeline.stages.int8.run`)."""
+    precision, files = job.recipe.precision, job.files
+    if precision == "fp32":
+        files.typed.unlink(missing_ok=True)
+        files.typed.hardlink_to(files.swin)
+        return PrecisionReport(precision)
+    if precision == "fp16":
+        return PrecisionReport(precision, fp16=convert_fp16(files.swin, files.typed))
+    calibration = int8.run(job)
+    return PrecisionReport(precision, fp16=convert_fp16(files.qdq, files.typed), calibration=calibration,
+                           images=job.recipe.image_plan().calibration)

@@ -21,7 +21,7 @@ import collections
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -43,6 +43,9 @@ from pipeline.kernels.reference import (
     shift_mask,
     window_attention_reference,
 )
+
+if TYPE_CHECKING:
+    from pipeline.recipe import EngineJob
 
 log = logging.getLogger(__name__)
 
@@ -556,14 +559,14 @@ class SurgeryReport(JsonRecord):
         """The worst self-check error of a rewritten block (:func:`pipeline.common.compare.relative_error`)."""
         return max((b.max_rel_error for b in self.blocks), default=0.0)
 
-    def summary(self) -> dict[str, Any]:
+    def key_numbers(self) -> dict[str, Any]:
         return {"blocks_replaced": self.blocks_replaced, "blocks_shifted": self.blocks_shifted,
                 "node_count_before": sum(self.nodes_before.values()),
                 "node_count_after": sum(self.nodes_after.values()), "max_rel_error": self.max_rel_error}
 
     def to_json(self, blocks: bool = True) -> dict[str, Any]:
         """The report's JSON; ``blocks=False`` leaves out the per-block list."""
-        data = {**super().to_json(), **self.summary()}
+        data = {**super().to_json(), **self.key_numbers()}
         if blocks:
             data["blocks"] = [{**b.to_json(), "padded": b.padded} for b in self.blocks]
         else:
@@ -736,3 +739,11 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path, report_p
              "self-check error %.1e", report.blocks_replaced, report.blocks_found, report.blocks_shifted, in_path,
              replaced_op, sum(report.nodes_before.values()), sum(report.nodes_after.values()), report.max_rel_error)
     return report
+
+
+def run(job: EngineJob) -> SurgeryReport:
+    """make_engine's surgery stage: ``model.onnx`` to ``model.swin.onnx`` (and ``surgery.json``) on the recipe's
+    attention route."""
+    files = job.files
+    return replace_window_attention(files.onnx, files.swin, report_path=files.surgery_report,
+                                    attention=job.recipe.attention)

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -36,9 +36,13 @@ from pipeline.common.onnx_io import graph_input, ort_session, read_onnx
 from pipeline.common.progress import advance
 from pipeline.common.records import JsonRecord
 from pipeline.kernels.selection import kernel_choice
+from pipeline.recipe import ModelRecord
 from pipeline.runtime import SwinEngine
 from pipeline.tensorrt.build import check_engine_compatible
 from pipeline.tensorrt.metadata import TensorSpec
+
+if TYPE_CHECKING:
+    from pipeline.recipe import EngineJob
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ class VerifyReport(JsonRecord):
 
     artifact: str
     executed: Executed
-    model: dict[str, Any] | None  #: which weights (pipeline.make.ModelRecord's JSON), when the caller knows
+    model: ModelRecord | None  #: which weights, when the caller knows
     precision: str
     thresholds: Tolerances
     runners: tuple[str, ...]
@@ -83,7 +87,7 @@ class VerifyReport(JsonRecord):
     outputs: dict[str, OutputVerdict]
     passed: bool
 
-    def summary(self) -> dict[str, Any]:
+    def key_numbers(self) -> dict[str, Any]:
         """The numbers make_engine keeps in stages.json."""
         data = self.to_json()
         return {key: data[key] for key in ("passed", "runners", "executed", "images", "outputs", "thresholds")}
@@ -230,10 +234,31 @@ def _compare_batches(reference: BaseRunner, candidate: BaseRunner, feeds: list[d
     return accumulated, polygraphy_passed
 
 
+def _selection(image_dir: str | Path | ImageSelection | None) -> ImageSelection:
+    """A folder (or none: generated crops) as the selection verification reads."""
+    if isinstance(image_dir, ImageSelection):
+        return image_dir
+    return ImageSelection(*(("generated", None) if image_dir is None else ("images", Path(image_dir))), files=None)
+
+
+def _verdicts(accumulated: dict[str, ComparisonMetrics], tolerances: Tolerances, polygraphy_passed: bool
+              ) -> tuple[dict[str, OutputVerdict], list[str]]:
+    """Each output's metrics judged by ``tolerances``, and every failure (Polygraphy's verdict included)."""
+    outputs, failures = {}, []
+    for name, metrics in accumulated.items():
+        result = metrics.result()
+        output_failures = tolerances.failures(result)
+        outputs[name] = OutputVerdict(**dataclasses.asdict(result), passed=not output_failures)
+        failures += [f"{name}: {failure}" for failure in output_failures]
+    if not polygraphy_passed:
+        failures.append("Polygraphy compare_accuracy failed (an element beyond its absolute tolerance)")
+    return outputs, failures
+
+
 def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,
            image_dir: str | Path | ImageSelection | None = None, image_count: int | None = None, batch: int = 8,
            out_path: Path | None = None, plugin_library: Path | None = None, onnx_path: Path | None = None,
-           model_record: dict[str, Any] | None = None) -> VerifyReport:
+           model_record: ModelRecord | None = None) -> VerifyReport:
     """Compare ``artifact`` (``.engine``, or ``.onnx`` run on onnxruntime with the reference op) to ``model``.
 
     Images: ``images`` (float32 ``[N, 3, H, W]``, preprocessed), else ``image_count`` images from the photos
@@ -255,10 +280,7 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
         raise PipelineError(f"batch must be >= 1, got {batch}")
     candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
     if images is None:
-        if not isinstance(image_dir, ImageSelection):
-            image_dir = ImageSelection(*(("generated", None) if image_dir is None else ("images", Path(image_dir))),
-                                       files=None)
-        images, image_source = _verification_images(image_dir, image_count, tuple(image_input.shape[2:]))
+        images, image_source = _verification_images(_selection(image_dir), image_count, tuple(image_input.shape[2:]))
     else:
         image_source = {"source": "given"}
     if images.ndim != 4 or tuple(images.shape[1:]) != image_input.shape[1:]:
@@ -273,14 +295,7 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
     reference = TorchCpuRunner(model.eval(), input_metadata, output_names)
     tolerances = TOLERANCES[precision]
     accumulated, polygraphy_passed = _compare_batches(reference, candidate, feeds, output_names, tolerances)
-    outputs, failures = {}, []
-    for name, metrics in accumulated.items():
-        result = metrics.result()
-        output_failures = tolerances.failures(result)
-        outputs[name] = OutputVerdict(**dataclasses.asdict(result), passed=not output_failures)
-        failures += [f"{name}: {failure}" for failure in output_failures]
-    if not polygraphy_passed:
-        failures.append("Polygraphy compare_accuracy failed (an element beyond its absolute tolerance)")
+    outputs, failures = _verdicts(accumulated, tolerances, polygraphy_passed)
     report = VerifyReport(artifact=str(artifact), executed=executed, model=model_record, precision=precision,
                           thresholds=tolerances, runners=(reference.name, candidate.name),
                           images={"count": len(images), "batch": batch, **image_source},
@@ -296,3 +311,12 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
                        f"{'' if o.top1_agreement is None else f', top-1 agreement {o.top1_agreement:.3f}'}"
                        for n, o in outputs.items()))
     return report
+
+
+def run(job: EngineJob) -> VerifyReport:
+    """make_engine's verify stage: the engine (or, where it cannot run, the ONNX it was built from) against the
+    job's PyTorch model on the images the plan leaves to verification, batches of at most 8."""
+    recipe, files = job.recipe, job.files
+    return verify(job.model(), files.engine, recipe.precision, image_dir=recipe.image_plan(files.out).verification,
+                  batch=min(8, recipe.max_batch), out_path=files.verify_report, plugin_library=recipe.plugin,
+                  onnx_path=files.typed, model_record=job.model_record)
