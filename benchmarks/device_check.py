@@ -252,7 +252,7 @@ def _environment(plan: Plan, installed_site: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     paths = [str(ROOT)] + ([SITE_DIR] if installed_site else [])
     env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
-    from pipeline.kernels.native import arch_build_dir  # numpy: not needed to plan, list or file a run
+    from pipeline.kernels.cmake import arch_build_dir  # numpy: not needed to plan, list or file a run
 
     # The fused model's op (pipeline.kernels.ops, $SWIN_ATTN_CUDA_LIBRARY) loads the kernel the build step built.
     env.setdefault("SWIN_ATTN_CUDA_LIBRARY", str(arch_build_dir(plan.arch) / "libswin_window_attention_cuda.so"))
@@ -445,7 +445,7 @@ def build_baseline(revision: str, arch: str) -> Path:
     """``revision``'s CUDA kernel library for ``arch``, built here from a temporary git worktree (the C ABI is the
     same across revisions), at :func:`baseline_library` with a ``.json`` beside it naming the commit."""
     from pipeline.common.artifacts import atomic_path
-    from pipeline.kernels.native import build_native
+    from pipeline.kernels.cmake import build_native
 
     commit = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=ROOT, capture_output=True,
                             text=True, check=False)

@@ -46,7 +46,9 @@ from benchmarks.stats import percentile
 from benchmarks.timers import capture
 from pipeline.common.errors import PipelineError
 from pipeline.common.variants import VARIANTS
-from pipeline.kernels.native import SwinAttention, arch_build_dir, build_native, kernel_resources
+from pipeline.kernels.cmake import arch_build_dir, build_native
+from pipeline.kernels.cuobjdump import kernel_resources
+from pipeline.kernels.native import SwinAttention
 from pipeline.kernels.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
 from pipeline.kernels.reference import shift_mask
 from pipeline.kernels.selection import CONFIGS, KERNEL_ENV, KernelConfig

@@ -49,7 +49,7 @@ from pipeline.kernels.selection import kernel_choice
 
 #: Environment variable naming the CUDA C ABI library to load instead of the default build's.
 CUDA_LIBRARY_ENV = "SWIN_ATTN_CUDA_LIBRARY"
-#: Where ``make plugin`` (``pipeline.kernels.native.build_native``'s default folder) puts it.
+#: Where ``make plugin`` (``pipeline.kernels.cmake.build_native``'s default folder) puts it.
 DEFAULT_CUDA_LIBRARY = (Path(__file__).resolve().parents[2] / "build" / "plugin"
                         / "libswin_window_attention_cuda.so")
 #: dtypes the CUDA kernel takes (enum SwinAttnDtype).
@@ -167,7 +167,7 @@ def enable_cuda(library: str | Path | None = None) -> Path:
         if not path.is_file():
             raise RuntimeError(f"torch.ops.swin.window_attention on CUDA needs the kernel's C ABI library, and {path} "
                                "does not exist: build it with `make plugin` (or "
-                               "pipeline.kernels.native.build_native()), or "
+                               "pipeline.kernels.cmake.build_native()), or "
                                f"point ${CUDA_LIBRARY_ENV} or pipeline.kernels.ops.enable_cuda(path) at a built "
                                "libswin_window_attention_cuda.so")
         try:
