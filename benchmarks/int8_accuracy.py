@@ -64,14 +64,18 @@ def run(session: ort.InferenceSession, images: np.ndarray, batch: int) -> np.nda
     return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="surgered FP32 ONNX (default: perturbed random Swin-T)")
     parser.add_argument("--name", default="swin_t", help="result file name part")
     parser.add_argument("--calib-samples", type=int, default=128)
     parser.add_argument("--eval-samples", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory() as tmp:
