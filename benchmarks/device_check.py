@@ -1,15 +1,10 @@
 """One prepared run on a lent GPU machine: every check and measurement the kernel work needs, as steps within a
-time budget, in one command (the device tool's limits and why it is done this way: docs/design.md §8d).
+time budget, in one command (the device tool's limits and why it is done this way: docs/design.md §8b, §8d).
 
-Here, once (the machine has no network): ``make device-wheels`` (.whl/: the pinned packages its image lacks) and,
-to time an older kernel beside this tree's, ``python -m benchmarks.device_check --build-baseline <rev>`` (.device/).
-There, in the repository root (the device tool's `run`, with `carry: [".whl", ".device"]`):
-
-    python3 -m benchmarks.device_check --out $OUT --commit <git sha> [--steps build,test,...] [--budget-s 540]
-
-``--dry-run`` prints the plan here (``STEPS``: wheels, env, build, test, kernel, sanitize, ncu, network-t,
-network-b384). ``summary.json`` is rewritten after every step; afterwards, here, ``--file-results <files_at>``
-copies the run's files into benchmarks/results/<date>-<device>/ with a README of what ran.
+Here: ``make device-wheels`` (.whl/) and, to time an older kernel beside this tree's, ``--build-baseline <rev>``
+(.device/); there, the device tool's `run` with `carry: [".whl", ".device"]`: ``python3 -m benchmarks.device_check
+--out $OUT --commit <git sha>``. ``--dry-run`` prints the plan (``STEPS``); ``--file-results <files_at>`` copies
+the run's files into benchmarks/results/<date>-<device>/ with a README of what ran.
 """
 
 from __future__ import annotations
