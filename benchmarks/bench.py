@@ -1,19 +1,8 @@
 """``python -m benchmarks.bench`` (``make bench``): every deployment route of one Swin variant that this machine
 can run, measured in one process, side by side (a route that cannot run here is listed as skipped with the reason).
 
-    python -m benchmarks.bench --variant T [--precision fp16,int8] [--batch 1,8,32,64] [--no-cuda-graphs] [--cpu]
-                               [--routes tensorrt-plugin,torch-compile-cuda,...]
-
-Routes: TensorRT engines (tensorrt-plugin: ours; tensorrt-attention: TensorRT's own fused attention, no plugin;
-tensorrt-native: the plain ONNX), PyTorch eager and torch.compile on CUDA (also with our fused attention kernel,
-*-fused) and on the CPU, onnxruntime (TensorRT, CUDA and CPU providers) and the surgered ONNX with the reference op
-(a correctness route). GPU routes are timed with CUDA events, replayed from CUDA graphs where a GPU is visible; CPU
-routes stop after --cpu-budget-s once --cpu-min-iterations are done, and run on a GPU machine only with --cpu or
---routes. How and why: docs/design.md §8d.
-
-Results go to build/bench/bench_<variant>_<device>_<UTC start time>.{json,md,png} (git-ignored, never replacing a
-file); the JSON is rewritten as each route finishes. `python -m benchmarks.report --commit <json>` files a run
-under benchmarks/results/.
+Routes (``--routes``, :mod:`benchmarks.routes`), GPU and CPU timing and the files: docs/design.md §8d. Results go to
+build/bench/bench_<variant>_<device>_<UTC start time>.{json,md,png}, the JSON rewritten as each route finishes.
 """
 
 from __future__ import annotations

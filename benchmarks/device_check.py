@@ -1,15 +1,10 @@
 """One prepared run on a lent GPU machine: every check and measurement the kernel work needs, as steps within a
-time budget, in one command (the device tool's limits and why it is done this way: docs/design.md §8d).
+time budget, in one command (the device tool's limits and why it is done this way: docs/design.md §8b, §8d).
 
-Here, once (the machine has no network): ``make device-wheels`` (.whl/: the pinned packages its image lacks) and,
-to time an older kernel beside this tree's, ``python -m benchmarks.device_check --build-baseline <rev>`` (.device/).
-There, in the repository root (the device tool's `run`, with `carry: [".whl", ".device"]`):
-
-    python3 -m benchmarks.device_check --out $OUT --commit <git sha> [--steps build,test,...] [--budget-s 540]
-
-``--dry-run`` prints the plan here (``STEPS``: wheels, env, build, test, kernel, sanitize, ncu, network-t,
-network-b384). ``summary.json`` is rewritten after every step; afterwards, here, ``--file-results <files_at>``
-copies the run's files into benchmarks/results/<date>-<device>/ with a README of what ran.
+Here: ``make device-wheels`` (.whl/) and, to time an older kernel beside this tree's, ``--build-baseline <rev>``
+(.device/); there, the device tool's `run` with `carry: [".whl", ".device"]`: ``python3 -m benchmarks.device_check
+--out $OUT --commit <git sha>``. ``--dry-run`` prints the plan (``STEPS``); ``--file-results <files_at>`` copies
+the run's files into benchmarks/results/<date>-<device>/ with a README of what ran.
 """
 
 from __future__ import annotations
@@ -252,7 +247,7 @@ def _environment(plan: Plan, installed_site: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     paths = [str(ROOT)] + ([SITE_DIR] if installed_site else [])
     env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
-    from pipeline.kernels.native import arch_build_dir  # numpy: not needed to plan, list or file a run
+    from pipeline.kernels.cmake import arch_build_dir  # numpy: not needed to plan, list or file a run
 
     # The fused model's op (pipeline.kernels.ops, $SWIN_ATTN_CUDA_LIBRARY) loads the kernel the build step built.
     env.setdefault("SWIN_ATTN_CUDA_LIBRARY", str(arch_build_dir(plan.arch) / "libswin_window_attention_cuda.so"))
@@ -445,7 +440,7 @@ def build_baseline(revision: str, arch: str) -> Path:
     """``revision``'s CUDA kernel library for ``arch``, built here from a temporary git worktree (the C ABI is the
     same across revisions), at :func:`baseline_library` with a ``.json`` beside it naming the commit."""
     from pipeline.common.artifacts import atomic_path
-    from pipeline.kernels.native import build_native
+    from pipeline.kernels.cmake import build_native
 
     commit = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=ROOT, capture_output=True,
                             text=True, check=False)

@@ -1,14 +1,8 @@
-"""SM clock and board power sampled while a GPU route is being timed.
+"""SM clock and board power sampled while a GPU route is being timed (why and how: docs/design.md §8d).
 
-The environment record reads the clocks once, before anything runs: an idle H100 reports 345 MHz there, which says
-nothing about the clock the numbers were measured at. Here ``nvidia-smi`` runs in loop mode (``-lms``) in the
-background for the whole of a GPU route, each sample carrying nvidia-smi's own time stamp, and only the samples
-taken inside a batch's warm-up and timed loop count (a torch.compile between two batches leaves the GPU idle for
-seconds). No NVML Python binding is pinned by the project, so nvidia-smi it is; without it (Jetson, CPU-only
-machines) nothing is sampled and the record says why.
-
-``power.draw`` is what the driver reports: on recent GPUs an average over the last second, so a short window
-(batch 1: a few hundred ms) under-reads it. Parsing and aggregation are pure functions, tested on synthetic samples.
+``nvidia-smi -lms`` runs in the background for the whole route, and only the samples taken inside a batch's warm-up
+and timed loop count; without nvidia-smi nothing is sampled and the record says why. Parsing and aggregation are
+pure functions, tested on synthetic samples.
 """
 
 from __future__ import annotations

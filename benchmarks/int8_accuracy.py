@@ -1,16 +1,10 @@
 """INT8 accuracy of the calibration methods: Q/DQ graph vs the FP32 surgered graph, both in onnxruntime (CPU).
 
-    .venv/bin/python -m benchmarks.int8_accuracy [--model model.swin.onnx] [--calib-samples 128] [--eval-samples 64]
-
-Without ``--model`` it exports Swin-T with perturbed random weights (``pipeline.models.perturb_weights_``, as
-the tests do; docs/design.md §5b) and runs surgery. Calibration uses generated crops of the scikit-image photos (seed
-0); evaluation uses other crops of them (seed 1), never the calibration ones. The activation statistics are
-collected once (absmax pass + histogram pass) and every method's clip values come from them; a method's
-calibration time is the passes it needs plus its threshold search. Methods are ranked by SQNR and minimum cosine
-of the logits: with random weights the top-1/top-2 logit gap is smaller than INT8's error, so top-1 agreement is
-mostly noise (docs/design.md §5c). Writes ``build/bench/int8_accuracy_<name>_<UTC time>.json`` (never replacing a
-file; ``python -m benchmarks.report --commit <json>`` copies it into benchmarks/results/) and prints a Markdown
-table. """
+Without ``--model``: Swin-T with perturbed random weights (docs/design.md §5b), surgered. Calibration on generated
+crops (seed 0), evaluation on others (seed 1); the statistics are collected once (absmax and histogram passes), and a
+method's calibration time is the passes it needs plus its threshold search. Methods are ranked by SQNR and minimum
+cosine (docs/design.md §5c). Writes ``build/bench/int8_accuracy_<name>_<UTC time>.json``, prints a Markdown table.
+"""
 
 from __future__ import annotations
 
@@ -64,14 +58,18 @@ def run(session: ort.InferenceSession, images: np.ndarray, batch: int) -> np.nda
     return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="surgered FP32 ONNX (default: perturbed random Swin-T)")
     parser.add_argument("--name", default="swin_t", help="result file name part")
     parser.add_argument("--calib-samples", type=int, default=128)
     parser.add_argument("--eval-samples", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory() as tmp:

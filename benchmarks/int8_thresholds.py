@@ -1,14 +1,10 @@
 """What INT8 verification measures, on held-out and on calibration images: the numbers behind its thresholds.
 
-    .venv/bin/python -m benchmarks.int8_thresholds [--calib-samples 64] [--eval-samples 64]
-
-Swin-T with perturbed random weights (as the tests), classifier and features-only backbone: calibrated (percentile
-99.99, the default) on generated crops (seed 0), made INT8+FP16 as the precision stage does, then run on
-onnxruntime against PyTorch, as ``verify`` does on a machine without a GPU, on other crops (seed 1, held out) and on
-the calibration samples themselves (what verification used to see). A deliberately broken calibration (every clip
-value a quarter of the calibrated one) shows what the thresholds must catch. ``max_rel`` is each batch's max
-absolute error over max(1, the batch's max |reference|), the largest over the batches: what Polygraphy checks for
-INT8. Writes ``build/bench/int8_thresholds_<name>_<UTC time>.json`` and prints one line per case.
+Swin-T with perturbed random weights, classifier and features-only backbone, calibrated (percentile 99.99) on
+generated crops (seed 0), made INT8+FP16 as the precision stage does, run on onnxruntime against PyTorch on held-out
+crops (seed 1) and on the calibration samples; a broken calibration (every clip value a quarter) shows what the
+thresholds must catch. ``max_rel``: each batch's max absolute error over max(1, its max |reference|), the largest
+over the batches. Writes ``build/bench/int8_thresholds_<name>_<UTC time>.json`` (docs/design.md §5d).
 """
 
 from __future__ import annotations

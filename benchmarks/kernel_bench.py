@@ -1,16 +1,9 @@
 """Benchmark the SwinWindowAttention kernels against PyTorch on the stage shapes of every Swin variant.
 
-Candidates (``CANDIDATES``), all from the same qkv [B, H·W, 3C] to the output [B, H·W, C]: the CUDA kernel and the
-Triton kernel's ahead-of-time image through the C ABI (``kernel``, ``triton``), the Triton kernel JIT-compiled with
-each config of its tuning space (``triton-jit``), another revision's library (``baseline``, with --baseline), the
-kernel as torch.ops.swin.window_attention (``op``), timm-style eager, SDPA, and torch.compile of eager. Each is
-replayed from a CUDA graph. How and why: docs/design.md §8d.
-
-Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes build/bench/kernel_bench_<device>_<UTC time>.json
-(never replacing a file, rewritten after every row) and prints the kernel goals' verdicts last; `python -m
-benchmarks.report --commit <json>` files it under benchmarks/results/.
-
-    python -m benchmarks.kernel_bench [--models T S B B384 L384] [--dtypes fp16 fp32] [--batches 1 8 64]
+Candidates (``CANDIDATES``: the CUDA kernel and the Triton image through the C ABI, Triton JIT per config, another
+revision's library with --baseline, the op, timm-style eager, SDPA, torch.compile), rows and goals: docs/design.md
+§8b, §8d. Needs a CUDA GPU with torch, nvcc and cmake (no TensorRT). Writes
+build/bench/kernel_bench_<device>_<UTC time>.json (rewritten after every row) and prints the goals' verdicts last.
 """
 
 from __future__ import annotations
@@ -46,7 +39,9 @@ from benchmarks.stats import percentile
 from benchmarks.timers import capture
 from pipeline.common.errors import PipelineError
 from pipeline.common.variants import VARIANTS
-from pipeline.kernels.native import SwinAttention, arch_build_dir, build_native, kernel_resources
+from pipeline.kernels.cmake import arch_build_dir, build_native
+from pipeline.kernels.cuobjdump import kernel_resources
+from pipeline.kernels.native import SwinAttention
 from pipeline.kernels.ops import enable_cuda  # also registers torch.ops.swin.window_attention, the "op" candidate
 from pipeline.kernels.reference import shift_mask
 from pipeline.kernels.selection import CONFIGS, KERNEL_ENV, KernelConfig

@@ -1,14 +1,10 @@
 """The static resource report of the kernels, without a GPU: registers, shared memory, local memory, stack, and the
 occupancy that allows on the architecture's GPU (H100, Jetson Orin, RTX 4090).
 
-Builds the native libraries for each architecture into build/native-sm<arch>/ (``build_native``) and
-reads what ptxas allotted each kernel of the CUDA library and each Triton image compiled for it
-(``pipeline.kernels.native.kernel_resources``, ``triton_image_resources``: ``cuobjdump --dump-resource-usage``). Local
-memory or a stack frame means register spills to device memory, slow: the command then exits 1 naming those
-kernels, so a kernel change is checked here before it spends GPU time. Exit 2: a build or
-usage error. Needs cmake, nvcc and cuobjdump (the test extra); no GPU.
-
-    python -m benchmarks.kernel_resources [--arch 90 87 89] [--json PATH]
+Builds each architecture into build/native-sm<arch>/ and reads what ptxas allotted each kernel and Triton image
+(``pipeline.kernels.cuobjdump``). Exit 1 names the kernels with local memory or a stack frame (register spills,
+slow), so a kernel change is checked before it spends GPU time; exit 2: a build or usage error. Needs cmake, nvcc
+and cuobjdump (the test extra); no GPU.
 """
 
 from __future__ import annotations
@@ -22,13 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common.artifacts import write_json
-from pipeline.kernels.native import (
-    KernelResources,
-    arch_build_dir,
-    build_native,
-    kernel_resources,
-    triton_image_resources,
-)
+from pipeline.kernels.cmake import arch_build_dir, build_native
+from pipeline.kernels.cuobjdump import KernelResources, kernel_resources, triton_image_resources
 
 #: H100/H200, Jetson Orin, RTX 4090 (Ada).
 DEFAULT_ARCHITECTURES = ("90", "87", "89")

@@ -1,14 +1,10 @@
-"""``python -m benchmarks.profile`` (``make profile``): TensorRT's per-layer times of our engine, of the engine of
-TensorRT's own attention (``--attention tensorrt``) and of the engine TensorRT builds from the plain ONNX, so users
-see each route's share of time in attention, whether TensorRT fused each ONNX Attention node into one layer, and
-whether Myelin fused the native attention.
+"""``python -m benchmarks.profile`` (``make profile``): TensorRT's per-layer times of our engine, of TensorRT's own
+attention's (``--attention tensorrt``) and of the plain ONNX's: each route's share of time in attention, whether each
+ONNX Attention node became one layer, and whether Myelin fused the native attention.
 
-    python -m benchmarks.profile --variant T [--precision fp16] [--batch 1] [--no-native]
-
-Writes ``build/swin_<v>/profile.json``: per-layer average times (IProfiler), the engine inspector's layer
-information, and a summary. Needs TensorRT with a CUDA GPU: TensorRT-RTX builds engines ahead of time on a CPU
-machine, but the engine inspector needs a deserialized engine, which needs the GPU, so on a CPU-only machine the
-command prints why it skipped and exits 0.
+Writes ``build/swin_<v>/profile.json``: per-layer average times (IProfiler), the engine inspector's layer information
+and a summary. Needs TensorRT with a CUDA GPU (the inspector needs a deserialized engine, even of TensorRT-RTX);
+elsewhere it prints why it skipped and exits 0.
 """
 
 from __future__ import annotations

@@ -329,8 +329,8 @@ class KernelBenchConfig(JsonRecord):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KernelBenchRun(JsonRecord):
     """A run of ``python -m benchmarks.kernel_bench``. ``environment`` adds the device's DRAM peak and the GPU load
-    under the timed rows to benchmarks.environment's record. ``kernel_resources``: pipeline.kernels.native's records of
-    the timed libraries, for reading (nothing reads them back)."""
+    under the timed rows to benchmarks.environment's record. ``kernel_resources``: pipeline.kernels.cuobjdump's
+    records of the timed libraries, for reading (nothing reads them back)."""
 
     environment: dict[str, Any]
     config: KernelBenchConfig

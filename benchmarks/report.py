@@ -1,16 +1,9 @@
-"""Benchmark reports: the JSON of a run, its Markdown table and latency plot, and the README table generated
-from the newest committed result files.
+"""Benchmark reports: the JSON of a run, its Markdown table and latency plot, and the README tables generated
+from the newest committed result files (how a run writes its files: docs/design.md §8d).
 
-A run writes its files under build/bench/ (git-ignored), named with the UTC time it started, and never replaces
-another run's file: it claims ``<stem>.json`` when it starts (``<stem>_2.json``… where a name is taken), rewrites
-that JSON atomically as each route finishes (``"complete": false``, so an interrupted run keeps what it measured)
-and adds the .md and .png when it is done (``"complete": true``). Committing one is a deliberate step:
-
-    python -m benchmarks.report --commit build/bench/bench_t_<device>_<time>.json  # copy it to benchmarks/results/
-    git add benchmarks/results/bench_t_<device>_<time>.*
-    python -m benchmarks.report --readme README.md     # rewrite the tables between the bench-table and
-                                                       # kernel-table markers
-    python -m benchmarks.report build/bench/bench_t_x.json  # print one run's Markdown
+    python -m benchmarks.report --commit build/bench/<run>.json  # copy to benchmarks/results/, then git add it
+    python -m benchmarks.report --readme README.md   # rewrite the tables between the bench- and kernel-table markers
+    python -m benchmarks.report build/bench/<run>.json   # print one run's Markdown
 """
 
 from __future__ import annotations

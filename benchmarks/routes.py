@@ -1,14 +1,7 @@
-"""One runner per deployment route. Each prepares a callable that runs one inference on a fixed input; the
-orchestrator (:mod:`benchmarks.bench`) times it. A route that cannot run here raises :class:`RouteUnavailable`
-with the reason, which the report lists as ``skipped``.
-
-Routes: PyTorch eager and ``torch.compile`` (FP32/FP16), on CUDA each also with fused attention (``build_swin(...,
-fused_attention=True)``: our kernel through ``torch.ops.swin.window_attention``), onnxruntime on the exported ONNX
-(TensorRT, CUDA or CPU execution provider), onnxruntime on the surgered ONNX (the Python reference op: a correctness
-route), and TensorRT engines through the pipeline's runtime (:class:`pipeline.runtime.SwinEngine`): ours with the
-plugin, and one built from the plain ONNX, where TensorRT (Myelin) fuses the attention itself — the baseline the
-plugin must beat. With ``--cuda-graphs`` the TensorRT and PyTorch CUDA routes replay CUDA graphs
-(:func:`uses_cuda_graph`).
+"""One runner per deployment route (docs/design.md §8d): each prepares a callable that runs one inference on a
+fixed input, which the orchestrator (:mod:`benchmarks.bench`) times. A route that cannot run here raises
+:class:`RouteUnavailable` with the reason, which the report lists as ``skipped``. With ``--cuda-graphs`` the TensorRT
+and PyTorch CUDA routes replay CUDA graphs (:func:`uses_cuda_graph`).
 """
 
 from __future__ import annotations

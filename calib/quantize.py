@@ -1,18 +1,9 @@
 """Explicit INT8 quantization of a surgered Swin graph: find its GEMM/Conv layers, insert Q/DQ pairs.
 
-Every quantized layer gets ``QuantizeLinear → DequantizeLinear`` on both inputs, the form TensorRT's explicit
-quantization expects (it fuses the pairs into INT8 kernels and folds the weight pair at build time):
-- activation: per-tensor symmetric INT8, zero point 0, scale ``amax / 127`` from calibration;
-- weight: kept as the FP32 initializer, per-output-channel symmetric INT8 (``axis`` = the output-channel axis
-  of the weight as stored: 1 for a MatMul ``[K, N]``, 0 for a Conv ``[O, I, kh, kw]``, 0 or 1 for a Gemm by
-  ``transB``), scale ``max|W| / 127`` per channel.
-Nothing else is touched: window attention stays in the FP16 plugin, LayerNorm and the residual adds keep the
-graph's precision. Which ops compute attention (qkv feeds one, proj reads one) is the caller's to say
-(``attention_ops``): the plugin's op and the ONNX ``Attention`` op for pipeline/stages/int8.py.
-
-Layers are named like the official checkpoint (docs/design.md §6), from the graph's structure, not its generated
-names: ``patch_embed.proj``, ``layers.{i}.blocks.{j}.attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` / ``mlp.fc2``,
-``layers.{i}.downsample.reduction`` and ``head``.
+Each quantized layer gets ``QuantizeLinear → DequantizeLinear`` on both inputs (:func:`insert_qdq`), the form
+TensorRT's explicit quantization fuses into INT8 kernels (docs/design.md §4). Nothing else is touched; which ops
+compute attention is the caller's to say (``attention_ops``: the plugin's op and the ONNX ``Attention`` op for
+pipeline/stages/int8.py). Layers are named like the official checkpoint (:func:`find_quantizable_layers`).
 """
 
 from __future__ import annotations
@@ -121,6 +112,8 @@ def _role(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto],
 
 
 def _weight_axis(node: onnx.NodeProto) -> int:
+    """The output-channel axis of the weight as stored: 1 for a MatMul ``[K, N]``, 0 for a Conv ``[O, I, kh, kw]``, 0
+    or 1 for a Gemm by ``transB``."""
     if node.op_type == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else 1
@@ -128,8 +121,11 @@ def _weight_axis(node: onnx.NodeProto) -> int:
 
 
 def find_quantizable_layers(model: onnx.ModelProto, attention_ops: Collection[str]) -> list[QuantizableLayer]:
-    """Every MatMul/Gemm/Conv with a constant weight, in graph order, with its official-style name.
-    ``attention_ops``: the op types of the nodes computing window attention (what qkv feeds and proj reads)."""
+    """Every MatMul/Gemm/Conv with a constant weight, in graph order, with its official-style name (docs/design.md
+    §6), found from the graph's structure, not its generated names: ``patch_embed.proj``,
+    ``layers.{i}.blocks.{j}.attn.qkv`` / ``attn.proj`` / ``mlp.fc1`` / ``mlp.fc2``, ``layers.{i}.downsample.reduction``
+    and ``head``. ``attention_ops``: the op types of the nodes computing window attention (what qkv feeds and proj
+    reads)."""
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     producer, consumers = _graph_maps(graph)
@@ -186,6 +182,9 @@ def activation_scale(amax: float) -> float:
 
 def insert_qdq(model: onnx.ModelProto, layers: Sequence[QuantizableLayer], amax: Mapping[str, float]) -> None:
     """Add Q/DQ on the activation (per tensor, from ``amax``) and weight (per channel) input of each layer.
+
+    Symmetric INT8 with zero point 0: the activation's scale is ``amax / 127``; the weight stays the FP32 initializer
+    (TensorRT folds its pair at build time), its scale ``max|W| / 127`` per output channel (:func:`_weight_axis`).
 
     Edits ``model`` in place. A tensor feeding several quantized layers gets one Q/DQ pair, named after the first.
     """

@@ -1,23 +1,10 @@
 """Activation ranges: run the FP32 graph on calibration images and turn what it sees into clip values (amax).
 
-Collection is two passes over the images, both memory-bounded (nothing but per-tensor scalars and histograms is
-kept between batches):
-1. absmax of every observed tensor (this alone is the ``max`` method);
-2. a ``HISTOGRAM_BINS``-bin histogram of ``|x|`` over ``[0, absmax]`` per tensor.
-Knowing the range before binning makes the histograms exact, where a single adaptive pass would have to re-bin
-(and blur) them whenever a later batch grows the range; the price is running the model twice.
-
-Methods (``amax`` is the clip value; the INT8 scale is ``amax / 127``):
-- ``max``: the absmax.
-- ``percentile``: the upper edge of the bin where the cumulative ``|x|`` histogram reaches ``percentile`` %.
-- ``entropy``: TensorRT's EntropyCalibrator2 search: over a 2048-bin histogram, try every clip bin ``i`` from
-  128 to 2048 and keep the one minimizing KL(P || Q), where P is the histogram clipped at ``i`` (the outliers
-  added to its last bin) and Q is the first ``i`` bins (outliers left out) quantized to 128 levels and expanded
-  back over P's non-empty bins.
-
-How the graph runs is the caller's: ``new_session(model)`` returns a session with onnxruntime's
-``run(output_names, feed)`` (pipeline/stages/int8.py passes one in which the plugin's op runs through its reference),
-and ``progress(done, total, unit)``, if given, hears after each run.
+Two memory-bounded passes (:func:`collect_absmax`, then :func:`collect_histograms`: a :data:`HISTOGRAM_BINS`-bin
+histogram of ``|x|`` over ``[0, absmax]``; why two: docs/design.md §4) feed the methods ``max`` (the absmax),
+``percentile`` and ``entropy`` (:func:`amax_from_statistics`; the INT8 scale is ``amax / 127``). How the graph runs
+is the caller's: ``new_session(model)`` gives onnxruntime's ``run(output_names, feed)`` (pipeline/stages/int8.py's
+runs the plugin's op through its reference), and ``progress(done, total, unit)``, if given, hears after each run.
 """
 
 from __future__ import annotations
@@ -143,7 +130,12 @@ def percentile_amax(counts: np.ndarray, absmax: float, percentile: float) -> flo
 
 
 def entropy_amax(counts: np.ndarray, absmax: float) -> float:
-    """TensorRT-style KL-divergence threshold over ``counts`` (any multiple of ``ENTROPY_BINS`` bins)."""
+    """TensorRT-style KL-divergence threshold over ``counts`` (any multiple of ``ENTROPY_BINS`` bins).
+
+    EntropyCalibrator2's search: over a 2048-bin histogram, every clip bin ``i`` from 128 to 2048 is tried and the
+    one minimizing KL(P || Q) kept, P being the histogram clipped at ``i`` (the outliers added to its last bin) and Q
+    its first ``i`` bins (outliers left out) quantized to 128 levels and expanded back over P's non-empty bins.
+    """
     if len(counts) % ENTROPY_BINS:
         raise ValueError(f"need a multiple of {ENTROPY_BINS} bins, got {len(counts)}")
     coarse = counts.reshape(ENTROPY_BINS, -1).sum(axis=1).astype(np.float64)

@@ -1,16 +1,9 @@
-"""``python -m pipeline``: a thin command line over the stage functions.
+"""``python -m pipeline``: a thin command line over the stage functions (docs/design.md §9).
 
-    python -m pipeline export  --variant T --out build/swin_t/model.onnx
-    python -m pipeline surgery build/swin_t/model.onnx build/swin_t/model.swin.onnx --report surgery.json
-    python -m pipeline check   build/swin_t/model.onnx build/swin_t/model.swin.onnx
-    python -m pipeline onnx    --variant T --out-dir build/swin_t      (export + surgery + check)
-    python -m pipeline fp16    build/swin_t/model.swin.onnx build/swin_t/model.swin.fp16.onnx
-    python -m pipeline quantize build/swin_t/model.swin.onnx build/swin_t/model.swin.qdq.onnx --calib-dir photos/
-    python -m pipeline build   build/swin_t/model.swin.fp16.onnx build/swin_t/swin_t_fp16.engine --batch 1,8,32
-    python -m pipeline check-engine build/swin_t/swin_t_fp16.engine
-    python -m pipeline engine  --variant T --precision fp16 --out-dir build/swin_t   (every stage, incrementally)
-    python -m pipeline triton  --variant T --precision fp16 --out build/triton      (Triton model repository)
-    python -m pipeline triton  --features-only --img-size 800x1333 --out build/triton  (serves swin_t_features_800x1333)
+Commands: ``export``, ``surgery``, ``check``, ``onnx`` (export + surgery + check), ``fp16``, ``quantize``, ``build``,
+``check-engine``, ``engine`` (every stage, incrementally) and ``triton`` (a Triton model repository, also of a
+``--features-only --img-size 800x1333`` backbone, served as ``swin_t_features_800x1333``); ``python -m pipeline
+<command> --help`` says each one's arguments, e.g. ``engine --variant T --precision fp16 --out-dir build/swin_t``.
 """
 
 from __future__ import annotations

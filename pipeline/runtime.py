@@ -1,16 +1,9 @@
 """Loading and running an engine: :class:`SwinEngine`, the one way verification, the benchmarks and users run one.
 
-``SwinEngine(path)`` checks the engine against this machine first
-(:func:`pipeline.tensorrt.build.check_engine_compatible`: another GPU, TensorRT version or a corrupt file is a one-line
-PipelineError), has TensorRT-RTX read the header of its engines (``get_engine_validity``), says plainly when the engine
-cannot run here (no TensorRT runtime with a CUDA GPU), and only then deserializes it with the plugin library
-(:func:`pipeline.tensorrt.build.load_engine`). It owns the execution context, a CUDA stream and the device buffers, all
-through PyTorch: ``infer`` takes NumPy or torch images of any batch size (split into runs the optimization profile
-allows) and ``bind`` prepares the enqueue-only callable the benchmarks time. :func:`preprocess` is the ImageNet
-evaluation transform of :mod:`pipeline.common.images`, :func:`top_k` the softmax ranking of the logits.
-``deploy/trt_runner.cpp`` is the C++ equivalent, for Jetson.
-
-Buffers and streams need PyTorch with CUDA; where torch is absent, SwinEngine says so (no ``cuda-python`` path).
+``SwinEngine(path)`` refuses in one line an engine this machine cannot run (another GPU or TensorRT version, a corrupt
+file, no TensorRT runtime with a CUDA GPU) before it deserializes it with the plugin library; ``infer`` runs images of
+any batch size, ``bind`` prepares the enqueue-only callable the benchmarks time. How: docs/design.md §9.
+:func:`preprocess` is the ImageNet evaluation transform, :func:`top_k` the softmax ranking of the logits.
 """
 
 from __future__ import annotations

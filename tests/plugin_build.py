@@ -1,7 +1,7 @@
 """Fixtures and helpers for the SwinWindowAttention plugin tests (registered in conftest.py).
 
 - ``native_libs_for(arch)``: the native libraries for one CUDA arch, built once a session into
-  ``build/native-sm<arch>`` (``pipeline.kernels.native.arch_build_dir``, the folder the kernel tools build into too, so
+  ``build/native-sm<arch>`` (``pipeline.kernels.cmake.arch_build_dir``, the folder the kernel tools build into too, so
   a device run's build step leaves nothing for the GPU tests to build); ``pipeline.kernels.native.SwinAttention`` calls
   their C ABI. ``plugin_library_for(arch)``: its TensorRT plugin library;
 - ``triton_images_for(arch)``: the Triton images that build embeds (its ``triton/manifest.json``);
@@ -22,7 +22,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from pipeline.kernels.native import NativeLibs, arch_build_dir, build_native
+from pipeline.kernels.cmake import NativeLibs, arch_build_dir, build_native
 from pipeline.kernels.reference import PLUGIN_DOMAIN, PLUGIN_OP, node_attributes
 
 #: One architecture keeps the CI build short (2 cores); SM86 is also what the TensorRT-RTX tests target.

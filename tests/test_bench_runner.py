@@ -18,7 +18,7 @@ from test_bench import same_weights
 from benchmarks.report import ROOT
 from benchmarks.routes import RouteUnavailable, TensorRTRoute, TorchRoute
 from benchmarks.timers import Budget, CudaEventTimer
-from pipeline.kernels.native import NativeLibs, find_nvcc
+from pipeline.kernels.cmake import NativeLibs, find_nvcc
 from pipeline.kernels.ops import CUDA_LIBRARY_ENV
 
 

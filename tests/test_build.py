@@ -23,7 +23,7 @@ from plugin_build import TEST_CUDA_ARCH, triton_images_for
 from pipeline.cli import main
 from pipeline.common.artifacts import file_sha256
 from pipeline.common.errors import PipelineError
-from pipeline.kernels.native import ROOT
+from pipeline.kernels.cmake import ROOT
 from pipeline.kernels.reference import PLUGIN_OP
 from pipeline.serving.triton import write_model_repository
 from pipeline.stages.precision import convert_fp16

@@ -20,7 +20,7 @@ from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 
 from pipeline.common.onnx_io import ort_session
-from pipeline.kernels.native import ROOT
+from pipeline.kernels.cmake import ROOT
 from pipeline.runtime import SwinEngine, preprocess, top_k
 from pipeline.stages.precision import convert_fp16
 from pipeline.stages.verify import engine_runner, verify

@@ -192,7 +192,7 @@ def test_a_baseline_library_is_built_from_another_revision_and_passed_to_the_ker
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--build-baseline: the revision's own CMake project from a temporary worktree (left behind: none), its CUDA
     library with real kernels for the arch; the kernel step then times it as the baseline candidate."""
-    from pipeline.kernels.native import kernel_resources
+    from pipeline.kernels.cuobjdump import kernel_resources
 
     monkeypatch.setattr(device_check, "BASELINE_DIR", tmp_path / ".device")
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout

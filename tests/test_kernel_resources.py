@@ -1,6 +1,6 @@
-"""The kernels' static resource report (``pipeline.kernels.native.kernel_resources``, ``benchmarks.kernel_resources``):
-the parser on a fixed cuobjdump sample, the real report of the SM86 test build (no kernel spills), and the spill verdict
-and exit codes of the command."""
+"""The kernels' static resource report (``pipeline.kernels.cuobjdump.kernel_resources``,
+``benchmarks.kernel_resources``): the parser on a fixed cuobjdump sample, the real report of the SM86 test build (no
+kernel spills), and the spill verdict and exit codes of the command."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ import pytest
 from plugin_build import TEST_CUDA_ARCH
 
 from benchmarks import kernel_resources as command
-from pipeline.kernels.native import (
-    KernelResources,
-    NativeLibs,
-    find_nvcc,
-    kernel_resources,
-    parse_resource_usage,
-    triton_image_resources,
-)
+from pipeline.kernels.cmake import NativeLibs, find_nvcc
+from pipeline.kernels.cuobjdump import KernelResources, kernel_resources, parse_resource_usage, triton_image_resources
 
 HALF4 = ("_ZN9swin_attn64_GLOBAL__N__3de0069d_31_swin_window_attention_kernel_cu_0f6b2ebc25windowAttentionHalfKernel"
          "ILi4EEEvNS0_10KernelArgsE")
@@ -116,7 +110,7 @@ def test_errors_exit_2_in_one_line(monkeypatch, tmp_path, capsys):
         command.main(["--arch", "sm90"])
     assert exited.value.code == 2
     assert "'sm90' is no CUDA architecture" in capsys.readouterr().err
-    monkeypatch.setattr("pipeline.kernels.native.find_cuobjdump", lambda: None)
+    monkeypatch.setattr("pipeline.kernels.cuobjdump.find_cuobjdump", lambda: None)
     monkeypatch.setattr(command, "build_native", lambda build_dir, cuda_arch: NativeLibs(tmp_path, tmp_path, None))
     assert command.main(["--arch", "90"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

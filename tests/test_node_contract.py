@@ -21,7 +21,8 @@ import pytest
 from plugin_build import synthetic_onnx
 
 from pipeline.kernels import node_contract_gen
-from pipeline.kernels.native import NativeLibs, SwinAttention, SwinAttentionError
+from pipeline.kernels.cmake import NativeLibs
+from pipeline.kernels.native import SwinAttention, SwinAttentionError
 from pipeline.kernels.node_contract_gen import Contract, ContractError, load_contract
 from pipeline.kernels.reference import validate_attributes
 

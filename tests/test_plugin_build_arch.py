@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from plugin_build import TEST_CUDA_ARCH
 
-from pipeline.kernels.native import NativeLibs, configure_native, device_code, find_nvcc
+from pipeline.kernels.cmake import NativeLibs, configure_native, find_nvcc
+from pipeline.kernels.cuobjdump import device_code
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or find_nvcc() is None,
                                 reason="needs cmake and nvcc (the CUDA toolkit) to configure the plugin build")
@@ -61,7 +62,7 @@ def test_host_reference_has_no_device_code(native_libs: NativeLibs):
 
 
 def test_install_puts_the_libraries_in_lib_and_the_c_header_in_include(native_libs: NativeLibs, tmp_path):
-    # The libraries stay where pipeline.kernels.native finds them (the top of the build folder), and `cmake --install`
+    # The libraries stay where pipeline.kernels.cmake finds them (the top of the build folder), and `cmake --install`
     # of that build copies them (no rebuild) under the prefix.
     built = [native_libs.reference, native_libs.cuda, native_libs.plugin]
     build_dir = native_libs.reference.parent

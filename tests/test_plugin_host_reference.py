@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.kernels.native import NativeLibs, SwinAttention, SwinAttentionError
+from pipeline.kernels.cmake import NativeLibs
+from pipeline.kernels.native import SwinAttention, SwinAttentionError
 from pipeline.kernels.reference import MASK_VALUE, window_attention_reference
 
 CASES = [

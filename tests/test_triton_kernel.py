@@ -17,7 +17,8 @@ from plugin_build import TEST_CUDA_ARCH, native_libs_for, triton_images_for
 import pipeline.kernels.ops
 import pipeline.kernels.window_attention as kernel_module
 from pipeline.kernels import aot
-from pipeline.kernels.native import arch_build_dir
+from pipeline.kernels.cmake import arch_build_dir
+from pipeline.kernels.native import SwinAttention
 from pipeline.kernels.reference import window_attention_torch
 from pipeline.kernels.selection import CONFIGS, KERNEL_ENV, KernelConfig, kernel_choice, load_selection
 from pipeline.kernels.window_attention import SPECIALIZED_WINDOWS, window_attention
@@ -232,7 +233,7 @@ def test_kernel_on_cuda_matches_reference(case, dtype) -> None:
     assert_matches_reference(compiled.cpu(), inputs, dtype, **attributes)
     if window in SPECIALIZED_WINDOWS and head_dim <= aot.HEAD_DIM:
         major, minor = torch.cuda.get_device_capability()
-        library = pipeline.kernels.native.SwinAttention(native_libs_for(f"{major}{minor}").cuda)
+        library = SwinAttention(native_libs_for(f"{major}{minor}").cuda)
         out = torch.empty(batch, height * width, heads * head_dim, device="cuda", dtype=dtype)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv(KERNEL_ENV, "triton")

@@ -1,18 +1,9 @@
 """Which images calibration and verification use: never the same ones (docs/design.md §5d).
 
-Verifying an INT8 engine on the images it was calibrated on reports its accuracy optimistically: its ranges were
-fitted to exactly those activations. So :func:`plan_images` keeps them apart:
-
-- ``images`` given: verification uses that folder, less any file whose content (SHA-256) is also a calibration
-  image's; calibration uses all of ``calib_dir`` (or generated crops).
-- only ``calib_dir``: it is split by a hash of each file's path relative to it (the same split on every run and
-  machine, whatever the order files are listed in): one file in :data:`HELD_OUT_SHARE`, at most
-  :data:`~pipeline.common.images.DEFAULT_IMAGE_COUNT`, is held out for verification ("calib-split"), calibration gets
-  the rest. A folder of fewer than :data:`MIN_SPLIT_FILES` images cannot spare any: calibration uses all of it and
-  verification generated crops, with a note saying so.
-- neither: calibration and verification use generated crops of the scikit-image photos, with different seeds.
-
-FP32 and FP16 verify on the same images an INT8 build of the same recipe would, so their reports compare.
+:func:`plan_images` keeps them apart: a given ``images`` folder less every calibration image (by SHA-256), else a
+split of ``calib_dir`` by a hash of each path (:data:`HELD_OUT_SHARE` held out, at most
+:data:`~pipeline.common.images.DEFAULT_IMAGE_COUNT`, none below :data:`MIN_SPLIT_FILES` files), else generated crops
+with different seeds.
 """
 
 from __future__ import annotations

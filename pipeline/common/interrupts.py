@@ -1,14 +1,9 @@
-"""Ctrl-C that always stops the pipeline, cleanly.
+"""Ctrl-C that always stops the pipeline, cleanly (why: docs/design.md §5).
 
-Python runs a signal handler at the next bytecode, and two places lose the KeyboardInterrupt it raises:
-- a Python callback under a library's C++ frames (onnxruntime's Python custom op, torch.export's dispatch
-  callbacks): it cannot cross them and the process aborts (``terminate called after throwing an instance of
-  'pybind11::error_already_set'`` or ``'python_error'``, exit 134). Inside :func:`interrupts_deferred` Ctrl-C is
-  only recorded, and raised as KeyboardInterrupt when the block ends;
-- a finalizer (tqdm's ``__del__`` closing a progress bar): Python prints "Exception ignored in" and carries on.
-  Inside :func:`interrupts_remembered` Ctrl-C raises as usual and is also remembered, and
-  :func:`raise_if_interrupted` raises it again where the caller checks (the stage runner, before it records a
-  stage as done).
+Under a library's C++ frames :func:`interrupts_deferred` only records Ctrl-C and raises KeyboardInterrupt when its
+block ends; around finalizers, which swallow it, :func:`interrupts_remembered` also remembers it, for
+:func:`raise_if_interrupted` to raise again where the caller checks (the stage runner, before it records a stage as
+done).
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """``torch.ops.swin.window_attention``: the ``SwinWindowAttention`` node as a PyTorch operator.
 
-    torch.ops.swin.window_attention(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads,
-                                    scale) -> out
-
-``qkv`` ``[B, H*W, 3C]`` in image order, ``rel_bias`` ``[heads, N, N]``, ``qkv_bias`` ``[3C]`` (the q/k/v of the
-tokens padding adds) → ``[B, H*W, C]``, exactly the node contract (``plugins/swin_window_attention/``). It lets a
-model run the node's data flow in PyTorch (``build_swin(..., fused_attention=True)``) and export it as the node.
-
-- CPU: :func:`pipeline.kernels.reference.window_attention_torch`, the reference, in float32 (FP16/BF16 inputs are
-computed   in float32 and the result cast back).
-- CUDA: the plugin's kernel through its C ABI (:class:`pipeline.kernels.native.SwinAttention`), asynchronous on
-  ``torch.cuda.current_stream()``, FP32 or FP16, capturable in CUDA graphs. Loaded lazily: at import the CUDA key
-  gets only a loader; the first call on CUDA tensors (or :func:`enable_cuda`) loads
-  ``libswin_window_attention_cuda.so`` (``$SWIN_ATTN_CUDA_LIBRARY``, else ``build/plugin/`` from ``make plugin``)
-  and registers the kernel in the loader's place, or raises RuntimeError saying how to build the library. Importing
-  this module touches neither CUDA nor the library.
-- Fake (meta) implementation: the output's shape and dtype, so ``torch.compile`` and ``torch.export`` trace the
-  op as one opaque node.
-- ONNX: :func:`onnx_translation_table` maps the op to one ``SwinWindowAttention`` node (domain ``trt.plugins``,
-  the attributes graph surgery writes), for ``torch.onnx.export(dynamo=True, custom_translation_table=...)``.
-
-No autograd formula is registered: the op is for inference.
+``(qkv [B, H*W, 3C] in image order, rel_bias [heads, N, N], qkv_bias [3C], height, width, window_size, shift_size,
+num_heads, scale) -> [B, H*W, C]``, exactly the node contract, so a model runs the node's data flow
+(``build_swin(..., fused_attention=True)``) and exports it as the node. CPU: the reference (:func:`window_attention`);
+CUDA: the plugin's kernel through its C ABI, loaded on first use (:func:`enable_cuda`); a fake implementation for
+torch.compile and torch.export; ONNX: :func:`onnx_translation_table`. Inference only: no autograd formula.
 """
 
 from __future__ import annotations
@@ -49,7 +33,7 @@ from pipeline.kernels.selection import kernel_choice
 
 #: Environment variable naming the CUDA C ABI library to load instead of the default build's.
 CUDA_LIBRARY_ENV = "SWIN_ATTN_CUDA_LIBRARY"
-#: Where ``make plugin`` (``pipeline.kernels.native.build_native``'s default folder) puts it.
+#: Where ``make plugin`` (``pipeline.kernels.cmake.build_native``'s default folder) puts it.
 DEFAULT_CUDA_LIBRARY = (Path(__file__).resolve().parents[2] / "build" / "plugin"
                         / "libswin_window_attention_cuda.so")
 #: dtypes the CUDA kernel takes (enum SwinAttnDtype).
@@ -77,7 +61,8 @@ def triton_selected() -> bool:
 @torch.library.custom_op("swin::window_attention", mutates_args=(), device_types="cpu")
 def window_attention(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int, width: int,
                      window_size: int, shift_size: int, num_heads: int, scale: float) -> torch.Tensor:
-    """One ``SwinWindowAttention`` node (CPU: the reference, in float32, cast back to ``qkv``'s dtype; with
+    """One ``SwinWindowAttention`` node (CPU: the reference, in float32, FP16/BF16 inputs computed in float32 and
+    the result cast back to ``qkv``'s dtype; with
     ``SWIN_ATTN_KERNEL=triton`` and ``TRITON_INTERPRET=1``, the Triton kernel under Triton's interpreter)."""
     _check_inputs(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads)
     if triton_selected():
@@ -132,6 +117,7 @@ def attend(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, he
 def _window_attention_fake(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int,
                            width: int, window_size: int, shift_size: int, num_heads: int,
                            scale: float) -> torch.Tensor:
+    """The output's shape and dtype only, so that torch.compile and torch.export trace the op as one opaque node."""
     channels = _check_inputs(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads)
     return qkv.new_empty(qkv.shape[0], qkv.shape[1], channels)
 
@@ -153,6 +139,10 @@ def cuda_library_path() -> Path:
 def enable_cuda(library: str | Path | None = None) -> Path:
     """Load the kernel's C ABI library and make it the op's CUDA implementation; return the library's path.
 
+    At import the CUDA key gets only a loader, so importing this module touches neither CUDA nor the library; the
+    first call on CUDA tensors (or this function) registers the kernel in its place: asynchronous on
+    ``torch.cuda.current_stream()``, FP32 or FP16, capturable in CUDA graphs.
+
     ``library`` None: :func:`cuda_library_path`. Calling it again with another library switches to that one.
     Raises RuntimeError, saying how to build it, when the library is missing or has no CUDA entry point. Call it (or
     run the op once) before capturing a CUDA graph: loading the library inside a capture is not capturable.
@@ -167,7 +157,7 @@ def enable_cuda(library: str | Path | None = None) -> Path:
         if not path.is_file():
             raise RuntimeError(f"torch.ops.swin.window_attention on CUDA needs the kernel's C ABI library, and {path} "
                                "does not exist: build it with `make plugin` (or "
-                               "pipeline.kernels.native.build_native()), or "
+                               "pipeline.kernels.cmake.build_native()), or "
                                f"point ${CUDA_LIBRARY_ENV} or pipeline.kernels.ops.enable_cuda(path) at a built "
                                "libswin_window_attention_cuda.so")
         try:

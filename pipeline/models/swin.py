@@ -1,19 +1,10 @@
 """Swin Transformer (Liu et al., 2021) as the paper and the official implementation define it.
 
-One readable module: configs as data, then the layers top-down. Parameter names follow the
-official microsoft/Swin-Transformer checkpoints (``layers.{i}.blocks.{j}.attn.qkv`` ...), which
-``pipeline.models.checkpoint`` maps timm and torchvision names onto.
-
-The residual stream is kept as ``[B, H, W, C]`` so arbitrary input sizes work: every block pads
-its normalized input up to a multiple of the window (bottom/right, after norm1, as official Swin
-and torchvision do), shifts, attends, reverses and crops. The attention core is exactly the
-``SwinWindowAttention`` node contract (``pipeline.kernels.reference``), which graph surgery later replaces
-with the TensorRT plugin.
-
-With ``fused_attention`` the blocks run that node's data flow instead, the one surgery leaves in the graph:
-LN → qkv Linear (tokens in image order, no pad, roll or partition) → ``torch.ops.swin.window_attention``
-(``pipeline.kernels.ops``: the reference on the CPU, the plugin's kernel on CUDA) → proj Linear. The parameters and
-buffers are the same, so one state dict loads into either form, and its ONNX export holds the plugin nodes.
+Configs as data, then the layers top-down; parameter names are the official checkpoints' (docs/design.md §6). The
+residual stream stays ``[B, H, W, C]``, so any input size works: each block pads to a multiple of the window
+(bottom/right, after norm1: §3), shifts, attends with exactly the node contract (``pipeline.kernels.reference``),
+reverses and crops. With ``fused_attention`` the blocks run the data flow surgery leaves (LN → qkv →
+``torch.ops.swin.window_attention`` → proj, §2); one state dict loads into either form, and the export holds the node.
 """
 
 from __future__ import annotations

@@ -1,43 +1,9 @@
 """Engines → a Triton Inference Server model repository (``python -m pipeline triton``, ``make triton``).
 
-    from pipeline.serving.triton import write_model_repository
-    model = write_model_repository([Path("build/swin_t/swin_t_fp16.engine")], Path("build/triton"),
-                                   model_name="swin_t")
-
-``make triton`` takes the model options of ``make engine`` (VARIANT, FEATURES=1, IMG_SIZE, ATTENTION) and serves the
-engine ``make engine`` wrote for them as ``swin_<model tag>`` (``swin_t``, ``swin_t_features_800x1333``). What the
-repository says it serves comes from the engine's own metadata (:func:`served_kind`): one ``[N, classes]`` output is
-a classifier (the README and client speak of top-5 classes), anything else a backbone's stage maps (the README lists
-them, the client prints their statistics or saves them).
-
-writes::
-
-    build/triton/
-      swin_t/config.pbtxt                       platform tensorrt_plan, from the engine's metadata
-      swin_t/1/model.plan                       the engine (several: model.sm86.plan, … and cc_model_filenames)
-      swin_t/libswin_window_attention_plugin.so unless every engine embeds the plugin
-      README.md                                 the exact tritonserver command, the client command
-      client.py                                 pipeline/serving/triton_client.py, unchanged
-      imagenet_transform.py                     pipeline/common/imagenet_transform.py (client.py's preprocessing)
-      swin_trt_triton.json                      what was written (TritonModel): marks the folder as ours
-
-Triton treats every folder at the top of a repository as a model, so the plugin library lives in the model's
-folder (files there are ignored by the TensorRT backend) and the README, client and record are files.
-
-Everything is checked before anything is written: each engine's files (size and SHA-256 against its metadata, its
-plugin library, :func:`pipeline.tensorrt.build.check_engine_compatible` without a runtime, so no TensorRT is needed),
-that several engines are the same model (same ONNX, inputs, outputs and batch profile) for distinct compute
-capabilities, that the batch profile starts at 1 (Triton's dynamic batcher sends any batch up to the maximum),
-that the plugin library registers itself with the engines' TensorRT when merely dlopen-ed (all Triton does), and
-that the target folder is absent, empty or a repository this module wrote. The repository is then written into a
-temporary folder beside the target and renamed into place, so no partial repository is ever left.
-
-Why the dlopen check: Triton's TensorRT backend loads ``--backend-config=tensorrt,plugins=…`` with
-``dlopen(RTLD_NOW | RTLD_LOCAL)`` and calls nothing in the library. Our library then registers its creator from a
-static initializer, with the registry of an already loaded ``libnvinfer.so.<N>``, N being the TensorRT major version
-of the headers it was compiled against (plugins/swin_window_attention/swin_window_attention_plugin.cpp); the backend
-links libnvinfer, so it is loaded by then. Registries of other majors (and TensorRT-RTX's) have another ABI and are
-left alone, hence a library built against TensorRT 10's headers serves a Triton on TensorRT 10 only.
+:func:`write_model_repository` checks every engine and the plugin library before it writes anything, then writes the
+model's folder (``config.pbtxt``, the plans, the plugin library), a README with the ``tritonserver`` command, the
+client and a record of what it wrote; :func:`served_kind` tells from the engines' metadata a classifier from a
+backbone. What it writes and why it checks what it does: docs/design.md §9.
 """
 
 from __future__ import annotations

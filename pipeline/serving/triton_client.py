@@ -1,25 +1,11 @@
 """Send photos to a Swin model served by Triton Inference Server: a classifier's top-5 classes per photo, or a
-backbone's feature maps (each output's shape and statistics, and with ``--save-dir`` the maps themselves).
+backbone's feature maps (each output's shape and statistics; with ``--save-dir`` the maps, one .npz per photo).
 
-    python client.py --url localhost:8001 --protocol grpc photo.jpg more/*.png
-    python client.py --url localhost:8000 --protocol http --labels imagenet_classes.txt photo.jpg
-    python client.py --save-dir maps photo.jpg          (a backbone: maps/photo.npz, one array per output)
+    python client.py --url localhost:8001 --protocol grpc [--labels imagenet_classes.txt] photo.jpg more/*.png
 
-``python -m pipeline triton`` copies this file, unchanged, into the model repository it writes (as ``client.py``, with
-``pipeline/common/imagenet_transform.py`` beside it), so a machine with only the repository can run it: it needs numpy,
-Pillow and ``tritonclient`` (``pip install
-'tritonclient[grpc,http]' pillow numpy``), never the rest of this project. In this repository it also runs as
-``python -m pipeline.serving.triton_client``. The gRPC and HTTP clients are imported only when used.
-
-The request follows the model configuration the server reports (input name, data type, dims without the batch
-dimension, ``max_batch_size``); more photos than ``max_batch_size`` are sent in several requests. The outputs
-decide what is printed (:func:`is_classifier`): one ``[classes]`` output is a classifier's logits, anything else
-(a backbone's four ``[C, H, W]`` stage maps) is described output by output. Preprocessing
-and the top-5 come from ``pipeline/common/imagenet_transform.py``, which calibration, verification and
-``pipeline.runtime`` use too (bilinear resize, aspect ratio kept, so the crop keeps 224/256 of the photo along the
-side that fits tightest, centre crop, scale to [0, 1], normalize with the ImageNet mean and std; probabilities are
-the softmax of the logits);
-tests/test_triton.py checks the same arrays, bit for bit.
+``python -m pipeline triton`` copies this file unchanged into the repository beside ``imagenet_transform.py``: it
+needs only numpy, Pillow and ``tritonclient[grpc,http]``. Requests follow the server's model configuration
+(docs/design.md §9).
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """Stage 4a: a strongly typed FP16 graph (docs/design.md §4).
 
-TensorRT 11 and TensorRT-RTX build exactly the types the graph states, so precision is decided
-here: every float tensor becomes FP16 except
-
-- LayerNormalization, which runs in FP32 between two Casts: its variance (a mean of squares over
-  the residual stream) is where FP16 Swin overflows, the classic Swin failure (docs/design.md §4);
-- the graph's inputs and outputs, which stay FP32 so users feed and read the same tensors as in
-  the FP32 engine (one Cast at each boundary).
-
-The ``SwinWindowAttention`` nodes get FP16 inputs and outputs (the plugin accumulates its softmax
-in FP32 itself). Graphs with Q/DQ nodes (INT8) convert the same way: their scales become FP16,
-which needs QuantizeLinear/DequantizeLinear from opset 19, so the opset is raised when needed.
+Every float tensor becomes FP16 except LayerNormalization (FP32 between two Casts) and the graph's inputs and
+outputs (FP32, one Cast at each boundary); the ``SwinWindowAttention`` nodes get FP16 inputs and outputs. Graphs with
+Q/DQ nodes (INT8) convert the same way, the opset raised to 19 where their scales become FP16.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
-"""Stage 3: replace every Swin window-attention region with one ``SwinWindowAttention`` node.
+"""Stage 3: replace every Swin window-attention region with one ``SwinWindowAttention`` node (docs/design.md §2, §3).
 
-Each (S)W-MSA block of an exported Swin graph is
-
-    X → [Pad] → [roll] → window partition → qkv MatMul+Add → split heads → Q·Kᵀ → +bias [+mask]
-      → Softmax → ·V → merge heads → proj MatMul+Add → window reverse → [roll back] → [crop] → Y
-
-and is rewritten to ``X → Reshape → qkv MatMul+Add → SwinWindowAttention → proj MatMul+Add → Reshape → Y``
-(docs/design.md §2, §3). Matching is structural, anchored on each Softmax between a Q·Kᵀ MatMul and a ·V MatMul
-(other Softmaxes are kept) and never on names, so it works on our models, timm's and torchvision's, exported by
-torch.export or by the TorchScript exporter, whose reshape targets, computed at run time, become constants once
-folding and shape inference reach a fixed point. What the structure cannot tell safely is measured instead: the
-additive bias/mask and any score scaling are read by evaluating that piece of the original graph, and every
-replacement is checked numerically against the region it replaces before anything is written. A region that does
-not match fails loudly, naming its Softmax node and the exports that work.
+``X → [Pad] → [roll] → partition → qkv → Q·Kᵀ → +bias [+mask] → Softmax → ·V → proj → reverse → [roll back] → [crop]``
+becomes ``X → Reshape → qkv MatMul+Add → SwinWindowAttention → proj MatMul+Add → Reshape → Y``. Matching is
+structural, anchored on each Softmax between a Q·Kᵀ and a ·V MatMul, never on names; bias, mask and scale are
+measured by evaluating the original region, and each rewrite is checked numerically before anything is written. A
+region that does not match fails loudly, naming its Softmax node and the exports that work.
 """
 
 from __future__ import annotations
