@@ -18,7 +18,7 @@ from pipeline.common.images import default_image_count
 from pipeline.models import perturb_weights_
 from pipeline.recipe import ModelRecord
 from pipeline.stages.precision import convert_fp16
-from pipeline.stages.verify import VerifyReport, verify
+from pipeline.stages.verify import VerifyImages, VerifyReport, verify
 from pipeline.tensorrt.build import build_engine
 
 BATCH = 4  # swin_t_onnx is exported with a batch of at most 4
@@ -43,7 +43,7 @@ def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
                                   "gpu": None, "instead_of": None,
                                   "attention_kernel": "reference (pipeline/kernels/reference.py)"}
     assert report["thresholds"] == TOLERANCES["fp32"].to_json()
-    assert report["images"] == {"count": 8, "source": "given", "batch": BATCH}
+    assert VerifyImages.from_json(report["images"]) == VerifyImages(source="given", count=8, batch=BATCH)
     logits = report["outputs"]["logits"]
     assert logits["max_abs"] < 1e-4 and logits["cosine_min"] > 0.99999 and logits["top1_agreement"] == 1.0
     assert logits["sqnr_db"] > 60
@@ -104,8 +104,8 @@ def test_verification_records_the_source_and_the_files_it_used(swin_t, swin_t_on
     assert report.passed and report.model == model_record
     assert VerifyReport.from_json(json.loads(json.dumps(report.to_json()))).model == model_record
     images = report.images
-    assert (images["source"], images["folder"], images["count"]) == ("images", str(photos), 4)
-    assert images["files"] == ["0.png", "1.png"] and images["augmented_samples"] == 2  # two random crops of them
+    assert (images.source, images.folder, images.count) == ("images", str(photos), 4)
+    assert images.files == ("0.png", "1.png") and images.augmented_samples == 2  # two random crops of them
 
     # The part of a calibration folder that INT8 calibration holds out: only those files, named in the report.
     rng = np.random.default_rng(0)

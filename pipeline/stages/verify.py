@@ -72,6 +72,26 @@ class OutputVerdict(Metrics):
 
 
 @dataclasses.dataclass(frozen=True)
+class VerifyImages(JsonRecord):
+    """What verification compared on: ``source`` (:data:`pipeline.common.image_plan.SOURCES`, or "given" for an
+    array), how many images in batches of ``batch``; for photos and generated crops (``folder`` None) the seed of the
+    crops, the files used, those unreadable (``skipped``) and those left out as calibration images (``excluded``)."""
+
+    source: str
+    count: int
+    batch: int
+    seed: int | None = None
+    folder: str | None = None
+    files: tuple[str, ...] = ()
+    files_found: int | None = None
+    files_skipped: int | None = None
+    skipped: tuple[str, ...] = ()
+    augmented_samples: int | None = None
+    excluded: tuple[str, ...] = ()
+    note: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class VerifyReport(JsonRecord):
     """What :func:`verify` compared and found: written to ``verify.json``."""
 
@@ -81,8 +101,7 @@ class VerifyReport(JsonRecord):
     precision: str
     thresholds: Tolerances
     runners: tuple[str, ...]
-    #: count, batch, source (pipeline.common.image_plan.SOURCES, or "given"), folder, the files used, those excluded
-    images: dict[str, Any]
+    images: VerifyImages
     polygraphy_compare_accuracy_passed: bool
     outputs: dict[str, OutputVerdict]
     passed: bool
@@ -192,8 +211,8 @@ def _candidate(artifact: Path, plugin_library: Path | None, onnx_path: Path | No
     return runner, image_input, output_names, dataclasses.replace(executed, instead_of=str(artifact))
 
 
-def _verification_images(selection: ImageSelection, count: int | None, size: tuple[int, int]
-                         ) -> tuple[np.ndarray, dict[str, Any]]:
+def _verification_images(selection: ImageSelection, count: int | None, size: tuple[int, int], batch: int
+                         ) -> tuple[np.ndarray, VerifyImages]:
     """ImageNet-preprocessed images of ``selection`` and their record: where they came from, which files."""
     if selection.note:
         log.warning("verify: %s", selection.note)
@@ -201,14 +220,17 @@ def _verification_images(selection: ImageSelection, count: int | None, size: tup
     if selection.folder is None:
         loaded = image_set(None, count, seed=VERIFY_SEED, img_size=size)
         # The generated folder is gone already: the names say which photo and crop each one was.
-        record = {"folder": None, "seed": VERIFY_SEED, "files": [p.name for p in loaded.files_used]}
+        files = tuple(p.name for p in loaded.files_used)
     else:
         loaded = load_image_set(selection.folder, count, seed=VERIFY_SEED, img_size=size, files=selection.files)
-        record = {"folder": str(selection.folder),
-                  "files": [p.relative_to(selection.folder).as_posix() for p in loaded.files_used]}
-    counts = {key: value for key, value in loaded.report().items() if key not in ("folder", "files_used")}
-    return loaded.images, {"source": selection.source, **record, **counts,
-                           "excluded": [str(p) for p in selection.excluded], "note": selection.note}
+        files = tuple(p.relative_to(selection.folder).as_posix() for p in loaded.files_used)
+    record = VerifyImages(
+        source=selection.source, count=len(loaded), batch=batch, seed=VERIFY_SEED,
+        folder=None if selection.folder is None else str(selection.folder), files=files,
+        files_found=loaded.files_found, files_skipped=len(loaded.files_skipped),
+        skipped=tuple(str(p) for p in loaded.files_skipped), augmented_samples=loaded.augmented_samples,
+        excluded=tuple(str(p) for p in selection.excluded), note=selection.note)
+    return loaded.images, record
 
 
 def _compare_batches(reference: BaseRunner, candidate: BaseRunner, feeds: list[dict[str, np.ndarray]],
@@ -280,9 +302,10 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
         raise PipelineError(f"batch must be >= 1, got {batch}")
     candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
     if images is None:
-        images, image_source = _verification_images(_selection(image_dir), image_count, tuple(image_input.shape[2:]))
+        images, image_record = _verification_images(_selection(image_dir), image_count, tuple(image_input.shape[2:]),
+                                                    batch)
     else:
-        image_source = {"source": "given"}
+        image_record = VerifyImages(source="given", count=len(images), batch=batch)
     if images.ndim != 4 or tuple(images.shape[1:]) != image_input.shape[1:]:
         raise PipelineError(f"images have shape {list(images.shape)} but {artifact} takes "
                             f"[N, {', '.join(map(str, image_input.shape[1:]))}]")
@@ -298,7 +321,7 @@ def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np
     outputs, failures = _verdicts(accumulated, tolerances, polygraphy_passed)
     report = VerifyReport(artifact=str(artifact), executed=executed, model=model_record, precision=precision,
                           thresholds=tolerances, runners=(reference.name, candidate.name),
-                          images={"count": len(images), "batch": batch, **image_source},
+                          images=image_record,
                           polygraphy_compare_accuracy_passed=polygraphy_passed, outputs=outputs, passed=not failures)
     if out_path is not None:
         write_json(out_path, report.to_json())
