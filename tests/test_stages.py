@@ -97,3 +97,20 @@ def test_a_long_stage_says_how_far_it_is_on_a_terminal_only(tmp_path: Path, monk
             continue
         assert len(lines) >= 4 and all(re.fullmatch(r"calibrate: \d+ s(, [123]/3 batches)?", m) for m in lines)
         assert lines[-1].endswith("3/3 batches") or lines[-1].endswith("2/3 batches")
+
+
+def test_every_stage_is_a_module_whose_run_takes_the_job_and_returns_a_typed_report() -> None:
+    """STAGES names modules, not lambdas: pipeline.stages.<name>.run(job) -> a JsonRecord, for each stage in order."""
+    import importlib
+    import inspect
+    import typing
+
+    from pipeline.make import STAGES
+    from pipeline.recipe import STAGE_NAMES, EngineJob
+
+    assert tuple(stage.name for stage in STAGES) == STAGE_NAMES
+    for stage in STAGES:
+        run = importlib.import_module(f"pipeline.stages.{stage.name}").run
+        hints = typing.get_type_hints(run, localns={"EngineJob": EngineJob})
+        assert list(inspect.signature(run).parameters) == ["job"] and hints["job"] is EngineJob
+        assert issubclass(hints["return"], JsonRecord), stage.name
