@@ -32,6 +32,8 @@ from pipeline.runner import StageRecord, StageRunner
 if TYPE_CHECKING:
     import torch
 
+    from pipeline.tensorrt.build import BuildOptions
+
 log = logging.getLogger("pipeline.make")
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -139,9 +141,9 @@ class EngineRecipe:
         """The plugin library the engine needs: None on the ``tensorrt`` attention route."""
         return self.plugin_library if self.attention == "plugin" else None
 
-    def validate(self, until: str = "verify") -> None:
+    def validate(self, until: str = "verify") -> BuildOptions | None:
         """Raise PipelineError on anything wrong, for the stages up to ``until``, that can be found without running
-        a stage (a few seconds)."""
+        a stage (a few seconds); return the build's checked options when ``until`` includes the build."""
         from pipeline.tensorrt.build import check_build_options, profile_shapes
 
         stages = _stages_until(until)
@@ -163,8 +165,10 @@ class EngineRecipe:
         if "verify" in stages or (self.precision == "int8" and "precision" in stages):
             self.image_plan()  # lists the folders, and refuses IMAGES that are all calibration images
         if "build" in stages:
-            check_build_options(plugin_library=self.plugin, batch=self.batch, opt_level=self.opt_level,
-                                backend=self.backend, sm=self.sm)
+            return check_build_options(plugin_library=self.plugin, batch=self.batch, opt_level=self.opt_level,
+                                       backend=self.backend, sm=self.sm, embed_plugin=self.embed_plugin,
+                                       detailed_profile=self.detailed_profile)
+        return None
 
     def model_record(self) -> ModelRecord:
         checkpoint = None if self.checkpoint is None else Path(self.checkpoint)
@@ -220,8 +224,9 @@ _MODEL_ARTIFACTS = ("model.swin.onnx", "model.swin.*.onnx", "surgery.json", "swi
 class EngineRun:
     """One :func:`make_engine` call: the recipe, its files, the stage runner and the model (built on first use)."""
 
-    def __init__(self, recipe: EngineRecipe, out: Path) -> None:
+    def __init__(self, recipe: EngineRecipe, out: Path, build_options: BuildOptions | None = None) -> None:
         self.recipe = recipe
+        self.build_options = build_options  #: from recipe.validate, which the build stage needs
         self.files = EngineFiles(out, recipe.model_tag, recipe.precision)
         self.runner = StageRunner(out)
         self.model_record = recipe.model_record()
@@ -304,13 +309,11 @@ def _precision(run: EngineRun) -> dict[str, Any]:
 
 
 def _build(run: EngineRun) -> dict[str, Any]:
-    from pipeline.tensorrt.build import build_engine
+    from pipeline.tensorrt.build import build_checked
 
-    recipe = run.recipe
-    return build_engine(run.files.typed, run.files.engine, plugin_library=recipe.plugin, batch=recipe.batch,
-                        backend=recipe.backend, sm=recipe.sm, timing_cache=run.files.timing_cache,
-                        opt_level=recipe.opt_level, embed_plugin=recipe.embed_plugin,
-                        detailed_profile=recipe.detailed_profile).to_json()
+    assert run.build_options is not None  # make_engine validated the recipe up to the build
+    return build_checked(run.files.typed, run.files.engine, run.build_options,
+                         timing_cache=run.files.timing_cache).to_json()
 
 
 def _verify(run: EngineRun) -> dict[str, Any]:
@@ -418,7 +421,7 @@ def make_engine(recipe: EngineRecipe, out_dir: str | Path, *, until: str = "veri
     the run fails before any stage completed, so a typo never leaves an empty folder behind. One run at a time
     per folder: a second one into the same folder fails at once instead of overwriting the first one's files.
     """
-    recipe.validate(until)
+    build_options = recipe.validate(until)
     out = Path(out_dir)
     check_writable(out, folder=True)
     created = not out.exists()
@@ -426,7 +429,7 @@ def make_engine(recipe: EngineRecipe, out_dir: str | Path, *, until: str = "veri
     # Only the lock's holder may remove the folder: another run may be about to fill it.
     with folder_locked(out, "python -m pipeline engine (make engine)"):
         try:
-            return _run_stages(EngineRun(recipe, out), _stages_until(until))
+            return _run_stages(EngineRun(recipe, out, build_options), _stages_until(until))
         except BaseException:
             if created and not any(out.iterdir()):
                 out.rmdir()

@@ -1,10 +1,10 @@
 """Loading and running an engine: :class:`SwinEngine`, the one way verification, the benchmarks and users run one.
 
 ``SwinEngine(path)`` checks the engine against this machine first
-(:func:`pipeline.tensorrt.build.check_engine_compatible`: another GPU, TensorRT version or a corrupt file is a one-line
+(:func:`pipeline.tensorrt.load.check_engine_compatible`: another GPU, TensorRT version or a corrupt file is a one-line
 PipelineError), has TensorRT-RTX read the header of its engines (``get_engine_validity``), says plainly when the engine
 cannot run here (no TensorRT runtime with a CUDA GPU), and only then deserializes it with the plugin library
-(:func:`pipeline.tensorrt.build.load_engine`). It owns the execution context, a CUDA stream and the device buffers, all
+(:func:`pipeline.tensorrt.load.load_engine`). It owns the execution context, a CUDA stream and the device buffers, all
 through PyTorch: ``infer`` takes NumPy or torch images of any batch size (split into runs the optimization profile
 allows) and ``bind`` prepares the enqueue-only callable the benchmarks time. :func:`preprocess` is the ImageNet
 evaluation transform of :mod:`pipeline.common.images`, :func:`top_k` the softmax ranking of the logits.
@@ -27,7 +27,8 @@ import numpy as np
 from pipeline.common import imagenet_transform
 from pipeline.common.errors import PipelineError
 from pipeline.common.imagenet_transform import top_k as top_k  # part of this module's API (the README's example)
-from pipeline.tensorrt.build import BACKENDS, check_engine_compatible, engine_runtime, installed_runtimes, load_engine
+from pipeline.tensorrt.backends import BACKENDS, installed_runtimes
+from pipeline.tensorrt.load import check_engine_compatible, engine_runtime, load_engine
 from pipeline.tensorrt.metadata import REBUILD, EngineMetadata, Runtime, TensorSpec
 
 if TYPE_CHECKING:

@@ -27,13 +27,16 @@ from pipeline.kernels.native import ROOT
 from pipeline.kernels.reference import PLUGIN_OP
 from pipeline.serving.triton import write_model_repository
 from pipeline.stages.precision import convert_fp16
-from pipeline.tensorrt.build import Runtime, build_engine, check_engine_compatible, cuda_device, engine_plugin_library
+from pipeline.tensorrt.backends import cuda_device
+from pipeline.tensorrt.build import build_engine
+from pipeline.tensorrt.load import check_engine_compatible, engine_plugin_library
 from pipeline.tensorrt.metadata import (
     BatchProfile,
     BuiltWith,
     EngineMetadata,
     OnnxSource,
     PluginLibrary,
+    Runtime,
     Target,
     TensorSpec,
 )

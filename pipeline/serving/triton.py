@@ -25,7 +25,7 @@ Triton treats every folder at the top of a repository as a model, so the plugin 
 folder (files there are ignored by the TensorRT backend) and the README, client and record are files.
 
 Everything is checked before anything is written: each engine's files (size and SHA-256 against its metadata, its
-plugin library, :func:`pipeline.tensorrt.build.check_engine_compatible` without a runtime, so no TensorRT is needed),
+plugin library, :func:`pipeline.tensorrt.load.check_engine_compatible` without a runtime, so no TensorRT is needed),
 that several engines are the same model (same ONNX, inputs, outputs and batch profile) for distinct compute
 capabilities, that the batch profile starts at 1 (Triton's dynamic batcher sends any batch up to the maximum),
 that the plugin library registers itself with the engines' TensorRT when merely dlopen-ed (all Triton does), and
@@ -56,7 +56,8 @@ from pipeline.common.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.common.records import JsonRecord
 from pipeline.make import EngineFiles, EngineRecipe
 from pipeline.serving.triton_client import is_classifier
-from pipeline.tensorrt.build import TENSORRT, TENSORRT_RTX, check_engine_compatible, engine_plugin_library
+from pipeline.tensorrt.backends import TENSORRT, TENSORRT_RTX
+from pipeline.tensorrt.load import check_engine_compatible, engine_plugin_library
 from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, TensorSpec
 
 log = logging.getLogger("pipeline.serving.triton")
@@ -193,14 +194,14 @@ def _checked_engines(engines: list[Path], plugin_library: Path | None) -> list[E
         raise PipelineError("no engine given: pass one engine per compute capability")
     if len({p.resolve() for p in engines}) != len(engines):
         raise PipelineError(f"an engine is given twice: {', '.join(map(str, engines))}")
-    build_log = logging.getLogger("pipeline.tensorrt.build")
-    level = build_log.level
-    build_log.setLevel(logging.ERROR)  # "no TensorRT runtime here": on purpose, Triton's machine runs the engine
+    load_log = logging.getLogger("pipeline.tensorrt.load")
+    level = load_log.level
+    load_log.setLevel(logging.ERROR)  # "no TensorRT runtime here": on purpose, Triton's machine runs the engine
     try:
         metadata = [check_engine_compatible(engine, runtimes=[], plugin_library=plugin_library).metadata
                     for engine in engines]
     finally:
-        build_log.setLevel(level)
+        load_log.setLevel(level)
     first, path = metadata[0], engines[0]
     for meta, other in zip(metadata[1:], engines[1:], strict=True):
         for what, mine, theirs in (("ONNX graph", first.onnx.sha256, meta.onnx.sha256),
