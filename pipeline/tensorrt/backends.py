@@ -1,6 +1,6 @@
 """What building and loading an engine both need: the two backends (TensorRT builds for this machine's GPU,
 TensorRT-RTX ahead of time for a chosen compute capability), which one a build uses (:func:`select_backend`), the
-GPU here, the runtimes installed, and the bindings Polygraphy's loaders use in this process (docs/design.md §4).
+GPU here, the runtimes installed, and the bindings Polygraphy's loaders use in this process (docs/design.md §4b).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Stage 5: typed ONNX + plugin library → ``<name>.engine`` and ``<name>.json`` beside it (docs/design.md §1, §4, §5).
+"""Stage 5: typed ONNX + plugin library → ``<name>.engine`` and ``<name>.json`` beside it (docs/design.md §1, §4b, §5).
 
 :func:`check_build_options` checks a build's options once and returns them as :class:`BuildOptions`;
 :func:`build_checked` builds with them, :func:`build_engine` does both. TensorRT builds in this process,
-TensorRT-RTX in a child (``python -m pipeline.tensorrt.build_worker``), both on Polygraphy's loaders (design §4
+TensorRT-RTX in a child (``python -m pipeline.tensorrt.build_worker``), both on Polygraphy's loaders (design §4b
 says why). Loading an engine is :mod:`pipeline.tensorrt.load`'s.
 """
 
@@ -158,7 +158,7 @@ def _polygraphy_log(backend: Backend, cancelled: Callable[[], bool] = lambda: Fa
 
 
 def _load_plugin_library(trt: Any, backend: Backend, library: str, errors: list[str]) -> None:
-    """Register the library's plugin creators (docs/design.md §4 says why not ``LoadPlugins``)."""
+    """Register the library's plugin creators (docs/design.md §4b says why not ``LoadPlugins``)."""
     from polygraphy.backend.trt import util as trt_util
 
     # TensorRT logs through a logger only while a builder or runtime holds it: without one, the reason a
@@ -518,7 +518,7 @@ def _build_request(model: onnx.ModelProto, onnx_path: Path, engine_path: Path, o
 
 
 def _run(request: BuildRequest, backend: Backend) -> EngineMetadata:
-    """TensorRT-RTX builds in a child process (docs/design.md §4 says why), TensorRT in this one."""
+    """TensorRT-RTX builds in a child process (docs/design.md §4b says why), TensorRT in this one."""
     return _run_in_child(request, backend) if backend is TENSORRT_RTX else run_build(request)
 
 
