@@ -26,7 +26,7 @@ from pipeline.common.artifacts import write_json
 from pipeline.common.errors import PipelineError
 from pipeline.make import PRECISIONS
 from pipeline.runtime import SwinEngine
-from pipeline.tensorrt.build import BACKENDS
+from pipeline.tensorrt.backends import BACKENDS
 
 log = logging.getLogger("benchmarks.profile")
 

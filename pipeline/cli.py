@@ -107,7 +107,7 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_check_engine(args: argparse.Namespace) -> None:
-    from pipeline.tensorrt.build import check_engine_compatible
+    from pipeline.tensorrt.load import check_engine_compatible
 
     check = check_engine_compatible(Path(args.engine), plugin_library=args.plugin)
     print(json.dumps(check.to_json(), indent=2, default=str) if args.json else check.verdict())

@@ -177,7 +177,7 @@ def make_engine(recipe: EngineRecipe, out_dir: str | Path, *, until: str = "veri
     the run fails before any stage completed, so a typo never leaves an empty folder behind. One run at a time
     per folder: a second one into the same folder fails at once instead of overwriting the first one's files.
     """
-    recipe.validate(until)
+    build_options = recipe.validate(until)
     out = Path(out_dir)
     check_writable(out, folder=True)
     created = not out.exists()
@@ -185,7 +185,7 @@ def make_engine(recipe: EngineRecipe, out_dir: str | Path, *, until: str = "veri
     # Only the lock's holder may remove the folder: another run may be about to fill it.
     with folder_locked(out, "python -m pipeline engine (make engine)"):
         try:
-            return _run_stages(EngineJob(recipe, out), stages_until(until))
+            return _run_stages(EngineJob(recipe, out, build_options), stages_until(until))
         except BaseException:
             if created and not any(out.iterdir()):
                 out.rmdir()

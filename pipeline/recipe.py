@@ -20,6 +20,8 @@ from pipeline.common.variants import variant_config
 if TYPE_CHECKING:
     import torch
 
+    from pipeline.tensorrt.build import BuildOptions
+
 log = logging.getLogger(__name__)
 
 #: The stages of :func:`pipeline.make.make_engine`, in order (``pipeline.make.STAGES`` runs them).
@@ -122,9 +124,9 @@ class EngineRecipe:
         """The plugin library the engine needs: None on the ``tensorrt`` attention route."""
         return self.plugin_library if self.attention == "plugin" else None
 
-    def validate(self, until: str = "verify") -> None:
+    def validate(self, until: str = "verify") -> BuildOptions | None:
         """Raise PipelineError on anything wrong, for the stages up to ``until``, that can be found without running
-        a stage (a few seconds)."""
+        a stage (a few seconds); return the build's checked options when ``until`` includes the build."""
         from pipeline.tensorrt.build import check_build_options, profile_shapes
 
         stages = stages_until(until)
@@ -146,8 +148,10 @@ class EngineRecipe:
         if "verify" in stages or (self.precision == "int8" and "precision" in stages):
             self.image_plan()  # lists the folders, and refuses IMAGES that are all calibration images
         if "build" in stages:
-            check_build_options(plugin_library=self.plugin, batch=self.batch, opt_level=self.opt_level,
-                                backend=self.backend, sm=self.sm)
+            return check_build_options(plugin_library=self.plugin, batch=self.batch, opt_level=self.opt_level,
+                                       backend=self.backend, sm=self.sm, embed_plugin=self.embed_plugin,
+                                       detailed_profile=self.detailed_profile)
+        return None
 
     def model_record(self) -> ModelRecord:
         checkpoint = None if self.checkpoint is None else Path(self.checkpoint)
@@ -199,8 +203,9 @@ class EngineJob:
     """One recipe made into one folder: what every stage's ``run`` receives. The PyTorch model is built on first
     use, once (export and verification both need it)."""
 
-    def __init__(self, recipe: EngineRecipe, out: str | Path) -> None:
+    def __init__(self, recipe: EngineRecipe, out: str | Path, build_options: BuildOptions | None = None) -> None:
         self.recipe = recipe
+        self.build_options = build_options  #: from ``recipe.validate``: what the build stage builds with
         self.files = EngineFiles(Path(out), recipe.model_tag, recipe.precision, recipe.plugin)
         self.model_record = recipe.model_record()
         self._model: torch.nn.Module | None = None

@@ -20,7 +20,8 @@ import numpy as np
 from pipeline.common import imagenet_transform
 from pipeline.common.errors import PipelineError
 from pipeline.common.imagenet_transform import top_k as top_k  # part of this module's API (the README's example)
-from pipeline.tensorrt.build import BACKENDS, check_engine_compatible, engine_runtime, installed_runtimes, load_engine
+from pipeline.tensorrt.backends import BACKENDS, installed_runtimes
+from pipeline.tensorrt.load import check_engine_compatible, engine_runtime, load_engine
 from pipeline.tensorrt.metadata import REBUILD, EngineMetadata, Runtime, TensorSpec
 
 if TYPE_CHECKING:

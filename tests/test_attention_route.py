@@ -24,7 +24,8 @@ from pipeline.stages.int8 import ATTENTION_OPS
 from pipeline.stages.precision import convert_fp16
 from pipeline.stages.surgery import replace_window_attention
 from pipeline.stages.verify import verify
-from pipeline.tensorrt.build import build_engine, check_engine_compatible
+from pipeline.tensorrt.build import build_engine
+from pipeline.tensorrt.load import check_engine_compatible
 
 
 def attention_masks(path: Path) -> list[tuple[int, ...]]:

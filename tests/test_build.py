@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -21,19 +22,22 @@ from onnx import TensorProto, helper
 from plugin_build import TEST_CUDA_ARCH, triton_images_for
 
 from pipeline.cli import main
-from pipeline.common.artifacts import file_sha256
+from pipeline.common.artifacts import file_sha256, partial_files
 from pipeline.common.errors import PipelineError
 from pipeline.kernels.cmake import ROOT
 from pipeline.kernels.reference import PLUGIN_OP
 from pipeline.serving.triton import write_model_repository
 from pipeline.stages.precision import convert_fp16
-from pipeline.tensorrt.build import Runtime, build_engine, check_engine_compatible, cuda_device, engine_plugin_library
+from pipeline.tensorrt.backends import cuda_device
+from pipeline.tensorrt.build import CANCEL_GRACE_S, build_engine, stop_child
+from pipeline.tensorrt.load import check_engine_compatible, engine_plugin_library
 from pipeline.tensorrt.metadata import (
     BatchProfile,
     BuiltWith,
     EngineMetadata,
     OnnxSource,
     PluginLibrary,
+    Runtime,
     Target,
     TensorSpec,
 )
@@ -152,17 +156,46 @@ def test_ctrl_c_mid_build_leaves_no_engine(swin_t_onnx, plugin_library, tmp_path
     """)
     process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # its own process group, as a terminal's Ctrl-C sees it
-    deadline = time.monotonic() + 120
-    for line in process.stderr:
-        if "building" in line or time.monotonic() > deadline:
-            break
+    lines: list[str] = []
+    building = threading.Event()
 
-    os.killpg(process.pid, signal.SIGINT)
-    stderr = process.stderr.read()
-    assert process.wait(timeout=120) != 0, stderr
-    assert "KeyboardInterrupt" in stderr
+    def read_stderr() -> None:
+        for line in process.stderr:
+            lines.append(line)
+            if "building" in line:
+                building.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert building.wait(timeout=300), "".join(lines)
+        os.killpg(process.pid, signal.SIGINT)
+        # Bounded: a build that ignores the cancel is killed after CANCEL_GRACE_S, so this never waits forever.
+        assert process.wait(timeout=CANCEL_GRACE_S + 60) != 0, "".join(lines)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    assert "KeyboardInterrupt" in "".join(lines)
     assert not engine.exists() and not engine.with_suffix(".json").exists()
     assert no_partial_files(tmp_path)
+
+
+def test_a_build_child_that_ignores_ctrl_c_is_killed_and_its_partial_files_removed(tmp_path):
+    """What bounds every Ctrl-C of a TensorRT-RTX build: the child gets the SIGINT and ``grace_s`` to end."""
+    partial = tmp_path / ".model.engine.abc123.partial"
+    child_code = "import signal, time; signal.signal(signal.SIGINT, {}); print(flush=True); time.sleep(60)"
+    for handler, killed in (("signal.SIG_IGN", True), ("signal.default_int_handler", False)):
+        code = child_code.format(handler)
+        partial.write_bytes(b"half an engine")
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        child.stdout.readline()  # its handler is installed
+        start = time.monotonic()
+        stop_child(child, partial_files=lambda: partial_files(tmp_path / "model.engine"), grace_s=2)
+        assert time.monotonic() - start < 30
+        assert child.returncode == (-signal.SIGKILL if killed else -signal.SIGINT)
+        assert partial.exists() is not killed  # a child that ends by itself removes its own files
+        child.stdout.close()
 
 
 def copy_engine(engine: Path, folder: Path) -> Path:

@@ -24,7 +24,9 @@ from pipeline.kernels.cmake import ROOT
 from pipeline.runtime import SwinEngine, preprocess, top_k
 from pipeline.stages.precision import convert_fp16
 from pipeline.stages.verify import engine_runner, verify
-from pipeline.tensorrt.build import build_engine, check_engine_compatible, cuda_device
+from pipeline.tensorrt.backends import cuda_device
+from pipeline.tensorrt.build import build_engine
+from pipeline.tensorrt.load import check_engine_compatible
 from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, Target
 
 DEVICE = cuda_device()

@@ -18,7 +18,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.common.artifacts import folder_locked
 from pipeline.make import EngineRecipe, EngineReport, make_engine
-from pipeline.tensorrt import build
+from pipeline.tensorrt import backends
 
 #: TensorRT-RTX ahead of time for SM86, what a machine without a GPU builds with: named, so that these tests build
 #: the same way on a GPU machine too (where auto would pick TensorRT, or refuse another card without it).
@@ -187,16 +187,16 @@ def test_auto_on_a_gpu_without_tensorrt_refuses_to_build_for_another_card(tmp_pa
     some other card, where the H100's user meant to run it on the H100."""
     plugin = tmp_path / "plugin.so"
     plugin.write_bytes(b"")
-    monkeypatch.setattr(build, "cuda_device", lambda: build.CudaDevice("NVIDIA H100 80GB HBM3", 90))
-    monkeypatch.setattr(build.Backend, "is_installed", lambda backend: backend is build.TENSORRT_RTX)
+    monkeypatch.setattr(backends, "cuda_device", lambda: backends.CudaDevice("NVIDIA H100 80GB HBM3", 90))
+    monkeypatch.setattr(backends.Backend, "is_installed", lambda backend: backend is backends.TENSORRT_RTX)
     assert main(["engine", "--variant", "T", "--out-dir", str(tmp_path / "out"), "--plugin", str(plugin)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: this machine has NVIDIA H100 80GB HBM3 (SM90) but no TensorRT, so the engine would "
                           "be built for SM86 ahead of time and could not run here: install TensorRT"), err
     assert "--backend rtx --sm <its compute capability>" in err and not (tmp_path / "out").exists()
-    assert build.select_backend("rtx", 86) is build.TENSORRT_RTX  # another card, asked for on purpose
-    monkeypatch.setattr(build, "cuda_device", lambda: build.CudaDevice("NVIDIA GeForce RTX 3090", 86))
-    assert build.select_backend("auto", 86) is build.TENSORRT_RTX  # built for the card it runs on
+    assert backends.select_backend("rtx", 86) is backends.TENSORRT_RTX  # another card, asked for on purpose
+    monkeypatch.setattr(backends, "cuda_device", lambda: backends.CudaDevice("NVIDIA GeForce RTX 3090", 86))
+    assert backends.select_backend("auto", 86) is backends.TENSORRT_RTX  # built for the card it runs on
 
 
 def test_unknown_precision_is_rejected(tmp_path: Path) -> None:

@@ -107,6 +107,18 @@ def test_every_module_imports_only_from_its_floor_and_below() -> None:
     assert {m: i for m, i in upward.items() if i} == {}
 
 
+#: What loads and runs engines: it imports loading (pipeline.tensorrt.load), never building.
+LOADERS = ("pipeline.runtime", "pipeline.serving.triton", "pipeline.stages.verify")
+
+
+def test_loading_an_engine_never_imports_building() -> None:
+    """The runtime, serving and verification import pipeline.tensorrt.load, not pipeline.tensorrt.build: a change
+    to building cannot break loading, and loading does not pay for building's imports."""
+    graph = import_graph(module_files())
+    assert {module: "pipeline.tensorrt.load" in graph[module] for module in LOADERS} == dict.fromkeys(LOADERS, True)
+    assert {module for module in LOADERS if "pipeline.tensorrt.build" in graph[module]} == set()
+
+
 def imports_from(graph: dict[str, set[str]], importer: str, imported: str) -> dict[str, list[str]]:
     """Each module of package ``importer`` that imports modules of package ``imported``, and those modules."""
     found = {m: sorted(i for i in graph[m] if i.split(".")[0] == imported) for m in graph

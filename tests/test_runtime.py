@@ -19,7 +19,8 @@ from pipeline.common.artifacts import file_sha256
 from pipeline.common.errors import PipelineError
 from pipeline.common.images import load_image_set
 from pipeline.runtime import SwinEngine, batch_chunks, preprocess, top_k
-from pipeline.tensorrt.build import RTX_TARGETS, build_engine, cuda_device
+from pipeline.tensorrt.backends import RTX_TARGETS, cuda_device
+from pipeline.tensorrt.build import build_engine
 from pipeline.tensorrt.metadata import Runtime
 
 DEVICE = cuda_device()

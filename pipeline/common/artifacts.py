@@ -39,6 +39,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def partial_files(path: str | Path) -> list[Path]:
+    """The temporary files :func:`atomic_path` made for ``path`` that are still there (a killed process's)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.partial"))
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """Yield a new folder beside ``path``; if the block succeeds it replaces ``path`` (absent, empty, or a folder

@@ -22,7 +22,8 @@ from pipeline.common.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.common.records import JsonRecord
 from pipeline.make import EngineFiles, EngineRecipe
 from pipeline.serving.triton_client import is_classifier
-from pipeline.tensorrt.build import TENSORRT, TENSORRT_RTX, check_engine_compatible, engine_plugin_library
+from pipeline.tensorrt.backends import TENSORRT, TENSORRT_RTX
+from pipeline.tensorrt.load import check_engine_compatible, engine_plugin_library
 from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, TensorSpec
 
 log = logging.getLogger("pipeline.serving.triton")
@@ -159,14 +160,14 @@ def _checked_engines(engines: list[Path], plugin_library: Path | None) -> list[E
         raise PipelineError("no engine given: pass one engine per compute capability")
     if len({p.resolve() for p in engines}) != len(engines):
         raise PipelineError(f"an engine is given twice: {', '.join(map(str, engines))}")
-    build_log = logging.getLogger("pipeline.tensorrt.build")
-    level = build_log.level
-    build_log.setLevel(logging.ERROR)  # "no TensorRT runtime here": on purpose, Triton's machine runs the engine
+    load_log = logging.getLogger("pipeline.tensorrt.load")
+    level = load_log.level
+    load_log.setLevel(logging.ERROR)  # "no TensorRT runtime here": on purpose, Triton's machine runs the engine
     try:
         metadata = [check_engine_compatible(engine, runtimes=[], plugin_library=plugin_library).metadata
                     for engine in engines]
     finally:
-        build_log.setLevel(level)
+        load_log.setLevel(level)
     first, path = metadata[0], engines[0]
     for meta, other in zip(metadata[1:], engines[1:], strict=True):
         for what, mine, theirs in (("ONNX graph", first.onnx.sha256, meta.onnx.sha256),

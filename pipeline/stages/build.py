@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.tensorrt.build import build_engine
+from pipeline.tensorrt.build import build_checked
 from pipeline.tensorrt.metadata import EngineMetadata
 
 if TYPE_CHECKING:
@@ -13,9 +13,6 @@ if TYPE_CHECKING:
 
 def run(job: EngineJob) -> EngineMetadata:
     """make_engine's build stage: ``model.swin.<precision>.onnx`` to ``swin_<model>_<precision>.engine`` with the
-    recipe's batch profile, backend and target."""
-    recipe, files = job.recipe, job.files
-    return build_engine(files.typed, files.engine, plugin_library=recipe.plugin, batch=recipe.batch,
-                        backend=recipe.backend, sm=recipe.sm, timing_cache=files.timing_cache,
-                        opt_level=recipe.opt_level, embed_plugin=recipe.embed_plugin,
-                        detailed_profile=recipe.detailed_profile)
+    options ``recipe.validate`` checked (batch profile, backend and target, plugin library)."""
+    assert job.build_options is not None, "make_engine validates the recipe up to the build before any stage"
+    return build_checked(job.files.typed, job.files.engine, job.build_options, timing_cache=job.files.timing_cache)

@@ -38,7 +38,7 @@ from pipeline.common.records import JsonRecord
 from pipeline.kernels.selection import kernel_choice
 from pipeline.recipe import ModelRecord
 from pipeline.runtime import SwinEngine
-from pipeline.tensorrt.build import check_engine_compatible
+from pipeline.tensorrt.load import check_engine_compatible
 from pipeline.tensorrt.metadata import TensorSpec
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class SwinEngineRunner(BaseRunner):
 
 def engine_runner(engine: Path, plugin_library: Path | None = None) -> BaseRunner:
     """The Polygraphy runner of ``engine``: :class:`SwinEngineRunner`, named ``tensorrt`` in the report; the
-    engine is loaded (with ``plugin_library``, else :func:`pipeline.tensorrt.build.engine_plugin_library`'s) when the
+    engine is loaded (with ``plugin_library``, else :func:`pipeline.tensorrt.load.engine_plugin_library`'s) when the
     runner is activated."""
     return SwinEngineRunner(engine, plugin_library)
 
