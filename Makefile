@@ -58,11 +58,14 @@ engine: venv $(if $(filter tensorrt,$(ATTENTION)),,plugin)
 # A Triton Inference Server model repository in TRITON_DIR from the engine `make engine` wrote for VARIANT and
 # PRECISION into BUILD_DIR (it builds none: a missing engine is an error that says which `make engine` to run).
 # Its README.md has the tritonserver command and the client's. TRITON_ARGS: more flags of `python -m pipeline
-# triton` (e.g. --engines a.engine b.engine for several compute capabilities, --instances 2).
+# triton` (e.g. --engines a.engine b.engine for several compute capabilities, --instances 2). TRITON_BACKEND=python:
+# the CPU verification route instead (the engine's typed ONNX on onnxruntime with the reference op, same contract;
+# installs tritonserver and numpy<2 for its Python backend into build/serving once, requirements/serving.txt).
 TRITON_DIR ?= build/triton
+TRITON_BACKEND ?= tensorrt
 triton: venv
 	$(PY) -m pipeline triton $(MODEL_ARGS) --attention $(ATTENTION) --precision $(PRECISION) \
-		$(if $(BUILD_DIR),--engine-dir $(BUILD_DIR)) \
+		$(if $(BUILD_DIR),--engine-dir $(BUILD_DIR)) --triton-backend $(TRITON_BACKEND) \
 		--out $(TRITON_DIR) $(TRITON_ARGS)
 
 # Every deployment path this machine can run, side by side: build/bench/bench_<v>_<device>_<UTC time>.{json,md,png}
