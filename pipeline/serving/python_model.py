@@ -7,15 +7,24 @@ max_batch_size, dynamic batching) without a GPU, to test a deployment end to end
 
 The backend's stub runs its own embedded Python, which sees neither the project's venv nor the environment, and
 works with numpy 1.x only: the config's ``python_path`` parameter lists, first, the served environment's numpy<2,
-then the project's venv and the project, and is put on sys.path before anything imports numpy.
+then the project's venv and the project. They go on sys.path when this file is imported: the stub imports numpy
+after that, before ``initialize``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
+
+_CONFIG = (Path(__file__).resolve().parents[1] / "config.pbtxt").read_text()
+_PATH = re.search(r'key:\s*"python_path"\s*value:\s*{\s*string_value:\s*"([^"]*)"', _CONFIG)
+if _PATH is None:
+    raise RuntimeError(f"{__file__}: config.pbtxt has no python_path parameter; rerun `make triton "
+                       "TRITON_BACKEND=python`")
+sys.path[:0] = [path for path in _PATH.group(1).split(":") if path not in sys.path]
 
 
 class TritonPythonModel:
@@ -24,8 +33,6 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        paths = config["parameters"]["python_path"]["string_value"].split(":")
-        sys.path[:0] = [path for path in paths if path not in sys.path]
         import numpy as np
         import triton_python_backend_utils as pb_utils
 

@@ -113,9 +113,11 @@ class TritonServer:
                    f"--backend-directory={self.env.backends}", "--model-control-mode=explicit",
                    "--http-address=127.0.0.1", f"--http-port={self.http_port}", "--grpc-address=127.0.0.1",
                    f"--grpc-port={self.grpc_port}", "--allow-metrics=false", "--exit-timeout-secs=5"]
-        # The stub links libpython<major.minor>: this interpreter's, where it has one (pyenv, python.org builds).
-        libdir = sysconfig.get_config_var("LIBDIR") or ""
-        environment = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": libdir, "HOME": str(self.log.parent)}
+        # The stub links libpython<major.minor> (this interpreter's, where it has one: pyenv, python.org builds), and
+        # its embedded Python takes its prefix (the standard library) from the `python3` it finds on PATH: both this
+        # interpreter's base installation, or the two disagree ("No module named '_struct'").
+        libdir, bindir = (sysconfig.get_config_var(name) or "" for name in ("LIBDIR", "BINDIR"))
+        environment = {"PATH": f"{bindir}:/usr/bin:/bin", "LD_LIBRARY_PATH": libdir, "HOME": str(self.log.parent)}
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
