@@ -253,3 +253,47 @@ def test_concurrent_single_image_clients_are_batched(python_models: dict[str, Se
     requests = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert requests == 32 and executions < requests, (requests, executions)
+
+
+def test_a_wrong_shape_or_dtype_is_triton_s_refusal_in_one_line(python_models: dict[str, ServedModel],
+                                                               python_server: TritonServer) -> None:
+    served = python_models["classifier"]
+    for protocol in ("grpc", "http"):
+        client = triton_client.TritonModelClient(python_server.url(protocol), protocol, served.model)
+        for datatype, batch, says in (("FP32", np.zeros((1, 3, 32, 32), np.float32), "shape"),
+                                      ("FP64", np.zeros((1, 3, *SIZE), np.float64), "data-type")):
+            with pytest.raises(triton_client.ClientError) as refusal:
+                client.send("images", datatype, batch)
+            message = str(refusal.value)
+            assert message.startswith(f"the Triton server at {python_server.url(protocol)} refused the request: ")
+            assert "\n" not in message and says in message and "images" in message, message
+
+
+def test_server_stopped_while_clients_send_then_restarted(python_models: dict[str, ServedModel],
+                                                          serving: ServingEnv, tmp_path: Path) -> None:
+    """The server dies (killed: a crash, an OOM kill) in the middle of client.py's requests: one error line naming
+    the URL, exit 2, no traceback; started again on the same ports, the same command succeeds. (Stopped gracefully,
+    Triton first drains its HTTP connections for up to --exit-timeout-secs, so a client may just finish.)"""
+    served = python_models["classifier"]
+    photos = write_photos(tmp_path / "photos")
+    with tritonserver(serving, [served.repository], tmp_path / "server.log", (served.model,)) as server:
+        for protocol in ("grpc", "http"):
+            command = [sys.executable, "client.py", "--url", server.url(protocol), "--protocol", protocol]
+            client = subprocess.Popen([*command, *map(str, photos * 100)], cwd=served.repository,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                start = int(server.statistics(served.model)["inference_count"])
+                while int(server.statistics(served.model)["inference_count"]) == start:
+                    assert client.poll() is None, client.stderr.read()
+                server.stop(grace_s=0)
+                err = client.communicate(timeout=120)[1]
+            finally:
+                client.kill()
+            assert client.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, (protocol, err)
+            url = server.url(protocol)
+            assert err.startswith(f"error: the Triton server at {url} stopped answering {protocol} ("), err
+            server.start()
+            server.load(served.model)
+            again = subprocess.run([*command, str(photos[0])], cwd=served.repository, capture_output=True, text=True,
+                                   timeout=120)
+            assert again.returncode == 0 and again.stdout.startswith(f"{photos[0]}: "), again.stderr

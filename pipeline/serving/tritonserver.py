@@ -134,13 +134,15 @@ class TritonServer:
         self.stop()
         raise PipelineError(f"tritonserver was not live within {self.start_timeout:g} s (log {self.log})")
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 15 s."""
+    def stop(self, grace_s: float = 15) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s`` (0: at once, as a crash would). Given time, Triton drains its HTTP
+        connections and in-flight requests first (up to --exit-timeout-secs), so a busy client may still finish."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
+        if grace_s > 0:
+            self.process.terminate()
         try:
-            self.process.wait(15)
+            self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
