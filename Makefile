@@ -26,7 +26,7 @@ OUT_DIR_ARGS = $(if $(BUILD_DIR),--out-dir $(BUILD_DIR))
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
-.PHONY: venv onnx engine triton test lint plugin clean bench profile format device-wheels kernel-resources
+.PHONY: venv onnx engine triton triton-load test lint plugin clean bench profile format device-wheels kernel-resources
 
 # The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
 plugin: venv
@@ -67,6 +67,14 @@ triton: venv
 	$(PY) -m pipeline triton $(MODEL_ARGS) --attention $(ATTENTION) --precision $(PRECISION) \
 		$(if $(BUILD_DIR),--engine-dir $(BUILD_DIR)) --triton-backend $(TRITON_BACKEND) \
 		--out $(TRITON_DIR) $(TRITON_ARGS)
+
+# Throughput and p50/p95/p99 latency of TRITON_MODEL served at TRITON_URL (gRPC) at concurrency 1, 4, 8: warm-up, then
+# a LOAD_SECONDS window each, tritonclient's async API; build/bench/triton_load_<model>_<UTC time>.json.
+TRITON_URL   ?= localhost:8001
+TRITON_MODEL ?= swin_t
+LOAD_SECONDS ?= 10
+triton-load: venv
+	$(PY) -m pipeline.serving.triton_load --url $(TRITON_URL) --model $(TRITON_MODEL) --seconds $(LOAD_SECONDS)
 
 # Every deployment path this machine can run, side by side: build/bench/bench_<v>_<device>_<UTC time>.{json,md,png}
 # (git-ignored, never overwritten); `python -m benchmarks.report --commit <json>` copies one to benchmarks/results/.

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,10 +250,14 @@ def test_concurrent_single_image_clients_are_batched(python_models: dict[str, Se
         thread.start()
     for thread in threads:
         thread.join(120)
-    after = python_server.statistics(served.model)
     assert not errors
-    requests = int(after["inference_count"]) - int(before["inference_count"])
-    executions = int(after["execution_count"]) - int(before["execution_count"])
+    deadline = time.monotonic() + 10
+    while True:  # the server records an execution's statistics just after it answers
+        after = python_server.statistics(served.model)
+        requests, executions = (int(after[key]) - int(before[key]) for key in ("inference_count", "execution_count"))
+        if requests == 32 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert requests == 32 and executions < requests, (requests, executions)
 
 
@@ -297,3 +303,27 @@ def test_server_stopped_while_clients_send_then_restarted(python_models: dict[st
             again = subprocess.run([*command, str(photos[0])], cwd=served.repository, capture_output=True, text=True,
                                    timeout=120)
             assert again.returncode == 0 and again.stdout.startswith(f"{photos[0]}: "), again.stderr
+
+
+def test_load_command_at_concurrency_8(python_models: dict[str, ServedModel], python_server: TritonServer,
+                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make triton-load` on the narrow model: ≥ 200 requests at concurrency 8 in the window, no errors, every
+    latency kept, the JSON written with the environment."""
+    from pipeline.serving import triton_load
+
+    model = python_models["classifier"].model
+    code = triton_load.main(["--url", python_server.url("grpc"), "--model", model, "--concurrency", "1", "8",
+                             "--seconds", "3", "--warmup", "0.5", "--out", str(tmp_path)])
+    assert code == 0
+    [path] = tmp_path.glob(f"triton_load_{model}_*.json")
+    report = json.loads(path.read_text())
+    assert report["server"] and report["python"] and report["client_cpus"] >= 1
+    one, eight = report["levels"]
+    assert eight["concurrency"] == 8 and eight["requests"] >= 200 and eight["errors"] == one["errors"] == 0
+    for level in (one, eight):
+        latencies = np.array(level["latencies_ms"])
+        assert len(latencies) == level["requests"]
+        assert level["latency_ms_p50"] == pytest.approx(np.percentile(latencies, 50), abs=1e-3)
+        assert level["latency_ms_p99"] == pytest.approx(np.percentile(latencies, 99), abs=1e-3)
+        assert level["throughput_per_s"] == pytest.approx(level["requests"] / 3)
+    assert f"wrote {path}" in capsys.readouterr().out
