@@ -26,7 +26,7 @@ OUT_DIR_ARGS = $(if $(BUILD_DIR),--out-dir $(BUILD_DIR))
 MAX_BATCH  = $(lastword $(subst $(comma), ,$(BATCH)))
 comma     := ,
 
-.PHONY: venv onnx engine triton test lint plugin clean bench profile format device-wheels kernel-resources
+.PHONY: venv onnx engine triton triton-serve triton-load test lint plugin clean bench profile format device-wheels kernel-resources
 
 # The TensorRT plugin, its CUDA kernel (C ABI) and the host reference; see plugins/swin_window_attention/README.md.
 plugin: venv
@@ -58,12 +58,28 @@ engine: venv $(if $(filter tensorrt,$(ATTENTION)),,plugin)
 # A Triton Inference Server model repository in TRITON_DIR from the engine `make engine` wrote for VARIANT and
 # PRECISION into BUILD_DIR (it builds none: a missing engine is an error that says which `make engine` to run).
 # Its README.md has the tritonserver command and the client's. TRITON_ARGS: more flags of `python -m pipeline
-# triton` (e.g. --engines a.engine b.engine for several compute capabilities, --instances 2).
+# triton` (e.g. --engines a.engine b.engine for several compute capabilities, --instances 2). TRITON_BACKEND=python:
+# the CPU verification route instead (the engine's typed ONNX on onnxruntime with the reference op, same contract;
+# installs tritonserver and numpy<2 for its Python backend into build/serving once, requirements/serving.txt).
 TRITON_DIR ?= build/triton
+TRITON_BACKEND ?= tensorrt
 triton: venv
 	$(PY) -m pipeline triton $(MODEL_ARGS) --attention $(ATTENTION) --precision $(PRECISION) \
-		$(if $(BUILD_DIR),--engine-dir $(BUILD_DIR)) \
+		$(if $(BUILD_DIR),--engine-dir $(BUILD_DIR)) --triton-backend $(TRITON_BACKEND) \
 		--out $(TRITON_DIR) $(TRITON_ARGS)
+
+# Serve TRITON_DIR (written with TRITON_BACKEND=python) with build/serving's tritonserver on 127.0.0.1:8000 (HTTP)
+# and :8001 (gRPC) until Ctrl-C: the CPU verification route, no GPU needed.
+triton-serve: venv
+	$(PY) -m pipeline.serving.tritonserver $(TRITON_DIR)
+
+# Throughput and p50/p95/p99 latency of TRITON_MODEL served at TRITON_URL (gRPC) at concurrency 1, 4, 8: warm-up, then
+# a LOAD_SECONDS window each, tritonclient's async API; build/bench/triton_load_<model>_<UTC time>.json.
+TRITON_URL   ?= localhost:8001
+TRITON_MODEL ?= swin_t
+LOAD_SECONDS ?= 10
+triton-load: venv
+	$(PY) -m pipeline.serving.triton_load --url $(TRITON_URL) --model $(TRITON_MODEL) --seconds $(LOAD_SECONDS)
 
 # Every deployment path this machine can run, side by side: build/bench/bench_<v>_<device>_<UTC time>.{json,md,png}
 # (git-ignored, never overwritten); `python -m benchmarks.report --commit <json>` copies one to benchmarks/results/.

@@ -28,6 +28,7 @@ from pipeline.arguments import (
 )
 from pipeline.common.errors import PipelineError
 from pipeline.make import PRECISIONS, EngineRecipe, export_model, make_engine
+from pipeline.serving import TRITON_BACKENDS
 
 log = logging.getLogger("pipeline")
 OUT_DIR_HELP = ("build/swin_<model>: build/swin_t, build/swin_t_features_800x1333 for a backbone, "
@@ -118,7 +119,8 @@ def _cmd_triton(args: argparse.Namespace) -> None:
 
     write_recipe_repository(recipe_from_args(args, args.groups, precision=args.precision), args.out,
                             engine_dir=args.engine_dir, engines=args.engines, plugin_library=args.plugin,
-                            max_queue_delay_us=args.max_queue_delay_us, instances=args.instances)
+                            max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
+                            backend=args.triton_backend)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,6 +219,9 @@ def _add_composed_commands(sub: argparse._SubParsersAction) -> None:
                                                     "built with)")
     triton.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching's queue delay")
     triton.add_argument("--instances", type=_positive_int, default=1, help="model instances per GPU")
+    triton.add_argument("--triton-backend", choices=TRITON_BACKENDS, default="tensorrt",
+                        help="tensorrt: serve the engines; python: the CPU verification route, the engine's typed ONNX "
+                             "on onnxruntime with the reference op, same contract (installs build/serving)")
 
     for command, handler in (("onnx", _cmd_onnx), ("engine", _cmd_engine), ("triton", _cmd_triton)):
         sub.choices[command].set_defaults(handler=handler)

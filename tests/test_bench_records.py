@@ -15,6 +15,7 @@ import pytest
 from benchmarks.records import BatchResult, BenchRun, GpuLoad, KernelBenchRun, Measured, RouteRecord
 from benchmarks.report import RESULTS_DIR, ROOT
 from benchmarks.stats import summarize
+from pipeline.serving.triton_load import LoadReport
 
 #: Committed JSON that no tool of the project reads back, by the prefix of its path under benchmarks/results/:
 #: the first GPU run's raw files (their folder's README: the kernel benchmark's format before goals, and ad-hoc
@@ -45,9 +46,11 @@ def test_every_committed_result_loads_as_its_record_and_writes_back_what_it_hold
     for name in committed_json():
         data = json.loads((RESULTS_DIR / name).read_text())
         if name.rsplit("/", 1)[-1].startswith("bench_"):
-            record: BenchRun | KernelBenchRun = BenchRun.from_json(data)
+            record: BenchRun | KernelBenchRun | LoadReport = BenchRun.from_json(data)
         elif name.rsplit("/", 1)[-1].startswith("kernel_bench") and KernelBenchRun.current_format(data):
             record = KernelBenchRun.from_json(data)
+        elif name.startswith("triton_load_"):
+            record = LoadReport.from_json(data)
         else:
             assert name.startswith(NOT_READ_BACK), f"{name}: which record reads it? (else add it to NOT_READ_BACK)"
             continue
@@ -55,7 +58,8 @@ def test_every_committed_result_loads_as_its_record_and_writes_back_what_it_hold
         assert holds(written, data), name
         assert type(record).from_json(json.loads(json.dumps(written))) == record, name
         loaded.append(name)
-    assert {"bench_t_cpu-amd-epyc-2c_2026-11-25.json", "bench_t_h100-80gb-hbm3_2026-11-25.json"} <= set(loaded)
+    assert {"bench_t_cpu-amd-epyc-2c_2026-11-25.json", "bench_t_h100-80gb-hbm3_2026-11-25.json",
+            "triton_load_swin_t_python-route_cpu-amd-epyc-2c_2026-12-05.json"} <= set(loaded)
 
 
 def test_routes_are_paths_in_the_file_and_absent_keys_stay_absent():

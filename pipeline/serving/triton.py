@@ -16,11 +16,12 @@ import re
 import shutil
 from pathlib import Path
 
-from pipeline.common.artifacts import atomic_folder, check_writable, write_json
+from pipeline.common.artifacts import atomic_folder, check_writable, file_sha256, write_json
 from pipeline.common.errors import PipelineError
 from pipeline.common.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.common.records import JsonRecord
 from pipeline.make import EngineFiles, EngineRecipe
+from pipeline.serving import TRITON_BACKENDS
 from pipeline.serving.triton_client import is_classifier
 from pipeline.tensorrt.backends import TENSORRT, TENSORRT_RTX
 from pipeline.tensorrt.load import check_engine_compatible, engine_plugin_library
@@ -40,6 +41,7 @@ TRITON_DTYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UIN
                  "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
                  "bfloat16": "TYPE_BF16"}
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("python_model.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,9 @@ class TritonModel(JsonRecord):
     inputs: tuple[TensorSpec, ...]  #: with the batch dimension (-1), as the engines have them
     outputs: tuple[TensorSpec, ...]
     kind: str  #: "classifier" (one logits output) or "backbone" (feature maps): :func:`served_kind`
+    backend: str  #: one of TRITON_BACKENDS
+    #: the python backend's model: the typed ONNX it runs, relative to the repository (None for tensorrt)
+    onnx: str | None
     max_batch_size: int
     preferred_batch_size: int
     max_queue_delay_us: int
@@ -261,19 +266,33 @@ def _tensor_block(kind: str, specs: tuple[TensorSpec, ...]) -> list[str]:
 
 
 def config_text(model: str, metadata: list[EngineMetadata], files: list[str], *, max_queue_delay_us: int,
-                instances: int) -> str:
-    """``config.pbtxt`` for engines (one per compute capability) stored as ``files`` in the version folder."""
+                instances: int, python_path: list[str] | None = None) -> str:
+    """``config.pbtxt`` for engines (one per compute capability) stored as ``files`` in the version folder; with
+    ``python_path`` (the served model's sys.path head) the python backend's CPU verification route instead, with the
+    same tensors, max_batch_size and dynamic batching."""
     first = metadata[0]
     sources = "; ".join(f"{meta.engine} ({meta.backend.name} {meta.backend.version}, SM{meta.target.sm}, "
                         f"{meta.precision})" for meta in metadata)
-    lines = [f"# Written by `{WRITTEN_BY}` from {sources}.",
+    if python_path is None:
+        comment, runs = [f"# Written by `{WRITTEN_BY}` from {sources}."], 'platform: "tensorrt_plan"'
+    else:
+        comment = [f"# Written by `{WRITTEN_BY} --triton-backend python`: the pipeline's CPU VERIFICATION ROUTE, "
+                   "not for", f"# speed. 1/model.py runs 1/model.onnx ({first.onnx.path}, the typed ONNX {sources} "
+                   "was built", "# from) on onnxruntime's CPU with the reference SwinWindowAttention op: the engine's "
+                   "contract."]
+        runs = 'backend: "python"'
+    lines = [*comment,
              "# Shapes, names and types are the engine's; dims leave out the batch dimension (max_batch_size).",
-             f"name: {_quoted(model)}", 'platform: "tensorrt_plan"', f"max_batch_size: {first.profile.max[0]}",
+             f"name: {_quoted(model)}", runs, f"max_batch_size: {first.profile.max[0]}",
              *_tensor_block("input", first.inputs), *_tensor_block("output", first.outputs),
              "dynamic_batching {", f"  preferred_batch_size: [ {first.profile.opt[0]} ]",
              f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}",
-             "instance_group [", "  {", "    kind: KIND_GPU", f"    count: {instances}", "  }", "]"]
-    if len(files) > 1:
+             "instance_group [", "  {", f"    kind: {'KIND_GPU' if python_path is None else 'KIND_CPU'}",
+             f"    count: {instances}", "  }", "]"]
+    if python_path is not None:
+        lines += ["# The stub's sys.path head: numpy<2 (build/serving), the project's venv, the project.",
+                  f'parameters {{ key: "python_path" value: {{ string_value: {_quoted(":".join(python_path))} }} }}']
+    elif len(files) > 1:
         lines.append(f"default_model_filename: {_quoted(files[0])}")
         for meta, file in zip(metadata, files, strict=True):
             lines.append(f"cc_model_filenames {{ key: {_quoted(compute_capability(meta.target.sm))} "
@@ -408,6 +427,23 @@ def _ask(record: TritonModel) -> list[str]:
             f"python client.py --url localhost:8000 --protocol http --model {model} photo.jpg", "```", ""]
 
 
+def _python_route(record: TritonModel) -> list[str]:
+    """How the CPU verification route runs and is started."""
+    return ["## The CPU verification route", "",
+            f"Triton's python backend runs `{record.onnx}`, the typed ONNX the engine was built from, on onnxruntime's "
+            "CPU with the pipeline's reference SwinWindowAttention op (`1/model.py`): the engine's name, tensors, "
+            "max_batch_size and dynamic batching without a GPU, to test a deployment end to end (a client's CI), not "
+            "for speed. `config.pbtxt`'s `python_path` puts numpy<2 (the stub's, from `build/serving`), this "
+            "project's venv and the project on the stub's sys.path, so it serves on the machine that wrote it.", "",
+            "## Start the server", "",
+            "From the project, with the tritonserver and Python backend `make triton TRITON_BACKEND=python` installed "
+            "into `build/serving` (nvidia-pytriton, requirements/serving.txt), on 127.0.0.1:8000 (HTTP) and :8001 "
+            "(gRPC) until Ctrl-C:", "",
+            "```", f"make triton-serve TRITON_DIR={record.repository}", "```", "",
+            f"`curl -s localhost:8000/v2/models/{record.model}/ready -o /dev/null -w '%{{http_code}}\\n'` prints 200 "
+            "once the model is loaded.", ""]
+
+
 def _readme(record: TritonModel, metadata: list[EngineMetadata], recipe: EngineRecipe) -> str:
     """README.md; ``recipe`` names the model in the rebuild commands."""
     model, first = record.model, metadata[0]
@@ -422,6 +458,8 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata], recipe: EngineR
             "(a rerun may replace this folder because of it).", "",
             "| file | engine | built with | for | precision |", "|---|---|---|---|---|", *rows, "",
             *_served(record, first)]
+    if record.backend == "python":
+        return "\n".join([*text, *_python_route(record), *_ask(record)])
     if rtx:
         text += [f"**Not servable as is**: {', '.join(f'`{e.file}`' for e in rtx)} was built ahead of time by "
                  f"TensorRT-RTX {rtx[0].backend.version}. Triton's `tensorrt_plan` platform runs TensorRT "
@@ -437,7 +475,7 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata], recipe: EngineR
 
 
 def _record(engines: list[Path], metadata: list[EngineMetadata], repository: Path, model_name: str,
-            files: list[str], library: Path | None, **settings: int | None) -> TritonModel:
+            files: list[str], library: Path | None, backend: str, **settings: int | None) -> TritonModel:
     first = metadata[0]
     return TritonModel(
         written_by=WRITTEN_BY, repository=repository, model=model_name, config=f"{model_name}/config.pbtxt",
@@ -446,23 +484,48 @@ def _record(engines: list[Path], metadata: list[EngineMetadata], repository: Pat
                       for engine, meta, file in zip(engines, metadata, files, strict=True)),
         inputs=first.inputs, outputs=first.outputs, kind=served_kind(first), max_batch_size=first.profile.max[0],
         preferred_batch_size=first.profile.opt[0], plugin_library=f"{model_name}/{library.name}" if library else None,
-        readme="README.md", client="client.py",
+        readme="README.md", client="client.py", backend=backend,
+        onnx=f"{model_name}/1/{files[0]}" if backend == "python" else None,
         written_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **settings)
+
+
+def _typed_onnx(engine: Path, metadata: EngineMetadata) -> Path:
+    """The typed ONNX ``engine`` was built from (its metadata's path, or that name beside the engine), unchanged
+    since (its SHA-256)."""
+    recorded = Path(metadata.onnx.path)
+    for candidate in (recorded, engine.parent / recorded.name):
+        if candidate.is_file() and file_sha256(candidate) == metadata.onnx.sha256:
+            return candidate
+    raise PipelineError(f"the python backend serves the typed ONNX {engine} was built from, and no {recorded.name} "
+                        f"with its SHA-256 ({metadata.onnx.sha256[:12]}…) is at {recorded} or beside the engine; "
+                        "rebuild the engine (`make engine` with the same variables)")
+
+
+def _served_files(engines: list[Path], metadata: list[EngineMetadata], backend: str) -> tuple[list[Path], list[str]]:
+    """(what the version folder holds, under which names): the plans, or for the python backend the one engine's
+    typed ONNX."""
+    if backend == "tensorrt":
+        return engines, [f"model.sm{meta.target.sm}.plan" if len(engines) > 1 else "model.plan" for meta in metadata]
+    if len(engines) != 1:
+        raise PipelineError(f"the python backend serves one model on the CPU, got {len(engines)} engines; pass one")
+    return [_typed_onnx(engines[0], metadata[0])], ["model.onnx"]
 
 
 def write_model_repository(engines: list[Path], repository: Path, *, model_name: str,
                            recipe: EngineRecipe | None = None, plugin_library: Path | None = None,
-                           max_queue_delay_us: int = 100, instances: int = 1) -> TritonModel:
+                           max_queue_delay_us: int = 100, instances: int = 1, backend: str = "tensorrt"
+                           ) -> TritonModel:
     """Write a Triton model repository serving ``engines`` (one per compute capability, metadata beside each) as
     ``model_name`` into ``repository``; see the module docstring. ``recipe``: the model options the engines must
     match (classifier or backbone, input size), which the README's rebuild commands name. ``plugin_library``
-    defaults to the library the engines were built with (their metadata names it); it must be that library."""
+    defaults to the library the engines were built with (their metadata names it); it must be that library.
+    ``backend`` "python": the CPU verification route (python_model.py over the engine's typed ONNX) instead."""
     engines, repository = [Path(e) for e in engines], Path(repository)
     if not _MODEL_NAME.fullmatch(model_name):
         raise PipelineError(f"model name {model_name!r}: use letters, digits, '_', '.' and '-' (Triton's folder name)")
-    if instances < 1 or max_queue_delay_us < 0:
-        raise PipelineError(f"instances must be >= 1 and the queue delay >= 0 µs, got {instances} and "
-                            f"{max_queue_delay_us}")
+    if instances < 1 or max_queue_delay_us < 0 or backend not in TRITON_BACKENDS:
+        raise PipelineError(f"instances must be >= 1, the queue delay >= 0 µs and the backend one of "
+                            f"{', '.join(TRITON_BACKENDS)}, got {instances}, {max_queue_delay_us} and {backend!r}")
     metadata = _checked_engines(engines, plugin_library)
     first = metadata[0]
     if recipe is not None:
@@ -471,43 +534,53 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
     else:  # only the variant is unknown: the engine's metadata says the rest
         recipe = EngineRecipe(variant="<variant>", img_size=tuple(first.inputs[0].shape[2:]),
                               features_only=served_kind(first) == "backbone")
-    library, registers_with = _checked_plugin(engines, metadata, plugin_library)
+    library, registers_with = (_checked_plugin(engines, metadata, plugin_library) if backend == "tensorrt"
+                               else (None, None))
+    sources, files = _served_files(engines, metadata, backend)
     _checked_target(repository)
-
-    files = [f"model.sm{meta.target.sm}.plan" if len(engines) > 1 else "model.plan" for meta in metadata]
     record = _record(engines, metadata, repository, model_name, files, library, max_queue_delay_us=max_queue_delay_us,
-                     instances=instances, plugin_registers_with_tensorrt=registers_with)
+                     instances=instances, plugin_registers_with_tensorrt=registers_with, backend=backend)
     rtx = [str(e) for e, meta in zip(engines, metadata, strict=True) if meta.backend.name == TENSORRT_RTX.name]
-    if rtx:
+    if rtx and backend == "tensorrt":
         log.warning("triton: %s built by TensorRT-RTX, which Triton's TensorRT backend cannot load; the repository "
                     "is written, and its README says how to rebuild for the server", ", ".join(rtx))
-
+    python_path = _python_path() if backend == "python" else None
     with atomic_folder(repository) as tmp:
         version = tmp / model_name / "1"
         version.mkdir(parents=True)
-        for engine, file in zip(engines, files, strict=True):
-            shutil.copyfile(engine, version / file)
+        for source, file in zip(sources, files, strict=True):
+            shutil.copyfile(source, version / file)
+        if python_path is not None:
+            shutil.copyfile(PYTHON_MODEL_SOURCE, version / "model.py")
         if library:
             shutil.copy2(library, tmp / model_name / library.name)
-        (tmp / record.config).write_text(config_text(model_name, metadata, files,
-                                                     max_queue_delay_us=max_queue_delay_us, instances=instances))
+        (tmp / record.config).write_text(config_text(model_name, metadata, files, max_queue_delay_us=max_queue_delay_us,
+                                                     instances=instances, python_path=python_path))
         (tmp / record.readme).write_text(_readme(record, metadata, recipe))
         shutil.copyfile(CLIENT_SOURCE, tmp / record.client)
         shutil.copyfile(TRANSFORM_SOURCE, tmp / TRANSFORM_SOURCE.name)
         write_json(tmp / MARKER, {**record.to_json(), "repository": "."})
-    log.info("triton: wrote %s (model %s, a %s: %d engine(s) for %s, max batch %d); start it as its README.md says",
-             repository, model_name, record.kind, len(engines), ", ".join(f"SM{m.target.sm}" for m in metadata),
-             record.max_batch_size)
+    log.info("triton: wrote %s (model %s, a %s on the %s backend: %d engine(s) for %s, max batch %d); start it as its "
+             "README.md says", repository, model_name, record.kind, backend, len(engines),
+             ", ".join(f"SM{m.target.sm}" for m in metadata), record.max_batch_size)
     return record
+
+
+def _python_path() -> list[str]:
+    """The python backend model's sys.path head; installs the served environment (build/serving) on first use."""
+    from pipeline.serving.tritonserver import project_python_path, serving_env  # pip, only for this route
+
+    return [str(serving_env().site), *project_python_path()]
 
 
 def write_recipe_repository(recipe: EngineRecipe, repository: Path, *, engine_dir: Path | None = None,
                             engines: list[Path] | None = None, plugin_library: Path | None = None,
-                            max_queue_delay_us: int = 100, instances: int = 1) -> TritonModel:
+                            max_queue_delay_us: int = 100, instances: int = 1, backend: str = "tensorrt"
+                            ) -> TritonModel:
     """``make triton``: the repository of ``recipe``'s model, named :func:`model_name` — ``engines`` if given, else
     the one ``make engine`` wrote for it into ``engine_dir`` (default ``recipe.default_out_dir``). Builds nothing."""
     recipe.validate(until="export")  # the variant, route and precision, before looking for files
     chosen = list(engines) if engines else [find_engine(recipe, engine_dir)]
     return write_model_repository(chosen, repository, model_name=model_name(recipe), recipe=recipe,
                                   plugin_library=plugin_library, max_queue_delay_us=max_queue_delay_us,
-                                  instances=instances)
+                                  instances=instances, backend=backend)

@@ -143,7 +143,7 @@ class TritonModelClient:
     """One model on one server, over gRPC or HTTP."""
 
     def __init__(self, url: str, protocol: str, model: str) -> None:
-        self.protocol, self.model = protocol, model
+        self.url, self.protocol, self.model = url, protocol, model
         self.module = _client_module(protocol)
         self.client = self.module.InferenceServerClient(url=url)
         try:
@@ -163,14 +163,36 @@ class TritonModelClient:
         """Every output for ``images``, in requests of at most max_batch_size images."""
         results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
         for start in range(0, len(images), self.spec.max_batch_size):
-            name, datatype, batch = build_request(images[start:start + self.spec.max_batch_size], self.config)
-            request = self.module.InferInput(name, list(batch.shape), datatype)
-            request.set_data_from_numpy(batch)
-            result = self.client.infer(self.model, [request],
-                                       outputs=[self.module.InferRequestedOutput(o) for o in self.outputs])
+            result = self.send(*build_request(images[start:start + self.spec.max_batch_size], self.config))
             for output in self.outputs:
                 results[output].append(result.as_numpy(output))
         return {name: np.concatenate(arrays) for name, arrays in results.items()}
+
+    def send(self, name: str, datatype: str, batch: np.ndarray) -> Any:
+        """One request of ``batch`` as input ``name``; a ClientError naming the server when it stops answering or
+        refuses the request (Triton's reason, one line)."""
+        request = self.module.InferInput(name, list(batch.shape), datatype)
+        request.set_data_from_numpy(batch)
+        try:
+            return self.client.infer(self.model, [request],
+                                     outputs=[self.module.InferRequestedOutput(o) for o in self.outputs])
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            if type(error).__name__ == "InferenceServerException" and not _unreachable(error):
+                if not self._model_ready():  # a stopping server unloads its models before it closes its ports
+                    raise ClientError(f"the Triton server at {self.url} stopped serving {self.model} ({reason}); "
+                                      "restart it (or load the model) and run again") from None
+                raise ClientError(f"the Triton server at {self.url} refused the request: {reason}") from None
+            if _unreachable(error) or type(error).__module__.split(".")[0] in ("grpc", "geventhttpclient"):
+                raise ClientError(f"the Triton server at {self.url} stopped answering {self.protocol} ({reason}); "
+                                  "restart it and run again") from None
+            raise
+
+    def _model_ready(self) -> bool:
+        try:
+            return bool(self.client.is_model_ready(self.model))
+        except Exception:  # no answer at all: not ready either
+            return False
 
 
 def _unreachable(error: Exception) -> bool:
