@@ -114,3 +114,14 @@ def test_every_stage_is_a_module_whose_run_takes_the_job_and_returns_a_typed_rep
         hints = typing.get_type_hints(run, localns={"EngineJob": EngineJob})
         assert list(inspect.signature(run).parameters) == ["job"] and hints["job"] is EngineJob
         assert issubclass(hints["return"], JsonRecord), stage.name
+
+
+def test_the_precision_result_keeps_the_shape_report_json_has_always_had() -> None:
+    """FP32: its name; FP16: the conversion's own record; INT8: calibration, images and conversion (readers of
+    report.json and stages.json depend on these shapes)."""
+    from pipeline.stages.precision import Fp16Report, PrecisionReport
+
+    fp16 = Fp16Report(input="a.onnx", output="b.onnx", precision="fp16", initializers_converted=1, casts_inserted=2,
+                      fp32_nodes={"LayerNormalization": 3}, qdq_nodes=0)
+    assert PrecisionReport("fp32").to_json() == {"precision": "fp32"}
+    assert PrecisionReport("fp16", fp16=fp16).to_json() == fp16.to_json()

@@ -11,7 +11,7 @@ import collections
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -21,7 +21,7 @@ from pipeline.common.artifacts import check_writable
 from pipeline.common.errors import PipelineError
 from pipeline.common.image_plan import ImageSelection
 from pipeline.common.onnx_io import QDQ_OPS, read_onnx, write_onnx
-from pipeline.common.records import JsonRecord
+from pipeline.common.records import JsonRecord, to_plain
 from pipeline.stages import int8
 
 if TYPE_CHECKING:
@@ -179,6 +179,15 @@ class PrecisionReport(JsonRecord):
     fp16: Fp16Report | None = None
     calibration: int8.Int8Report | None = None
     images: ImageSelection | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        # The shapes report.json and stages.json have always had: FP32 its name, FP16 the conversion's own record,
+        # INT8 the calibration, its images and the conversion.
+        if self.fp16 is None:
+            return {"precision": self.precision}
+        if self.calibration is None:
+            return self.fp16.to_json()
+        return {"calibration": self.calibration.to_json(), "images": to_plain(self.images), "fp16": self.fp16.to_json()}
 
 
 def run(job: EngineJob) -> PrecisionReport:

@@ -86,6 +86,7 @@ class VerifyImages(JsonRecord):
     files_found: int | None = None
     files_skipped: int | None = None
     skipped: tuple[str, ...] = ()
+    samples: int | None = None  #: images read from the files, augmented ones included (verify.json has always had it)
     augmented_samples: int | None = None
     excluded: tuple[str, ...] = ()
     note: str | None = None
@@ -228,7 +229,8 @@ def _verification_images(selection: ImageSelection, count: int | None, size: tup
         source=selection.source, count=len(loaded), batch=batch, seed=VERIFY_SEED,
         folder=None if selection.folder is None else str(selection.folder), files=files,
         files_found=loaded.files_found, files_skipped=len(loaded.files_skipped),
-        skipped=tuple(str(p) for p in loaded.files_skipped), augmented_samples=loaded.augmented_samples,
+        skipped=tuple(str(p) for p in loaded.files_skipped), samples=len(loaded),
+        augmented_samples=loaded.augmented_samples,
         excluded=tuple(str(p) for p in selection.excluded), note=selection.note)
     return loaded.images, record
 
