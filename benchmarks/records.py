@@ -349,3 +349,68 @@ class KernelBenchRun(JsonRecord):
     def gpu_load(self) -> GpuLoad | None:
         load = self.environment.get("gpu_load")
         return None if load is None else GpuLoad.from_json(load)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# make profile (benchmarks/profile.py): build/swin_<v>/profile.json
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerTime(JsonRecord):
+    """One engine layer's average time over the profiled runs and its share of their sum."""
+
+    name: str
+    average_ms: float
+    percent: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSummary(JsonRecord):
+    """Where an engine's time goes: the plugin layers, TensorRT's own attention layers (how many blocks became one
+    layer), Myelin's fused regions and any Softmax left as a layer of its own (attention not fused)."""
+
+    total_ms: float
+    layers: int
+    plugin_layers: int
+    plugin_ms: float
+    plugin_percent: float
+    myelin_regions: int
+    myelin_percent: float
+    standalone_softmax_layers: tuple[str, ...]
+    attention_fused_by_myelin: bool
+    attention_layers: int
+    attention_percent: float
+    attention_blocks: int
+    attention_blocks_in_one_layer: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineProfile(JsonRecord):
+    """One engine profiled: ``inspector`` is TensorRT's engine inspector's JSON, as TensorRT writes it."""
+
+    engine: str
+    batch: int
+    iterations: int
+    summary: LayerSummary
+    layers: tuple[LayerTime, ...]
+    inspector: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped(JsonRecord):
+    """A route that was not profiled."""
+
+    skipped: str  #: why
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileRun(BenchRecord):
+    """``profile.json``: the plugin engine's profile, and TensorRT's own attention's and the plain ONNX's engines'
+    (each skipped with the reason when it could not be built or run)."""
+
+    variant: str
+    precision: str
+    plugin_engine: EngineProfile
+    attention_engine: EngineProfile | Skipped
+    native_engine: EngineProfile | Skipped | None = dataclasses.field(default=None, metadata=OMIT)
+

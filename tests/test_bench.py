@@ -30,10 +30,14 @@ from benchmarks.records import (
     BatchResult,
     BenchRun,
     BenchSettings,
+    EngineProfile,
     GpuLoad,
+    LayerTime,
     Measured,
     OnnxInputs,
+    ProfileRun,
     RouteRecord,
+    Skipped,
     Spread,
 )
 from benchmarks.routes import (
@@ -740,27 +744,37 @@ def test_bench_rejects_unknown_paths_and_missing_onnx(tmp_path, capsys):
 
 
 def test_profile_summary_finds_the_plugin_share_and_myelin_fusion():
-    ours = [{"name": "qkv", "average_ms": 1.0, "percent": 25.0},
-            {"name": "block0/SwinWindowAttention", "average_ms": 2.0, "percent": 50.0},
-            {"name": "proj", "average_ms": 1.0, "percent": 25.0}]
+    ours = [LayerTime("qkv", 1.0, 25.0), LayerTime("block0/SwinWindowAttention", 2.0, 50.0),
+            LayerTime("proj", 1.0, 25.0)]
     summary = profile.summarize_layers(ours, ["block0/SwinWindowAttention"])
-    assert (summary["plugin_layers"], summary["plugin_percent"], summary["total_ms"]) == (1, 50.0, 4.0)
-    assert summary["attention_fused_by_myelin"] is False
-    fused = [{"name": "{ForeignNode[/layers.0/Softmax.../MatMul]}", "average_ms": 3.0, "percent": 100.0}]
-    assert profile.summarize_layers(fused, [])["attention_fused_by_myelin"] is True
-    unfused = [*fused, {"name": "/layers.1/attn/Softmax", "average_ms": 1.0, "percent": 10.0}]
-    assert profile.summarize_layers(unfused, [])["standalone_softmax_layers"] == ["/layers.1/attn/Softmax"]
+    assert (summary.plugin_layers, summary.plugin_percent, summary.total_ms) == (1, 50.0, 4.0)
+    assert summary.attention_fused_by_myelin is False
+    fused = [LayerTime("{ForeignNode[/layers.0/Softmax.../MatMul]}", 3.0, 100.0)]
+    assert profile.summarize_layers(fused, []).attention_fused_by_myelin is True
+    unfused = [*fused, LayerTime("/layers.1/attn/Softmax", 1.0, 10.0)]
+    assert profile.summarize_layers(unfused, []).standalone_softmax_layers == ("/layers.1/attn/Softmax",)
 
 
 def test_profile_summary_counts_tensorrt_attention_blocks_fused_into_one_layer():
-    layers = [{"name": "{ForeignNode[tensorrt_attention_0/attention_AttentionInput...]}", "average_ms": 2.0,
-               "percent": 40.0},
-              {"name": "tensorrt_attention_1/attention_AttentionInput", "average_ms": 1.0, "percent": 20.0},
-              {"name": "tensorrt_attention_1/attention_AttentionOutput", "average_ms": 1.0, "percent": 20.0},
-              {"name": "tensorrt_attention_1/proj_matmul", "average_ms": 1.0, "percent": 20.0}]
+    layers = [LayerTime("{ForeignNode[tensorrt_attention_0/attention_AttentionInput...]}", 2.0, 40.0),
+              LayerTime("tensorrt_attention_1/attention_AttentionInput", 1.0, 20.0),
+              LayerTime("tensorrt_attention_1/attention_AttentionOutput", 1.0, 20.0),
+              LayerTime("tensorrt_attention_1/proj_matmul", 1.0, 20.0)]
     summary = profile.summarize_layers(layers, [])
-    assert (summary["attention_blocks"], summary["attention_blocks_in_one_layer"]) == (2, 1)
-    assert (summary["attention_layers"], summary["attention_percent"], summary["plugin_layers"]) == (3, 80.0, 0)
+    assert (summary.attention_blocks, summary.attention_blocks_in_one_layer) == (2, 1)
+    assert (summary.attention_layers, summary.attention_percent, summary.plugin_layers) == (3, 80.0, 0)
+
+
+def test_a_profile_run_writes_and_reads_back_its_json():
+    """profile.json: each route a profile or the reason it was skipped, the plain ONNX's absent with --no-native."""
+    layers = (LayerTime("block0/SwinWindowAttention", 2.0, 100.0),)
+    ours = EngineProfile("e.engine", 1, 50, profile.summarize_layers(list(layers), []), layers, {"Layers": []})
+    run = ProfileRun("T", "fp16", ours, Skipped("no engine of the tensorrt route"))
+    data = json.loads(json.dumps(run.to_json()))
+    assert data["attention_engine"] == {"skipped": "no engine of the tensorrt route"} and "native_engine" not in data
+    assert data["plugin_engine"]["layers"] == [{"name": "block0/SwinWindowAttention", "average_ms": 2.0,
+                                                "percent": 100.0}]
+    assert ProfileRun.from_json(data) == run
 
 
 @pytest.mark.skipif(environment.driver_version() is not None, reason="checks the CPU-only behaviour")

@@ -41,7 +41,8 @@ def _from_plain(hint: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
-        return _from_plain(next(a for a in arguments if a is not type(None)), value)
+        options = [a for a in arguments if a is not type(None)]
+        return _from_plain(next((a for a in options if _fits(a, value)), options[0]), value)
     if origin is tuple:
         if len(arguments) == 2 and arguments[1] is Ellipsis:
             return tuple(_from_plain(arguments[0], item) for item in value)
@@ -61,6 +62,15 @@ def _from_plain(hint: Any, value: Any) -> Any:
     if hint is Path:
         return Path(value)
     return value  # str, bool, Any: as JSON has them
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` can be the record ``hint`` (it has every field without a default); True for other types."""
+    if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+        return True
+    required = {f.name for f in dataclasses.fields(hint)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    return isinstance(value, dict) and required <= value.keys()
 
 
 @functools.cache
