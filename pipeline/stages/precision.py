@@ -21,7 +21,7 @@ from pipeline.common.artifacts import check_writable
 from pipeline.common.errors import PipelineError
 from pipeline.common.image_plan import ImageSelection
 from pipeline.common.onnx_io import QDQ_OPS, read_onnx, write_onnx
-from pipeline.common.records import JsonRecord, to_plain
+from pipeline.common.records import JsonRecord
 from pipeline.stages import int8
 
 if TYPE_CHECKING:
@@ -187,7 +187,8 @@ class PrecisionReport(JsonRecord):
             return {"precision": self.precision}
         if self.calibration is None:
             return self.fp16.to_json()
-        return {"calibration": self.calibration.to_json(), "images": to_plain(self.images), "fp16": self.fp16.to_json()}
+        images = None if self.images is None else self.images.summary()
+        return {"calibration": self.calibration.to_json(), "images": images, "fp16": self.fp16.to_json()}
 
 
 def run(job: EngineJob) -> PrecisionReport:
