@@ -1,1 +1,2 @@
-"""The pipeline's stages, one module each: export, surgery, check, precision, int8, verify."""
+"""The pipeline's stages, one module each with ``run(job) -> <Stage>Report``: export, surgery, check, precision,
+int8, build, verify."""
