@@ -68,9 +68,11 @@ def _fits(hint: Any, value: Any) -> bool:
     """Whether ``value`` can be the record ``hint`` (it has every field without a default); True for other types."""
     if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
         return True
-    required = {f.name for f in dataclasses.fields(hint)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    return isinstance(value, dict) and required <= value.keys()
+    return isinstance(value, dict) and {f.name for f in dataclasses.fields(hint) if _required(f)} <= value.keys()
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 @functools.cache
@@ -103,6 +105,6 @@ def _dataclass_from_plain(cls: type[D], data: dict[str, Any]) -> D:
     for field in dataclasses.fields(cls):
         if field.name in data:
             values[field.name] = _from_plain(hints[field.name], data[field.name])
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+        elif _required(field):
             raise KeyError(field.name)
     return cls(**values)

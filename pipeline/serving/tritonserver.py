@@ -111,8 +111,9 @@ class TritonServer:
 
     def start(self) -> TritonServer:
         """Start it (on the ports of an earlier start, if any: a restart) and wait until it is live."""
-        free = iter(free_ports(2))
-        self.http_port, self.grpc_port = self.http_port or next(free), self.grpc_port or next(free)
+        if not (self.http_port and self.grpc_port):
+            free = iter(free_ports(2))
+            self.http_port, self.grpc_port = self.http_port or next(free), self.grpc_port or next(free)
         command = [str(self.env.tritonserver), *(f"--model-repository={r}" for r in self.repositories),
                    f"--backend-directory={self.env.backends}", "--model-control-mode=explicit",
                    "--http-address=127.0.0.1", f"--http-port={self.http_port}", "--grpc-address=127.0.0.1",
