@@ -28,6 +28,9 @@ MASK_VALUE = -100.0
 MAX_WINDOW_SIZE = 16
 HEAD_DIM_MULTIPLE = 8
 MAX_HEAD_DIM = 64
+#: Version 2 (the map layout): qkv ``[B, H, W, 3C]``, so H and W come from the tensor at run time; its attributes.
+MAP_VERSION = "2"
+MAP_ATTRIBUTES = ("window_size", "shift_size", "num_heads", "scale")
 #: The C ABI's SwinAttnParams (swin_window_attention.h): (field, type) in declaration order.
 ABI_PARAMS = (
     ("batch", "int32"),

@@ -9,6 +9,7 @@ See ``plugins/swin_window_attention/README.md`` for the node contract; its const
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ import numpy as np
 # Re-exported (``X as X``): the rest of the project reads the contract's constants from here.
 from pipeline.kernels.node_contract import ATTRIBUTE_TYPES, PLUGIN_NAMESPACE
 from pipeline.kernels.node_contract import ATTRIBUTES as ATTRIBUTES
+from pipeline.kernels.node_contract import MAP_ATTRIBUTES as MAP_ATTRIBUTES
+from pipeline.kernels.node_contract import MAP_VERSION as MAP_VERSION
 from pipeline.kernels.node_contract import MASK_VALUE as MASK_VALUE
 from pipeline.kernels.node_contract import PLUGIN_DOMAIN as PLUGIN_DOMAIN
 from pipeline.kernels.node_contract import PLUGIN_OP as PLUGIN_OP
@@ -32,14 +35,58 @@ _PYTHON_TYPES = {"int32": int, "float32": float}
 SCORES_CHUNK_BYTES = 4 << 20
 
 
-def node_attributes(**values: float) -> dict[str, int | float | str]:
-    """The ONNX attributes of a node with these attribute values: each of ``ATTRIBUTES`` in order as its contract
-    type, then the ``plugin_version`` and ``plugin_namespace`` the TensorRT ONNX parser reads."""
-    if sorted(values) != sorted(ATTRIBUTES):
-        raise ValueError(f"{PLUGIN_OP}: attributes {sorted(values)} given, the contract's are {list(ATTRIBUTES)}")
-    typed: dict[str, int | float | str] = {name: _PYTHON_TYPES[ATTRIBUTE_TYPES[name]](values[name])
-                                           for name in ATTRIBUTES}
-    return typed | {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE}
+def version_attributes(version: str) -> tuple[str, ...]:
+    """The attribute names of a node of contract ``version`` ("1": with height and width; "2": the map layout)."""
+    if version not in (PLUGIN_VERSION, MAP_VERSION):
+        raise ValueError(f"{PLUGIN_OP}: plugin_version {version!r} is unknown; the contract has "
+                         f"{PLUGIN_VERSION!r} and {MAP_VERSION!r}")
+    return ATTRIBUTES if version == PLUGIN_VERSION else MAP_ATTRIBUTES
+
+
+def node_attributes(version: str = PLUGIN_VERSION, **values: float) -> dict[str, int | float | str]:
+    """The ONNX attributes of a node of contract ``version`` with these attribute values: each of its attributes in
+    order as its contract type, then the ``plugin_version`` and ``plugin_namespace`` the TensorRT ONNX parser reads."""
+    names = version_attributes(version)
+    if sorted(values) != sorted(names):
+        raise ValueError(f"{PLUGIN_OP}: attributes {sorted(values)} given, version {version}'s are {list(names)}")
+    typed: dict[str, int | float | str] = {name: _PYTHON_TYPES[ATTRIBUTE_TYPES[name]](values[name]) for name in names}
+    return typed | {"plugin_version": version, "plugin_namespace": PLUGIN_NAMESPACE}
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchParams:
+    """What the kernels run one node with: the C ABI's ``SwinAttnParams`` (``ABI_PARAMS``), field for field."""
+
+    batch: int
+    height: int
+    width: int
+    channels: int
+    num_heads: int
+    window_size: int
+    shift_size: int  #: the shift applied: version 2 drops it where min(H, W) <= window_size
+    scale: float
+
+
+def launch_params(version: str, qkv_shape: tuple[int, ...], *, window_size: int, shift_size: int, num_heads: int,
+                  scale: float, height: int | None = None, width: int | None = None) -> LaunchParams:
+    """The one pure function from a node's runtime ``qkv`` shape and attributes to what its kernels run with (the
+    plugin's enqueue computes the same in C++: ``launchParams`` in swin_window_attention_index.h).
+
+    Version 1: ``qkv [B, H*W, 3C]``, ``height`` and ``width`` are attributes and the shift is taken as given.
+    Version 2: ``qkv [B, H, W, 3C]``; the shift is dropped where ``min(H, W) <= window_size``, as the model's blocks do.
+    """
+    if version == MAP_VERSION:
+        if len(qkv_shape) != 4:
+            raise ValueError(f"{PLUGIN_OP} version {MAP_VERSION}: qkv must be [B, H, W, 3C], got {list(qkv_shape)}")
+        batch, height, width, three_c = qkv_shape
+        shift_size = 0 if min(height, width) <= window_size else shift_size
+    else:
+        if len(qkv_shape) != 3 or height is None or width is None:
+            raise ValueError(f"{PLUGIN_OP} version {PLUGIN_VERSION}: qkv must be [B, H*W, 3C] with height and width "
+                             f"attributes, got shape {list(qkv_shape)}")
+        batch, _, three_c = qkv_shape
+    return LaunchParams(batch=int(batch), height=int(height), width=int(width), channels=int(three_c) // 3,
+                        num_heads=num_heads, window_size=window_size, shift_size=shift_size, scale=scale)
 
 
 def padded_size(size: int, window_size: int) -> int:
@@ -101,6 +148,19 @@ def validate_attributes(qkv_shape: tuple[int, ...], rel_bias_shape: tuple[int, .
     if tuple(rel_bias_shape) != (num_heads, n, n):
         raise ValueError(f"{PLUGIN_OP}: rel_bias must be [{num_heads}, {n}, {n}], got {list(rel_bias_shape)}")
     return channels
+
+
+def map_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: np.ndarray, *, window_size: int,
+                            shift_size: int, num_heads: int, scale: float) -> np.ndarray:
+    """Evaluate one version-2 node: ``qkv [B, H, W, 3C]`` → ``[B, H, W, C]``; version 1's semantics at the
+    :func:`launch_params` of its shape (H and W from the tensor, the shift dropped on small maps)."""
+    p = launch_params(MAP_VERSION, qkv.shape, window_size=window_size, shift_size=shift_size, num_heads=num_heads,
+                      scale=scale)
+    tokens = np.ascontiguousarray(qkv).reshape(p.batch, p.height * p.width, 3 * p.channels)
+    out = window_attention_reference(tokens, rel_bias, qkv_bias, height=p.height, width=p.width,
+                                     window_size=p.window_size, shift_size=p.shift_size, num_heads=p.num_heads,
+                                     scale=p.scale)
+    return out.reshape(p.batch, p.height, p.width, p.channels)
 
 
 def window_attention_reference(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: np.ndarray, *, height: int,
