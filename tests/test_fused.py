@@ -16,7 +16,14 @@ from plugin_build import native_libs_for
 import pipeline.kernels.ops
 from pipeline.common.onnx_io import ort_session
 from pipeline.common.variants import SwinConfig
-from pipeline.kernels.reference import PLUGIN_DOMAIN, PLUGIN_OP, window_attention_reference
+from pipeline.kernels.reference import (
+    MAP_ATTRIBUTES,
+    MAP_VERSION,
+    PLUGIN_DOMAIN,
+    PLUGIN_OP,
+    launch_params,
+    window_attention_reference,
+)
 from pipeline.models import SwinTransformer, build_swin, perturb_weights_
 from pipeline.stages.export import export_onnx
 from pipeline.stages.surgery import replace_window_attention
@@ -155,7 +162,7 @@ def test_torch_compile_traces_the_op_without_graph_breaks() -> None:
     images = torch.randn(1, 3, 100, 132)
     with torch.no_grad():
         expected, actual = model(images), compiled(images)
-    assert targets.count(torch.ops.swin.window_attention.default) == sum(tiny_config().depths)
+    assert targets.count(torch.ops.swin.window_attention_map.default) == sum(tiny_config().depths)
     for e, a in zip(expected, actual, strict=True):
         assert float((a - e).abs().max()) <= 1e-5
     torch._dynamo.reset()
@@ -169,9 +176,11 @@ def plugin_nodes(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, dict, lis
 
 
 def test_fused_export_is_what_surgery_writes(tmp_path: Path) -> None:
-    """A second, independent route to model.swin.onnx: the fused model's export holds the nodes surgery writes for
-    the unfused export (same op counts, attributes, rel_bias and qkv_bias initializers), and runs in onnxruntime
-    (reference op) as PyTorch does. 100×132 pads every stage; the batch is dynamic."""
+    """A second, independent route to model.swin.onnx: the fused model's export holds, as contract version 2 nodes,
+    the nodes surgery writes for the unfused export (same ops but the two Reshapes around each node; each node's
+    height, width and applied shift are launch_params of its version-2 twin; same rel_bias and qkv_bias
+    initializers), and runs in onnxruntime (reference op) as PyTorch does. 100×132 pads every stage; the batch is
+    dynamic."""
     torch.manual_seed(0)
     unfused = perturb_weights_(SwinTransformer(tiny_config(), features_only=True))
     fused = SwinTransformer(tiny_config(), features_only=True, fused_attention=True).eval()
@@ -185,22 +194,26 @@ def test_fused_export_is_what_surgery_writes(tmp_path: Path) -> None:
     fused_path = export_onnx(fused, tmp_path / "fused.onnx", img_size=size, max_batch=2)  # checked there too
 
     surgered, exported = onnx.load(str(surgered_path)), onnx.load(str(fused_path))
-    assert (collections.Counter(n.op_type for n in exported.graph.node)
-            == collections.Counter(n.op_type for n in surgered.graph.node))
+    without_node_reshapes = collections.Counter(n.op_type for n in surgered.graph.node)
+    without_node_reshapes["Reshape"] -= 2 * 6
+    assert collections.Counter(n.op_type for n in exported.graph.node) == without_node_reshapes
     assert {(o.domain, o.version) for o in exported.opset_import} >= {(PLUGIN_DOMAIN, 1)}
     expected_nodes, actual_nodes = plugin_nodes(surgered), plugin_nodes(exported)
     assert len(actual_nodes) == len(expected_nodes) == 6
-    for (expected, expected_attrs, expected_inputs), (actual, actual_attrs, actual_inputs) in zip(
-            expected_nodes, actual_nodes, strict=True):
+    for (expected, v1, expected_inputs), (actual, v2, actual_inputs) in zip(expected_nodes, actual_nodes, strict=True):
         assert actual.domain == expected.domain == PLUGIN_DOMAIN and len(actual.input) == 3
-        assert actual_attrs.keys() == expected_attrs.keys()
-        assert {k: v for k, v in actual_attrs.items() if k != "scale"} == {
-            k: v for k, v in expected_attrs.items() if k != "scale"}
-        assert abs(actual_attrs["scale"] - expected_attrs["scale"]) <= 1e-7
+        assert (v1["plugin_version"], v2["plugin_version"]) == (b"1", MAP_VERSION.encode())
+        assert set(v2) == set(MAP_ATTRIBUTES) | {"plugin_version", "plugin_namespace"}
+        params = launch_params(MAP_VERSION, (1, v1["height"], v1["width"], 3 * 8), window_size=v2["window_size"],
+                               shift_size=v2["shift_size"], num_heads=v2["num_heads"], scale=v2["scale"])
+        assert (params.shift_size, params.window_size, params.num_heads) == (
+            v1["shift_size"], v1["window_size"], v1["num_heads"])
+        assert abs(v2["scale"] - v1["scale"]) <= 1e-7
         assert actual_inputs[0] is None  # qkv: the activations
         for e, a in zip(expected_inputs[1:], actual_inputs[1:], strict=True):  # rel_bias, qkv_bias: initializers
             assert a is not None and e is not None
             np.testing.assert_array_equal(a, e)
+    assert [v2["shift_size"] for _, v2, _ in actual_nodes] == [0, 3, 0, 3, 0, 0]
 
     images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

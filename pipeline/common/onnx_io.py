@@ -20,7 +20,14 @@ from pipeline.common.artifacts import atomic_path
 from pipeline.common.errors import PipelineError
 from pipeline.common.interrupts import interrupts_deferred
 from pipeline.kernels.node_contract import ATTRIBUTE_TYPES
-from pipeline.kernels.reference import ATTRIBUTES, PLUGIN_OP, window_attention_reference
+from pipeline.kernels.reference import (
+    ATTRIBUTES,
+    MAP_ATTRIBUTES,
+    MAP_VERSION,
+    PLUGIN_OP,
+    map_attention_reference,
+    window_attention_reference,
+)
 
 #: The ops of an INT8 graph's explicit quantization.
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -69,6 +76,8 @@ def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path) ->
 
 #: onnxruntime-extensions runs Python custom ops only from this domain.
 ORT_CUSTOM_DOMAIN = "ai.onnx.contrib"
+#: The op type version-2 nodes run as there: onnxruntime-extensions keys a Python op (and its attributes) by type.
+ORT_MAP_OP = f"{PLUGIN_OP}Map"
 
 
 #: Exceptions the reference raised inside an onnxruntime run. One cannot cross onnxruntime's C++ frames (the process
@@ -78,29 +87,33 @@ _op_errors: list[Exception] = []
 
 @functools.cache
 def _register_ort_custom_op() -> str:
-    """Register the reference as an onnxruntime-extensions op once; return the extensions library path."""
+    """Register the reference of both contract versions as onnxruntime-extensions ops once; return the library."""
     from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
     from onnxruntime_extensions._ocos import _on_pyop_invocation
 
-    int_attr, float_attr, str_attr = PyCustomOpDef.dt_int64, PyCustomOpDef.dt_float, PyCustomOpDef.dt_string
-    kinds = {"int32": int_attr, "float32": float_attr}
-    attrs = {name: kinds[ATTRIBUTE_TYPES[name]] for name in ATTRIBUTES}
-    attrs |= {"plugin_version": str_attr, "plugin_namespace": str_attr}
+    kinds = {"int32": PyCustomOpDef.dt_int64, "float32": PyCustomOpDef.dt_float}
+    strings = {"plugin_version": PyCustomOpDef.dt_string, "plugin_namespace": PyCustomOpDef.dt_string}
+    ops: dict[int, Callable] = {}
+    for op_type, names, reference in ((PLUGIN_OP, ATTRIBUTES, window_attention_reference),
+                                      (ORT_MAP_OP, MAP_ATTRIBUTES, map_attention_reference)):
+        def compute(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: np.ndarray, *, _names: tuple[str, ...] = names,
+                    _reference: Callable = reference, **attributes: int | float | str) -> np.ndarray:
+            return _reference(qkv, rel_bias, qkv_bias, **{name: attributes[name] for name in _names})
 
-    @onnx_op(op_type=PLUGIN_OP, inputs=[PyCustomOpDef.dt_float] * 3, outputs=[PyCustomOpDef.dt_float], attrs=attrs)
-    def swin_window_attention(qkv: np.ndarray, rel_bias: np.ndarray, qkv_bias: np.ndarray,
-                              **attributes: int | float | str) -> np.ndarray:
-        kwargs = {name: attributes[name] for name in ATTRIBUTES}
-        return window_attention_reference(qkv, rel_bias, qkv_bias, **kwargs)
+        attrs = {name: kinds[ATTRIBUTE_TYPES[name]] for name in names} | strings
+        op = onnx_op(op_type=op_type, inputs=[PyCustomOpDef.dt_float] * 3, outputs=[PyCustomOpDef.dt_float],
+                     attrs=attrs)(compute)
+        ops[id(op)] = op
 
     def invoke(op_id: int, inputs: list[np.ndarray], attributes: dict[str, str]) -> tuple:
         """onnxruntime-extensions' callback, returning the output as an array: the stock one returns ``tolist()``
         of it (~5 s per Swin-B-384 batch of 8 on 2 cores, four times the op itself), while its C++ side takes
         any array and copies its buffer (hence C-contiguous float32)."""
-        if op_id != id(swin_window_attention):  # the id onnx_op registered; other Python ops keep the stock path
+        op = ops.get(op_id)  # the ids onnx_op registered; other Python ops keep the stock path
+        if op is None:
             return _on_pyop_invocation(op_id, inputs, attributes)
         try:
-            out = swin_window_attention(*inputs, **swin_window_attention.cast_attributes(attributes))
+            out = op(*inputs, **op.cast_attributes(attributes))
         except Exception as error:  # e.g. a node whose attributes contradict its inputs
             _op_errors.append(error)
             qkv = inputs[0]
@@ -109,6 +122,10 @@ def _register_ort_custom_op() -> str:
 
     PyCustomOpDef.install_hooker(invoke)
     return get_library_path()
+
+
+def _is_map_version(node: onnx.NodeProto) -> bool:
+    return any(a.name == "plugin_version" and a.s.decode() == MAP_VERSION for a in node.attribute)
 
 
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -198,5 +215,6 @@ def ort_session(model: str | Path | onnx.ModelProto, intra_op_threads: int = 0, 
         for node in model.graph.node:
             if node.op_type == PLUGIN_OP:
                 node.domain = ORT_CUSTOM_DOMAIN
+                node.op_type = ORT_MAP_OP if _is_map_version(node) else PLUGIN_OP
         model.opset_import.append(onnx.helper.make_opsetid(ORT_CUSTOM_DOMAIN, 1))
     return InterruptibleSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 from pipeline.kernels.node_contract import ATTRIBUTE_TYPES, INPUTS, OUTPUTS
 from pipeline.kernels.reference import (
     ATTRIBUTES,
+    MAP_ATTRIBUTES,
+    MAP_VERSION,
     PLUGIN_DOMAIN,
     PLUGIN_OP,
+    launch_params,
     node_attributes,
     validate_attributes,
     window_attention_torch,
@@ -104,13 +107,48 @@ def window_attention_triton(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias:
                                    shift_size=shift_size, num_heads=num_heads, scale=scale, wrap=wrap_triton)
 
 
-def attend(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, height: int, width: int,
-           window_size: int, shift_size: int, num_heads: int, scale: float) -> torch.Tensor:
-    """What the fused model calls: on CUDA with the Triton kernel selected, ``swin::window_attention_triton`` (so
-    ``torch.compile`` inlines the kernel); otherwise ``swin::window_attention`` (what the ONNX export maps)."""
-    triton = qkv.is_cuda and triton_selected()
-    op = torch.ops.swin.window_attention_triton if triton else torch.ops.swin.window_attention
-    return op(qkv, rel_bias, qkv_bias, height, width, window_size, shift_size, num_heads, scale)
+@torch.library.custom_op("swin::window_attention_map", mutates_args=())
+def window_attention_map(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, window_size: int,
+                         shift_size: int, num_heads: int, scale: float) -> torch.Tensor:
+    """A version-2 node (the map layout): ``qkv [B, H, W, 3C]`` → ``[B, H, W, C]``, H and W read from the tensor.
+
+    ``swin::window_attention`` (on any device) at :func:`pipeline.kernels.reference.launch_params` of the shape: the
+    shift is dropped where ``min(H, W) <= window_size``. Exported as the version-2 ``SwinWindowAttention`` node, so a
+    graph exported with dynamic H and W holds the node unchanged at every size.
+    """
+    p = launch_params(MAP_VERSION, tuple(qkv.shape), window_size=window_size, shift_size=shift_size,
+                      num_heads=num_heads, scale=scale)
+    tokens = qkv.reshape(p.batch, p.height * p.width, 3 * p.channels)
+    out = torch.ops.swin.window_attention(tokens, rel_bias, qkv_bias, p.height, p.width, p.window_size, p.shift_size,
+                                          p.num_heads, p.scale)
+    return out.view(p.batch, p.height, p.width, p.channels)
+
+
+@window_attention_map.register_fake
+def _window_attention_map_fake(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, window_size: int,
+                               shift_size: int, num_heads: int, scale: float) -> torch.Tensor:
+    """``[B, H, W, C]`` for symbolic H and W: only the checks that need no size (rank, C, the bias shapes)."""
+    if qkv.dim() != 4:
+        raise ValueError(f"{PLUGIN_OP} version {MAP_VERSION}: qkv must be [B, H, W, 3C], got rank {qkv.dim()}")
+    channels = qkv.shape[-1] // 3
+    validate_attributes((1, 1, 3 * channels), tuple(rel_bias.shape), 1, 1, window_size, shift_size, num_heads)
+    return qkv.new_empty(*qkv.shape[:-1], channels)
+
+
+def attend(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, window_size: int, shift_size: int,
+           num_heads: int, scale: float) -> torch.Tensor:
+    """What the fused model calls with ``qkv [B, H, W, 3C]``: on CUDA with the Triton kernel selected,
+    ``swin::window_attention_triton`` at the launch params (so ``torch.compile`` inlines the kernel); otherwise
+    ``swin::window_attention_map`` (what the ONNX export maps, for any H and W)."""
+    if not (qkv.is_cuda and triton_selected()):
+        return torch.ops.swin.window_attention_map(qkv, rel_bias, qkv_bias, window_size, shift_size, num_heads,
+                                                   scale)
+    p = launch_params(MAP_VERSION, tuple(qkv.shape), window_size=window_size, shift_size=shift_size,
+                      num_heads=num_heads, scale=scale)
+    out = torch.ops.swin.window_attention_triton(qkv.reshape(p.batch, p.height * p.width, 3 * p.channels), rel_bias,
+                                                 qkv_bias, p.height, p.width, p.window_size, p.shift_size,
+                                                 p.num_heads, p.scale)
+    return out.view(p.batch, p.height, p.width, p.channels)
 
 
 @window_attention.register_fake
@@ -217,8 +255,9 @@ window_attention.register_kernel("cuda")(_window_attention_cuda_first_call)
 # ONNX
 
 
-def plugin_op_schema() -> onnx.defs.OpSchema:
-    """The node's ONNX schema (the contract: three inputs and the output of one float type, the attributes).
+def plugin_op_schema(attributes: tuple[str, ...] = ATTRIBUTES) -> onnx.defs.OpSchema:
+    """The node's ONNX schema (the contract: three inputs and the output of one float type, the ``attributes`` of
+    its version).
 
     Given to onnxscript to build the node; never registered with onnx, so ``onnx.checker`` treats the node as the
     unknown custom op it is for every other tool (as it does the nodes surgery writes).
@@ -227,7 +266,7 @@ def plugin_op_schema() -> onnx.defs.OpSchema:
 
     schema = onnx.defs.OpSchema
     kinds = {"int32": schema.AttrType.INT, "float32": schema.AttrType.FLOAT}
-    attribute_types = {name: kinds[ATTRIBUTE_TYPES[name]] for name in ATTRIBUTES}
+    attribute_types = {name: kinds[ATTRIBUTE_TYPES[name]] for name in attributes}
     attribute_types |= {"plugin_version": schema.AttrType.STRING, "plugin_namespace": schema.AttrType.STRING}
     return schema(
         PLUGIN_OP, PLUGIN_DOMAIN, 1, "Swin (shifted) window attention: the TensorRT plugin's node contract.",
@@ -239,15 +278,17 @@ def plugin_op_schema() -> onnx.defs.OpSchema:
 
 
 def onnx_translation_table() -> dict[Callable, Callable]:
-    """``{torch.ops.swin.window_attention.default: translation}`` for ``torch.onnx.export(dynamo=True)``.
+    """The ``SwinWindowAttention`` translations for ``torch.onnx.export(dynamo=True)``, node of domain ``trt.plugins``.
 
-    The translation emits one ``SwinWindowAttention`` node of domain ``trt.plugins`` with the inputs and attributes
-    graph surgery writes (``pipeline.stages.surgery._replacement``): ``height``, ``width``, ``window_size``,
-    ``shift_size``, ``num_heads``, ``scale``, ``plugin_version`` and ``plugin_namespace``.
+    ``swin::window_attention`` becomes a version-1 node with the inputs and attributes graph surgery writes
+    (``pipeline.stages.surgery._replacement``); ``swin::window_attention_map`` a version-2 node (``window_size``,
+    ``shift_size``, ``num_heads``, ``scale``), whose H and W come from its qkv at run time.
     """
     import onnxscript
 
-    node = onnxscript.values.Op(onnxscript.values.Opset(PLUGIN_DOMAIN, 1), PLUGIN_OP, plugin_op_schema())
+    opset = onnxscript.values.Opset(PLUGIN_DOMAIN, 1)
+    node = onnxscript.values.Op(opset, PLUGIN_OP, plugin_op_schema())
+    map_node = onnxscript.values.Op(opset, PLUGIN_OP, plugin_op_schema(MAP_ATTRIBUTES))
 
     def swin_window_attention(qkv, rel_bias, qkv_bias, height: int, width: int, window_size: int, shift_size: int,
                               num_heads: int, scale: float):
@@ -255,7 +296,13 @@ def onnx_translation_table() -> dict[Callable, Callable]:
             height=height, width=width, window_size=window_size, shift_size=shift_size, num_heads=num_heads,
             scale=scale))
 
-    return {torch.ops.swin.window_attention.default: swin_window_attention}
+    def swin_window_attention_map(qkv, rel_bias, qkv_bias, window_size: int, shift_size: int, num_heads: int,
+                                  scale: float):
+        return map_node(qkv, rel_bias, qkv_bias, **node_attributes(
+            MAP_VERSION, window_size=window_size, shift_size=shift_size, num_heads=num_heads, scale=scale))
+
+    return {torch.ops.swin.window_attention.default: swin_window_attention,
+            torch.ops.swin.window_attention_map.default: swin_window_attention_map}
 
 
 def fold_plugin_inputs(model: Any) -> int:

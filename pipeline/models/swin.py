@@ -59,6 +59,12 @@ def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
 
 
+def needs_padding(*sizes: int | torch.SymInt, multiple: int) -> bool:
+    """Whether to pad these sizes up to ``multiple``: static ones only when needed (so fixed-size graphs hold no Pad
+    of 0), symbolic ones (an export with dynamic H and W) always, since a pad of 0 is exact and no guard is taken."""
+    return any(not isinstance(size, int) or size % multiple for size in sizes)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with relative position bias and optional shift mask."""
 
@@ -91,14 +97,14 @@ class WindowAttention(nn.Module):
         x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b_, n, c)
         return self.proj(x)
 
-    def forward_fused(self, tokens: torch.Tensor, height: int, width: int, shift_size: int) -> torch.Tensor:
-        """``[B, H·W, C]`` tokens in image order → qkv → one ``SwinWindowAttention`` → proj, in image order.
+    def forward_fused(self, x: torch.Tensor, shift_size: int) -> torch.Tensor:
+        """``[B, H, W, C]`` → qkv → one ``SwinWindowAttention`` (contract version 2) → proj, ``[B, H, W, C]``.
 
-        The op pads, shifts and partitions internally; a padded token's q/k/v is the qkv bias (0·W + b), which is
-        what the unfused path computes for the zero padding it adds after norm1.
+        The op pads, shifts (dropping ``shift_size`` where ``min(H, W) ≤ window``) and partitions internally; a padded
+        token's q/k/v is the qkv bias (0·W + b), which is what the unfused path computes for the zero padding it adds
+        after norm1. Nothing here depends on H or W, so the model exports with dynamic sizes.
         """
-        qkv = self.qkv(tokens)
-        out = pipeline.kernels.ops.attend(qkv, self.relative_position_bias(), self.qkv.bias, height, width,
+        out = pipeline.kernels.ops.attend(self.qkv(x), self.relative_position_bias(), self.qkv.bias,
                                           self.window_size, shift_size, self.num_heads, self.scale)
         return self.proj(out)
 
@@ -132,12 +138,11 @@ class SwinTransformerBlock(nn.Module):
         return 0 if min(height, width) <= self.window_size else self.shift_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, channels = x.shape
-        m, s = self.window_size, self.effective_shift(height, width)
         if self.fused_attention:
-            y = self.attn.forward_fused(self.norm1(x).reshape(batch, height * width, channels), height, width, s)
-            x = x + y.reshape(batch, height, width, channels)
+            x = x + self.attn.forward_fused(self.norm1(x), self.shift_size)
             return x + self.mlp(self.norm2(x))
+        _, height, width, _ = x.shape
+        m, s = self.window_size, self.effective_shift(height, width)
         hp, wp = padded_size(height, m), padded_size(width, m)
         y = self.norm1(x)
         if (hp, wp) != (height, width):
@@ -162,7 +167,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        if h % 2 or w % 2:
+        if needs_padding(h, w, multiple=2):
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
             h, w = h + h % 2, w + w % 2
         x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
@@ -201,8 +206,8 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
         p = self.patch_size
-        if h % p or w % p:
-            x = F.pad(x, (0, padded_size(w, p) - w, 0, padded_size(h, p) - h))
+        if needs_padding(h, w, multiple=p):
+            x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
