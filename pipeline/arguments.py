@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.attention import ATTENTION_ROUTES
+from pipeline.common.image_sizes import Size, SizeRange, parse_size
 from pipeline.common.variants import VARIANTS
 from pipeline.make import CALIB_METHODS, DEFAULT_PLUGIN, PRECISIONS, EngineRecipe
 
@@ -32,16 +33,17 @@ def batch_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def image_size(text: str) -> tuple[int, int]:
-    """``224`` → (224, 224); ``256x320`` → (256, 320)."""
+def image_size(text: str) -> Size | SizeRange:
+    """``224`` → (224, 224); ``256x320`` → (256, 320); ``320x320:800x1344:1344x1344`` → a SizeRange (min:opt:max)."""
     try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an image size like 224 or 256x320, got {text!r}") from None
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected an image size of positive sides like 224 or 256x320, got "
-                                         f"{text!r}")
-    return (parts[0], parts[-1])
+        return SizeRange.parse(text) if ":" in text else parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _image_size_fields(value: Size | SizeRange | None) -> dict[str, Any]:
+    """``--img-size`` as the recipe's field: ``img_range`` for a range, else ``img_size``."""
+    return {"img_range": value} if isinstance(value, SizeRange) else {"img_size": value}
 
 
 def parse_batch_profile(text: str) -> tuple[int, int, int]:
@@ -101,12 +103,13 @@ class ModelArguments(ArgumentGroup):
             parser.add_argument("--checkpoint", help="official, timm or torchvision checkpoint (.pth or "
                                                      ".safetensors); without one the weights are random (seed 0)")
         parser.add_argument("--img-size", type=image_size, help="input size, e.g. 224 or 256x320 (default: the "
-                                                                "variant's)")
+                                                                "variant's), or a range min:opt:max of sizes one "
+                                                                "engine takes, e.g. 320x320:800x1344:1344x1344")
         parser.add_argument("--features-only", action="store_true", help="export the backbone's four stage maps")
 
     def recipe_fields(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"variant": args.variant, "checkpoint": _optional_path(args.checkpoint) if self.weights else None,
-                "img_size": args.img_size, "features_only": args.features_only}
+                "features_only": args.features_only, **_image_size_fields(args.img_size)}
 
 
 class CalibrationArguments(ArgumentGroup):

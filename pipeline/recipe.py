@@ -13,6 +13,7 @@ from pipeline.common.attention import TRTATTN_SUFFIX, check_route
 from pipeline.common.checkpoint_layout import check_checkpoint
 from pipeline.common.errors import PipelineError
 from pipeline.common.image_plan import ImagePlan, plan_images
+from pipeline.common.image_sizes import SizeRange, format_size
 from pipeline.common.images import GENERATED_FOLDER_NAME
 from pipeline.common.records import JsonRecord
 from pipeline.common.variants import variant_config
@@ -48,10 +49,11 @@ class ModelRecord(JsonRecord):
     checkpoint: str | None
     checkpoint_sha256: str | None
     weights: str
+    img_range: SizeRange | None = None  #: the sizes a dynamic-size engine takes (``img_size`` is then its opt)
 
     def same_model(self, other: ModelRecord) -> bool:
         """Whether both describe the same network and weights (the checkpoint's path may differ, not its bytes)."""
-        key = lambda r: (r.variant, r.features_only, tuple(r.img_size), r.checkpoint_sha256)  # noqa: E731
+        key = lambda r: (r.variant, r.features_only, tuple(r.img_size), r.img_range, r.checkpoint_sha256)  # noqa: E731
         return key(self) == key(other)
 
     def describe(self) -> str:
@@ -59,14 +61,16 @@ class ModelRecord(JsonRecord):
         kind = "backbone" if self.features_only else "classifier"
         weights = self.weights if self.checkpoint is None else \
             f"checkpoint {Path(self.checkpoint).name} ({(self.checkpoint_sha256 or '')[:12]})"
-        return f"Swin-{self.variant} {kind} {self.img_size[0]}x{self.img_size[1]}, {weights}"
+        size = format_size(self.img_size) if self.img_range is None else f"sizes {self.img_range}"
+        return f"Swin-{self.variant} {kind} {size}, {weights}"
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineRecipe:
     """What to build: the model, its precision, the engine's batch profile and target, calibration, verification.
 
-    ``img_size`` None is the variant's own size; ``calib_exclude`` None is the variant's safe list, ``()``
+    ``img_size`` None is the variant's own size; ``img_range`` instead makes H and W dynamic over a range (one engine
+    for every size in it; ``image_size`` is then its opt); ``calib_exclude`` None is the variant's safe list, ``()``
     quantizes every layer; ``images`` is the folder verification compares on (default: the part of ``calib_dir``
     that calibration leaves out, else generated crops of the scikit-image photos; :meth:`image_plan`).
     """
@@ -74,6 +78,7 @@ class EngineRecipe:
     variant: str = "T"
     checkpoint: Path | None = None
     img_size: tuple[int, int] | None = None
+    img_range: SizeRange | None = None
     features_only: bool = False
     precision: str = "fp16"
     batch: tuple[int, int, int] = (1, 8, 32)
@@ -92,13 +97,18 @@ class EngineRecipe:
 
     @property
     def image_size(self) -> tuple[int, int]:
+        if self.img_range is not None:
+            return self.img_range.opt
         return self.img_size or (variant_config(self.variant).img_size,) * 2
 
     @property
     def model_tag(self) -> str:
         """Names this model's folder, engine and Triton model: ``t``, ``t_384x384`` (not the variant's size),
-        ``t_features_800x1333`` (a backbone), so that different models never share a default folder."""
+        ``t_features_800x1333`` (a backbone), ``t_features_320x320-1344x1344`` (a size range), so that different models
+        never share a default folder."""
         tag = self.variant.lower() + ("_features" if self.features_only else "")
+        if self.img_range is not None:
+            return f"{tag}_{format_size(self.img_range.min)}-{format_size(self.img_range.max)}"
         if self.features_only or self.image_size != (variant_config(self.variant).img_size,) * 2:
             tag += f"_{self.image_size[0]}x{self.image_size[1]}"
         return tag
@@ -136,6 +146,8 @@ class EngineRecipe:
             raise PipelineError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.img_size is not None and min(self.img_size) < 1:
             raise PipelineError(f"image size must be positive, got {self.img_size}")
+        if self.img_range is not None:
+            self._check_range(self.img_range)
         if self.calib_method not in CALIB_METHODS:
             raise PipelineError(f"unknown calibration method {self.calib_method!r}: expected one of "
                                 f"{', '.join(CALIB_METHODS)}")
@@ -150,15 +162,28 @@ class EngineRecipe:
         if "build" in stages:
             return check_build_options(plugin_library=self.plugin, batch=self.batch, opt_level=self.opt_level,
                                        backend=self.backend, sm=self.sm, embed_plugin=self.embed_plugin,
-                                       detailed_profile=self.detailed_profile)
+                                       detailed_profile=self.detailed_profile, sizes=self.img_range)
         return None
+
+    def _check_range(self, sizes: SizeRange) -> None:
+        """A size range is refused where this pipeline cannot build it yet, before any stage."""
+        if self.img_size is not None:
+            raise PipelineError(f"the recipe has both img_size {self.img_size} and img_range {sizes}; give one")
+        sizes.check(smallest=variant_config(self.variant).patch_size * 8)
+        if self.attention != "plugin":
+            raise PipelineError(f"--img-size {sizes}: a size range needs --attention plugin (its version-2 nodes take "
+                                "H and W at run time); the tensorrt route builds one size, so give one --img-size")
+        if self.precision == "int8":
+            raise PipelineError(f"--img-size {sizes}: INT8 engines are built at one size so far; use --precision fp16 "
+                                "for a size range, or give one --img-size for INT8")
 
     def model_record(self) -> ModelRecord:
         checkpoint = None if self.checkpoint is None else Path(self.checkpoint)
         return ModelRecord(variant=self.variant.upper(), features_only=self.features_only, img_size=self.image_size,
                            checkpoint=None if checkpoint is None else str(checkpoint.resolve()),
                            checkpoint_sha256=None if checkpoint is None else file_sha256(checkpoint),
-                           weights="checkpoint" if checkpoint is not None else "random (seed 0)")
+                           weights="checkpoint" if checkpoint is not None else "random (seed 0)",
+                           img_range=self.img_range)
 
 
 def build_model(recipe: EngineRecipe, *, fused_attention: bool = False) -> torch.nn.Module:

@@ -55,8 +55,10 @@ def write_onnx(model: onnx.ModelProto, path: str | Path, *, full_check: bool = F
     return Path(path)
 
 
-def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path) -> tuple[str, list[int | None]]:
-    """The image input's name and dims (None where symbolic); the batch dim may be symbolic, no other."""
+def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path, *,
+                dynamic_size: bool = False) -> tuple[str, list[int | None]]:
+    """The image input's name and dims (None where symbolic); the batch dim may be symbolic, and with
+    ``dynamic_size`` H and W too (``[B, 3, H, W]``), no other."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
     if input_name is None:
@@ -66,10 +68,19 @@ def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path) ->
     if input_name not in inputs:
         raise PipelineError(f"{source} has no input {input_name!r}; its inputs are {sorted(inputs)}")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[input_name].type.tensor_type.shape.dim]
+    if dynamic_size and len(dims) == 4 and dims[1] is not None:
+        return input_name, dims
     if not dims or None in dims[1:]:
         raise PipelineError(f"input {input_name!r} of {source} has shape {dims}: only the batch dimension may be "
-                            "dynamic; export with a fixed image size")
+                            "dynamic; export with a fixed image size"
+                            + (", or give the size range (--img-size min:opt:max)" if not dynamic_size else ""))
     return input_name, dims
+
+
+def has_dynamic_size(model: onnx.ModelProto) -> bool:
+    """Whether the graph's image input ``[B, 3, H, W]`` has a symbolic H or W (an export over a size range)."""
+    _, dims = graph_input(model, None, Path("<graph>"), dynamic_size=True)
+    return None in dims[2:]
 
 
 

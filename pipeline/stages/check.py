@@ -65,8 +65,8 @@ class CheckReport(JsonRecord):
         return {**super().to_json(), "passed": self.passed}
 
 
-def _input(path: str | Path) -> tuple[str, list[int | None]]:
-    return graph_input(read_onnx(path), None, Path(path))  # the proto goes when this returns
+def _input(path: str | Path, dynamic_size: bool) -> tuple[str, list[int | None]]:
+    return graph_input(read_onnx(path), None, Path(path), dynamic_size=dynamic_size)  # the proto goes on return
 
 
 def _run(path: str | Path, name: str, images: list[np.ndarray], runs_before: int = 0
@@ -82,20 +82,22 @@ def _run(path: str | Path, name: str, images: list[np.ndarray], runs_before: int
 
 
 def compare_onnx(reference: str | Path, candidate: str | Path, batches: tuple[int, ...] = (1, 3),
-                 tolerance: float = FP32_TOLERANCE, seed: int = 0) -> CheckReport:
+                 tolerance: float = FP32_TOLERANCE, seed: int = 0, size: tuple[int, int] | None = None) -> CheckReport:
     """Run both models on the same random images and compare every output at every batch.
 
     One model at a time: its outputs are small, its weights (0.8 GB for Swin-L, with onnxruntime's copy twice that)
-    are not, so the two sessions never coexist.
+    are not, so the two sessions never coexist. ``size``: the (H, W) to run graphs with a dynamic size at.
     """
-    name, dims = _input(reference)
+    name, dims = _input(reference, size is not None)
+    if size is not None:
+        dims = [dims[0], dims[1], *size]
     if dims[0] is not None and set(batches) != {dims[0]}:
         raise PipelineError(f"input {name!r} of {reference} has a fixed batch of {dims[0]}; cannot run batches "
                             f"{list(batches)}")
     rng = np.random.default_rng(seed)
     images = [rng.standard_normal([batch, *dims[1:]]).astype(np.float32) for batch in batches]
     outputs, expected = _run(reference, name, images)
-    _, actual = _run(candidate, _input(candidate)[0], images, runs_before=len(images))
+    _, actual = _run(candidate, _input(candidate, size is not None)[0], images, runs_before=len(images))
     results = []
     for batch, batch_expected, batch_actual in zip(batches, expected, actual, strict=True):
         for output, e, a in zip(outputs, batch_expected, batch_actual, strict=True):
@@ -111,6 +113,8 @@ def compare_onnx(reference: str | Path, candidate: str | Path, batches: tuple[in
 
 def run(job: EngineJob) -> CheckReport:
     """make_engine's check stage: the surgered graph against the export, at :data:`CHECK_BATCHES` (at most the
-    profile's largest batch); a PipelineError when they differ."""
+    profile's largest batch), a size range's graphs at its smallest size; a PipelineError when they differ."""
     batches = tuple(sorted({min(b, job.recipe.max_batch) for b in CHECK_BATCHES}))
-    return compare_onnx(job.files.onnx, job.files.swin, batches).raise_if_failed()
+    sizes = job.recipe.img_range
+    return compare_onnx(job.files.onnx, job.files.swin, batches,
+                        size=None if sizes is None else sizes.min).raise_if_failed()

@@ -32,6 +32,7 @@ import onnx
 from pipeline.common.artifacts import atomic_path, check_writable, file_sha256, partial_files, write_json
 from pipeline.common.attention import graph_attention
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange
 from pipeline.common.interrupts import interrupts_deferred
 from pipeline.common.onnx_io import QDQ_OPS, graph_input, read_onnx
 from pipeline.tensorrt.backends import (
@@ -76,13 +77,23 @@ def graph_precision(model: onnx.ModelProto) -> str:
     return "fp32"
 
 
-def profile_shapes(batch: tuple[int, int, int], dims: list[int | None], input_name: str) -> dict[str, list[int]]:
-    """The optimization profile's min/opt/max shapes of the input: ``batch`` then the graph's other ``dims``."""
+def profile_shapes(batch: tuple[int, int, int], dims: list[int | None], input_name: str,
+                   sizes: SizeRange | None = None) -> dict[str, list[int]]:
+    """The optimization profile's min/opt/max shapes of the input: ``batch`` then the graph's other ``dims``; a
+    graph with dynamic H and W (``[B, 3, H, W]``) takes them from ``sizes``, which only such a graph may have."""
     if len(batch) != 3 or not 1 <= batch[0] <= batch[1] <= batch[2]:
         raise PipelineError(f"batch profile must be (min, opt, max) with 1 <= min <= opt <= max, got {batch}")
     if dims[0] is not None and set(batch) != {dims[0]}:
         raise PipelineError(f"input {input_name!r} has a static batch of {dims[0]}, so the batch profile must be "
                             f"({dims[0]}, {dims[0]}, {dims[0]}), got {batch}; export with a dynamic batch")
+    dynamic_size = len(dims) == 4 and None in dims[2:]
+    if dynamic_size != (sizes is not None) and len(dims) > 1:
+        raise PipelineError(f"input {input_name!r} has shape {dims}, " + (
+            "dynamic in H and W: give the size range it was exported for (--img-size min:opt:max)" if dynamic_size
+            else f"a fixed size: a size range ({sizes}) needs a graph exported with dynamic H and W"))
+    if sizes is not None:
+        return {key: [b, int(dims[1] or 3), *getattr(sizes, key)]
+                for key, b in zip(("min", "opt", "max"), batch, strict=True)}
     static = [int(d) for d in dims[1:] if d is not None]
     return {key: [b, *static] for key, b in zip(("min", "opt", "max"), batch, strict=True)}
 
@@ -494,11 +505,12 @@ class BuildOptions:
     sm: int  #: compute capability an ahead-of-time build targets
     embed_plugin: bool = False
     detailed_profile: bool = False
+    sizes: SizeRange | None = None  #: the H×W range of a graph exported with dynamic H and W
 
 
 def check_build_options(*, plugin_library: str | Path | None, batch: tuple[int, int, int], opt_level: int,
                         backend: str, sm: int, embed_plugin: bool = False,
-                        detailed_profile: bool = False) -> BuildOptions:
+                        detailed_profile: bool = False, sizes: SizeRange | None = None) -> BuildOptions:
     """The options, checked, with the backend selected for them, or the PipelineError a build would raise for them.
     Cheap (nothing is read or built): ``pipeline.make`` calls it before any stage."""
     plugin_library = None if plugin_library is None else Path(plugin_library)
@@ -509,7 +521,7 @@ def check_build_options(*, plugin_library: str | Path | None, batch: tuple[int, 
     if not 0 <= opt_level <= 5:
         raise PipelineError(f"builder optimization level must be 0..5, got {opt_level}")
     return BuildOptions(select_backend(backend, sm), plugin_library, (batch[0], batch[1], batch[2]), opt_level, sm,
-                        embed_plugin, detailed_profile)
+                        embed_plugin, detailed_profile, sizes)
 
 
 def _checked_engine_path(engine_path: str | Path) -> Path:
@@ -532,12 +544,12 @@ def _build_request(model: onnx.ModelProto, onnx_path: Path, engine_path: Path, o
     if plugin_library is None and options.embed_plugin:
         raise PipelineError(f"{onnx_path} uses TensorRT's own attention: there is no plugin library to embed; "
                             "leave out --embed-plugin")
-    input_name, dims = graph_input(model, input_name, onnx_path)
+    input_name, dims = graph_input(model, input_name, onnx_path, dynamic_size=options.sizes is not None)
     return BuildRequest(
         onnx_path=str(onnx_path.resolve()), engine_path=str(engine_path.resolve()),
         plugin_library=None if plugin_library is None else str(plugin_library.resolve()),
         backend=options.backend.name, sm=options.sm, input_name=input_name,
-        profile=profile_shapes(options.batch, dims, input_name),
+        profile=profile_shapes(options.batch, dims, input_name, options.sizes),
         timing_cache=str(Path(timing_cache).resolve()) if timing_cache else None, opt_level=options.opt_level,
         embed_plugin=options.embed_plugin, detailed_profile=options.detailed_profile,
         precision=graph_precision(model), onnx_sha256=file_sha256(onnx_path),
@@ -564,7 +576,8 @@ def build_checked(onnx_path: str | Path, engine_path: str | Path, options: Build
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_library: str | Path | None,
                  batch: tuple[int, int, int] = DEFAULT_BATCH, backend: str = "auto", sm: int = 86,
                  timing_cache: str | Path | None = None, opt_level: int = 3, embed_plugin: bool = False,
-                 input_name: str | None = None, detailed_profile: bool = False) -> EngineMetadata:
+                 input_name: str | None = None, detailed_profile: bool = False,
+                 sizes: SizeRange | None = None) -> EngineMetadata:
     """:func:`check_build_options`, then :func:`build_checked`: the entry for a build on its own.
 
     ``batch`` is the optimization profile's (min, opt, max) batch; the other input dims come from the graph.
@@ -573,11 +586,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, plugin_libra
     need not load it. A graph of the ``tensorrt`` attention route (ONNX ``Attention`` nodes) needs no plugin
     library: ``plugin_library`` is neither checked nor used for it.
     ``detailed_profile`` builds with ``ProfilingVerbosity.DETAILED`` so the engine inspector (``make profile``)
-    can describe every layer.
+    can describe every layer. ``sizes``: the profile's H×W range, for a graph exported with dynamic H and W.
     """
     onnx_path, engine_path = Path(onnx_path), _checked_engine_path(engine_path)
     check = functools.partial(check_build_options, batch=batch, opt_level=opt_level, backend=backend, sm=sm,
-                              embed_plugin=embed_plugin, detailed_profile=detailed_profile)
+                              embed_plugin=embed_plugin, detailed_profile=detailed_profile, sizes=sizes)
     try:
         model = read_onnx(onnx_path)
     except PipelineError:  # no graph to tell the route: the options are checked as the plugin route's first
