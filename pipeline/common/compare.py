@@ -66,6 +66,15 @@ class ComparisonMetrics:
         self.signal += float((reference ** 2).sum())
         self.noise += float((error ** 2).sum())
 
+    def absorb(self, other: ComparisonMetrics) -> None:
+        """Add what ``other`` accumulated (another image size's batches) to this."""
+        self.max_abs, self.max_rel = max(self.max_abs, other.max_abs), max(self.max_rel, other.max_rel)
+        self.abs_sum, self.elements = self.abs_sum + other.abs_sum, self.elements + other.elements
+        self.cosines += other.cosines
+        self.top1_agreed, self.samples = self.top1_agreed + other.top1_agreed, self.samples + other.samples
+        self.is_classifier &= other.is_classifier
+        self.signal, self.noise = self.signal + other.signal, self.noise + other.noise
+
     def result(self) -> Metrics:
         cosine = np.concatenate(self.cosines)
         return Metrics(max_abs=self.max_abs, max_rel=self.max_rel, mean_abs=self.abs_sum / self.elements,

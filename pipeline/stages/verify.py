@@ -31,6 +31,7 @@ from pipeline.common.artifacts import file_sha256, write_json
 from pipeline.common.compare import TOLERANCES, ComparisonMetrics, Metrics, Tolerances
 from pipeline.common.errors import PipelineError
 from pipeline.common.image_plan import ImageSelection
+from pipeline.common.image_sizes import format_size
 from pipeline.common.images import default_image_count, image_set, load_image_set
 from pipeline.common.onnx_io import graph_input, ort_session, read_onnx
 from pipeline.common.progress import advance
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: Verification images are drawn with this seed; calibration draws with 0.
 VERIFY_SEED = 1
+#: Pixels in one batch at most (a size range's large sizes get smaller batches): two 800×1344 images, whose Swin-T
+#: backbone run on onnxruntime and PyTorch stays within a few GB.
+PIXELS_PER_BATCH = 2 * 800 * 1344
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +97,19 @@ class VerifyImages(JsonRecord):
 
 
 @dataclasses.dataclass(frozen=True)
+class SizeVerdict(JsonRecord):
+    """One image size of an engine with dynamic H and W: the images compared there and each output's verdict."""
+
+    size: tuple[int, int]
+    images: VerifyImages
+    outputs: dict[str, OutputVerdict]
+    passed: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class VerifyReport(JsonRecord):
-    """What :func:`verify` compared and found: written to ``verify.json``."""
+    """What :func:`verify` compared and found: written to ``verify.json``. For an engine with dynamic H and W,
+    ``outputs`` and ``images`` cover every size and ``sizes`` has each one's (absent from the JSON otherwise)."""
 
     artifact: str
     executed: Executed
@@ -106,11 +121,19 @@ class VerifyReport(JsonRecord):
     polygraphy_compare_accuracy_passed: bool
     outputs: dict[str, OutputVerdict]
     passed: bool
+    sizes: tuple[SizeVerdict, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if not self.sizes:  # a fixed-size engine's verify.json is as it always was
+            del data["sizes"]
+        return data
 
     def key_numbers(self) -> dict[str, Any]:
         """The numbers make_engine keeps in stages.json."""
         data = self.to_json()
-        return {key: data[key] for key in ("passed", "runners", "executed", "images", "outputs", "thresholds")}
+        keys = ("passed", "runners", "executed", "images", "outputs", "thresholds", "sizes")
+        return {key: data[key] for key in keys if key in data}
 
 
 class TorchCpuRunner(PytRunner):
@@ -135,9 +158,10 @@ class TorchCpuRunner(PytRunner):
 
 
 def _onnx_io(path: Path) -> tuple[TensorSpec, list[str]]:
-    """The single image input (shape with -1 for the batch) and the output names."""
+    """The single image input (shape with -1 for the batch, and for H and W of a dynamic size) and the output
+    names."""
     model = read_onnx(path)
-    name, dims = graph_input(model, None, path)
+    name, dims = graph_input(model, None, path, dynamic_size=True)
     elem_type = next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
     return TensorSpec(name, dtype, tuple(-1 if d is None else d for d in dims)), [o.name for o in model.graph.output]
@@ -279,69 +303,148 @@ def _verdicts(accumulated: dict[str, ComparisonMetrics], tolerances: Tolerances,
     return outputs, failures
 
 
+def _size_batch(size: tuple[int, int], batch: int) -> int:
+    """Images per batch at ``size``: ``batch``, fewer where a batch would exceed :data:`PIXELS_PER_BATCH`."""
+    return max(1, min(batch, PIXELS_PER_BATCH // (size[0] * size[1])))
+
+
+def _compare_size(reference: BaseRunner, candidate: BaseRunner, image_input: TensorSpec, output_names: list[str],
+                  images: np.ndarray, batch: int, tolerances: Tolerances) -> tuple[dict[str, ComparisonMetrics], bool]:
+    """Compare both runners on ``images`` (one size) in batches of ``batch``; both get the artifact's input dtype
+    (the PyTorch runner casts to float32), so they see the same rounded images."""
+    dtype = np.dtype(image_input.dtype)
+    feeds = [{image_input.name: images[i:i + batch].astype(dtype)} for i in range(0, len(images), batch)]
+    return _compare_batches(reference, candidate, feeds, output_names, tolerances)
+
+
+def _verify_sizes(reference: BaseRunner, candidate: BaseRunner, image_input: TensorSpec, output_names: list[str],
+                  selection: ImageSelection, image_count: int | None, sizes: tuple[tuple[int, int], ...], batch: int,
+                  tolerances: Tolerances) -> tuple[dict[str, ComparisonMetrics], bool, list[SizeVerdict]]:
+    """Each size's images compared and judged on its own; also every size's metrics together."""
+    total = {name: ComparisonMetrics() for name in output_names}
+    polygraphy_passed, verdicts = True, []
+    for size in sizes:
+        size_batch = _size_batch(size, batch)
+        images, record = _verification_images(selection, image_count, size, size_batch)
+        accumulated, size_passed = _compare_size(reference, candidate, image_input, output_names, images, size_batch,
+                                                 tolerances)
+        outputs, failures = _verdicts(accumulated, tolerances, size_passed)
+        verdicts.append(SizeVerdict(size, record, outputs, not failures))
+        log.info("verify: %s: %s", format_size(size), ", ".join(
+            f"{n} cosine min {o.cosine_min:.6f}" for n, o in outputs.items()) + ("" if not failures else " FAILED"))
+        for name in output_names:
+            total[name].absorb(accumulated[name])
+        polygraphy_passed &= size_passed
+    return total, polygraphy_passed, verdicts
+
+
+def _all_sizes_images(verdicts: list[SizeVerdict]) -> VerifyImages:
+    """The images of every size as one record: their count, the largest batch, every file once."""
+    first = verdicts[0].images
+    files = tuple(dict.fromkeys(f for v in verdicts for f in v.images.files))
+    return dataclasses.replace(first, count=sum(v.images.count for v in verdicts), files=files,
+                               batch=max(v.images.batch for v in verdicts),
+                               samples=sum(v.images.samples or 0 for v in verdicts))
+
+
 def verify(model: torch.nn.Module, artifact: Path, precision: str, *, images: np.ndarray | None = None,
            image_dir: str | Path | ImageSelection | None = None, image_count: int | None = None, batch: int = 8,
            out_path: Path | None = None, plugin_library: Path | None = None, onnx_path: Path | None = None,
-           model_record: ModelRecord | None = None) -> VerifyReport:
+           model_record: ModelRecord | None = None, sizes: tuple[tuple[int, int], ...] = ()) -> VerifyReport:
     """Compare ``artifact`` (``.engine``, or ``.onnx`` run on onnxruntime with the reference op) to ``model``.
 
     Images: ``images`` (float32 ``[N, 3, H, W]``, preprocessed), else ``image_count`` images from the photos
     under ``image_dir`` (a folder, or the verification part of a :func:`pipeline.common.image_plan.plan_images`;
     ImageNet evaluation transform, random crops when there are fewer files), else generated crops of the scikit-image
-    photos; the default count is :func:`default_image_count` of the input size. ``precision`` (fp32, fp16, int8)
-    picks the tolerances in :data:`pipeline.common.compare.TOLERANCES`. An engine that cannot run here (no TensorRT with
-    a CUDA GPU, or a TensorRT-RTX engine) is verified through ``onnx_path`` (default: the ONNX its metadata names),
-    which must be the file it was built from. Outputs are compared batch by batch, so memory stays that of one
-    batch. ``model_record`` (which weights the model has) is copied into the report. Writes the report to
-    ``out_path`` (if given) and raises PipelineError, one line, if it fails.
+    photos; the default count is :func:`default_image_count` of the input size. ``sizes``: for an artifact with
+    dynamic H and W, the (H, W) to compare at, each judged on its own (``VerifyReport.sizes``). ``precision`` (fp32,
+    fp16, int8) picks the tolerances in :data:`pipeline.common.compare.TOLERANCES`. An engine that cannot run here
+    (no TensorRT with a CUDA GPU, or a TensorRT-RTX engine) is verified through ``onnx_path`` (default: the ONNX its
+    metadata names), which must be the file it was built from. Outputs are compared batch by batch, so memory stays
+    that of one batch. ``model_record`` (which weights the model has) is copied into the report. Writes the report
+    to ``out_path`` (if given) and raises PipelineError, one line, if it fails.
     """
     artifact = Path(artifact)
+    _check_arguments(artifact, precision, batch)
+    candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
+    _check_sizes(artifact, image_input, images, sizes)
+    reference = TorchCpuRunner(model.eval(), TensorMetadata().add(
+        image_input.name, dtype=np.dtype(image_input.dtype), shape=list(image_input.shape)), output_names)
+    tolerances = TOLERANCES[precision]
+    verdicts: list[SizeVerdict] = []
+    if sizes:
+        accumulated, polygraphy_passed, verdicts = _verify_sizes(
+            reference, candidate, image_input, output_names, _selection(image_dir), image_count, sizes, batch,
+            tolerances)
+        image_record = _all_sizes_images(verdicts)
+    else:
+        if images is None:
+            images, image_record = _verification_images(_selection(image_dir), image_count,
+                                                        tuple(image_input.shape[2:]), batch)
+        else:
+            image_record = VerifyImages(source="given", count=len(images), batch=batch)
+        _check_images(artifact, image_input, images)
+        accumulated, polygraphy_passed = _compare_size(reference, candidate, image_input, output_names, images, batch,
+                                                       tolerances)
+    outputs, failures = _verdicts(accumulated, tolerances, polygraphy_passed)
+    failures += [f"at {format_size(v.size)}" for v in verdicts if not v.passed]
+    report = VerifyReport(artifact=str(artifact), executed=executed, model=model_record, precision=precision,
+                          thresholds=tolerances, runners=(reference.name, candidate.name), images=image_record,
+                          polygraphy_compare_accuracy_passed=polygraphy_passed, outputs=outputs, passed=not failures,
+                          sizes=tuple(verdicts))
+    _finish(report, failures, out_path)
+    return report
+
+
+def _check_arguments(artifact: Path, precision: str, batch: int) -> None:
     if precision not in TOLERANCES:
         raise PipelineError(f"unknown precision {precision!r}: expected one of {', '.join(TOLERANCES)}")
     if not artifact.is_file():
         raise PipelineError(f"{artifact} does not exist; build it first (python -m pipeline build)")
     if batch < 1:
         raise PipelineError(f"batch must be >= 1, got {batch}")
-    candidate, image_input, output_names, executed = _candidate(artifact, plugin_library, onnx_path)
-    if images is None:
-        images, image_record = _verification_images(_selection(image_dir), image_count, tuple(image_input.shape[2:]),
-                                                    batch)
-    else:
-        image_record = VerifyImages(source="given", count=len(images), batch=batch)
+
+
+def _check_sizes(artifact: Path, image_input: TensorSpec, images: np.ndarray | None,
+                 sizes: tuple[tuple[int, int], ...]) -> None:
+    """Sizes are given exactly for an artifact with dynamic H and W, and then images are not."""
+    dynamic = -1 in image_input.shape[2:]
+    if dynamic and not sizes:
+        raise PipelineError(f"{artifact} takes images of any size in its range: give the sizes to verify at")
+    if sizes and not dynamic:
+        raise PipelineError(f"{artifact} takes {format_size(image_input.shape[2:])} images only; verify it without "
+                            "sizes")
+    if sizes and images is not None:
+        raise PipelineError("verify takes images or sizes (images are then drawn at each size), not both")
+
+
+def _check_images(artifact: Path, image_input: TensorSpec, images: np.ndarray) -> None:
     if images.ndim != 4 or tuple(images.shape[1:]) != image_input.shape[1:]:
         raise PipelineError(f"images have shape {list(images.shape)} but {artifact} takes "
                             f"[N, {', '.join(map(str, image_input.shape[1:]))}]")
 
-    # Both runners get the artifact's input dtype (the PyTorch runner casts to float32), so they see the same
-    # rounded images.
-    dtype = np.dtype(image_input.dtype)
-    feeds = [{image_input.name: images[i:i + batch].astype(dtype)} for i in range(0, len(images), batch)]
-    input_metadata = TensorMetadata().add(image_input.name, dtype=dtype, shape=list(image_input.shape))
-    reference = TorchCpuRunner(model.eval(), input_metadata, output_names)
-    tolerances = TOLERANCES[precision]
-    accumulated, polygraphy_passed = _compare_batches(reference, candidate, feeds, output_names, tolerances)
-    outputs, failures = _verdicts(accumulated, tolerances, polygraphy_passed)
-    report = VerifyReport(artifact=str(artifact), executed=executed, model=model_record, precision=precision,
-                          thresholds=tolerances, runners=(reference.name, candidate.name),
-                          images=image_record,
-                          polygraphy_compare_accuracy_passed=polygraphy_passed, outputs=outputs, passed=not failures)
+
+def _finish(report: VerifyReport, failures: list[str], out_path: Path | None) -> None:
+    """Write the report, then raise on failures (one line) or log the numbers."""
     if out_path is not None:
         write_json(out_path, report.to_json())
+    artifact, precision, executed = report.artifact, report.precision, report.executed
     if failures:
         where = f"; report: {out_path}" if out_path is not None else ""
         raise PipelineError(f"{artifact} ({precision}) does not match the PyTorch model: {'; '.join(failures)}{where}")
-    log.info("verify: %s (%s, %s, attention %s) matches PyTorch on %d images: %s", artifact, precision,
-             executed.backend, executed.attention_kernel, len(images),
+    log.info("verify: %s (%s, %s, attention %s) matches PyTorch on %d images%s: %s", artifact, precision,
+             executed.backend, executed.attention_kernel, report.images.count,
+             "" if not report.sizes else f" at {len(report.sizes)} sizes",
              ", ".join(f"{n} SQNR {o.sqnr_db or float('inf'):.1f} dB, cosine min {o.cosine_min:.6f}"
                        f"{'' if o.top1_agreement is None else f', top-1 agreement {o.top1_agreement:.3f}'}"
-                       for n, o in outputs.items()))
-    return report
+                       for n, o in report.outputs.items()))
 
 
 def run(job: EngineJob) -> VerifyReport:
     """make_engine's verify stage: the engine (or, where it cannot run, the ONNX it was built from) against the
     job's PyTorch model on the images the plan leaves to verification, batches of at most 8."""
     recipe, files = job.recipe, job.files
+    sizes = () if recipe.img_range is None else recipe.img_range.verification_sizes()
     return verify(job.model(), files.engine, recipe.precision, image_dir=recipe.image_plan(files.out).verification,
                   batch=min(8, recipe.max_batch), out_path=files.verify_report, plugin_library=recipe.plugin,
-                  onnx_path=files.typed, model_record=job.model_record)
+                  onnx_path=files.typed, model_record=job.model_record, sizes=sizes)
