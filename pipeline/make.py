@@ -86,11 +86,17 @@ def _no_params(job: EngineJob) -> dict[str, Any]:
     return {}
 
 
+def _size_range(job: EngineJob) -> dict[str, Any]:
+    """A size range's part of a fingerprint (nothing for a fixed size, whose fingerprints stay as they were)."""
+    return {} if job.recipe.img_range is None else {"img_range": str(job.recipe.img_range)}
+
+
 def _model_params(job: EngineJob) -> dict[str, Any]:
     # The checkpoint enters the fingerprints as the hash model_record already took, not as a file to hash again.
     recipe = job.recipe
     return {"variant": recipe.variant.upper(), "img_size": recipe.image_size, "max_batch": recipe.max_batch,
-            "features_only": recipe.features_only, "checkpoint_sha256": job.model_record.checkpoint_sha256}
+            "features_only": recipe.features_only, "checkpoint_sha256": job.model_record.checkpoint_sha256,
+            **_size_range(job)}
 
 
 def _surgery_params(job: EngineJob) -> dict[str, Any]:
@@ -118,14 +124,14 @@ def _precision_params(job: EngineJob) -> dict[str, Any]:
 def _build_params(job: EngineJob) -> dict[str, Any]:
     recipe = job.recipe
     return {"batch": recipe.batch, "backend": recipe.backend, "sm": recipe.sm, "opt_level": recipe.opt_level,
-            "embed_plugin": recipe.embed_plugin, "detailed_profile": recipe.detailed_profile}
+            "embed_plugin": recipe.embed_plugin, "detailed_profile": recipe.detailed_profile, **_size_range(job)}
 
 
 def _verify_params(job: EngineJob) -> dict[str, Any]:
     recipe = job.recipe
     images = recipe.image_plan(job.files.out).verification
     return {"precision": recipe.precision, "images": images.summary(), "listing": images.listing(),
-            "checkpoint_sha256": job.model_record.checkpoint_sha256}
+            "checkpoint_sha256": job.model_record.checkpoint_sha256, **_size_range(job)}
 
 
 @dataclasses.dataclass(frozen=True)

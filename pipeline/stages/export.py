@@ -31,7 +31,8 @@ from pipeline.common.onnx_io import ort_session, write_onnx
 from pipeline.common.records import JsonRecord
 from pipeline.kernels.ops import fold_plugin_inputs, onnx_translation_table
 from pipeline.kernels.reference import PLUGIN_OP
-from pipeline.recipe import ModelRecord, build_model
+from pipeline.models import build_swin
+from pipeline.recipe import ModelRecord
 
 if TYPE_CHECKING:
     from pipeline.recipe import EngineJob
@@ -162,9 +163,8 @@ def run(job: EngineJob) -> ExportReport:
     recipe = job.recipe
     model = job.model()
     if recipe.img_range is not None:
-        fused = build_model(recipe, fused_attention=True)
-        fused.load_state_dict(model.state_dict())
-        model = fused
+        model = build_swin(recipe.variant, model.state_dict(), features_only=recipe.features_only,
+                           fused_attention=True)
     path = export_onnx(model, job.files.onnx, img_size=recipe.image_size, max_batch=recipe.max_batch,
                        sizes=recipe.img_range)
     return ExportReport(onnx=path, model=job.model_record)
