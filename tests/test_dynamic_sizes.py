@@ -1,0 +1,156 @@
+"""One graph for every image size (issue 21): size ranges in the recipe, the export with dynamic H and W, the
+version-2 nodes on onnxruntime against the unfused PyTorch model at sizes the export never saw, the build's profile
+and verification at each size of the range."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline.common.compare import relative_error
+from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange
+from pipeline.common.onnx_io import has_dynamic_size, ort_session
+from pipeline.common.variants import SwinConfig
+from pipeline.kernels.reference import MAP_VERSION, PLUGIN_OP
+from pipeline.models import SwinTransformer, perturb_weights_
+from pipeline.recipe import EngineRecipe
+from pipeline.stages.export import export_onnx
+from pipeline.stages.verify import verify
+from pipeline.tensorrt.build import profile_shapes
+
+#: Window 4 (shift 2), head dim 8: over 40..160 pixels stage 4 is 2..5 tokens, so its shift is dropped at the small
+#: sizes and applied (over a padded map) at the large ones, decided by the node at run time.
+TINY = SwinConfig(16, (2, 2, 2, 2), (2, 4, 8, 16), window_size=4, num_classes=10)
+TINY_RANGE = SizeRange.parse("40x40:100x132:160x160")
+#: Sizes the export never ran at: odd, non-square both ways, each stage padded, stage 4 with and without its shift.
+UNSEEN = [(41, 157), (157, 41), (77, 77), (40, 160), (123, 96)]
+
+
+def tiny_models(features_only: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The unfused model (the reference) and the fused one (what is exported) with the same weights."""
+    torch.manual_seed(0)
+    unfused = perturb_weights_(SwinTransformer(TINY, features_only=features_only))
+    fused = SwinTransformer(TINY, features_only=features_only, fused_attention=True).eval()
+    fused.load_state_dict(unfused.state_dict())
+    return unfused, fused
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["backbone", "classifier"])
+def tiny_dynamic(request, tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    unfused, fused = tiny_models(request.param)
+    path = tmp_path_factory.mktemp("dynamic") / "model.onnx"
+    return unfused, export_onnx(fused, path, max_batch=4, sizes=TINY_RANGE)
+
+
+def test_size_range_parses_and_picks_verification_sizes() -> None:
+    sizes = SizeRange.parse("320x320:800x1344:1344x1344")
+    assert (sizes.min, sizes.opt, sizes.max, str(sizes)) == ((320, 320), (800, 1344), (1344, 1344),
+                                                              "320x320:800x1344:1344x1344")
+    assert sizes.verification_sizes() == ((320, 320), (800, 1344), (1344, 1344), (1344, 800))
+    assert SizeRange.parse("224:288:384").verification_sizes() == ((224, 224), (288, 288), (384, 384), (384, 224))
+    assert SizeRange.parse("224:384").opt == (384, 384)
+    assert SizeRange.from_json(json.loads(json.dumps(sizes.to_json()))) == sizes
+    with pytest.raises(ValueError, match="min:opt:max"):
+        SizeRange.parse("224")
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"img_range": SizeRange.parse("800:320:1344")}, "expected min <= opt <= max"),
+    ({"img_range": SizeRange.parse("320:1400:1344")}, "expected min <= opt <= max"),
+    ({"img_range": SizeRange.parse("320x800:800x320:1344")}, "expected min <= opt <= max"),
+    ({"img_range": SizeRange.parse("16:224:384")}, "at least 32 pixels"),
+    ({"img_range": SizeRange.parse("224:384"), "img_size": (224, 224)}, "give one"),
+    ({"img_range": SizeRange.parse("224:384"), "attention": "tensorrt"}, "needs --attention plugin"),
+    ({"img_range": SizeRange.parse("224:384"), "precision": "int8"}, "INT8 engines are built at one size"),
+])
+def test_recipe_refuses_a_range_it_cannot_build(fields, message) -> None:
+    with pytest.raises(PipelineError, match=message):
+        EngineRecipe(**fields).validate("surgery")
+
+
+def test_a_bad_range_is_one_error_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--features-only", "--img-size",
+                             "1344x1344:800x1344:320x320", "--out-dir", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip().splitlines() == [
+        "error: --img-size 1344x1344:800x1344:320x320: expected min <= opt <= max in height and in width; reorder "
+        "the sizes as min:opt:max"]
+
+
+def test_recipe_names_a_ranged_model_apart() -> None:
+    recipe = EngineRecipe(features_only=True, img_range=TINY_RANGE)
+    assert recipe.model_tag == "t_features_40x40-160x160" and recipe.image_size == (100, 132)
+    record = recipe.model_record()
+    assert record.img_range == TINY_RANGE and "sizes 40x40:100x132:160x160" in record.describe()
+    assert not record.same_model(EngineRecipe(features_only=True, img_size=(100, 132)).model_record())
+
+
+def test_dynamic_export_holds_version_2_nodes_and_symbolic_sizes(tiny_dynamic) -> None:
+    _, path = tiny_dynamic
+    model = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"] and has_dynamic_size(model)
+    nodes = [n for n in model.graph.node if n.op_type == PLUGIN_OP]
+    assert len(nodes) == sum(TINY.depths)
+    versions = {a.s.decode() for n in nodes for a in n.attribute if a.name == "plugin_version"}
+    assert versions == {MAP_VERSION}
+    assert {a.name for n in nodes for a in n.attribute}.isdisjoint({"height", "width"})
+
+
+@pytest.mark.parametrize("size", UNSEEN, ids=[f"{h}x{w}" for h, w in UNSEEN])
+def test_dynamic_graph_matches_pytorch_at_sizes_it_never_ran(tiny_dynamic, size) -> None:
+    """onnxruntime (reference op at the node's launch params) against the unfused model, which pads, shifts and
+    drops shifts in Python: within 1e-4 relative at every output."""
+    unfused, path = tiny_dynamic
+    images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(size[0]))
+    with torch.no_grad():
+        expected = unfused(images)
+    expected = [expected] if isinstance(expected, torch.Tensor) else expected
+    actual = ort_session(path).run(None, {"images": images.numpy()})
+    for e, a in zip(expected, actual, strict=True):
+        assert a.shape == tuple(e.shape)
+        assert relative_error(e.numpy(), a) <= 1e-4
+
+
+def test_build_profile_spans_the_range() -> None:
+    assert profile_shapes((1, 2, 4), [None, 3, None, None], "images", TINY_RANGE) == {
+        "min": [1, 3, 40, 40], "opt": [2, 3, 100, 132], "max": [4, 3, 160, 160]}
+    with pytest.raises(PipelineError, match="dynamic in H and W: give the size range"):
+        profile_shapes((1, 2, 4), [None, 3, None, None], "images")
+    with pytest.raises(PipelineError, match="a fixed size: a size range"):
+        profile_shapes((1, 2, 4), [None, 3, 224, 224], "images", TINY_RANGE)
+
+
+def test_verify_judges_each_size(tiny_dynamic, tmp_path: Path) -> None:
+    unfused, path = tiny_dynamic
+    sizes = TINY_RANGE.verification_sizes()
+    assert sizes == ((40, 40), (100, 132), (160, 160), (132, 100))
+    out = tmp_path / "verify.json"
+    report = verify(unfused, path, "fp32", sizes=sizes, image_count=4, batch=2, out_path=out)
+    assert report.passed and [v.size for v in report.sizes] == list(sizes)
+    assert all(v.passed and v.images.count == 4 for v in report.sizes) and report.images.count == 16
+    written = json.loads(out.read_text())
+    assert [tuple(s["size"]) for s in written["sizes"]] == list(sizes)
+    for size in written["sizes"]:
+        assert all(o["cosine_min"] > 0.99999 and o["passed"] for o in size["outputs"].values())
+    with pytest.raises(PipelineError, match="give the sizes to verify at"):
+        verify(unfused, path, "fp32", image_count=4)
+
+
+def test_fixed_verify_report_has_no_sizes(tmp_path: Path) -> None:
+    backbone, fused = tiny_models(True)
+    fixed = export_onnx(fused, tmp_path / "fixed.onnx", img_size=(64, 64), max_batch=2)
+    report = verify(backbone, fixed, "fp32", images=np.zeros((2, 3, 64, 64), np.float32), batch=2)
+    assert "sizes" not in report.to_json() and report.sizes == ()
+    with pytest.raises(PipelineError, match="takes 64x64 images only"):
+        verify(backbone, fixed, "fp32", sizes=((64, 64),))
