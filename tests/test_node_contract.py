@@ -304,3 +304,53 @@ def test_the_creator_refuses_a_field_given_twice(plugin_library):
     assert lines[-2:] == ["error SwinWindowAttention plugin (layer 'probe'): attribute 'height' given twice",
                           "created 0"]
 
+
+# ---------------------------------------------------------------------------------------------------------
+# Version 2's creator (the map layout)
+
+
+MAP_VALID = {k: v for k, v in VALID.items() if k not in ("height", "width")}
+
+
+def test_the_library_has_a_creator_per_version(plugin_library, contract):
+    assert probe(plugin_library, "--list") == [f'creator {contract.name} {v.version} "{contract.namespace}"'
+                                               for v in contract.versions]
+
+
+def test_the_map_creator_declares_exactly_its_attributes(plugin_library, contract):
+    lines = probe(plugin_library, "--version", MAP_VERSION)
+    declared = [f"declared {a.name} {FIELD_TYPES[a.type]} {a.length}" for a in contract.map_layout.attributes]
+    assert lines == [f'creator {contract.name} {MAP_VERSION} "{contract.namespace}"', *declared,
+                     "error SwinWindowAttention plugin (layer 'probe'): missing attribute 'window_size'", "created 0"]
+
+
+def test_the_map_creator_parses_fields_by_name_in_any_order(plugin_library, contract):
+    shuffled = list(MAP_VALID.items())
+    random.Random(1).shuffle(shuffled)
+    assert [name for name, _ in shuffled] != list(MAP_VALID)
+    lines = probe(plugin_library, "--version", MAP_VERSION,
+                  *fields(dict(shuffled), {"num_heads": "int64", "scale": "float64"}))
+    assert "created 1" in lines, lines
+    assert [line for line in lines if line.startswith("serialized")] == [
+        f"serialized {a.name} {FIELD_TYPES[a.type]} {a.length} {MAP_VALID[a.name]}"
+        for a in contract.map_layout.attributes]
+
+
+@pytest.mark.parametrize("name", ["height", "width"])
+def test_the_map_creator_refuses_height_and_width(plugin_library, name):
+    lines = probe(plugin_library, "--version", MAP_VERSION, *fields(MAP_VALID | {name: 14}))
+    assert lines[-2:] == [
+        f"error SwinWindowAttention plugin (layer 'probe'): attribute '{name}' is not one of version 2's "
+        "(window_size, shift_size, num_heads, scale): version 2 takes H and W from qkv [B, H, W, 3C]; drop it, or "
+        "make the node plugin_version 1", "created 0"]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({k: v for k, v in MAP_VALID.items() if k != "shift_size"}, "missing attribute 'shift_size'"),
+    (MAP_VALID | {"shift_size": 7}, "got window_size=7, shift_size=7"),
+    (MAP_VALID | {"window_size": 17, "shift_size": 0}, "window_size=17 exceeds the supported maximum 16"),
+    (MAP_VALID | {"num_heads": 0}, "need num_heads > 0, got num_heads=0"),
+], ids=["missing", "shift beyond the window", "beyond a limit", "no heads"])
+def test_the_map_creator_refuses_fields_off_the_contract(plugin_library, values, message):
+    lines = probe(plugin_library, "--version", MAP_VERSION, *fields(values))
+    assert lines[-1] == "created 0" and message in lines[-2], lines
