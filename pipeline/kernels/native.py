@@ -117,6 +117,19 @@ class SwinAttention:
         self._raise(status, error)
         return out
 
+    def node_forward(self, version: str, qkv, rel_bias, qkv_bias, out, stream: int = 0, **attributes: float) -> None:
+        """CUDA kernel for a node of contract ``version`` at the C++ launchParams of ``qkv``'s shape, as the plugin's
+        enqueue runs it; ``out`` has qkv's shape with C for 3C. Tensors as :meth:`forward`'s."""
+        import torch
+
+        dtype = {torch.float32: SWIN_ATTN_FLOAT32, torch.float16: SWIN_ATTN_FLOAT16}[qkv.dtype]
+        params = self.launch_params(version, tuple(qkv.shape), **attributes)
+        error = ctypes.create_string_buffer(512)
+        status = self.lib.swin_window_attention_forward(
+            ctypes.byref(params), dtype, qkv.data_ptr(), rel_bias.data_ptr(), qkv_bias.data_ptr(), out.data_ptr(),
+            stream, error, len(error))
+        self._raise(status, error)
+
     def forward(self, qkv, rel_bias, qkv_bias, out, stream: int = 0, **attributes) -> None:
         """CUDA kernel on torch CUDA tensors (float32 or float16, contiguous); asynchronous on ``stream``."""
         import torch
