@@ -6,7 +6,8 @@
   their C ABI. ``plugin_library_for(arch)``: its TensorRT plugin library;
 - ``triton_images_for(arch)``: the Triton images that build embeds (its ``triton/manifest.json``);
 - ``native_libs``: session fixture, ``native_libs_for(TEST_CUDA_ARCH)``, what the CPU tests use;
-- ``synthetic_onnx``: a small ONNX graph with SwinWindowAttention nodes per the contract;
+- ``synthetic_onnx``: a small ONNX graph with SwinWindowAttention nodes per the contract (version 1, [B, H*W, C]);
+  ``synthetic_map_onnx``: the same with version-2 nodes on a map input [B, H, W, C] whose H and W are dynamic;
 - ``plugin_library``: session fixture, the TensorRT plugin library of ``native_libs`` (fails the test if
   CMake found no TensorRT headers). Engines are built with ``pipeline.tensorrt.build.build_engine``.
 """
@@ -23,7 +24,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from pipeline.kernels.cmake import NativeLibs, arch_build_dir, build_native
-from pipeline.kernels.reference import PLUGIN_DOMAIN, PLUGIN_OP, node_attributes
+from pipeline.kernels.reference import MAP_VERSION, PLUGIN_DOMAIN, PLUGIN_OP, PLUGIN_VERSION, node_attributes
 
 #: One architecture keeps the CI build short (2 cores); SM86 is also what the TensorRT-RTX tests target.
 TEST_CUDA_ARCH = "86"
@@ -65,10 +66,11 @@ def plugin_library() -> Path:
 # Synthetic ONNX with SwinWindowAttention nodes
 
 
-def swin_node(inputs: list[str], output: str, name: str, **attributes) -> onnx.NodeProto:
-    """A SwinWindowAttention node as the contract defines it (``node_attributes``: exactly its attributes)."""
+def swin_node(inputs: list[str], output: str, name: str, version: str = PLUGIN_VERSION,
+              **attributes) -> onnx.NodeProto:
+    """A SwinWindowAttention node of contract ``version`` (``node_attributes``: exactly that version's attributes)."""
     return helper.make_node(PLUGIN_OP, inputs, [output], name=name, domain=PLUGIN_DOMAIN,
-                            **node_attributes(**attributes))
+                            **node_attributes(version, **attributes))
 
 
 def synthetic_onnx(path: Path, blocks: list[dict], *, channels: int, height: int, width: int,
@@ -109,6 +111,47 @@ def synthetic_onnx(path: Path, blocks: list[dict], *, channels: int, height: int
         [helper.make_tensor_value_info("tokens", elem, ["batch", height * width, channels])],
         [helper.make_tensor_value_info(current, elem, ["batch", height * width, channels])],
         initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(PLUGIN_DOMAIN, 1)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def synthetic_map_onnx(path: Path, blocks: list[dict], *, channels: int, dtype: type = np.float32,
+                       seed: int = 0) -> Path:
+    """Input ``maps`` [B, H, W, C] with B, H and W dynamic → per block: MatMul+Add to 3C → a version-2
+    SwinWindowAttention (qkv [B, H, W, 3C], H and W from the tensor) → MatMul (proj) → next block.
+
+    ``blocks`` holds each node's window_size, shift_size, num_heads and optionally scale.
+    """
+    rng = np.random.default_rng(seed)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    initializers, nodes = [], []
+    current = "maps"
+    for b, block in enumerate(blocks):
+        heads, n = block["num_heads"], block["window_size"] ** 2
+        weights = {
+            f"qkv_w{b}": rng.normal(0, channels ** -0.5, (channels, 3 * channels)),
+            f"qkv_b{b}": rng.normal(0, 0.1, (3 * channels,)),
+            f"rel_bias{b}": rng.normal(0, 0.5, (heads, n, n)),
+            f"proj_w{b}": rng.normal(0, channels ** -0.5, (channels, channels)),
+        }
+        initializers += [numpy_helper.from_array(w.astype(dtype), name) for name, w in weights.items()]
+        attributes = {"window_size": block["window_size"], "shift_size": block["shift_size"], "num_heads": heads,
+                      "scale": float(block.get("scale", (channels // heads) ** -0.5))}
+        nodes += [
+            helper.make_node("MatMul", [current, f"qkv_w{b}"], [f"qkv_mm{b}"], name=f"qkv_matmul{b}"),
+            helper.make_node("Add", [f"qkv_mm{b}", f"qkv_b{b}"], [f"qkv{b}"], name=f"qkv_add{b}"),
+            swin_node([f"qkv{b}", f"rel_bias{b}", f"qkv_b{b}"], f"attn{b}", f"swin_attention{b}", MAP_VERSION,
+                      **attributes),
+            helper.make_node("MatMul", [f"attn{b}", f"proj_w{b}"], [f"proj{b}"], name=f"proj_matmul{b}"),
+        ]
+        current = f"proj{b}"
+    shape = ["batch", "height", "width", channels]
+    graph = helper.make_graph(nodes, "swin_window_attention_map_synthetic",
+                              [helper.make_tensor_value_info("maps", elem, shape)],
+                              [helper.make_tensor_value_info(current, elem, shape)], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid(PLUGIN_DOMAIN, 1)])
     model.ir_version = 8

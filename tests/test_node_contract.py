@@ -24,7 +24,7 @@ from pipeline.kernels import node_contract_gen
 from pipeline.kernels.cmake import NativeLibs
 from pipeline.kernels.native import SwinAttention, SwinAttentionError
 from pipeline.kernels.node_contract_gen import Contract, ContractError, load_contract
-from pipeline.kernels.reference import validate_attributes
+from pipeline.kernels.reference import MAP_ATTRIBUTES, MAP_VERSION, PLUGIN_VERSION, validate_attributes
 
 ROOT = node_contract_gen.repository_root()
 CONTRACT = ROOT / node_contract_gen.PLUGIN_FOLDER / node_contract_gen.CONTRACT_NAME
@@ -50,14 +50,21 @@ def test_generated_files_are_current():
 
 #: (what, old text, new text): edits that make the YAML contradict itself.
 CONTRADICTIONS = [
-    ("rename in part of the contract", "      scale: float32\n    attribute_length:",
-     "      scaling: float32\n    attribute_length:"),
-    ("an attribute type the plugin cannot hold", "      num_heads: int32\n      scale: float32\n    attribute_length",
-     "      num_heads: int64\n      scale: float32\n    attribute_length"),
+    ("rename in part of the contract", "      scale: float32\n    attribute_length:\n      height: 1",
+     "      scaling: float32\n    attribute_length:\n      height: 1"),
+    ("an attribute type the plugin cannot hold", "      num_heads: int32\n      scale: float32\n    attribute_length:\n"
+     "      height", "      num_heads: int64\n      scale: float32\n    attribute_length:\n      height"),
     ("the C ABI's type of an attribute differs", "      shift_size: int32\n      scale: float32\n    # Bounds",
      "      shift_size: float32\n      scale: float32\n    # Bounds"),
     ("a config that mixes dtypes", "          qkv_bias: float16\n", "          qkv_bias: float32\n"),
     ("reference_unchecked names no bound", "      - head_dim.max\n", "      - head_dim.min\n"),
+    ("the map layout changes a bound", "    attribute_options:\n      window_size:\n        min: \"0\"",
+     "    attribute_options:\n      window_size:\n        min: \"=0\""),
+    ("the map layout's launch_params lacks a field",
+     "      shift_size: \"0 if min(qkv_1, qkv_2) <= window_size else shift_size\"\n", ""),
+    ("a contract-wide key in the map layout", "    configs: *configs\n",
+     "    configs: *configs\n    mask_value: -100.0\n"),
+    ("a third version", "    configs: *configs\n", "    configs: *configs\n  \"3\": {}\n"),
 ]
 
 
@@ -69,6 +76,19 @@ def test_the_generator_refuses_a_contract_that_contradicts_itself(tmp_path, what
     mutated.write_text(text.replace(old, new))
     with pytest.raises(ContractError, match=CONTRACT.name):
         load_contract(mutated)
+
+
+def test_the_map_layout_is_the_token_layout_without_height_and_width(contract):
+    """Version 2 keeps version 1's inputs, dtypes and attributes (types, bounds) but height and width; qkv gains a
+    dimension; the generated Python names it as pipeline.kernels.reference expects."""
+    token, map_layout = contract.token_layout, contract.map_layout
+    assert (token.version, map_layout.version) == (PLUGIN_VERSION, MAP_VERSION) == ("1", "2")
+    assert map_layout.attributes == tuple(a for a in token.attributes if a.name not in ("height", "width"))
+    assert tuple(a.name for a in map_layout.attributes) == MAP_ATTRIBUTES
+    assert (map_layout.inputs, map_layout.outputs, map_layout.dtypes) == (token.inputs, token.outputs, token.dtypes)
+    assert (token.input_ranks, map_layout.input_ranks) == ((3, 3, 1), (4, 3, 1))
+    header = node_contract_gen.render_header(contract)
+    assert 'kMapPluginVersion = "2";' in header and "kMapAttributeIndices[kNbMapAttributes] = {2, 3, 4, 5};" in header
 
 
 def test_a_changed_limit_reaches_both_generated_files(tmp_path, contract):
@@ -283,3 +303,54 @@ def test_the_creator_refuses_a_field_given_twice(plugin_library):
     lines = probe(plugin_library, *fields(VALID), "height:int32:14")
     assert lines[-2:] == ["error SwinWindowAttention plugin (layer 'probe'): attribute 'height' given twice",
                           "created 0"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Version 2's creator (the map layout)
+
+
+MAP_VALID = {k: v for k, v in VALID.items() if k not in ("height", "width")}
+
+
+def test_the_library_has_a_creator_per_version(plugin_library, contract):
+    assert probe(plugin_library, "--list") == [f'creator {contract.name} {v.version} "{contract.namespace}"'
+                                               for v in contract.versions]
+
+
+def test_the_map_creator_declares_exactly_its_attributes(plugin_library, contract):
+    lines = probe(plugin_library, "--version", MAP_VERSION)
+    declared = [f"declared {a.name} {FIELD_TYPES[a.type]} {a.length}" for a in contract.map_layout.attributes]
+    assert lines == [f'creator {contract.name} {MAP_VERSION} "{contract.namespace}"', *declared,
+                     "error SwinWindowAttention plugin (layer 'probe'): missing attribute 'window_size'", "created 0"]
+
+
+def test_the_map_creator_parses_fields_by_name_in_any_order(plugin_library, contract):
+    shuffled = list(MAP_VALID.items())
+    random.Random(1).shuffle(shuffled)
+    assert [name for name, _ in shuffled] != list(MAP_VALID)
+    lines = probe(plugin_library, "--version", MAP_VERSION,
+                  *fields(dict(shuffled), {"num_heads": "int64", "scale": "float64"}))
+    assert "created 1" in lines, lines
+    assert [line for line in lines if line.startswith("serialized")] == [
+        f"serialized {a.name} {FIELD_TYPES[a.type]} {a.length} {MAP_VALID[a.name]}"
+        for a in contract.map_layout.attributes]
+
+
+@pytest.mark.parametrize("name", ["height", "width"])
+def test_the_map_creator_refuses_height_and_width(plugin_library, name):
+    lines = probe(plugin_library, "--version", MAP_VERSION, *fields(MAP_VALID | {name: 14}))
+    assert lines[-2:] == [
+        f"error SwinWindowAttention plugin (layer 'probe'): attribute '{name}' is not one of version 2's "
+        "(window_size, shift_size, num_heads, scale): version 2 takes H and W from qkv [B, H, W, 3C]; drop it, or "
+        "make the node plugin_version 1", "created 0"]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({k: v for k, v in MAP_VALID.items() if k != "shift_size"}, "missing attribute 'shift_size'"),
+    (MAP_VALID | {"shift_size": 7}, "got window_size=7, shift_size=7"),
+    (MAP_VALID | {"window_size": 17, "shift_size": 0}, "window_size=17 exceeds the supported maximum 16"),
+    (MAP_VALID | {"num_heads": 0}, "need num_heads > 0, got num_heads=0"),
+], ids=["missing", "shift beyond the window", "beyond a limit", "no heads"])
+def test_the_map_creator_refuses_fields_off_the_contract(plugin_library, values, message):
+    lines = probe(plugin_library, "--version", MAP_VERSION, *fields(values))
+    assert lines[-1] == "created 0" and message in lines[-2], lines

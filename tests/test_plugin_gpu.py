@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 from plugin_build import native_libs_for
-from test_plugin_host_reference import CASES, random_inputs, torch_window_attention
+from test_plugin_host_reference import CASES, MAP_CASES, random_inputs, torch_window_attention
 
 from pipeline.kernels.native import SwinAttention
+from pipeline.kernels.reference import MAP_VERSION, map_attention_reference
 
 pytestmark = [
     pytest.mark.gpu,
@@ -72,3 +73,27 @@ def test_kernel_rejects_bad_params_without_launching(libs):
     with pytest.raises(RuntimeError, match="16-byte aligned"):
         cuda.forward(misaligned, rel_bias, qkv_bias, out, height=14, width=14, window_size=7, shift_size=3,
                      num_heads=4, scale=0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize(("batch", "height", "width", "channels", "heads", "window", "shift"), MAP_CASES)
+def test_kernel_runs_the_map_layout_at_its_launch_params(libs, dtype, batch, height, width, channels, heads, window,
+                                                         shift):
+    """Version 2: qkv [B, H, W, 3C] through the C++ launchParams (as the plugin's enqueue) gives
+    map_attention_reference, the shift dropped on small maps."""
+    _, cuda = libs
+    qkv, rel_bias, qkv_bias = random_inputs(batch, height, width, channels, heads, window, seed=2)
+    qkv = qkv.reshape(batch, height, width, 3 * channels)
+    qkv, rel_bias, qkv_bias = (a.astype(np.float16).astype(np.float32) if dtype == torch.float16 else a
+                               for a in (qkv, rel_bias, qkv_bias))
+    attributes = dict(window_size=window, shift_size=shift, num_heads=heads, scale=(channels // heads) ** -0.5)
+    expected = map_attention_reference(qkv, rel_bias, qkv_bias, **attributes)
+    device = [torch.from_numpy(a).to("cuda", dtype) for a in (qkv, rel_bias, qkv_bias)]
+    out = torch.full((batch, height, width, channels), float("nan"), device="cuda", dtype=dtype)
+    cuda.node_forward(MAP_VERSION, *device, out, stream=torch.cuda.current_stream().cuda_stream, height=0, width=0,
+                      **attributes)
+    torch.cuda.synchronize()
+    got = out.float().cpu().numpy()
+    assert np.isfinite(got).all(), "the kernel left output tokens unwritten"
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-3 * max(1.0, np.abs(expected).max())
+    assert np.abs(got - expected).max() <= tolerance

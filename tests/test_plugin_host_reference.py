@@ -1,8 +1,12 @@
 """The C++ host reference of SwinWindowAttention (the kernel's index math, on the CPU) against the NumPy
-contract and an independent PyTorch window attention (official Swin order: pad, roll, partition)."""
+contract and an independent PyTorch window attention (official Swin order: pad, roll, partition); and the C++
+launchParams (what the plugin's enqueue runs a node of either contract version with) against Python's
+launch_params."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import subprocess
 
 import numpy as np
@@ -12,7 +16,14 @@ import torch.nn.functional as F
 
 from pipeline.kernels.cmake import NativeLibs
 from pipeline.kernels.native import SwinAttention, SwinAttentionError
-from pipeline.kernels.reference import MASK_VALUE, window_attention_reference
+from pipeline.kernels.reference import (
+    MAP_VERSION,
+    MASK_VALUE,
+    PLUGIN_VERSION,
+    launch_params,
+    map_attention_reference,
+    window_attention_reference,
+)
 
 CASES = [
     # (batch, height, width, channels, heads, window, shift)
@@ -128,6 +139,94 @@ def test_invalid_attributes_are_rejected_with_a_message(reference_lib, attribute
     assert "SwinWindowAttention" in error.value.message and message in error.value.message
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Both contract versions: launchParams and the host reference at its params
+
+#: Map sides for window 7: odd, below, equal to and above the window, a multiple of it and padded.
+SIDES = (1, 3, 6, 7, 8, 13, 14, 23)
+
+
+def launch_cases() -> list[tuple[str, tuple[int, ...], dict]]:
+    """(version, qkv shape, attributes) over sizes around the window, non-square too, shifted or not, both versions."""
+    cases = []
+    for (height, width), shift, (window, heads) in itertools.product(
+            itertools.product(SIDES, SIDES), (0, 3), ((7, 2), (12, 4))):
+        attributes = dict(window_size=window, shift_size=shift, num_heads=heads, scale=0.125)
+        batch, channels = 1 + (height + width) % 3, 16 * heads
+        cases.append((MAP_VERSION, (batch, height, width, 3 * channels), attributes))
+        cases.append((PLUGIN_VERSION, (batch, height * width, 3 * channels),
+                      dict(attributes, height=height, width=width)))
+    return cases
+
+
+def test_launch_params_match_python_field_for_field(reference_lib):
+    """One definition: the C++ launchParams (the plugin's enqueue, the host reference) equals Python's launch_params
+    for every case, including the map layout's dropped shift where min(H, W) <= window_size."""
+    cases = launch_cases()
+    assert {version for version, _, _ in cases} == {PLUGIN_VERSION, MAP_VERSION}
+    wrong = []
+    for version, shape, attributes in cases:
+        native = reference_lib.launch_params(version, shape, **{"height": 0, "width": 0, **attributes})
+        python = dataclasses.asdict(launch_params(version, shape, **attributes))
+        if {name: getattr(native, name) for name, _ in native._fields_} != python:
+            wrong.append((version, shape, attributes))
+    assert wrong == []
+    kept = {launch_params(version, shape, **a).shift_size > 0 for version, shape, a in cases
+            if version == MAP_VERSION and a["shift_size"]}
+    assert kept == {True, False}, "the cases must cover maps that keep the shift and maps that drop it"
+
+
+@pytest.mark.parametrize(("version", "shape", "message"), [
+    ("3", (1, 7, 7, 192), "plugin_version '3' is unknown; the contract has '1' and '2'"),
+    (MAP_VERSION, (1, 49, 192), "qkv must be [B, H, W, 3C] in version 2, got rank 3"),
+    (PLUGIN_VERSION, (1, 7, 7, 192), "qkv must be [B, H*W, 3C] in version 1, got rank 4"),
+    (MAP_VERSION, (1, -1, 7, 192), "qkv's dimension 1 is -1, outside 0..2^31-1"),
+])
+def test_launch_params_refuse_what_fits_no_version(reference_lib, version, shape, message):
+    with pytest.raises(SwinAttentionError) as error:
+        reference_lib.launch_params(version, shape, height=7, width=7, window_size=7, shift_size=3, num_heads=2,
+                                    scale=0.125)
+    assert error.value.message == f"SwinWindowAttention: {message}"
+
+
+MAP_CASES = [
+    # (batch, height, width, channels, heads, window, shift)
+    (2, 14, 14, 64, 2, 7, 3),    # above the window, square, shifted
+    (1, 9, 17, 96, 3, 7, 3),     # odd, non-square, padded, shifted
+    (3, 7, 7, 64, 2, 7, 3),      # equal to the window: the shift is dropped
+    (1, 5, 23, 64, 4, 7, 3),     # H below the window, W above: the shift is dropped
+    (2, 3, 4, 64, 2, 7, 0),      # both below, unshifted
+    (1, 13, 8, 48, 1, 7, 0),     # above, unshifted, head_dim 48
+    (1, 25, 26, 64, 2, 12, 6),   # window 12, shifted
+]
+
+
+@pytest.mark.parametrize(("batch", "height", "width", "channels", "heads", "window", "shift"), MAP_CASES)
+def test_map_layout_host_reference_matches_python(reference_lib, batch, height, width, channels, heads, window,
+                                                  shift):
+    """Version 2: the C++ host reference at launchParams of qkv [B, H, W, 3C] equals map_attention_reference."""
+    qkv, rel_bias, qkv_bias = random_inputs(batch, height, width, channels, heads, window, seed=height * width)
+    qkv = qkv.reshape(batch, height, width, 3 * channels)
+    attributes = dict(window_size=window, shift_size=shift, num_heads=heads, scale=(channels // heads) ** -0.5)
+    host = reference_lib.node_reference(MAP_VERSION, qkv, rel_bias, qkv_bias, height=0, width=0, **attributes)
+    expected = map_attention_reference(qkv, rel_bias, qkv_bias, **attributes)
+    assert host.shape == expected.shape == (batch, height, width, channels)
+    assert np.isfinite(host).all()
+    assert np.abs(host - expected).max() <= 1e-5
+
+
+def test_token_layout_node_reference_is_the_reference(reference_lib):
+    """Version 1 through the node entry point gives exactly what swin_window_attention_reference gives, and a token
+    count other than height*width is refused rather than read past."""
+    batch, height, width, channels, heads, window, shift = CASES[2]
+    qkv, rel_bias, qkv_bias = random_inputs(batch, height, width, channels, heads, window)
+    attributes = dict(height=height, width=width, window_size=window, shift_size=shift, num_heads=heads, scale=0.25)
+    node = reference_lib.node_reference(PLUGIN_VERSION, qkv, rel_bias, qkv_bias, **attributes)
+    assert np.array_equal(node, reference_lib.reference(qkv, rel_bias, qkv_bias, **attributes))
+    with pytest.raises(SwinAttentionError, match="qkv has 130 tokens but height\\*width = 11\\*13"):
+        reference_lib.node_reference(PLUGIN_VERSION, qkv, rel_bias, qkv_bias, **(attributes | dict(height=11)))
+
+
 def _undefined_symbols(path) -> str:
     return subprocess.run(["nm", "-D", "--undefined-only", str(path)], capture_output=True, text=True,
                           check=True).stdout
@@ -154,6 +253,8 @@ def test_host_reference_library_needs_no_cuda(native_libs: NativeLibs):
     needed = subprocess.run(["readelf", "-d", str(native_libs.reference)], capture_output=True, text=True,
                             check=True).stdout
     assert "cuda" not in needed.lower()
-    assert _exported_functions(native_libs.reference) == {"swin_window_attention_reference",
-                                                          "swin_window_attention_check"}
-    assert _exported_functions(native_libs.cuda) == {"swin_window_attention_forward", "swin_window_attention_check"}
+    assert _exported_functions(native_libs.reference) == {
+        "swin_window_attention_reference", "swin_window_attention_node_reference", "swin_window_attention_check",
+        "swin_window_attention_launch_params"}
+    assert _exported_functions(native_libs.cuda) == {"swin_window_attention_forward", "swin_window_attention_check",
+                                                     "swin_window_attention_launch_params"}

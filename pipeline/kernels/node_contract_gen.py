@@ -70,15 +70,26 @@ class Attribute:
 
 
 @dataclasses.dataclass(frozen=True)
-class Contract:
-    name: str
-    domain: str
-    namespace: str
+class Version:
+    """One version of the node: its inputs and outputs, their ranks, its attributes and its dtypes."""
+
     version: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    input_ranks: tuple[int, ...]  #: one per input
     attributes: tuple[Attribute, ...]
     dtypes: tuple[str, ...]  #: one per config, in the YAML's order (the C ABI's SwinAttnDtype values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """The node: its versions (by position: the token layout, then the map layout) and the contract-wide keys.
+    ``version``, ``inputs``, ``outputs``, ``attributes`` and ``dtypes`` are the token layout's (version 1)."""
+
+    name: str
+    domain: str
+    namespace: str
+    versions: tuple[Version, Version]
     head_dim_multiple: int
     max_head_dim: int
     mask_value: float
@@ -86,13 +97,51 @@ class Contract:
     abi_params: tuple[tuple[str, str], ...]  #: the C ABI's SwinAttnParams: (name, type) in declaration order
 
     @property
+    def token_layout(self) -> Version:
+        return self.versions[0]
+
+    @property
+    def map_layout(self) -> Version:
+        """Version 2: qkv ``[B, H, W, 3C]``, H and W from the tensor at run time."""
+        return self.versions[1]
+
+    @property
+    def version(self) -> str:
+        return self.token_layout.version
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.token_layout.inputs
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.token_layout.outputs
+
+    @property
+    def attributes(self) -> tuple[Attribute, ...]:
+        return self.token_layout.attributes
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return self.token_layout.dtypes
+
+    @property
     def max_window_size(self) -> int:
         bound = next(a.max for a in self.attributes if a.name == "window_size")
         return int(bound.value) if bound.inclusive else int(bound.value) - 1
 
+    def map_attribute_indices(self) -> tuple[int, ...]:
+        """Each map-layout attribute's index among the token layout's (its attributes are a subset of them)."""
+        names = [a.name for a in self.attributes]
+        return tuple(names.index(a.name) for a in self.map_layout.attributes)
+
 
 class ContractError(ValueError):
     """The YAML contradicts itself; the message lists every contradiction."""
+
+
+#: Keys only the first version holds: they describe the node and its implementation, whatever the layout.
+CONTRACT_WIDE_KEYS = ("head_dim", "mask_value", "c_abi_params", "reference_unchecked")
 
 
 def load_contract(path: Path) -> Contract:
@@ -100,12 +149,44 @@ def load_contract(path: Path) -> Contract:
     import yaml  # the test extra's; only the generator and the tests read the YAML
 
     data = yaml.safe_load(path.read_text())
-    (version, spec), *more = data["versions"].items()
-    problems = [f"one version expected, got {list(data['versions'])}"] if more else []
+    specs = [(str(version), spec) for version, spec in data["versions"].items()]
+    if len(specs) != 2:
+        raise ContractError(f"{path}: two versions expected (the token layout, then the map layout), got "
+                            f"{[version for version, _ in specs]}")
+    versions, problems = [], []
+    for version, spec in specs:
+        parsed, version_problems = load_version(version, spec)
+        versions.append(parsed)
+        problems += [f"version {version}: {problem}" for problem in version_problems]
+    (_, base), (map_version, map_spec) = specs
+    problems += [f"version {map_version}: {key} is contract-wide, give it in version {versions[0].version} only"
+                 for key in CONTRACT_WIDE_KEYS if key in map_spec]
+    abi = tuple((str(name), str(kind)) for name, kind in base["c_abi_params"].items())
+    problems += abi_problems(versions[0].attributes, abi)
+    problems += [f"version {version}: launch_params names {list(spec.get('launch_params', {}))}, c_abi_params "
+                 f"{[name for name, _ in abi]}" for version, spec in specs
+                 if list(spec.get("launch_params", {})) != [name for name, _ in abi]]
+    problems += map_layout_problems(versions[0], versions[1])
+    contract = Contract(
+        name=data["name"], domain=data["domain"], namespace=data["namespace"], versions=(versions[0], versions[1]),
+        head_dim_multiple=int(base["head_dim"]["multiple_of"]), max_head_dim=int(base["head_dim"]["max"]),
+        mask_value=float(base["mask_value"]), reference_unchecked=frozenset(base.get("reference_unchecked", [])),
+        abi_params=abi)
+    known = {f"{a.name}.{side}" for a in contract.attributes for side in ("min", "max")} | {"head_dim.multiple_of",
+                                                                                            "head_dim.max"}
+    problems += [f"reference_unchecked names an unknown bound {b}"
+                 for b in sorted(contract.reference_unchecked - known)]
+    if problems:
+        raise ContractError(f"{path}: " + "; ".join(problems))
+    return contract
+
+
+def load_version(version: str, spec: dict[str, Any]) -> tuple[Version, list[str]]:
+    """One version of the YAML and how it contradicts itself."""
     names = list(spec["attributes"])
-    for key in ("attribute_types", "attribute_length", "attribute_options", "attributes_required"):
-        if list(spec[key]) != names:
-            problems.append(f"{key} lists {list(spec[key])}, attributes are {names}")
+    problems = [f"{key} lists {list(spec[key])}, attributes are {names}"
+                for key in ("attribute_types", "attribute_length", "attribute_options", "attributes_required")
+                if list(spec[key]) != names]
     attributes = tuple(Attribute(name, spec["attribute_types"].get(name, "?"), spec["attribute_length"].get(name, 0),
                                  parse_bound(spec["attribute_options"].get(name, {}).get("min", "=ninf")),
                                  parse_bound(spec["attribute_options"].get(name, {}).get("max", "=pinf")))
@@ -114,6 +195,8 @@ def load_contract(path: Path) -> Contract:
                  for a in attributes if a.type not in CPP_TYPES]
     problems += [f"attribute {a.name} has length {a.length}; the plugin reads scalars" for a in attributes
                  if a.length != 1]
+    if list(spec["input_dims"]) != spec["inputs"]:
+        problems.append(f"input_dims lists {list(spec['input_dims'])}, inputs are {spec['inputs']}")
     dtypes = []
     for config_name, config in spec["configs"].items():
         io_types = {**config["input_types"], **config["output_types"]}
@@ -122,21 +205,26 @@ def load_contract(path: Path) -> Contract:
         if len(set(io_types.values())) != 1:
             problems.append(f"config {config_name} mixes dtypes {io_types} (the plugin needs one)")
         dtypes.append(next(iter(io_types.values())))
-    abi = tuple((str(name), str(kind)) for name, kind in spec["c_abi_params"].items())
-    problems += abi_problems(attributes, abi)
-    contract = Contract(
-        name=data["name"], domain=data["domain"], namespace=data["namespace"], version=str(version),
-        inputs=tuple(spec["inputs"]), outputs=tuple(spec["outputs"]), attributes=attributes, dtypes=tuple(dtypes),
-        head_dim_multiple=int(spec["head_dim"]["multiple_of"]), max_head_dim=int(spec["head_dim"]["max"]),
-        mask_value=float(spec["mask_value"]), reference_unchecked=frozenset(spec.get("reference_unchecked", [])),
-        abi_params=abi)
-    known = {f"{a.name}.{side}" for a in attributes for side in ("min", "max")} | {"head_dim.multiple_of",
-                                                                                   "head_dim.max"}
-    problems += [f"reference_unchecked names an unknown bound {b}"
-                 for b in sorted(contract.reference_unchecked - known)]
-    if problems:
-        raise ContractError(f"{path}: " + "; ".join(problems))
-    return contract
+    ranks = tuple(int(spec["input_dims"].get(name, 0)) for name in spec["inputs"])
+    return Version(version, tuple(spec["inputs"]), tuple(spec["outputs"]), ranks, attributes, tuple(dtypes)), problems
+
+
+def map_layout_problems(token: Version, map_layout: Version) -> list[str]:
+    """How the map layout departs from the token layout beyond qkv's rank and the attributes it leaves out."""
+    problems = [f"version {map_layout.version}: {what} {mine}, version {token.version}'s {theirs}"
+                for what, mine, theirs in (("inputs", map_layout.inputs, token.inputs),
+                                           ("outputs", map_layout.outputs, token.outputs),
+                                           ("dtypes", map_layout.dtypes, token.dtypes))
+                if mine != theirs]
+    token_attributes = {a.name: a for a in token.attributes}
+    problems += [f"version {map_layout.version}: attribute {a.name} is not version {token.version}'s (the map layout "
+                 f"keeps the token layout's attributes with their types, lengths and bounds)"
+                 for a in map_layout.attributes if token_attributes.get(a.name) != a]
+    order = [a.name for a in token.attributes if a.name in {m.name for m in map_layout.attributes}]
+    if order != [a.name for a in map_layout.attributes]:
+        problems.append(f"version {map_layout.version}: attributes {[a.name for a in map_layout.attributes]} are "
+                        f"not in version {token.version}'s order {order}")
+    return problems
 
 
 def abi_problems(attributes: tuple[Attribute, ...], abi: tuple[tuple[str, str], ...]) -> list[str]:
@@ -176,6 +264,11 @@ namespace swin_attn
 constexpr char const* kPluginName = "{c.name}";
 constexpr char const* kPluginVersion = "{c.version}";
 constexpr char const* kPluginNamespace = "{c.namespace}";
+//! Version {c.map_layout.version}, the map layout: qkv [B, H, W, 3C], so H and W come from the tensor at run time.
+constexpr char const* kMapPluginVersion = "{c.map_layout.version}";
+//! qkv's rank: [B, H*W, 3C] in version {c.version}, [B, H, W, 3C] in version {c.map_layout.version}.
+constexpr int32_t kQkvRank = {c.token_layout.input_ranks[0]};
+constexpr int32_t kMapQkvRank = {c.map_layout.input_ranks[0]};
 //! Inputs {", ".join(c.inputs)}; outputs {", ".join(c.outputs)}.
 constexpr int32_t kNbInputs = {len(c.inputs)};
 constexpr int32_t kNbOutputs = {len(c.outputs)};
@@ -186,7 +279,7 @@ constexpr int32_t kMaxWindowSize = {c.max_window_size};
 constexpr int32_t kHeadDimMultiple = {c.head_dim_multiple};
 constexpr int32_t kMaxHeadDim = {c.max_head_dim};
 
-{_attribute_declarations(c)}{_abi_asserts(c)}
+{_attribute_declarations(c)}{_map_attribute_declarations(c)}{_abi_asserts(c)}
 
 }} // namespace swin_attn
 
@@ -239,6 +332,20 @@ inline void* attributeData(Attributes& attributes, int32_t index)
 """
 
 
+def _map_attribute_declarations(c: Contract) -> str:
+    """The header's kMapAttributeIndices: version 2's creator fields as indices into kAttributeFields."""
+    indices = ", ".join(str(i) for i in c.map_attribute_indices())
+    kept = {a.name for a in c.map_layout.attributes}
+    dropped = " and ".join(a.name for a in c.attributes if a.name not in kept)
+    return f"""\
+//! Version {c.map_layout.version}'s attributes in its creator's order, as indices into kAttributeFields (version
+//! {c.version}'s without {dropped}, of the same types and bounds); its plugin serializes only these.
+constexpr int32_t kNbMapAttributes = {len(c.map_layout.attributes)};
+constexpr int32_t kMapAttributeIndices[kNbMapAttributes] = {{{indices}}};
+
+"""
+
+
 def _abi_asserts(c: Contract) -> str:
     """static_asserts: SwinAttnParams field for field as c_abi_params, SwinAttnDtype numbered as the configs."""
     asserts, offset = [], 0
@@ -248,6 +355,14 @@ def _abi_asserts(c: Contract) -> str:
                     f'static_assert(offsetof(SwinAttnParams, {name}) == {offset}, "c_abi_params.{name}");']
         offset += CPP_TYPES[kind][1]
     asserts.append(f'static_assert(sizeof(SwinAttnParams) == {offset}, "SwinAttnParams has exactly c_abi_params");')
+    offset = 0
+    for a in c.attributes:  # SwinAttnAttributes: version 1's attributes in order, of their types
+        member = f"SwinAttnAttributes::{a.name}"
+        asserts += [f'static_assert(std::is_same_v<decltype({member}), {CPP_TYPES[a.type][0]}>, "attribute {a.name}");',
+                    f'static_assert(offsetof(SwinAttnAttributes, {a.name}) == {offset}, "attribute {a.name}");']
+        offset += CPP_TYPES[a.type][1]
+    asserts.append(f'static_assert(sizeof(SwinAttnAttributes) == {offset}, "SwinAttnAttributes has exactly the '
+                   f'attributes");')
     asserts += [f'static_assert(SWIN_ATTN_{dtype.upper()} == {i}, "SwinAttnDtype numbers the contract\'s configs");'
                 for i, dtype in enumerate(c.dtypes)]
     return "\n".join(asserts)
@@ -286,6 +401,9 @@ MASK_VALUE = {float(c.mask_value)!r}
 MAX_WINDOW_SIZE = {c.max_window_size}
 HEAD_DIM_MULTIPLE = {c.head_dim_multiple}
 MAX_HEAD_DIM = {c.max_head_dim}
+#: Version 2 (the map layout): qkv ``[B, H, W, 3C]``, so H and W come from the tensor at run time; its attributes.
+MAP_VERSION = "{c.map_layout.version}"
+MAP_ATTRIBUTES = {names(tuple(a.name for a in c.map_layout.attributes))}
 #: The C ABI's SwinAttnParams (swin_window_attention.h): (field, type) in declaration order.
 ABI_PARAMS = ({abi}
 )

@@ -5,7 +5,10 @@
  *  - swin_window_attention_reference: float32 on the host, plain C++ (libswin_window_attention_reference.so),
  *    usable without CUDA; CI tests call it through ctypes.
  *  - swin_window_attention_forward: launches the CUDA kernel (libswin_window_attention_cuda.so).
- * Both return SWIN_ATTN_OK or an error code and, if error/error_size allow, a message naming the problem.
+ * A node of either contract version (1: qkv [B, H*W, 3C]; 2: qkv [B, H, W, 3C]) runs with the SwinAttnParams that
+ * swin_window_attention_launch_params computes from its qkv dims and attributes (both libraries);
+ * swin_window_attention_node_reference evaluates such a node on the host (the reference library).
+ * All return SWIN_ATTN_OK or an error code and, if error/error_size allow, a message naming the problem.
  */
 #ifndef SWIN_WINDOW_ATTENTION_H
 #define SWIN_WINDOW_ATTENTION_H
@@ -49,12 +52,34 @@ typedef struct SwinAttnParams
     float scale;
 } SwinAttnParams;
 
+/* A node's attributes in contract version 1's order; version 2 has no height and width (they are ignored). */
+typedef struct SwinAttnAttributes
+{
+    int32_t height;
+    int32_t width;
+    int32_t window_size;
+    int32_t shift_size;
+    int32_t num_heads;
+    float scale;
+} SwinAttnAttributes;
+
 /* Checks params against the contract and this implementation's limits; returns a status code. */
 SWIN_ATTN_EXPORT int swin_window_attention_check(const SwinAttnParams* params, char* error, size_t error_size);
+
+/* The params the kernels run a node of contract `version` ("1" or "2") with, from its qkv dims qkv_dims[0..qkv_rank)
+ * and its attributes (launchParams in swin_window_attention_index.h, the one definition the plugin uses too). */
+SWIN_ATTN_EXPORT int swin_window_attention_launch_params(const char* version, const int64_t* qkv_dims, int32_t qkv_rank,
+    const SwinAttnAttributes* attributes, SwinAttnParams* params, char* error, size_t error_size);
 
 /* Host float32 reference. qkv [B, H*W, 3C], rel_bias [nH, N, N], qkv_bias [3C], out [B, H*W, C]. */
 SWIN_ATTN_EXPORT int swin_window_attention_reference(const SwinAttnParams* params, const float* qkv,
     const float* rel_bias, const float* qkv_bias, float* out, char* error, size_t error_size);
+
+/* Host float32 reference of a node of contract `version`: swin_window_attention_reference at the launch params of
+ * its qkv dims. out has qkv's dims with C for 3C: [B, H*W, C] (version 1) or [B, H, W, C] (version 2). */
+SWIN_ATTN_EXPORT int swin_window_attention_node_reference(const char* version, const int64_t* qkv_dims,
+    int32_t qkv_rank, const SwinAttnAttributes* attributes, const float* qkv, const float* rel_bias,
+    const float* qkv_bias, float* out, char* error, size_t error_size);
 
 /* CUDA kernel, asynchronous on stream. All four pointers are device memory of dtype (enum SwinAttnDtype),
  * 16-byte aligned; out must not alias qkv. */

@@ -16,6 +16,11 @@ namespace swin_attn
 constexpr char const* kPluginName = "SwinWindowAttention";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "";
+//! Version 2, the map layout: qkv [B, H, W, 3C], so H and W come from the tensor at run time.
+constexpr char const* kMapPluginVersion = "2";
+//! qkv's rank: [B, H*W, 3C] in version 1, [B, H, W, 3C] in version 2.
+constexpr int32_t kQkvRank = 3;
+constexpr int32_t kMapQkvRank = 4;
 //! Inputs qkv, rel_bias, qkv_bias; outputs output.
 constexpr int32_t kNbInputs = 3;
 constexpr int32_t kNbOutputs = 1;
@@ -77,6 +82,11 @@ inline void* attributeData(Attributes& attributes, int32_t index)
     return nullptr;
 }
 
+//! Version 2's attributes in its creator's order, as indices into kAttributeFields (version
+//! 1's without height and width, of the same types and bounds); its plugin serializes only these.
+constexpr int32_t kNbMapAttributes = 4;
+constexpr int32_t kMapAttributeIndices[kNbMapAttributes] = {2, 3, 4, 5};
+
 static_assert(std::is_same_v<decltype(SwinAttnParams::batch), int32_t>, "c_abi_params.batch");
 static_assert(offsetof(SwinAttnParams, batch) == 0, "c_abi_params.batch");
 static_assert(std::is_same_v<decltype(SwinAttnParams::height), int32_t>, "c_abi_params.height");
@@ -94,6 +104,19 @@ static_assert(offsetof(SwinAttnParams, shift_size) == 24, "c_abi_params.shift_si
 static_assert(std::is_same_v<decltype(SwinAttnParams::scale), float>, "c_abi_params.scale");
 static_assert(offsetof(SwinAttnParams, scale) == 28, "c_abi_params.scale");
 static_assert(sizeof(SwinAttnParams) == 32, "SwinAttnParams has exactly c_abi_params");
+static_assert(std::is_same_v<decltype(SwinAttnAttributes::height), int32_t>, "attribute height");
+static_assert(offsetof(SwinAttnAttributes, height) == 0, "attribute height");
+static_assert(std::is_same_v<decltype(SwinAttnAttributes::width), int32_t>, "attribute width");
+static_assert(offsetof(SwinAttnAttributes, width) == 4, "attribute width");
+static_assert(std::is_same_v<decltype(SwinAttnAttributes::window_size), int32_t>, "attribute window_size");
+static_assert(offsetof(SwinAttnAttributes, window_size) == 8, "attribute window_size");
+static_assert(std::is_same_v<decltype(SwinAttnAttributes::shift_size), int32_t>, "attribute shift_size");
+static_assert(offsetof(SwinAttnAttributes, shift_size) == 12, "attribute shift_size");
+static_assert(std::is_same_v<decltype(SwinAttnAttributes::num_heads), int32_t>, "attribute num_heads");
+static_assert(offsetof(SwinAttnAttributes, num_heads) == 16, "attribute num_heads");
+static_assert(std::is_same_v<decltype(SwinAttnAttributes::scale), float>, "attribute scale");
+static_assert(offsetof(SwinAttnAttributes, scale) == 20, "attribute scale");
+static_assert(sizeof(SwinAttnAttributes) == 24, "SwinAttnAttributes has exactly the attributes");
 static_assert(SWIN_ATTN_FLOAT32 == 0, "SwinAttnDtype numbers the contract's configs");
 static_assert(SWIN_ATTN_FLOAT16 == 1, "SwinAttnDtype numbers the contract's configs");
 

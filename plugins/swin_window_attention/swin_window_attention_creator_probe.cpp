@@ -1,11 +1,15 @@
 // Drives a plugin library's creator the way TensorRT does, without TensorRT: tests/test_node_contract.py runs it to
 // prove that createPlugin parses the fields by name and that the plugin serializes the contract's attributes.
 //
-//   swin_window_attention_creator_probe <plugin library> [<name>:<int32|int64|float32|float64>:<value> ...]
+//   swin_window_attention_creator_probe <plugin library> --list
+//   swin_window_attention_creator_probe <plugin library> [--version <v>] [<name>:<int32|int64|float32|float64>:<value>
+//   ...]
 //
-// dlopens the library, calls getCreators and setLoggerFinder, then createPlugin(kBUILD) with the fields given, in
-// their order. Prints one line per fact ("creator <name> <version> <namespace>", "declared <field> <type> <length>",
-// "created 0|1", "serialized <field> <type> <length> <value>", "error <message>" for each error the plugin logs).
+// dlopens the library and calls getCreators and setLoggerFinder. --list prints "creator <name> <version> <namespace>"
+// for every creator getCreators returns, in its order. Otherwise it takes the creator of plugin version <v> (default:
+// the first) and calls createPlugin(kBUILD) with the fields given, in their order. Prints one line per fact
+// ("creator <name> <version> <namespace>", "declared <field> <type> <length>", "created 0|1",
+// "serialized <field> <type> <length> <value>", "error <message>" for each error the plugin logs).
 // Exits 0 when it could ask (whether or not the plugin was created), 2 on a usage or loading problem.
 #include <NvInferRuntime.h>
 
@@ -127,6 +131,56 @@ void printFields(char const* what, PluginFieldCollection const* fields, bool wit
     }
 }
 
+void printCreator(IPluginCreatorV3One const& creator)
+{
+    std::printf(
+        "creator %s %s \"%s\"\n", creator.getPluginName(), creator.getPluginVersion(), creator.getPluginNamespace());
+}
+
+//! The creator of plugin version `version` (nullptr: the first), or nullptr when there is none.
+IPluginCreatorV3One* findCreator(IPluginCreatorInterface* const* creators, int32_t nbCreators, char const* version)
+{
+    for (int32_t i = 0; i < nbCreators; ++i)
+    {
+        auto* creator = static_cast<IPluginCreatorV3One*>(creators[i]);
+        if (version == nullptr || std::strcmp(creator->getPluginVersion(), version) == 0)
+        {
+            return creator;
+        }
+    }
+    return nullptr;
+}
+
+//! Creates a plugin with the fields of argv[first..argc) and prints what it declares and serializes.
+int createWith(IPluginCreatorV3One& creator, int argc, char** argv, int first)
+{
+    printCreator(creator);
+    printFields("declared", creator.getFieldNames(), false);
+    std::deque<Argument> arguments; // a deque keeps each element where the fields point
+    std::vector<PluginField> fields;
+    for (int32_t i = first; i < argc; ++i)
+    {
+        arguments.emplace_back();
+        if (!parseArgument(argv[i], arguments.back()))
+        {
+            std::fprintf(stderr, "bad field %s: want <name>:<int32|int64|float32|float64>:<value>\n", argv[i]);
+            return 2;
+        }
+        fields.emplace_back(arguments.back().name.c_str(), argumentData(arguments.back()), arguments.back().type, 1);
+    }
+    PluginFieldCollection collection{static_cast<int32_t>(fields.size()), fields.data()};
+    IPluginV3* plugin = creator.createPlugin("probe", &collection, TensorRTPhase::kBUILD);
+    std::printf("created %d\n", plugin != nullptr ? 1 : 0);
+    if (plugin != nullptr)
+    {
+        auto* runtime
+            = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+        printFields("serialized", runtime->getFieldsToSerialize(), true);
+        delete plugin;
+    }
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -151,37 +205,22 @@ int main(int argc, char** argv)
     setLoggerFinder(&finder);
     int32_t nbCreators = 0;
     IPluginCreatorInterface* const* creators = getCreators(nbCreators);
-    if (nbCreators != 1)
+    bool const list = argc > 2 && std::strcmp(argv[2], "--list") == 0;
+    bool const pick = argc > 3 && std::strcmp(argv[2], "--version") == 0;
+    if (list)
     {
-        std::fprintf(stderr, "%s has %d creators, expected 1\n", argv[1], nbCreators);
+        for (int32_t i = 0; i < nbCreators; ++i)
+        {
+            printCreator(*static_cast<IPluginCreatorV3One*>(creators[i]));
+        }
+        return 0;
+    }
+    IPluginCreatorV3One* creator = findCreator(creators, nbCreators, pick ? argv[3] : nullptr);
+    if (creator == nullptr)
+    {
+        std::fprintf(
+            stderr, "%s has no creator of version %s (%d creators)\n", argv[1], pick ? argv[3] : "any", nbCreators);
         return 2;
     }
-    auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
-    std::printf(
-        "creator %s %s \"%s\"\n", creator->getPluginName(), creator->getPluginVersion(), creator->getPluginNamespace());
-    printFields("declared", creator->getFieldNames(), false);
-
-    std::deque<Argument> arguments; // a deque keeps each element where the fields point
-    std::vector<PluginField> fields;
-    for (int32_t i = 2; i < argc; ++i)
-    {
-        arguments.emplace_back();
-        if (!parseArgument(argv[i], arguments.back()))
-        {
-            std::fprintf(stderr, "bad field %s: want <name>:<int32|int64|float32|float64>:<value>\n", argv[i]);
-            return 2;
-        }
-        fields.emplace_back(arguments.back().name.c_str(), argumentData(arguments.back()), arguments.back().type, 1);
-    }
-    PluginFieldCollection collection{static_cast<int32_t>(fields.size()), fields.data()};
-    IPluginV3* plugin = creator->createPlugin("probe", &collection, TensorRTPhase::kBUILD);
-    std::printf("created %d\n", plugin != nullptr ? 1 : 0);
-    if (plugin != nullptr)
-    {
-        auto* runtime
-            = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-        printFields("serialized", runtime->getFieldsToSerialize(), true);
-        delete plugin;
-    }
-    return 0;
+    return createWith(*creator, argc, argv, pick ? 4 : 2);
 }

@@ -3,7 +3,8 @@
  * that both follow one definition of the contract (README.md, pipeline/kernels/reference.py; its constants and limits
  * are in the generated swin_window_attention_contract.h):
  * padding to a multiple of the window (bottom/right), cyclic shift by -shift_size after padding, window
- * partition, and the shift-region ids that define the mask.
+ * partition, and the shift-region ids that define the mask; and launchParams, the one function from a node's contract
+ * version, runtime qkv dims and attributes to the SwinAttnParams its kernels run with.
  */
 #ifndef SWIN_WINDOW_ATTENTION_INDEX_H
 #define SWIN_WINDOW_ATTENTION_INDEX_H
@@ -11,7 +12,9 @@
 #include "swin_window_attention.h"
 #include "swin_window_attention_contract.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #if defined(__CUDACC__)
@@ -96,14 +99,10 @@ SWIN_HD int32_t slotRegion(WindowGeometry const& g, int32_t windowIndex, int32_t
     return 3 * regionOf(y, g.paddedHeight, g.window, g.shift) + regionOf(x, g.paddedWidth, g.window, g.shift);
 }
 
-//! Checks attributes alone (what a plugin creator knows). Empty when valid, else the reason (without the op name).
-inline std::string checkAttributes(int32_t height, int32_t width, int32_t window, int32_t shift, int32_t numHeads)
+//! Checks the attributes every contract version has (window_size, shift_size, num_heads). Empty when valid, else the
+//! reason (without the op name).
+inline std::string checkWindowAttributes(int32_t window, int32_t shift, int32_t numHeads)
 {
-    if (height <= 0 || width <= 0)
-    {
-        return "need height > 0 and width > 0, got height=" + std::to_string(height)
-            + ", width=" + std::to_string(width);
-    }
     if (window <= 0 || shift < 0 || shift >= window)
     {
         return "need window_size > 0 and 0 <= shift_size < window_size, got window_size=" + std::to_string(window)
@@ -119,6 +118,18 @@ inline std::string checkAttributes(int32_t height, int32_t width, int32_t window
         return "need num_heads > 0, got num_heads=" + std::to_string(numHeads);
     }
     return {};
+}
+
+//! Checks attributes alone (what a version-1 plugin creator knows). Empty when valid, else the reason (without the
+//! op name).
+inline std::string checkAttributes(int32_t height, int32_t width, int32_t window, int32_t shift, int32_t numHeads)
+{
+    if (height <= 0 || width <= 0)
+    {
+        return "need height > 0 and width > 0, got height=" + std::to_string(height)
+            + ", width=" + std::to_string(width);
+    }
+    return checkWindowAttributes(window, shift, numHeads);
 }
 
 //! Checks attributes against the channel count C (from the qkv shape [B, H*W, 3C]).
@@ -151,6 +162,56 @@ inline std::string checkParams(SwinAttnParams const& p)
         reason = "one image's qkv (H*W*3C elements) exceeds 2^31";
     }
     return reason.empty() ? checkChannels(p.channels, p.num_heads) : reason;
+}
+
+//! The contract versions (README.md): kTokens is version 1 (qkv [B, H*W, 3C], height and width attributes), kMap
+//! version 2 (qkv [B, H, W, 3C]: H and W come from the tensor at run time).
+enum class ContractVersion : int32_t
+{
+    kTokens,
+    kMap
+};
+
+//! The version named `text` ("1" or "2"); false for another.
+inline bool parseContractVersion(char const* text, ContractVersion& version)
+{
+    bool const tokens = text != nullptr && std::strcmp(text, kPluginVersion) == 0;
+    bool const map = text != nullptr && std::strcmp(text, kMapPluginVersion) == 0;
+    version = map ? ContractVersion::kMap : ContractVersion::kTokens;
+    return tokens || map;
+}
+
+//! The SwinAttnParams the kernels run a node with, from its contract version, qkv's runtime dims and its attributes:
+//! the one definition that the plugin's enqueue and the host reference use (pipeline/kernels/reference.py's
+//! launch_params is the same, field for field). Version 1: height and width are attributes, the shift as given.
+//! Version 2: height and width are qkv's dims 1 and 2, and the shift is dropped where min(H, W) <= window_size, as
+//! the model's blocks do. Returns empty and fills `params`, or the reason qkv's dims do not fit the version.
+inline std::string launchParams(ContractVersion version, int64_t const* qkvDims, int32_t qkvRank,
+    Attributes const& attributes, SwinAttnParams& params)
+{
+    bool const map = version == ContractVersion::kMap;
+    if (qkvDims == nullptr || qkvRank != (map ? kMapQkvRank : kQkvRank))
+    {
+        return std::string("qkv must be ") + (map ? "[B, H, W, 3C]" : "[B, H*W, 3C]") + " in version "
+            + (map ? kMapPluginVersion : kPluginVersion) + ", got rank " + std::to_string(qkvRank);
+    }
+    for (int32_t i = 0; i < qkvRank; ++i)
+    {
+        if (qkvDims[i] < 0 || qkvDims[i] > INT32_MAX)
+        {
+            return "qkv's dimension " + std::to_string(i) + " is " + std::to_string(qkvDims[i]) + ", outside 0..2^31-1";
+        }
+    }
+    params.batch = static_cast<int32_t>(qkvDims[0]);
+    params.height = map ? static_cast<int32_t>(qkvDims[1]) : attributes.height;
+    params.width = map ? static_cast<int32_t>(qkvDims[2]) : attributes.width;
+    params.channels = static_cast<int32_t>(qkvDims[qkvRank - 1] / 3);
+    params.num_heads = attributes.numHeads;
+    params.window_size = attributes.windowSize;
+    bool const smallMap = map && std::min(params.height, params.width) <= attributes.windowSize;
+    params.shift_size = smallMap ? 0 : attributes.shiftSize;
+    params.scale = attributes.scale;
+    return {};
 }
 
 //! Copies a message into a caller's C buffer (truncating, always terminated).

@@ -201,15 +201,46 @@ int32_t findAttribute(char const* name)
     return -1;
 }
 
-//! "height, width, ...": the contract's attribute names, for messages.
-std::string attributeNames()
+//! How many attributes a version's creator declares and its plugin serializes.
+int32_t nbVersionAttributes(ContractVersion version)
+{
+    return version == ContractVersion::kMap ? kNbMapAttributes : kNbAttributes;
+}
+
+//! The index in kAttributeFields of a version's attribute number `k` (in its creator's order).
+int32_t versionAttributeIndex(ContractVersion version, int32_t k)
+{
+    return version == ContractVersion::kMap ? kMapAttributeIndices[k] : k;
+}
+
+//! Whether attribute kAttributeFields[index] is one of `version`'s.
+bool isVersionAttribute(ContractVersion version, int32_t index)
+{
+    for (int32_t k = 0; k < nbVersionAttributes(version); ++k)
+    {
+        if (versionAttributeIndex(version, k) == index)
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
+//! "height, width, ...": a version's attribute names, for messages.
+std::string attributeNames(ContractVersion version)
 {
     std::string names;
-    for (AttributeField const& field : kAttributeFields)
+    for (int32_t k = 0; k < nbVersionAttributes(version); ++k)
     {
-        names += (names.empty() ? "" : ", ") + std::string(field.name);
+        names += (names.empty() ? "" : ", ") + std::string(kAttributeFields[versionAttributeIndex(version, k)].name);
     }
     return names;
+}
+
+//! The plugin_version string of `version` ("1" or "2").
+char const* versionName(ContractVersion version)
+{
+    return version == ContractVersion::kMap ? kMapPluginVersion : kPluginVersion;
 }
 
 //! The SwinAttnDtype of a TensorRT data type, or -1 for one the contract does not take.
@@ -229,8 +260,9 @@ int32_t abiDtype(DataType type)
 // Plugin
 
 SwinWindowAttentionPlugin::SwinWindowAttentionPlugin(
-    std::string layerName, Attributes const& attributes, std::string pluginNamespace)
+    std::string layerName, ContractVersion version, Attributes const& attributes, std::string pluginNamespace)
     : mLayerName(std::move(layerName))
+    , mVersion(version)
     , mAttributes(attributes)
     , mNamespace(std::move(pluginNamespace))
 {
@@ -251,7 +283,7 @@ IPluginV3* SwinWindowAttentionPlugin::clone() noexcept
 {
     try
     {
-        return new SwinWindowAttentionPlugin(mLayerName, mAttributes, mNamespace);
+        return new SwinWindowAttentionPlugin(mLayerName, mVersion, mAttributes, mNamespace);
     }
     catch (std::exception const& e)
     {
@@ -267,7 +299,7 @@ char const* SwinWindowAttentionPlugin::getPluginName() const noexcept
 
 char const* SwinWindowAttentionPlugin::getPluginVersion() const noexcept
 {
-    return kPluginVersion;
+    return versionName(mVersion);
 }
 
 char const* SwinWindowAttentionPlugin::getPluginNamespace() const noexcept
@@ -308,11 +340,15 @@ int32_t SwinWindowAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int3
         }
         std::string const problem = inputDimsProblem(dims, nbInputs, nbOutputs);
         SWIN_CHECK(mLayerName, problem.empty(), -1, "getOutputShapes: " + problem);
-        outputs[0].nbDims = 3;
-        outputs[0].d[0] = inputs[0].d[0];
-        outputs[0].d[1] = inputs[0].d[1];
-        outputs[0].d[2]
-            = exprBuilder.operation(DimensionOperation::kFLOOR_DIV, *inputs[0].d[2], *exprBuilder.constant(3));
+        // qkv's dims with C for 3C: [B, H*W, C] (version 1) or [B, H, W, C] (version 2).
+        int32_t const channelAxis = inputs[0].nbDims - 1;
+        outputs[0].nbDims = inputs[0].nbDims;
+        for (int32_t d = 0; d < channelAxis; ++d)
+        {
+            outputs[0].d[d] = inputs[0].d[d];
+        }
+        outputs[0].d[channelAxis] = exprBuilder.operation(
+            DimensionOperation::kFLOOR_DIV, *inputs[0].d[channelAxis], *exprBuilder.constant(3));
         return 0;
     }
     catch (std::exception const& e)
@@ -391,19 +427,15 @@ int32_t SwinWindowAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Pl
     try
     {
         Dims const& qkvDims = inputDesc[0].dims;
-        if (qkvDims.d[0] == 0)
+        bool const emptyMap = mVersion == ContractVersion::kMap && (qkvDims.d[1] == 0 || qkvDims.d[2] == 0);
+        if (qkvDims.d[0] == 0 || emptyMap)
         {
-            return 0; // empty batch: nothing to compute
+            return 0; // empty batch or map: nothing to compute
         }
+        // From this call's dims: the plugin keeps no per-size state, so one engine serves every H x W in version 2.
         SwinAttnParams params{};
-        params.batch = static_cast<int32_t>(qkvDims.d[0]);
-        params.height = mAttributes.height;
-        params.width = mAttributes.width;
-        params.channels = static_cast<int32_t>(qkvDims.d[2] / 3);
-        params.num_heads = mAttributes.numHeads;
-        params.window_size = mAttributes.windowSize;
-        params.shift_size = mAttributes.shiftSize;
-        params.scale = mAttributes.scale;
+        std::string const problem = launchParams(mVersion, qkvDims.d, qkvDims.nbDims, mAttributes, params);
+        SWIN_CHECK(mLayerName, problem.empty(), -1, "enqueue: " + problem);
         int const dtype = abiDtype(inputDesc[0].type);
         std::string error;
         std::string kernel;
@@ -431,10 +463,11 @@ IPluginV3* SwinWindowAttentionPlugin::attachToContext(IPluginResourceContext* /*
 
 PluginFieldCollection const* SwinWindowAttentionPlugin::getFieldsToSerialize() noexcept
 {
-    // Every attribute, so that createPlugin(kRUNTIME) rebuilds an identical plugin from the engine.
+    // Every attribute of the version, so that createPlugin(kRUNTIME) rebuilds an identical plugin from the engine.
     mFields.clear();
-    for (int32_t i = 0; i < kNbAttributes; ++i)
+    for (int32_t k = 0; k < nbVersionAttributes(mVersion); ++k)
     {
+        int32_t const i = versionAttributeIndex(mVersion, k);
         AttributeField const& field = kAttributeFields[i];
         mFields.emplace_back(field.name, attributeData(mAttributes, i), fieldType(field.type), field.length);
     }
@@ -456,22 +489,19 @@ std::string SwinWindowAttentionPlugin::inputDimsProblem(Dims const* dims, int32_
     Attributes const& a = mAttributes;
     int64_t const n = int64_t{a.windowSize} * a.windowSize;
     // Rules in order, the first broken one wins; -1 (dynamic) dims are skipped.
-    if (qkv.nbDims != 3)
+    std::string const qkvProblem = qkvDimsProblem(qkv);
+    if (!qkvProblem.empty())
     {
-        return "qkv must be [B, H*W, 3C], got " + dimsToString(qkv);
+        return qkvProblem;
     }
-    if (qkv.d[1] >= 0 && qkv.d[1] != int64_t{a.height} * a.width)
+    int64_t const threeC = qkv.d[qkv.nbDims - 1];
+    if (threeC >= 0 && threeC % 3 != 0)
     {
-        return "qkv has " + std::to_string(qkv.d[1]) + " tokens but height*width = " + std::to_string(a.height) + "*"
-            + std::to_string(a.width) + " = " + std::to_string(int64_t{a.height} * a.width);
+        return "qkv's last dimension " + std::to_string(threeC) + " is not 3C (a multiple of 3)";
     }
-    if (qkv.d[2] >= 0 && qkv.d[2] % 3 != 0)
+    if (threeC >= 0)
     {
-        return "qkv's last dimension " + std::to_string(qkv.d[2]) + " is not 3C (a multiple of 3)";
-    }
-    if (qkv.d[2] >= 0)
-    {
-        std::string channelsProblem = checkChannels(static_cast<int32_t>(qkv.d[2] / 3), a.numHeads);
+        std::string channelsProblem = checkChannels(static_cast<int32_t>(threeC / 3), a.numHeads);
         if (!channelsProblem.empty())
         {
             return channelsProblem;
@@ -482,9 +512,34 @@ std::string SwinWindowAttentionPlugin::inputDimsProblem(Dims const* dims, int32_
         return "rel_bias must be [num_heads, N, N] = [" + std::to_string(a.numHeads) + ", " + std::to_string(n) + ", "
             + std::to_string(n) + "], got " + dimsToString(relBias);
     }
-    if (qkvBias.nbDims != 1 || (qkv.d[2] >= 0 && qkvBias.d[0] != qkv.d[2]))
+    if (qkvBias.nbDims != 1 || (threeC >= 0 && qkvBias.d[0] != threeC))
     {
-        return "qkv_bias must be [3C] = [" + std::to_string(qkv.d[2]) + "], got " + dimsToString(qkvBias);
+        return "qkv_bias must be [3C] = [" + std::to_string(threeC) + "], got " + dimsToString(qkvBias);
+    }
+    return {};
+}
+
+std::string SwinWindowAttentionPlugin::qkvDimsProblem(Dims const& qkv) const
+{
+    if (mVersion == ContractVersion::kMap)
+    {
+        // H and W are whatever the tensor has (the shift adapts in launchParams); only the rank is fixed.
+        if (qkv.nbDims != kMapQkvRank)
+        {
+            return "qkv must be [B, H, W, 3C] in version " + std::string(kMapPluginVersion) + ", got "
+                + dimsToString(qkv);
+        }
+        return {};
+    }
+    Attributes const& a = mAttributes;
+    if (qkv.nbDims != kQkvRank)
+    {
+        return "qkv must be [B, H*W, 3C], got " + dimsToString(qkv);
+    }
+    if (qkv.d[1] >= 0 && qkv.d[1] != int64_t{a.height} * a.width)
+    {
+        return "qkv has " + std::to_string(qkv.d[1]) + " tokens but height*width = " + std::to_string(a.height) + "*"
+            + std::to_string(a.width) + " = " + std::to_string(int64_t{a.height} * a.width);
     }
     return {};
 }
@@ -492,11 +547,13 @@ std::string SwinWindowAttentionPlugin::inputDimsProblem(Dims const* dims, int32_
 // ---------------------------------------------------------------------------------------------------------
 // Creator
 
-SwinWindowAttentionCreator::SwinWindowAttentionCreator()
+SwinWindowAttentionCreator::SwinWindowAttentionCreator(ContractVersion version)
+    : mVersion(version)
 {
-    // Declaring every attribute is what makes the ONNX parser pass it to createPlugin.
-    for (AttributeField const& field : kAttributeFields)
+    // Declaring every attribute of the version is what makes the ONNX parser pass it to createPlugin.
+    for (int32_t k = 0; k < nbVersionAttributes(mVersion); ++k)
     {
+        AttributeField const& field = kAttributeFields[versionAttributeIndex(mVersion, k)];
         mFields.emplace_back(field.name, nullptr, fieldType(field.type), field.length);
     }
     mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
@@ -510,7 +567,7 @@ char const* SwinWindowAttentionCreator::getPluginName() const noexcept
 
 char const* SwinWindowAttentionCreator::getPluginVersion() const noexcept
 {
-    return kPluginVersion;
+    return versionName(mVersion);
 }
 
 char const* SwinWindowAttentionCreator::getPluginNamespace() const noexcept
@@ -530,32 +587,17 @@ IPluginV3* SwinWindowAttentionCreator::createPlugin(
     try
     {
         SWIN_CHECK(layer, fc != nullptr, nullptr, "no attributes given");
-        // By name, in any order: TensorRT passes the fields the ONNX node has, or those getFieldsToSerialize wrote.
         Attributes attributes;
-        bool seen[kNbAttributes] = {};
-        for (int32_t f = 0; f < fc->nbFields; ++f)
+        if (!parseFields(layer, *fc, attributes))
         {
-            PluginField const& field = fc->fields[f];
-            std::string const fieldName = field.name != nullptr ? field.name : "";
-            int32_t const i = findAttribute(field.name);
-            SWIN_CHECK(layer, i >= 0, nullptr,
-                "unknown attribute '" + fieldName + "' (the node's attributes are " + attributeNames() + ")");
-            SWIN_CHECK(layer, !seen[i], nullptr, "attribute '" + fieldName + "' given twice");
-            AttributeField const& spec = kAttributeFields[i];
-            SWIN_CHECK(layer, readAttribute(field, spec.type, attributeData(attributes, i)), nullptr,
-                "attribute '" + fieldName + "' has an unsupported type "
-                    + std::to_string(static_cast<int32_t>(field.type)) + " (need "
-                    + (spec.type == AttributeType::kFLOAT32 ? "a float32 scalar)" : "an int32 scalar)"));
-            seen[i] = true;
+            return nullptr;
         }
-        for (int32_t i = 0; i < kNbAttributes; ++i)
-        {
-            SWIN_CHECK(layer, seen[i], nullptr, std::string("missing attribute '") + kAttributeFields[i].name + "'");
-        }
-        std::string const reason = checkAttributes(
-            attributes.height, attributes.width, attributes.windowSize, attributes.shiftSize, attributes.numHeads);
+        std::string const reason = mVersion == ContractVersion::kMap
+            ? checkWindowAttributes(attributes.windowSize, attributes.shiftSize, attributes.numHeads)
+            : checkAttributes(attributes.height, attributes.width, attributes.windowSize, attributes.shiftSize,
+                  attributes.numHeads);
         SWIN_CHECK(layer, reason.empty(), nullptr, reason);
-        return new SwinWindowAttentionPlugin(layer, attributes, getPluginNamespace());
+        return new SwinWindowAttentionPlugin(layer, mVersion, attributes, getPluginNamespace());
     }
     catch (std::exception const& e)
     {
@@ -564,20 +606,57 @@ IPluginV3* SwinWindowAttentionCreator::createPlugin(
     }
 }
 
+bool SwinWindowAttentionCreator::parseFields(
+    std::string const& layer, PluginFieldCollection const& fc, Attributes& attributes) const
+{
+    // By name, in any order: TensorRT passes the fields the ONNX node has, or those getFieldsToSerialize wrote.
+    bool seen[kNbAttributes] = {};
+    for (int32_t f = 0; f < fc.nbFields; ++f)
+    {
+        PluginField const& field = fc.fields[f];
+        std::string const fieldName = field.name != nullptr ? field.name : "";
+        int32_t const i = findAttribute(field.name);
+        SWIN_CHECK(layer, i >= 0, false,
+            "unknown attribute '" + fieldName + "' (the node's attributes are " + attributeNames(mVersion) + ")");
+        SWIN_CHECK(layer, isVersionAttribute(mVersion, i), false,
+            "attribute '" + fieldName + "' is not one of version " + versionName(mVersion) + "'s ("
+                + attributeNames(mVersion) + "): version " + versionName(mVersion)
+                + " takes H and W from qkv [B, H, W, 3C]; drop it, or make the node plugin_version " + kPluginVersion);
+        SWIN_CHECK(layer, !seen[i], false, "attribute '" + fieldName + "' given twice");
+        AttributeField const& spec = kAttributeFields[i];
+        SWIN_CHECK(layer, readAttribute(field, spec.type, attributeData(attributes, i)), false,
+            "attribute '" + fieldName + "' has an unsupported type " + std::to_string(static_cast<int32_t>(field.type))
+                + " (need " + (spec.type == AttributeType::kFLOAT32 ? "a float32 scalar)" : "an int32 scalar)"));
+        seen[i] = true;
+    }
+    for (int32_t k = 0; k < nbVersionAttributes(mVersion); ++k)
+    {
+        char const* name = kAttributeFields[versionAttributeIndex(mVersion, k)].name;
+        SWIN_CHECK(
+            layer, seen[versionAttributeIndex(mVersion, k)], false, std::string("missing attribute '") + name + "'");
+    }
+    return true;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Library entry points
 
 namespace
 {
 
-SwinWindowAttentionCreator& creator()
+//! One creator per contract version: version 1 (the token layout), then version 2 (the map layout).
+constexpr int32_t kNbCreators = 2;
+
+IPluginCreatorInterface* const* creators()
 {
-    static SwinWindowAttentionCreator instance;
-    return instance;
+    static SwinWindowAttentionCreator tokenCreator(ContractVersion::kTokens);
+    static SwinWindowAttentionCreator mapCreator(ContractVersion::kMap);
+    static IPluginCreatorInterface* const list[kNbCreators] = {&tokenCreator, &mapCreator};
+    return list;
 }
 
-//! The registry this library registered itself with when it was dlopen-ed into a process with TensorRT.
-IPluginRegistry* gSelfRegistry = nullptr;
+//! The registry this library registered each creator with when it was dlopen-ed into a process with TensorRT.
+IPluginRegistry* gSelfRegistry[kNbCreators] = {};
 
 //! Load-time registration for loaders that only dlopen (see the file comment). Does nothing when no
 //! TensorRT library is loaded yet; IPluginRegistry::loadLibrary then registers through getCreators.
@@ -588,9 +667,12 @@ struct SelfRegistration
         using GetPluginRegistry = IPluginRegistry* (*)();
         auto getRegistry = reinterpret_cast<GetPluginRegistry>(findLoadedTensorRTSymbol("getPluginRegistry"));
         IPluginRegistry* registry = getRegistry != nullptr ? getRegistry() : nullptr;
-        if (registry != nullptr && registry->registerCreator(creator(), ""))
+        for (int32_t i = 0; registry != nullptr && i < kNbCreators; ++i)
         {
-            gSelfRegistry = registry;
+            if (registry->registerCreator(*creators()[i], ""))
+            {
+                gSelfRegistry[i] = registry;
+            }
         }
     }
 };
@@ -609,12 +691,14 @@ extern "C" __attribute__((visibility("default"))) void setLoggerFinder(ILoggerFi
 extern "C" __attribute__((visibility("default"))) IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
     // loadLibrary registers what this returns; undo the load-time registration so it is not a duplicate.
-    if (swin_attn::gSelfRegistry != nullptr)
+    for (int32_t i = 0; i < swin_attn::kNbCreators; ++i)
     {
-        swin_attn::gSelfRegistry->deregisterCreator(swin_attn::creator());
-        swin_attn::gSelfRegistry = nullptr;
+        if (swin_attn::gSelfRegistry[i] != nullptr)
+        {
+            swin_attn::gSelfRegistry[i]->deregisterCreator(*swin_attn::creators()[i]);
+            swin_attn::gSelfRegistry[i] = nullptr;
+        }
     }
-    static IPluginCreatorInterface* creators[] = {&swin_attn::creator()};
-    nbCreators = 1;
-    return creators;
+    nbCreators = swin_attn::kNbCreators;
+    return swin_attn::creators();
 }

@@ -1,10 +1,11 @@
-// TensorRT IPluginV3 of the SwinWindowAttention node (README.md) and its IPluginCreatorV3One. The node's name,
-// version, attributes (the Attributes struct) and limits come from the generated swin_window_attention_contract.h.
-// Compiled against the TensorRT 10 public headers only; the library never links libnvinfer.
+// TensorRT IPluginV3 of the SwinWindowAttention node (README.md) and its IPluginCreatorV3One, one creator per contract
+// version (1: qkv [B, H*W, 3C]; 2: qkv [B, H, W, 3C]). The node's name, versions, attributes (the Attributes struct)
+// and limits come from the generated swin_window_attention_contract.h. Compiled against the TensorRT 10 public headers
+// only; the library never links libnvinfer.
 #ifndef SWIN_WINDOW_ATTENTION_PLUGIN_H
 #define SWIN_WINDOW_ATTENTION_PLUGIN_H
 
-#include "swin_window_attention_contract.h"
+#include "swin_window_attention_index.h"
 
 #include <NvInferRuntime.h>
 
@@ -21,7 +22,9 @@ class SwinWindowAttentionPlugin final : public nvinfer1::IPluginV3,
                                         public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    SwinWindowAttentionPlugin(std::string layerName, Attributes const& attributes, std::string pluginNamespace);
+    //! A node of contract `version`; version 2 (kMap) leaves attributes.height and width unused.
+    SwinWindowAttentionPlugin(
+        std::string layerName, ContractVersion version, Attributes const& attributes, std::string pluginNamespace);
 
     // IPluginV3
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
@@ -57,8 +60,11 @@ public:
 private:
     //! The first way the input dims break the attributes (-1 dims are not checked), or empty.
     std::string inputDimsProblem(nvinfer1::Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const;
+    //! The first way qkv's dims break its version's layout (-1 dims are not checked), or empty.
+    std::string qkvDimsProblem(nvinfer1::Dims const& qkv) const;
 
     std::string mLayerName;
+    ContractVersion mVersion;
     Attributes mAttributes;
     std::string mNamespace;
     std::string mKernel; //!< the kernel the last enqueue ran ("cuda", "triton <config>")
@@ -69,7 +75,7 @@ private:
 class SwinWindowAttentionCreator final : public nvinfer1::IPluginCreatorV3One
 {
 public:
-    SwinWindowAttentionCreator();
+    explicit SwinWindowAttentionCreator(ContractVersion version);
 
     char const* getPluginName() const noexcept override;
     char const* getPluginVersion() const noexcept override;
@@ -79,6 +85,11 @@ public:
         char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
 
 private:
+    //! Reads the fields of `fc` by name into `attributes`; false (after logging why) when they are not exactly this
+    //! version's attributes.
+    bool parseFields(std::string const& layer, nvinfer1::PluginFieldCollection const& fc, Attributes& attributes) const;
+
+    ContractVersion mVersion;
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection{};
 };

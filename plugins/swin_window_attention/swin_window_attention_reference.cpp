@@ -95,3 +95,26 @@ extern "C" int swin_window_attention_reference(SwinAttnParams const* params, flo
     }
     return SWIN_ATTN_OK;
 }
+
+extern "C" int swin_window_attention_node_reference(char const* version, int64_t const* qkv_dims, int32_t qkv_rank,
+    SwinAttnAttributes const* attributes, float const* qkv, float const* rel_bias, float const* qkv_bias, float* out,
+    char* error, size_t error_size)
+{
+    SwinAttnParams params{};
+    int const status
+        = swin_window_attention_launch_params(version, qkv_dims, qkv_rank, attributes, &params, error, error_size);
+    if (status != SWIN_ATTN_OK)
+    {
+        return status;
+    }
+    // The reference reads B*H*W tokens: in version 1 the token count is not a launch param, so check it here.
+    if (qkv_rank == swin_attn::kQkvRank && qkv_dims[1] != int64_t{params.height} * params.width)
+    {
+        swin_attn::copyMessage(std::string(swin_attn::kPluginName) + ": qkv has " + std::to_string(qkv_dims[1])
+                + " tokens but height*width = " + std::to_string(params.height) + "*" + std::to_string(params.width),
+            error, error_size);
+        return SWIN_ATTN_INVALID_ARGUMENT;
+    }
+    // [B, H, W, 3C] is laid out as [B, H*W, 3C]: the map layout runs the same reference at its launch params.
+    return swin_window_attention_reference(&params, qkv, rel_bias, qkv_bias, out, error, error_size);
+}
