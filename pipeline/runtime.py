@@ -2,7 +2,9 @@
 
 ``SwinEngine(path)`` refuses in one line an engine this machine cannot run (another GPU or TensorRT version, a corrupt
 file, no TensorRT runtime with a CUDA GPU) before it deserializes it with the plugin library; ``infer`` runs images of
-any batch size, ``bind`` prepares the enqueue-only callable the benchmarks time. How: docs/design.md §9.
+any batch size (and, for an engine built with ``--img-size min:opt:max``, of any size in that range, one size per
+call: :func:`check_input_shape`), ``bind`` prepares the enqueue-only callable the benchmarks time. How:
+docs/design.md §9.
 :func:`preprocess` is the ImageNet evaluation transform, :func:`top_k` the softmax ranking of the logits.
 """
 
@@ -22,7 +24,7 @@ from pipeline.common.errors import PipelineError
 from pipeline.common.imagenet_transform import top_k as top_k  # part of this module's API (the README's example)
 from pipeline.tensorrt.backends import BACKENDS, installed_runtimes
 from pipeline.tensorrt.load import check_engine_compatible, engine_runtime, load_engine
-from pipeline.tensorrt.metadata import REBUILD, EngineMetadata, Runtime, TensorSpec
+from pipeline.tensorrt.metadata import REBUILD, BatchProfile, EngineMetadata, ImageRange, Runtime, TensorSpec
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +51,37 @@ def batch_chunks(count: int, max_batch: int) -> list[slice]:
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     return [slice(start, min(start + max_batch, count)) for start in range(0, max(count, 0), max_batch)]
+
+
+def _dims_text(shape: tuple[int, ...]) -> str:
+    """An input's dimensions as the engine takes them: ``N, 3, 224, 224``, or ``N, 3, H, W`` where H and W vary."""
+    names = ("N", "C", "H", "W") if len(shape) == 4 else ("N",) * len(shape)
+    return ", ".join(name if d == -1 else str(d) for name, d in zip(names, shape, strict=True))
+
+
+def check_input_shape(engine: str | Path, spec: TensorSpec, profile: BatchProfile, shape: tuple[int, ...]) -> None:
+    """Refuse, in one line and before TensorRT sees it, a batch of ``shape`` that the engine's input ``spec`` cannot
+    take: another rank, a fixed dimension that differs, no image at all, or (an engine taking a range of image sizes,
+    -1 for H and W) an H or W outside its profile's range. Any batch size passes: :meth:`SwinEngine.infer` runs it in
+    chunks the profile allows."""
+    expected = spec.shape
+    if len(shape) != len(expected) or any(e not in (-1, s) for e, s in zip(expected[1:], shape[1:], strict=True)):
+        raise PipelineError(f"{engine} takes {spec.name!r} as [{_dims_text(expected)}], got shape {list(shape)}")
+    if shape[0] < 1:
+        raise PipelineError(f"{engine}: no images to run (batch of 0)")
+    sizes = profile.image_range
+    if len(shape) == 4 and -1 in expected[2:] and not sizes.contains((shape[2], shape[3])):
+        raise PipelineError(f"{engine} takes images of {sizes.text()} (H x W) as {spec.name!r}; got "
+                            f"{shape[2]}x{shape[3]}: resize or pad it into the range, or build an engine with a wider "
+                            "--img-size range")
+
+
+def input_shape(spec: TensorSpec, profile: BatchProfile, batch: int, size: tuple[int, int] | None = None
+                ) -> tuple[int, ...]:
+    """The input shape of ``batch`` images of ``size`` (H, W): by default the engine's own size, or the profile's
+    optimum where H and W vary. Not checked (:func:`check_input_shape` does that)."""
+    dims = (batch, *(opt if d == -1 else d for d, opt in zip(spec.shape[1:], profile.opt[1:], strict=True)))
+    return dims if size is None else (*dims[:-2], int(size[0]), int(size[1]))
 
 
 def preprocess(image: Image.Image | str | Path, size: int | tuple[int, int] = 224) -> np.ndarray:
@@ -139,13 +172,21 @@ class SwinEngine:
     ``infer`` runs images of any batch size; ``bind`` prepares what the benchmarks time. Use it as a context
     manager, or call :meth:`close`, to give the device memory back. One thread at a time: the context, its input
     shape and tensor addresses are shared by ``infer`` and ``bind``.
+
+    An engine built for a range of image sizes (``--img-size 320x320:800x1344:1344x1344``, :attr:`image_range`)
+    takes any H and W inside it, one size per call: a batch is one array. To run photos of mixed sizes, either group
+    them by size and call ``infer`` once per group, or resize or pad them to one size first (a detector's way:
+    resize to fit, pad the rest with zeros). Sizes outside the range are refused before TensorRT sees them
+    (:func:`check_input_shape`). Each call sets the input shape anew and allocates outputs of the shapes TensorRT
+    derives from it; ``bind`` reuses its buffers only while every shape stays the same.
     """
 
     metadata: EngineMetadata
     input: TensorSpec  #: the image input (``-1`` for the batch)
     output_names: tuple[str, ...]
     batch_range: tuple[int, int]  #: (min, max) batch of the optimization profile
-    image_size: tuple[int, int]  #: (H, W)
+    image_size: tuple[int, int]  #: (H, W): the engine's size, or the profile's optimum for a range of sizes
+    image_range: ImageRange  #: the (H, W) it takes (min = opt = max for a fixed-size engine)
     stream: torch.cuda.Stream  #: what the engine is enqueued on
 
     def __init__(self, engine_path: str | Path, plugin_library: str | Path | None = None, *, device: int = 0) -> None:
@@ -168,7 +209,8 @@ class SwinEngine:
         self.input = inputs[metadata.profile.input]
         self.output_names = tuple(spec.name for spec in metadata.outputs)
         self.batch_range = (metadata.profile.min[0], metadata.profile.max[0])
-        self.image_size = (self.input.shape[-2], self.input.shape[-1])
+        self.image_range = metadata.profile.image_range
+        self.image_size = self.image_range.opt  # a fixed-size engine's profile holds its size
 
         if runtime is not None and runtime.backend == "tensorrt_rtx":
             _check_rtx_header(self.path, metadata, has_gpu=runtime.sm is not None)
@@ -189,8 +231,9 @@ class SwinEngine:
             self.stream = torch.cuda.Stream(self._cuda)
         self._dtypes = {name: self._torch_dtype(name) for name in (self.input.name, *self.output_names)}
         self._record_memory()
-        log.info("runtime: loaded %s (%s %s, batch %d..%d) on %s", self.path, metadata.backend.name,
-                 metadata.backend.version, *self.batch_range, torch.cuda.get_device_name(self._cuda))
+        log.info("runtime: loaded %s (%s %s, batch %d..%d, images %s) on %s", self.path, metadata.backend.name,
+                 metadata.backend.version, *self.batch_range, self.image_range.text(),
+                 torch.cuda.get_device_name(self._cuda))
 
     # ------------------------------------------------------------------------------------------------------
 
@@ -234,7 +277,8 @@ class SwinEngine:
     # ------------------------------------------------------------------------------------------------------
 
     def infer(self, images: np.ndarray | torch.Tensor) -> dict[str, np.ndarray | torch.Tensor]:
-        """The outputs for ``images`` (``[N, *input dims]``, any N ≥ 1), by output name.
+        """The outputs for ``images`` (``[N, *input dims]``, any N ≥ 1; one H and W inside :attr:`image_range`), by
+        output name.
 
         NumPy in, NumPy out; a torch tensor (on any device) in, torch CUDA tensors out. Inputs are cast to the
         engine's input dtype; batches above the profile's maximum run in chunks, and a chunk below its minimum is
@@ -245,12 +289,8 @@ class SwinEngine:
         as_numpy = not isinstance(images, torch.Tensor)
         if as_numpy:
             images = np.asarray(images)
-        shape, expected = tuple(images.shape), self.input.shape
-        if len(shape) != len(expected) or any(e not in (-1, s) for e, s in zip(expected[1:], shape[1:], strict=True)):
-            dims = ", ".join("N" if d == -1 else str(d) for d in expected)
-            raise PipelineError(f"{self.path} takes {self.input.name!r} as [{dims}], got shape {list(shape)}")
-        if shape[0] < 1:
-            raise PipelineError(f"{self.path}: no images to run (batch of 0)")
+        shape = tuple(images.shape)
+        check_input_shape(self.path, self.input, self.metadata.profile, shape)
         low, high = self.batch_range
         self._binding = None  # the shape and addresses bind() set are about to change
         self.stream.wait_stream(torch.cuda.current_stream(self._cuda))  # the caller's work on a torch input
@@ -278,8 +318,9 @@ class SwinEngine:
         self._record_memory()
         return merged
 
-    def bind(self, batch: int) -> Callable[[], None]:
-        """For the benchmarks: set the input shape for ``batch``, (re)allocate the device buffers (random input,
+    def bind(self, batch: int, size: tuple[int, int] | None = None) -> Callable[[], None]:
+        """For the benchmarks: set the input shape for ``batch`` images of ``size`` (H, W; default the engine's
+        size, or the profile's optimum for a range of sizes), (re)allocate the device buffers (random input,
         reused while the shapes stay) and return a callable that only enqueues one inference on :attr:`stream`
         (``execute_async_v3``; no host synchronization, nothing copied). The callable stays valid until the next
         ``bind`` or ``infer``. Its first call after a shape change does setup work: run it (and synchronize the
@@ -292,7 +333,8 @@ class SwinEngine:
                                 f"{batch} (e.g. BATCH=1,8,{batch})")
         torch = self._torch
         name = self.input.name
-        shape = (batch, *self.input.shape[1:])
+        shape = input_shape(self.input, self.metadata.profile, batch, size)
+        check_input_shape(self.path, self.input, self.metadata.profile, shape)
         with torch.no_grad(), torch.cuda.device(self._cuda), torch.cuda.stream(self.stream):
             images = self._bound.get(name)
             if images is None or tuple(images.shape) != shape:

@@ -37,7 +37,14 @@ from pipeline.make import EngineFiles, EngineRecipe
 from pipeline.runtime import preprocess as runtime_preprocess
 from pipeline.runtime import top_k as runtime_top_k
 from pipeline.serving import triton_client
-from pipeline.serving.triton import MARKER, TRANSFORM_SOURCE, find_engine, plugin_registers_with, write_model_repository
+from pipeline.serving.triton import (
+    MARKER,
+    TRANSFORM_SOURCE,
+    config_text,
+    find_engine,
+    plugin_registers_with,
+    write_model_repository,
+)
 from pipeline.tensorrt.metadata import (
     BatchProfile,
     BuiltWith,
@@ -57,6 +64,11 @@ RTX = BuiltWith("tensorrt_rtx", "1.7.1.116")
 CLASSIFIER = ((TensorSpec("images", "float32", (-1, 3, 224, 224)),), (TensorSpec("logits", "float32", (-1, 1000)),))
 BACKBONE = ((TensorSpec("images", "float32", (-1, 3, 160, 224)),),
             tuple(TensorSpec(f"features.{i}", "float32", (-1, 96 << i, 40 >> i, 56 >> i)) for i in range(4)))
+#: A backbone for every size from 320x320 to 1344x1344 (--img-size 320x320:800x1344:1344x1344).
+DYNAMIC_BACKBONE = ((TensorSpec("images", "float32", (-1, 3, -1, -1)),),
+                    tuple(TensorSpec(f"features.{i}", "float32", (-1, 96 << i, -1, -1)) for i in range(4)))
+DYNAMIC_CLASSIFIER = ((TensorSpec("images", "float32", (-1, 3, -1, -1)),), CLASSIFIER[1])
+SIZES = ((320, 320), (800, 1344), (1344, 1344))
 
 
 @pytest.fixture
@@ -71,19 +83,20 @@ def plugin(tmp_path: Path) -> Path:
 def fake_engine(folder: Path, plugin: Path, *, sm: int = 86, precision: str = "fp16", tag: str = "t",
                 backend: BuiltWith = RTX, batch: tuple[int, int, int] = (1, 8, 32), embedded: bool = False,
                 tensors: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = CLASSIFIER,
-                onnx_sha256: str = "0" * 64) -> Path:
-    """``make engine``'s file names in ``folder``: swin_<model tag>_<precision>.engine and its metadata JSON."""
+                onnx_sha256: str = "0" * 64, sizes: tuple[tuple[int, int], ...] | None = None) -> Path:
+    """``make engine``'s file names in ``folder``: swin_<model tag>_<precision>.engine and its metadata JSON.
+    ``sizes``: the (H, W) min, opt and max of an engine taking a range of sizes (its tensors have -1 for H, W)."""
     folder.mkdir(parents=True, exist_ok=True)
     engine = folder / f"swin_{tag}_{precision}.engine"
     engine.write_bytes(f"engine {sm} {precision} {backend.name}".encode() * 100)
     inputs, outputs = tensors
-    image = inputs[0].shape[1:]
+    image = [inputs[0].shape[1:]] * 3 if sizes is None else [(inputs[0].shape[1], *size) for size in sizes]
     metadata = EngineMetadata(
         engine=engine.name, precision=precision, onnx=OnnxSource(f"model.swin.{precision}.onnx", onnx_sha256),
         plugin=PluginLibrary(str(plugin), hashlib.sha256(plugin.read_bytes()).hexdigest(), embedded),
         backend=backend, target=Target(sm, None if backend == RTX else "NVIDIA GPU", backend == RTX),
         inputs=inputs, outputs=outputs,
-        profile=BatchProfile(inputs[0].name, (batch[0], *image), (batch[1], *image), (batch[2], *image)),
+        profile=BatchProfile(inputs[0].name, *((b, *shape) for b, shape in zip(batch, image, strict=True))),
         builder_optimization_level=3, profiling_verbosity="default", timing_cache=None, layers=200, plugin_layers=12,
         plugin_layer_names=(), parse_seconds=0.5, build_seconds=30.0, engine_bytes=engine.stat().st_size,
         engine_sha256=hashlib.sha256(engine.read_bytes()).hexdigest(), built_at="2026-11-25T00:00:00+00:00")
@@ -373,7 +386,7 @@ def test_engines_must_be_the_model_the_options_describe(tmp_path: Path, plugin: 
                           str(tmp_path / "triton")], capsys)
     assert (code, err) == (2, f"error: {engine} is a classifier for 224x224 images, but the model options ask for a "
                               "backbone for 160x224; pass the engine's own (--features-only / FEATURES=1, "
-                              "--img-size / IMG_SIZE)\n")
+                              "--img-size / IMG_SIZE 224x224)\n")
     assert not (tmp_path / "triton").exists()
 
 
@@ -699,3 +712,179 @@ def test_every_repository_record_field_is_json(tmp_path: Path, plugin: Path) -> 
     marker = json.loads((tmp_path / "triton" / MARKER).read_text())
     assert set(marker) == {field.name for field in dataclasses.fields(record)}
     assert marker["repository"] == "." and marker["plugin_library"] == "swin_t/libswin_window_attention_plugin.so"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Engines taking a range of image sizes (--img-size min:opt:max, issue 21)
+
+
+def test_config_of_a_dynamic_backbone_has_minus_one_for_h_and_w(tmp_path: Path, plugin: Path) -> None:
+    engine = fake_engine(tmp_path / "e", plugin, tensors=DYNAMIC_BACKBONE, sizes=SIZES)
+    write_model_repository([engine], tmp_path / "triton", model_name="swin_t_features")
+    config = parse_config(tmp_path / "triton", "swin_t_features")
+    assert [(t.name, tuple(t.dims)) for t in config.input] == [("images", (3, -1, -1))]
+    assert [(t.name, tuple(t.dims)) for t in config.output] == [(f"features.{i}", (96 << i, -1, -1))
+                                                                for i in range(4)]
+    assert config.max_batch_size == 32 and list(config.dynamic_batching.preferred_batch_size) == [8]
+    text = (tmp_path / "triton/swin_t_features/config.pbtxt").read_text()
+    assert "    dims: [ 3, -1, -1 ]\n" in text and "    dims: [ 768, -1, -1 ]\n" in text
+    python = config_text("swin_t_features", [EngineMetadata.read(engine)], ["model.onnx"], max_queue_delay_us=100,
+                         instances=1, python_path=["/site"])  # the CPU route's: the same tensors
+    parsed = text_format.Parse(python, model_config_pb2.ModelConfig())
+    assert parsed.backend == "python" and parsed.input == config.input and parsed.output == config.output
+
+
+def test_config_of_a_fixed_classifier_is_unchanged(tmp_path: Path, plugin: Path) -> None:
+    """Byte for byte what `make triton` wrote before engines could take a range of sizes."""
+    write_model_repository([fake_engine(tmp_path / "e", plugin)], tmp_path / "triton", model_name="swin_t")
+    assert (tmp_path / "triton/swin_t/config.pbtxt").read_text() == (
+        "# Written by `python -m pipeline triton` from swin_t_fp16.engine (tensorrt_rtx 1.7.1.116, SM86, fp16).\n"
+        "# Shapes, names and types are the engine's; dims leave out the batch dimension (max_batch_size).\n"
+        'name: "swin_t"\nplatform: "tensorrt_plan"\nmax_batch_size: 32\n'
+        'input [\n  {\n    name: "images"\n    data_type: TYPE_FP32\n    dims: [ 3, 224, 224 ]\n  }\n]\n'
+        'output [\n  {\n    name: "logits"\n    data_type: TYPE_FP32\n    dims: [ 1000 ]\n  }\n]\n'
+        "dynamic_batching {\n  preferred_batch_size: [ 8 ]\n  max_queue_delay_microseconds: 100\n}\n"
+        "instance_group [\n  {\n    kind: KIND_GPU\n    count: 1\n  }\n]\n")
+
+
+def test_readme_of_a_dynamic_backbone_gives_its_range(tmp_path: Path, plugin: Path) -> None:
+    engine = fake_engine(tmp_path / "e", plugin, tensors=DYNAMIC_BACKBONE, sizes=SIZES)
+    record = write_model_repository([engine], tmp_path / "triton", model_name="swin_t_features")
+    readme = (tmp_path / "triton/README.md").read_text()
+    assert record.kind == "backbone" and record.inputs[0].shape == (-1, 3, -1, -1)
+    assert ("input `images` FP32 [N, 3, H, W], any H x W from 320x320 to 1344x1344 (tuned for 800x1344; "
+            "config.pbtxt has -1 for H and W)") in readme
+    for i in range(4):
+        assert f"- output `features.{i}` FP32 [N, {96 << i}, H/{4 << i}, W/{4 << i}]: stage {i + 1}, stride " \
+               f"{4 << i}\n" in readme
+    assert "kept at its own size (no resize, no crop)" in readme and "(H x W)" in readme
+    assert "`client.py` sends one request per image size" in readme and "cropped" not in readme
+    assert "FEATURES=1 IMG_SIZE=320x320:800x1344:1344x1344 BACKEND=tensorrt" in readme  # the rebuild command
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    (["--features-only", "--img-size", "800x1344"], None),
+    (["--features-only", "--img-size", "320x1344"], None),
+    (["--features-only", "--img-size", "1400x800"], "is a backbone for 320x320 to 1344x1344 images, but the model "
+                                                    "options ask for a backbone for 1400x800; pass the engine's own "
+                                                    "(--features-only / FEATURES=1, --img-size / IMG_SIZE "
+                                                    "320x320:800x1344:1344x1344)"),
+    (["--img-size", "800x1344"], "is a backbone for 320x320 to 1344x1344 images, but the model options ask for a "
+                                 "classifier for 800x1344"),
+])
+def test_a_dynamic_engine_serves_model_options_inside_its_range(tmp_path: Path, plugin: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 options: list[str], error: str | None) -> None:
+    engine = fake_engine(tmp_path / "e", plugin, tensors=DYNAMIC_BACKBONE, sizes=SIZES)
+    code, err = run_main(["triton", *options, "--engines", str(engine), "--out", str(tmp_path / "triton")], capsys)
+    if error is None:
+        assert code == 0, err
+        assert parse_config(tmp_path / "triton", f"swin_t_features_{options[-1]}").input[0].dims == [3, -1, -1]
+    else:
+        assert code == 2 and err.startswith(f"error: {engine} {error}") and err.count("\n") == 1, err
+
+
+def photos_of_sizes(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
+    """Lossless photos of these (H, W), distinct pixels each."""
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    photos = []
+    for i, (height, width) in enumerate(sizes):
+        photos.append(folder / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(photos[-1])
+    return photos
+
+
+def normalized(photo: Path) -> np.ndarray:
+    """The ImageNet normalization of a photo's own pixels, written out: [0, 1], minus the mean, over the std, CHW."""
+    pixels = np.asarray(Image.open(photo).convert("RGB"), np.float32) / 255
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    return ((pixels - mean) / std).transpose(2, 0, 1)
+
+
+def test_request_groups_put_one_size_in_a_request() -> None:
+    sizes = [(3, 320, 480), (3, 480, 320), (3, 320, 480), (3, 400, 400), (3, 320, 480), (3, 480, 320)]
+    assert triton_client.request_groups(sizes, 2) == [[0, 2], [4], [1, 5], [3]]
+    assert triton_client.request_groups(sizes, 8) == [[0, 2, 4], [1, 5], [3]]
+    assert triton_client.request_groups([(3, 224, 224)] * 5, 2) == [[0, 1], [2, 3], [4]]  # a fixed size: in order
+    assert triton_client.request_groups([], 4) == []
+    with pytest.raises(ValueError, match="max_batch must be at least 1"):
+        triton_client.request_groups(sizes, 0)
+
+
+def test_client_sends_photos_of_a_dynamic_input_at_their_own_size(tmp_path: Path) -> None:
+    config = {"name": "m", "max_batch_size": 4,
+              "input": [{"name": "images", "data_type": "TYPE_FP32", "dims": ["3", "-1", "-1"]}]}
+    spec = triton_client.input_spec(config)
+    assert spec.dims == (3, -1, -1) and spec.size is None
+    photos = photos_of_sizes(tmp_path / "photos", [(330, 500), (330, 500), (417, 350)])
+    name, datatype, batch = triton_client.build_request(photos[:2], config)
+    assert (name, datatype, batch.shape, batch.dtype) == ("images", "FP32", (2, 3, 330, 500), np.float32)
+    np.testing.assert_allclose(batch, np.stack([normalized(p) for p in photos[:2]]), rtol=0, atol=1e-6)
+    with pytest.raises(triton_client.ClientError, match=r"^a request holds images of one size, got 330x500, "
+                                                        r"417x350 \(H x W\): send one request per size"):
+        triton_client.build_request(photos, config)
+    config["input"][0]["dims"] = [3, -1, 224]  # one dynamic dimension: no size to send a photo at
+    with pytest.raises(triton_client.ClientError, match=r"has dims \[3, -1, 224\]"):
+        triton_client.input_spec(config)
+
+
+def test_client_against_a_dynamic_backbone(tmp_path: Path, plugin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """client.py over gRPC: one request per size (at most max_batch_size), maps printed and saved per photo in the
+    order given, each the size the server returned for its photo."""
+    engine = fake_engine(tmp_path / "e", plugin, batch=(1, 2, 2), tensors=DYNAMIC_BACKBONE, sizes=SIZES)
+    repository = tmp_path / "triton"
+    write_model_repository([engine], repository, model_name="swin_t_features")
+    sizes = [(320, 480), (480, 320), (320, 480), (400, 400), (320, 480)]
+    photos = photos_of_sizes(tmp_path / "photos", sizes)
+    received: list[np.ndarray] = []
+
+    def answer(batch: np.ndarray, before: int) -> dict[str, np.ndarray]:  # photo k's maps hold k's first pixel
+        height, width = batch.shape[2:]
+        return {f"features.{i}": np.broadcast_to(batch[:, :1, :1, :1], (len(batch), 96 << i, -(-height // (4 << i)),
+                                                                     -(-width // (4 << i)))).copy()
+                for i in range(4)}
+
+    client = load_client(repository / "client.py")
+    with stand_in_server(parse_config(repository, "swin_t_features"), answer, received) as port:
+        code = client.main(["--url", f"127.0.0.1:{port}", "--save-dir", str(tmp_path / "maps"), *map(str, photos)])
+        assert [batch.shape for batch in received] == [(2, 3, 320, 480), (1, 3, 320, 480), (1, 3, 480, 320),
+                                                       (1, 3, 400, 400)]
+        with pytest.raises(client.ClientError, match=r"output 'features.0' has shapes \[96, 100, 100\], "
+                                                     r"\[96, 120, 80\], \[96, 80, 120\] .* use "
+                                                     r"TritonModelClient.infer_each"):
+            client.TritonModelClient(f"127.0.0.1:{port}", "grpc", "swin_t_features").infer(photos)
+    out = capsys.readouterr().out
+    assert code == 0
+    np.testing.assert_allclose(received[0], np.stack([normalized(photos[0]), normalized(photos[2])]), atol=1e-6)
+    assert [line[:-1] for line in out.splitlines() if not line.startswith(" ")] == list(map(str, photos))
+    for photo, (height, width) in zip(photos, sizes, strict=True):
+        first = normalized(photo)[0, 0, 0]
+        with np.load(tmp_path / "maps" / f"{photo.stem}.npz") as saved:
+            assert [saved[f"features.{i}"].shape for i in range(4)] == [
+                (96 << i, -(-height // (4 << i)), -(-width // (4 << i))) for i in range(4)]
+            assert saved["features.3"].min() == saved["features.3"].max() == pytest.approx(first, abs=1e-6)
+        assert f"{photo}:\n  features.0 [96, {-(-height // 4)}, {-(-width // 4)}] mean {first:.4g}" in out
+
+
+def test_client_ranks_a_dynamic_classifiers_photos_in_their_order(tmp_path: Path, plugin: Path) -> None:
+    engine = fake_engine(tmp_path / "e", plugin, batch=(1, 4, 4), tensors=DYNAMIC_CLASSIFIER, sizes=SIZES)
+    repository = tmp_path / "triton"
+    write_model_repository([engine], repository, model_name="swin_t")
+    assert parse_config(repository).input[0].dims == [3, -1, -1]
+    sizes = [(352, 352), (320, 640), (352, 352)]
+    photos = photos_of_sizes(tmp_path / "photos", sizes)
+    firsts = [normalized(photo)[0, 0, 0] for photo in photos]
+    received: list[np.ndarray] = []
+
+    def answer(batch: np.ndarray, before: int) -> dict[str, np.ndarray]:  # class = which photo (its first pixel)
+        logits = np.zeros((len(batch), 1000), np.float32)
+        for row, image in enumerate(batch):
+            logits[row, 100 + firsts.index(min(firsts, key=lambda f: abs(f - image[0, 0, 0])))] = 9.0
+        return {"logits": logits}
+
+    client = load_client(repository / "client.py")
+    with stand_in_server(parse_config(repository), answer, received) as port:
+        logits = client.TritonModelClient(f"127.0.0.1:{port}", "grpc", "swin_t").infer(photos)["logits"]
+    assert [batch.shape for batch in received] == [(2, 3, 352, 352), (1, 3, 320, 640)]
+    assert logits.shape == (3, 1000) and list(logits.argmax(axis=1)) == [100, 101, 102]

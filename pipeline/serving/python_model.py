@@ -3,7 +3,11 @@
 ``python -m pipeline triton --triton-backend python`` copies this file as ``<model>/1/model.py`` beside
 ``model.onnx``, the typed ONNX the engine was built from, which it runs on onnxruntime's CPU with the pipeline's
 reference ``SwinWindowAttention`` op (pipeline.common.onnx_io.ort_session): the engine's contract (name, tensors,
-max_batch_size, dynamic batching) without a GPU, to test a deployment end to end, not for speed.
+max_batch_size, dynamic batching) without a GPU, to test a deployment end to end, not for speed. An engine built
+for a range of image sizes has -1 for H and W in config.pbtxt and symbolic H and W in its ONNX: onnxruntime runs
+any size, and Triton's dynamic batcher puts only requests of one shape into an execution, so their inputs
+concatenate along the batch. The engine's range of sizes is its optimization profile's: this route does not check
+it.
 
 The backend's stub runs its own embedded Python, which sees neither the project's venv nor the environment, and
 works with numpy 1.x only: the config's ``python_path`` parameter lists, first, the served environment's numpy<2,
@@ -45,6 +49,7 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb_utils, np = self.pb_utils, self.np
+        # One shape for all: the dynamic batcher batches only requests of equal shapes (no ragged batching).
         batches = [pb_utils.get_input_tensor_by_name(request, self.input).as_numpy() for request in requests]
         try:
             results = self.session.run([name for name, _ in self.outputs], {self.input: np.concatenate(batches)})

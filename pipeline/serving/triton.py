@@ -25,7 +25,7 @@ from pipeline.serving import TRITON_BACKENDS
 from pipeline.serving.triton_client import is_classifier
 from pipeline.tensorrt.backends import TENSORRT, TENSORRT_RTX
 from pipeline.tensorrt.load import check_engine_compatible, engine_plugin_library
-from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, TensorSpec
+from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, ImageRange, TensorSpec, size_text
 
 log = logging.getLogger("pipeline.serving.triton")
 
@@ -90,12 +90,15 @@ def model_name(recipe: EngineRecipe) -> str:
     return f"swin_{recipe.model_tag}"
 
 
-def make_variables(recipe: EngineRecipe) -> str:
+def make_variables(recipe: EngineRecipe, img_size: str | None = None) -> str:
     """The make variables that select ``recipe``'s model and engine: ``VARIANT=T PRECISION=fp16 FEATURES=1
-    IMG_SIZE=800x1333 ATTENTION=tensorrt`` (the defaults left out but VARIANT and PRECISION)."""
+    IMG_SIZE=800x1333 ATTENTION=tensorrt`` (the defaults left out but VARIANT and PRECISION); ``img_size``, when
+    given, is IMG_SIZE's value (an engine's range, :func:`img_size_value`)."""
     words = [f"VARIANT={recipe.variant.upper()}", f"PRECISION={recipe.precision}"]
     words += ["FEATURES=1"] if recipe.features_only else []
-    words += [f"IMG_SIZE={recipe.img_size[0]}x{recipe.img_size[1]}"] if recipe.img_size is not None else []
+    if img_size is None and recipe.img_size is not None:
+        img_size = size_text(recipe.img_size)
+    words += [f"IMG_SIZE={img_size}"] if img_size is not None else []
     words += ["ATTENTION=tensorrt"] if recipe.attention == "tensorrt" else []
     return " ".join(words)
 
@@ -130,15 +133,26 @@ def served_kind(metadata: EngineMetadata) -> str:
     return "classifier" if is_classifier([spec.shape[1:] for spec in metadata.outputs]) else "backbone"
 
 
+def img_size_value(metadata: EngineMetadata) -> str:
+    """The engine's input size as ``--img-size`` / IMG_SIZE spell it: ``160x224``, or ``320x320:800x1344:1344x1344``
+    (min:opt:max) for an engine taking a range of sizes."""
+    sizes = metadata.profile.image_range
+    if metadata.dynamic_size:
+        return ":".join(size_text(size) for size in (sizes.min, sizes.opt, sizes.max))
+    return size_text(sizes.opt)
+
+
 def _check_model(recipe: EngineRecipe, engine: Path, metadata: EngineMetadata) -> None:
-    """The engine must be the model the options describe (classifier or backbone, input size): its Triton model is
-    named after them."""
-    size, kind = tuple(metadata.inputs[0].shape[2:]), served_kind(metadata)
+    """The engine must be the model the options describe (classifier or backbone, input size: for an engine taking a
+    range of sizes, the options' size must be inside it): its Triton model is named after them."""
+    kind, sizes = served_kind(metadata), metadata.profile.image_range
     wanted = "backbone" if recipe.features_only else "classifier"
-    if (kind, size) != (wanted, recipe.image_size):
-        raise PipelineError(f"{engine} is a {kind} for {'x'.join(map(str, size))} images, but the model options ask "
-                            f"for a {wanted} for {recipe.image_size[0]}x{recipe.image_size[1]}; pass the engine's own "
-                            "(--features-only / FEATURES=1, --img-size / IMG_SIZE)")
+    fits = sizes.contains(recipe.image_size) if metadata.dynamic_size else sizes.opt == recipe.image_size
+    if kind != wanted or not fits:
+        size = sizes.text() if metadata.dynamic_size else size_text(sizes.opt)
+        raise PipelineError(f"{engine} is a {kind} for {size} images, but the model options ask for a {wanted} for "
+                            f"{size_text(recipe.image_size)}; pass the engine's own (--features-only / FEATURES=1, "
+                            f"--img-size / IMG_SIZE {img_size_value(metadata)})")
 
 
 def compute_capability(sm: int) -> str:
@@ -300,8 +314,13 @@ def config_text(model: str, metadata: list[EngineMetadata], files: list[str], *,
     return "\n".join(lines) + "\n"
 
 
-def _shape(spec: TensorSpec) -> str:
-    return f"{TRITON_DTYPES[spec.dtype].removeprefix('TYPE_')} [N, {', '.join(str(d) for d in spec.shape[1:])}]"
+def _shape(spec: TensorSpec, stride: int = 1) -> str:
+    """``FP32 [N, 3, 224, 224]``; a dynamic H and W (a 4-D tensor's -1) as ``H, W``, or ``H/8, W/8`` for a map of
+    that stride."""
+    names = {2: "H", 3: "W"} if len(spec.shape) == 4 else {}
+    dims = [str(d) if d != -1 or i not in names else names[i] if stride == 1 else f"{names[i]}/{stride}"
+            for i, d in enumerate(spec.shape) if i > 0]
+    return f"{TRITON_DTYPES[spec.dtype].removeprefix('TYPE_')} [N, {', '.join(dims)}]"
 
 
 def _server_commands(record: TritonModel, embedded: bool) -> list[str]:
@@ -359,9 +378,15 @@ def _number(value: float) -> str:
     return f"{round(value, 1):g}"
 
 
-def preprocessing_text(size: tuple[int, int]) -> str:
+def preprocessing_text(size: tuple[int, int] | ImageRange) -> str:
     """What :func:`pipeline.common.imagenet_transform.preprocess` (client.py, calibration, verification) does to a photo
-    for an input of ``size`` = (H, W), in words."""
+    for an input of ``size`` = (H, W), in words; for an input taking a range of sizes, what client.py does instead
+    (the photo at its own size)."""
+    mean, std = (", ".join(f"{v:.3f}" for v in values) for values in (IMAGENET_MEAN, IMAGENET_STD))
+    normalized = (f"scaled to [0, 1] and normalized with the ImageNet mean ({mean}) and std ({std}), NCHW")
+    if isinstance(size, ImageRange):
+        return (f"Each photo is converted to 8-bit RGB and kept at its own size (no resize, no crop), then "
+                f"{normalized}; H and W must each lie in the engine's range, {size.text()} (H x W)")
     height, width = size
     cover = (_number(height * 256 / 224), _number(width * 256 / 224))
     if height == width:
@@ -372,18 +397,21 @@ def preprocessing_text(size: tuple[int, int]) -> str:
                   f"{cover[1]} (H × W: {height} × {width} enlarged by 256/224), and the centre {height} × {width} "
                   "cropped: 1/8 of the photo is cut off along the side that fits tightest, more along the other "
                   f"unless its aspect ratio is {width}:{height}")
-    mean, std = (", ".join(f"{v:.3f}" for v in values) for values in (IMAGENET_MEAN, IMAGENET_STD))
-    return (f"Each photo is converted to 8-bit RGB, {resize}; then scaled to [0, 1] and normalized with the ImageNet "
-            f"mean ({mean}) and std ({std}), NCHW")
+    return f"Each photo is converted to 8-bit RGB, {resize}; then {normalized}"
 
 
 def _backbone_outputs(first: EngineMetadata) -> list[str]:
-    """One line per output; a 4-D one with its stage and stride (input height / map height)."""
+    """One line per output; a 4-D one with its stage and stride (input height / map height; where the engine takes a
+    range of sizes there is no height to divide, and Swin's stage i has stride 4·2^i: patches of 4, then each patch
+    merging halves H and W)."""
     height = first.inputs[0].shape[2]
     lines = []
     for i, spec in enumerate(first.outputs):
-        stage = f": stage {i + 1}, stride {round(height / spec.shape[2])}" if len(spec.shape) == 4 else ""
-        lines.append(f"- output `{spec.name}` {_shape(spec)}{stage}")
+        if len(spec.shape) != 4:
+            lines.append(f"- output `{spec.name}` {_shape(spec)}")
+            continue
+        stride = 4 << i if first.dynamic_size else round(height / spec.shape[2])
+        lines.append(f"- output `{spec.name}` {_shape(spec, stride)}: stage {i + 1}, stride {stride}")
     return lines
 
 
@@ -393,6 +421,8 @@ def _served(record: TritonModel, first: EngineMetadata) -> list[str]:
                 f"{record.preferred_batch_size} (the profile's optimum) and waits at most {record.max_queue_delay_us} "
                 f"µs to form them; {record.instances} instance(s) per GPU.")
     image, size = first.inputs[0], tuple(first.inputs[0].shape[2:])
+    if first.dynamic_size:
+        return _served_range(record, first, batching)
     prepared = preprocessing_text(size)
     if record.kind == "classifier":
         return [f"A classifier: input `{image.name}` {_shape(image)}; output `{first.outputs[0].name}` "
@@ -405,6 +435,25 @@ def _served(record: TritonModel, first: EngineMetadata) -> list[str]:
             f"{prepared}: `client.py` sends exactly that, which is what calibration and verification fed the engine. "
             "A detector usually prepares its images otherwise (resized to fit, then padded, nothing cut off): the "
             f"engine takes any FP32 [N, 3, {size[0]}, {size[1]}] batch, so send that from your own code.", ""]
+
+
+def _served_range(record: TritonModel, first: EngineMetadata, batching: str) -> list[str]:
+    """:func:`_served` for an engine taking a range of image sizes: which, and how requests of several sizes go."""
+    image, sizes = first.inputs[0], first.profile.image_range
+    takes = (f"input `{image.name}` {_shape(image)}, any H x W from {size_text(sizes.min)} to {size_text(sizes.max)} "
+             f"(tuned for {size_text(sizes.opt)}; config.pbtxt has -1 for H and W)")
+    one_size = ("One request holds images of one size, and Triton's dynamic batcher only batches requests of the "
+                "same shape: `client.py` sends one request per image size. A size outside the range is refused by "
+                "the server; resize or pad such images into it.")
+    prepared = preprocessing_text(sizes)
+    if record.kind == "classifier":
+        return [f"A classifier: {takes}; output `{first.outputs[0].name}` {_shape(first.outputs[0])}, the logits. "
+                f"{batching}", "", one_size, "", f"{prepared}: `client.py` does exactly that.", ""]
+    return [f"A backbone (feature extractor, no classes): {takes}; outputs NCHW, each the output of a stage's last "
+            "block (before that stage's patch merging, no final LayerNorm), its size the input's divided by the "
+            "stride, rounded up (the model pads):", "", *_backbone_outputs(first), "", batching, "", one_size, "",
+            f"{prepared}: `client.py` sends exactly that. A detector usually resizes its images to fit and pads them "
+            "(nothing cut off); send such batches from your own code.", ""]
 
 
 def _ask(record: TritonModel) -> list[str]:
@@ -452,7 +501,8 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata], recipe: EngineR
             for e, meta in zip(record.engines, metadata, strict=True)]
     embedded = any(meta.embeds_plugin and meta.plugin_layers for meta in metadata)
     rtx = [e for e in record.engines if e.backend.name == TENSORRT_RTX.name]
-    make = make_variables(dataclasses.replace(recipe, precision=first.precision, attention=first.attention))
+    make = make_variables(dataclasses.replace(recipe, precision=first.precision, attention=first.attention),
+                          img_size_value(first) if first.dynamic_size else None)
     text = [f"# Triton Inference Server model repository: `{model}`", "",
             f"Written by `{WRITTEN_BY}` (`make triton`) on {record.written_at}; `{MARKER}` records what was written "
             "(a rerun may replace this folder because of it).", "",
@@ -532,7 +582,7 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
         for engine, meta in zip(engines, metadata, strict=True):
             _check_model(recipe, engine, meta)
     else:  # only the variant is unknown: the engine's metadata says the rest
-        recipe = EngineRecipe(variant="<variant>", img_size=tuple(first.inputs[0].shape[2:]),
+        recipe = EngineRecipe(variant="<variant>", img_size=first.profile.image_range.opt,
                               features_only=served_kind(first) == "backbone")
     library, registers_with = (_checked_plugin(engines, metadata, plugin_library) if backend == "tensorrt"
                                else (None, None))

@@ -5,7 +5,8 @@ backbone's feature maps (each output's shape and statistics; with ``--save-dir``
 
 ``python -m pipeline triton`` copies this file unchanged into the repository beside ``imagenet_transform.py``: it
 needs only numpy, Pillow and ``tritonclient[grpc,http]``. Requests follow the server's model configuration
-(docs/design.md §9).
+(docs/design.md §9): photos are cropped to the input's H x W, or, where the configuration has -1 for H and W (an
+engine built for a range of sizes), sent at their own size, one request per size (:func:`request_groups`).
 """
 
 from __future__ import annotations
@@ -40,17 +41,25 @@ class InputSpec(NamedTuple):
     name: str
     datatype: str  #: the inference protocol's name, e.g. "FP32"
     dtype: Any  #: numpy's
-    dims: tuple[int, ...]  #: without the batch dimension: (3, H, W)
+    dims: tuple[int, ...]  #: without the batch dimension: (3, H, W); H and W are -1 where any size is taken
     max_batch_size: int
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(H, W) every photo is cropped to; None where the model takes photos at their own size (-1, -1)."""
+        return None if self.dims[1:] == (-1, -1) else (self.dims[1], self.dims[2])
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Preprocessing: the ImageNet evaluation transform
 
 
-def preprocess(image: str | Path | Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """A photo (a path or a PIL image) as float32 ``[3, H, W]``, ImageNet-normalized."""
+def preprocess(image: str | Path | Image.Image, size: tuple[int, int] | None) -> np.ndarray:
+    """A photo (a path or a PIL image) as float32 ``[3, H, W]``, ImageNet-normalized: resized and centre-cropped to
+    ``size`` = (H, W), or at its own size (no resize, no crop) when ``size`` is None."""
     try:
+        if size is None:
+            return imagenet_transform.normalize(imagenet_transform.read_rgb(image))
         return imagenet_transform.preprocess(image, size)
     except (OSError, ValueError) as error:
         raise ClientError(f"cannot read the image {image}: {error}") from None
@@ -80,7 +89,7 @@ def input_spec(config: Mapping[str, Any]) -> InputSpec:
     data_type = spec.get("data_type", "TYPE_INVALID")
     if data_type not in DATA_TYPES:
         raise ClientError(f"input {spec['name']!r} is {data_type}; this client sends {', '.join(DATA_TYPES)}")
-    if len(dims) != 3 or dims[0] != 3 or min(dims[1:]) < 1:
+    if len(dims) != 3 or dims[0] != 3 or (min(dims[1:]) < 1 and dims[1:] != (-1, -1)):
         raise ClientError(f"input {spec['name']!r} has dims {list(dims)}; this client sends RGB images [3, H, W]")
     if max_batch < 1:
         raise ClientError(f"model {config.get('name')!r} has max_batch_size {max_batch}; this client sends batches")
@@ -99,15 +108,36 @@ def output_dims(config: Mapping[str, Any]) -> list[tuple[int, ...]]:
     return [tuple(int(d) for d in output.get("dims", ())) for output in model_config(config).get("output", [])]
 
 
+def prepare(images: Sequence[str | Path | Image.Image], spec: InputSpec) -> list[np.ndarray]:
+    """Each photo as the input takes it: ``[3, H, W]`` of its dtype (:func:`preprocess` to ``spec.size``)."""
+    return [preprocess(image, spec.size).astype(spec.dtype, copy=False) for image in images]
+
+
+def request_groups(sizes: Sequence[tuple[int, ...]], max_batch: int) -> list[list[int]]:
+    """The requests for images of these sizes, as lists of their indices: images of one size together (a request is
+    one array; Triton batches only requests of one shape), at most ``max_batch`` per request; sizes in the order
+    they first appear, images in their order."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for index, size in enumerate(sizes):
+        by_size.setdefault(tuple(size), []).append(index)
+    return [same[start:start + max_batch] for same in by_size.values() for start in range(0, len(same), max_batch)]
+
+
 def build_request(images: Sequence[str | Path | Image.Image], config: Mapping[str, Any]
                   ) -> tuple[str, str, np.ndarray]:
-    """(input name, the protocol's data type, the batch ``[N, 3, H, W]``) for ``images`` (N ≤ max_batch_size)."""
+    """(input name, the protocol's data type, the batch ``[N, 3, H, W]``) for ``images`` (N ≤ max_batch_size, all
+    of one size where the model takes any: :func:`request_groups` says which go together)."""
     spec = input_spec(config)
     if not 1 <= len(images) <= spec.max_batch_size:
         raise ClientError(f"a request holds 1 to {spec.max_batch_size} images, got {len(images)}")
-    size = (spec.dims[1], spec.dims[2])
-    batch = np.stack([preprocess(image, size) for image in images]).astype(spec.dtype, copy=False)
-    return spec.name, spec.datatype, batch
+    arrays = prepare(images, spec)
+    sizes = sorted({"x".join(map(str, array.shape[1:])) for array in arrays})
+    if len(sizes) > 1:
+        raise ClientError(f"a request holds images of one size, got {', '.join(sizes)} (H x W): send one request "
+                          "per size (TritonModelClient.infer does)")
+    return spec.name, spec.datatype, np.stack(arrays)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -159,14 +189,28 @@ class TritonModelClient:
         self.spec = input_spec(self.config)
         self.outputs = [output["name"] for output in self.config.get("output", [])]
 
+    def infer_each(self, images: Sequence[str | Path | Image.Image]) -> list[dict[str, np.ndarray]]:
+        """Each image's outputs (without the batch dimension), in the order given: requests of at most
+        max_batch_size images of one size (:func:`request_groups`). Every photo is preprocessed first."""
+        arrays = prepare(images, self.spec)
+        each: list[dict[str, np.ndarray]] = [{} for _ in arrays]
+        for group in request_groups([array.shape for array in arrays], self.spec.max_batch_size):
+            result = self.send(self.spec.name, self.spec.datatype, np.stack([arrays[i] for i in group]))
+            outputs = {name: result.as_numpy(name) for name in self.outputs}
+            for row, index in enumerate(group):
+                each[index] = {name: output[row] for name, output in outputs.items()}
+        return each
+
     def infer(self, images: Sequence[str | Path | Image.Image]) -> dict[str, np.ndarray]:
-        """Every output for ``images``, in requests of at most max_batch_size images."""
-        results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
-        for start in range(0, len(images), self.spec.max_batch_size):
-            result = self.send(*build_request(images[start:start + self.spec.max_batch_size], self.config))
-            for output in self.outputs:
-                results[output].append(result.as_numpy(output))
-        return {name: np.concatenate(arrays) for name, arrays in results.items()}
+        """Every output for ``images``, stacked ``[N, ...]`` in their order; a ClientError where the outputs differ
+        in size (a backbone fed photos of several sizes: use :meth:`infer_each`)."""
+        each = self.infer_each(images)
+        for name in self.outputs:
+            shapes = sorted({str(list(outputs[name].shape)) for outputs in each})
+            if len(shapes) > 1:
+                raise ClientError(f"output {name!r} has shapes {', '.join(shapes)} for these images, which do not "
+                                  "stack: use TritonModelClient.infer_each, or send photos of one size")
+        return {name: np.stack([outputs[name] for outputs in each]) for name in self.outputs}
 
     def send(self, name: str, datatype: str, batch: np.ndarray) -> Any:
         """One request of ``batch`` as input ``name``; a ClientError naming the server when it stops answering or
@@ -222,12 +266,12 @@ def describe_output(name: str, array: np.ndarray) -> str:
             f"max {values.max():.4g}")
 
 
-def report_maps(paths: Sequence[str], outputs: Mapping[str, np.ndarray]) -> None:
+def report_maps(paths: Sequence[str], each: Sequence[Mapping[str, np.ndarray]]) -> None:
     """Print, per image, each output's shape and statistics: a backbone's maps have no classes to rank."""
-    for i, path in enumerate(paths):
+    for path, outputs in zip(paths, each, strict=True):
         print(f"{path}:")
         for name, array in outputs.items():
-            print(f"  {describe_output(name, array[i])}")
+            print(f"  {describe_output(name, array)}")
 
 
 def save_paths(paths: Sequence[str], folder: Path) -> list[Path]:
@@ -240,11 +284,11 @@ def save_paths(paths: Sequence[str], folder: Path) -> list[Path]:
     return [folder / f"{stem}.npz" for stem in stems]
 
 
-def save_outputs(files: Sequence[Path], outputs: Mapping[str, np.ndarray]) -> None:
+def save_outputs(files: Sequence[Path], each: Sequence[Mapping[str, np.ndarray]]) -> None:
     """Each image's outputs into its ``.npz``, one array per output name (``np.load(f)["features.0"]``)."""
     files[0].parent.mkdir(parents=True, exist_ok=True)
-    for i, file in enumerate(files):
-        np.savez(file, **{name: array[i] for name, array in outputs.items()})
+    for file, outputs in zip(files, each, strict=True):
+        np.savez(file, **outputs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,13 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         files = save_paths(args.images, args.save_dir) if args.save_dir else None
         labels = args.labels.read_text().splitlines() if args.labels else None
         client = TritonModelClient(args.url or DEFAULT_URLS[args.protocol], args.protocol, args.model)
-        outputs = client.infer(args.images)
+        each = client.infer_each(args.images)
         if is_classifier(output_dims(client.config)):
-            report_classes(args.images, next(iter(outputs.values())), labels, args.top)
+            logits = np.stack([next(iter(outputs.values())) for outputs in each])
+            report_classes(args.images, logits, labels, args.top)
         else:
-            report_maps(args.images, outputs)
+            report_maps(args.images, each)
         if files:
-            save_outputs(files, outputs)
+            save_outputs(files, each)
     except ClientError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

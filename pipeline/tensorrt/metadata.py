@@ -62,14 +62,53 @@ class TensorSpec(JsonRecord):
 
 
 
+def size_text(size: tuple[int, int]) -> str:
+    """(H, W) as ``HxW``, the way ``--img-size`` spells it."""
+    return f"{size[0]}x{size[1]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRange(JsonRecord):
+    """The image sizes (H, W) an engine's optimization profile takes: every H in ``min[0]..max[0]`` with every W
+    in ``min[1]..max[1]``; ``opt`` is the size TensorRT tuned for. A fixed-size engine's three are equal."""
+
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether more than one size fits the range."""
+        return self.min != self.max
+
+    def contains(self, size: tuple[int, int]) -> bool:
+        return all(low <= value <= high for low, value, high in zip(self.min, size, self.max, strict=True))
+
+    def text(self) -> str:
+        """``320x320 to 1344x1344``, or ``224x224`` when only one size fits."""
+        return f"{size_text(self.min)} to {size_text(self.max)}" if self.dynamic else size_text(self.min)
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchProfile(JsonRecord):
-    """The optimization profile of the image input."""
+    """The optimization profile of the image input: full input shapes, e.g. (1, 3, 320, 320), (8, 3, 800, 1344),
+    (32, 3, 1344, 1344) for an engine taking a range of image sizes (``--img-size min:opt:max``); a fixed-size
+    engine's differ in the batch only."""
 
     input: str
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+
+    @property
+    def image_range(self) -> ImageRange:
+        """The (H, W) range: the last two dimensions of the shapes."""
+        return ImageRange(tuple(self.min[-2:]), tuple(self.opt[-2:]), tuple(self.max[-2:]))
+
+    @property
+    def dynamic_size(self) -> bool:
+        """Whether the profile takes more than one image size."""
+        return self.image_range.dynamic
 
 
 
@@ -115,6 +154,12 @@ class EngineMetadata(JsonRecord):
     def needs_plugin_library(self) -> bool:
         """Whether a plugin library file must be loaded before the engine: it has plugin layers and no embedded one."""
         return self.plugin is not None and not self.plugin.embedded and self.plugin_layers > 0
+
+    @property
+    def dynamic_size(self) -> bool:
+        """Whether the image input takes a range of sizes (-1 beyond the batch dimension, ``--img-size
+        min:opt:max``); :attr:`BatchProfile.image_range` is then the range."""
+        return any(spec.name == self.profile.input and -1 in spec.shape[1:] for spec in self.inputs)
 
     @classmethod
     def read(cls, engine_path: str | Path) -> EngineMetadata:
@@ -170,9 +215,20 @@ class EngineCheck(JsonRecord):
                        "is no GPU here to run it on")
         else:
             verdict = f"OK: {self.runtime.backend} {self.runtime.version} on {self.runtime.gpu} can run it"
-        inputs = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in meta.inputs)
+        inputs = ", ".join(input_text(t, meta.profile) for t in meta.inputs)
         return "\n".join([f"{meta.engine}: {verdict}",
                           f"  built with {meta.backend.name} {meta.backend.version} for {target}, {meta.precision}, "
                           f"batch {meta.profile.min[0]}..{meta.profile.max[0]}, attention {meta.attention}",
                           f"  inputs {inputs}; {len(meta.outputs)} output(s)",
                           f"  plugin library: {plugin}", "  (--json prints everything checked)"])
+
+
+def input_text(spec: TensorSpec, profile: BatchProfile) -> str:
+    """``images float32 [-1, 3, 224, 224]``; for the profile's input when a dimension beyond the batch is dynamic,
+    each dynamic dimension's range and the optimum: ``images float32 [1..32, 3, 320..1344, 320..1344] (opt
+    8x3x800x1344)``."""
+    if spec.name != profile.input or -1 not in spec.shape[1:]:
+        return f"{spec.name} {spec.dtype} {list(spec.shape)}"
+    dims = [str(d) if d != -1 else f"{low}..{high}" if low != high else str(low)
+            for d, low, high in zip(spec.shape, profile.min, profile.max, strict=True)]
+    return f"{spec.name} {spec.dtype} [{', '.join(dims)}] (opt {'x'.join(map(str, profile.opt))})"
