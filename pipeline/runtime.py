@@ -21,10 +21,11 @@ import numpy as np
 
 from pipeline.common import imagenet_transform
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange
 from pipeline.common.imagenet_transform import top_k as top_k  # part of this module's API (the README's example)
 from pipeline.tensorrt.backends import BACKENDS, installed_runtimes
 from pipeline.tensorrt.load import check_engine_compatible, engine_runtime, load_engine
-from pipeline.tensorrt.metadata import REBUILD, BatchProfile, EngineMetadata, ImageRange, Runtime, TensorSpec
+from pipeline.tensorrt.metadata import REBUILD, BatchProfile, EngineMetadata, Runtime, TensorSpec
 
 if TYPE_CHECKING:
     import torch
@@ -186,7 +187,7 @@ class SwinEngine:
     output_names: tuple[str, ...]
     batch_range: tuple[int, int]  #: (min, max) batch of the optimization profile
     image_size: tuple[int, int]  #: (H, W): the engine's size, or the profile's optimum for a range of sizes
-    image_range: ImageRange  #: the (H, W) it takes (min = opt = max for a fixed-size engine)
+    image_range: SizeRange  #: the (H, W) it takes (min = opt = max for a fixed-size engine)
     stream: torch.cuda.Stream  #: what the engine is enqueued on
 
     def __init__(self, engine_path: str | Path, plugin_library: str | Path | None = None, *, device: int = 0) -> None:

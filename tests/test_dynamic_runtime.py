@@ -16,13 +16,13 @@ import torch
 from pipeline.cli import main
 from pipeline.common.artifacts import write_json
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange
 from pipeline.runtime import SwinEngine, check_input_shape, input_shape
 from pipeline.tensorrt.metadata import (
     BatchProfile,
     BuiltWith,
     EngineCheck,
     EngineMetadata,
-    ImageRange,
     OnnxSource,
     Target,
     TensorSpec,
@@ -72,11 +72,11 @@ def test_image_range_reads_back_from_the_json(tmp_path: Path) -> None:
     engine = engine_files(tmp_path, DYNAMIC)
     read = EngineMetadata.read(engine)
     assert read.inputs == (DYNAMIC_INPUT,) and read.outputs[3].shape == (-1, 768, -1, -1)
-    assert read.profile.image_range == ImageRange((320, 320), (800, 1344), (1344, 1344))
+    assert read.profile.image_range == SizeRange((320, 320), (800, 1344), (1344, 1344))
     assert read.dynamic_size and read.profile.dynamic_size
     assert read.profile.image_range.text() == "320x320 to 1344x1344"
     fixed = EngineMetadata.read(engine_files(tmp_path, FIXED))
-    assert fixed.profile.image_range == ImageRange((224, 224), (224, 224), (224, 224))
+    assert fixed.profile.image_range == SizeRange((224, 224), (224, 224), (224, 224))
     assert not fixed.dynamic_size and not fixed.profile.dynamic_size
     assert fixed.profile.image_range.text() == "224x224"
 

@@ -699,12 +699,13 @@ def test_plugin_registers_when_triton_dlopens_it(tmp_path: Path, plugin_library:
         return result.stdout.splitlines()
 
     ours, other = f"libnvinfer.so.{major}", f"libnvinfer.so.{major + 1}"
-    assert load(ours, "plugin last") == ["registered SwinWindowAttention 1 ''", "count 1"]  # plugins=
+    # plugins=: both contract versions' creators
+    both = ["registered SwinWindowAttention 1 ''", "registered SwinWindowAttention 2 ''", "count 2"]
+    assert load(ours, "plugin last") == both
     assert load(other, "plugin last") == ["count 0"]  # a Triton on the next TensorRT major
     assert load(ours, "plugin first") == ["count 0"]  # no libnvinfer yet: nothing to register with
     assert load(ours, "preloaded", preload=str(plugin_library)) == ["count 0"]
-    assert load(ours, "preloaded", preload=f"{ours} {plugin_library}") == [
-        "registered SwinWindowAttention 1 ''", "count 1"]
+    assert load(ours, "preloaded", preload=f"{ours} {plugin_library}") == both
 
 
 def test_every_repository_record_field_is_json(tmp_path: Path, plugin: Path) -> None:
@@ -763,23 +764,27 @@ def test_readme_of_a_dynamic_backbone_gives_its_range(tmp_path: Path, plugin: Pa
 
 
 @pytest.mark.parametrize(("options", "error"), [
-    (["--features-only", "--img-size", "800x1344"], None),
-    (["--features-only", "--img-size", "320x1344"], None),
-    (["--features-only", "--img-size", "1400x800"], "is a backbone for 320x320 to 1344x1344 images, but the model "
-                                                    "options ask for a backbone for 1400x800; pass the engine's own "
+    (["--features-only", "--img-size", "320x320:800x1344:1344x1344"], None),
+    (["--features-only", "--img-size", "800x1344"], "is a backbone for 320x320 to 1344x1344 images, but the model "
+                                                    "options ask for a backbone for 800x1344; pass the engine's own "
                                                     "(--features-only / FEATURES=1, --img-size / IMG_SIZE "
                                                     "320x320:800x1344:1344x1344)"),
-    (["--img-size", "800x1344"], "is a backbone for 320x320 to 1344x1344 images, but the model options ask for a "
-                                 "classifier for 800x1344"),
+    (["--features-only", "--img-size", "320x320:800x1344:1400x1400"], "is a backbone for 320x320 to 1344x1344 "
+                                                                      "images, but the model options ask for a "
+                                                                      "backbone for sizes 320x320:800x1344:1400x1400"),
+    (["--img-size", "320x320:800x1344:1344x1344"], "is a backbone for 320x320 to 1344x1344 images, but the model "
+                                                   "options ask for a classifier for sizes 320x320:800x1344:1344x1344"),
 ])
-def test_a_dynamic_engine_serves_model_options_inside_its_range(tmp_path: Path, plugin: Path,
-                                                                 capsys: pytest.CaptureFixture[str],
-                                                                 options: list[str], error: str | None) -> None:
+def test_a_dynamic_engine_serves_the_model_options_of_its_range(tmp_path: Path, plugin: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                options: list[str], error: str | None) -> None:
+    """The options name the engine's model (its Triton model's name): the range itself, not a size inside it."""
     engine = fake_engine(tmp_path / "e", plugin, tensors=DYNAMIC_BACKBONE, sizes=SIZES)
     code, err = run_main(["triton", *options, "--engines", str(engine), "--out", str(tmp_path / "triton")], capsys)
     if error is None:
         assert code == 0, err
-        assert parse_config(tmp_path / "triton", f"swin_t_features_{options[-1]}").input[0].dims == [3, -1, -1]
+        model = parse_config(tmp_path / "triton", "swin_t_features_320x320-1344x1344")
+        assert model.input[0].dims == [3, -1, -1]
     else:
         assert code == 2 and err.startswith(f"error: {engine} {error}") and err.count("\n") == 1, err
 

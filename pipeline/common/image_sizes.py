@@ -46,6 +46,15 @@ class SizeRange(JsonRecord):
     def __str__(self) -> str:
         return ":".join(format_size(s) for s in (self.min, self.opt, self.max))
 
+    @property
+    def dynamic(self) -> bool:
+        """Whether more than one size fits the range."""
+        return self.min != self.max
+
+    def text(self) -> str:
+        """``320x320 to 1344x1344``, or ``224x224`` when only one size fits."""
+        return f"{format_size(self.min)} to {format_size(self.max)}" if self.dynamic else format_size(self.min)
+
     def contains(self, size: Size) -> bool:
         return all(low <= s <= high for low, s, high in zip(self.min, size, self.max, strict=True))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.common.artifacts import atomic_folder, check_writable, file_sha256, write_json
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange, format_size
 from pipeline.common.imagenet_transform import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.common.records import JsonRecord
 from pipeline.make import EngineFiles, EngineRecipe
@@ -25,7 +26,7 @@ from pipeline.serving import TRITON_BACKENDS
 from pipeline.serving.triton_client import is_classifier
 from pipeline.tensorrt.backends import TENSORRT, TENSORRT_RTX
 from pipeline.tensorrt.load import check_engine_compatible, engine_plugin_library
-from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, ImageRange, TensorSpec, size_text
+from pipeline.tensorrt.metadata import BuiltWith, EngineMetadata, TensorSpec
 
 log = logging.getLogger("pipeline.serving.triton")
 
@@ -97,7 +98,7 @@ def make_variables(recipe: EngineRecipe, img_size: str | None = None) -> str:
     words = [f"VARIANT={recipe.variant.upper()}", f"PRECISION={recipe.precision}"]
     words += ["FEATURES=1"] if recipe.features_only else []
     if img_size is None and recipe.img_size is not None:
-        img_size = size_text(recipe.img_size)
+        img_size = format_size(recipe.img_size)
     words += [f"IMG_SIZE={img_size}"] if img_size is not None else []
     words += ["ATTENTION=tensorrt"] if recipe.attention == "tensorrt" else []
     return " ".join(words)
@@ -137,21 +138,20 @@ def img_size_value(metadata: EngineMetadata) -> str:
     """The engine's input size as ``--img-size`` / IMG_SIZE spell it: ``160x224``, or ``320x320:800x1344:1344x1344``
     (min:opt:max) for an engine taking a range of sizes."""
     sizes = metadata.profile.image_range
-    if metadata.dynamic_size:
-        return ":".join(size_text(size) for size in (sizes.min, sizes.opt, sizes.max))
-    return size_text(sizes.opt)
+    return str(sizes) if metadata.dynamic_size else format_size(sizes.opt)
 
 
 def _check_model(recipe: EngineRecipe, engine: Path, metadata: EngineMetadata) -> None:
-    """The engine must be the model the options describe (classifier or backbone, input size: for an engine taking a
-    range of sizes, the options' size must be inside it): its Triton model is named after them."""
+    """The engine must be the model the options describe (classifier or backbone, input size or size range): its
+    Triton model is named after them."""
     kind, sizes = served_kind(metadata), metadata.profile.image_range
     wanted = "backbone" if recipe.features_only else "classifier"
-    fits = sizes.contains(recipe.image_size) if metadata.dynamic_size else sizes.opt == recipe.image_size
+    fits = recipe.img_range == sizes if metadata.dynamic_size else (
+        recipe.img_range is None and sizes.opt == recipe.image_size)
     if kind != wanted or not fits:
-        size = sizes.text() if metadata.dynamic_size else size_text(sizes.opt)
-        raise PipelineError(f"{engine} is a {kind} for {size} images, but the model options ask for a {wanted} for "
-                            f"{size_text(recipe.image_size)}; pass the engine's own (--features-only / FEATURES=1, "
+        asked = format_size(recipe.image_size) if recipe.img_range is None else f"sizes {recipe.img_range}"
+        raise PipelineError(f"{engine} is a {kind} for {sizes.text()} images, but the model options ask for a "
+                            f"{wanted} for {asked}; pass the engine's own (--features-only / FEATURES=1, "
                             f"--img-size / IMG_SIZE {img_size_value(metadata)})")
 
 
@@ -378,13 +378,13 @@ def _number(value: float) -> str:
     return f"{round(value, 1):g}"
 
 
-def preprocessing_text(size: tuple[int, int] | ImageRange) -> str:
+def preprocessing_text(size: tuple[int, int] | SizeRange) -> str:
     """What :func:`pipeline.common.imagenet_transform.preprocess` (client.py, calibration, verification) does to a photo
     for an input of ``size`` = (H, W), in words; for an input taking a range of sizes, what client.py does instead
     (the photo at its own size)."""
     mean, std = (", ".join(f"{v:.3f}" for v in values) for values in (IMAGENET_MEAN, IMAGENET_STD))
     normalized = (f"scaled to [0, 1] and normalized with the ImageNet mean ({mean}) and std ({std}), NCHW")
-    if isinstance(size, ImageRange):
+    if isinstance(size, SizeRange):
         return (f"Each photo is converted to 8-bit RGB and kept at its own size (no resize, no crop), then "
                 f"{normalized}; H and W must each lie in the engine's range, {size.text()} (H x W)")
     height, width = size
@@ -440,8 +440,8 @@ def _served(record: TritonModel, first: EngineMetadata) -> list[str]:
 def _served_range(record: TritonModel, first: EngineMetadata, batching: str) -> list[str]:
     """:func:`_served` for an engine taking a range of image sizes: which, and how requests of several sizes go."""
     image, sizes = first.inputs[0], first.profile.image_range
-    takes = (f"input `{image.name}` {_shape(image)}, any H x W from {size_text(sizes.min)} to {size_text(sizes.max)} "
-             f"(tuned for {size_text(sizes.opt)}; config.pbtxt has -1 for H and W)")
+    takes = (f"input `{image.name}` {_shape(image)}, any H x W from {format_size(sizes.min)} to "
+             f"{format_size(sizes.max)} (tuned for {format_size(sizes.opt)}; config.pbtxt has -1 for H and W)")
     one_size = ("One request holds images of one size, and Triton's dynamic batcher only batches requests of the "
                 "same shape: `client.py` sends one request per image size. A size outside the range is refused by "
                 "the server; resize or pad such images into it.")

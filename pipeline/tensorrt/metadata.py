@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange
 from pipeline.common.records import JsonRecord
 
 REBUILD = "rebuild it on this machine with `python -m pipeline build` (or pipeline.tensorrt.build.build_engine)"
@@ -62,33 +63,6 @@ class TensorSpec(JsonRecord):
 
 
 
-def size_text(size: tuple[int, int]) -> str:
-    """(H, W) as ``HxW``, the way ``--img-size`` spells it."""
-    return f"{size[0]}x{size[1]}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRange(JsonRecord):
-    """The image sizes (H, W) an engine's optimization profile takes: every H in ``min[0]..max[0]`` with every W
-    in ``min[1]..max[1]``; ``opt`` is the size TensorRT tuned for. A fixed-size engine's three are equal."""
-
-    min: tuple[int, int]
-    opt: tuple[int, int]
-    max: tuple[int, int]
-
-    @property
-    def dynamic(self) -> bool:
-        """Whether more than one size fits the range."""
-        return self.min != self.max
-
-    def contains(self, size: tuple[int, int]) -> bool:
-        return all(low <= value <= high for low, value, high in zip(self.min, size, self.max, strict=True))
-
-    def text(self) -> str:
-        """``320x320 to 1344x1344``, or ``224x224`` when only one size fits."""
-        return f"{size_text(self.min)} to {size_text(self.max)}" if self.dynamic else size_text(self.min)
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchProfile(JsonRecord):
     """The optimization profile of the image input: full input shapes, e.g. (1, 3, 320, 320), (8, 3, 800, 1344),
@@ -101,9 +75,9 @@ class BatchProfile(JsonRecord):
     max: tuple[int, ...]
 
     @property
-    def image_range(self) -> ImageRange:
+    def image_range(self) -> SizeRange:
         """The (H, W) range: the last two dimensions of the shapes."""
-        return ImageRange(tuple(self.min[-2:]), tuple(self.opt[-2:]), tuple(self.max[-2:]))
+        return SizeRange(tuple(self.min[-2:]), tuple(self.opt[-2:]), tuple(self.max[-2:]))
 
     @property
     def dynamic_size(self) -> bool:
