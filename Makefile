@@ -79,7 +79,8 @@ TRITON_URL   ?= localhost:8001
 TRITON_MODEL ?= swin_t
 LOAD_SECONDS ?= 10
 triton-load: venv
-	$(PY) -m pipeline.serving.triton_load --url $(TRITON_URL) --model $(TRITON_MODEL) --seconds $(LOAD_SECONDS)
+	$(PY) -m pipeline.serving.triton_load --url $(TRITON_URL) --model $(TRITON_MODEL) --seconds $(LOAD_SECONDS) \
+		$(if $(LOAD_SIZE),--img-size $(LOAD_SIZE))
 
 # Every deployment path this machine can run, side by side: build/bench/bench_<v>_<device>_<UTC time>.{json,md,png}
 # (git-ignored, never overwritten); `python -m benchmarks.report --commit <json>` copies one to benchmarks/results/.

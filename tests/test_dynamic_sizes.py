@@ -4,6 +4,7 @@ and verification at each size of the range."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from plugin_build import plugin_library_for
 
 from pipeline.common.compare import relative_error
 from pipeline.common.errors import PipelineError
@@ -24,7 +26,10 @@ from pipeline.models import SwinTransformer, perturb_weights_
 from pipeline.recipe import EngineRecipe
 from pipeline.stages.export import export_onnx
 from pipeline.stages.verify import verify
-from pipeline.tensorrt.build import profile_shapes
+from pipeline.tensorrt.backends import cuda_device
+from pipeline.tensorrt.build import build_engine, profile_shapes
+
+DEVICE = cuda_device()
 
 #: Window 4 (shift 2), head dim 8: over 40..160 pixels stage 4 is 2..5 tokens, so its shift is dropped at the small
 #: sizes and applied (over a padded map) at the large ones, decided by the node at run time.
@@ -154,3 +159,43 @@ def test_fixed_verify_report_has_no_sizes(tmp_path: Path) -> None:
     assert "sizes" not in report.to_json() and report.sizes == ()
     with pytest.raises(PipelineError, match="takes 64x64 images only"):
         verify(backbone, fixed, "fp32", sizes=((64, 64),))
+
+
+def test_one_engine_over_the_range_builds_ahead_of_time(tiny_dynamic, plugin_library, tmp_path: Path) -> None:
+    """TensorRT-RTX parses every version-2 node with symbolic H and W and builds one profile over batch × H × W."""
+    _, path = tiny_dynamic
+    metadata = build_engine(path, tmp_path / "dynamic.engine", plugin_library=plugin_library, batch=(1, 2, 4),
+                            backend="rtx", sm=86, sizes=TINY_RANGE)
+    assert metadata.plugin_layers == sum(TINY.depths)
+    assert metadata.inputs[0].shape == (-1, 3, -1, -1) and metadata.dynamic_size
+    assert (metadata.profile.min, metadata.profile.opt, metadata.profile.max) == (
+        (1, 3, 40, 40), (2, 3, 100, 132), (4, 3, 160, 160))
+    assert metadata.profile.image_range == TINY_RANGE
+    with pytest.raises(PipelineError, match="dynamic in H and W: give the size range"):
+        build_engine(path, tmp_path / "no_range.engine", plugin_library=plugin_library, backend="rtx", sm=86)
+    assert not (tmp_path / "no_range.engine").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE is None, reason="needs a CUDA device (no libcuda.so.1 or no visible GPU)")
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs TensorRT 10/11 (pip tensorrt)")
+def test_dynamic_engine_runs_every_size_on_a_gpu(tmp_path: Path) -> None:
+    """One engine, three sizes through SwinEngine (plugin kernels at their launch params) against the unfused model;
+    a size outside the range is refused before TensorRT sees it."""
+    from pipeline.runtime import SwinEngine
+
+    unfused, fused = tiny_models(True)
+    path = export_onnx(fused, tmp_path / "model.onnx", max_batch=4, sizes=TINY_RANGE)
+    engine_path = tmp_path / "dynamic.engine"
+    build_engine(path, engine_path, plugin_library=plugin_library_for(str(DEVICE.sm)), batch=(1, 2, 4),
+                 backend="tensorrt", sm=DEVICE.sm, sizes=TINY_RANGE)
+    with SwinEngine(engine_path) as engine:
+        for size in ((40, 40), (157, 41), (160, 160)):
+            images = torch.randn(3, 3, *size, generator=torch.Generator().manual_seed(size[1]))
+            with torch.no_grad():
+                expected = unfused(images)
+            outputs = engine.infer(images.numpy())
+            for name, e in zip(engine.output_names, expected, strict=True):
+                assert relative_error(e.numpy(), outputs[name]) <= 1e-4, (size, name)
+        with pytest.raises(PipelineError, match="takes images of 40x40 to 160x160"):
+            engine.infer(np.zeros((1, 3, 161, 100), np.float32))

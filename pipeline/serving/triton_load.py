@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.common.artifacts import write_json
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import parse_size
 from pipeline.common.records import JsonRecord
 from pipeline.serving.triton_client import input_spec, model_config
 
@@ -57,6 +58,7 @@ class LoadReport(JsonRecord):
     python: str
     tritonclient: str
     measured_at: str
+    img_size: tuple[int, int] | None = None  #: the (H, W) sent to a model that takes any size
 
 
 async def _level(client: object, model: str, inputs: list, concurrency: int, warmup_s: float,
@@ -88,9 +90,20 @@ async def _level(client: object, model: str, inputs: list, concurrency: int, war
                      tuple(round(v, 3) for v in latencies))
 
 
+def _image_dims(model: str, dims: tuple[int, ...], size: tuple[int, int] | None) -> tuple[int, ...]:
+    """``[3, H, W]`` of the random images: the model's, or ``size`` where it takes any H and W (-1)."""
+    if dims[1:] != (-1, -1):
+        return dims
+    if size is None:
+        raise PipelineError(f"{model} takes images of any size (H and W are -1 in its config): pass --img-size HxW, "
+                            "the size to measure at")
+    return (dims[0], *size)
+
+
 async def measure(url: str, model: str, concurrencies: list[int], window_s: float, warmup_s: float,
-                  batch: int = 1) -> LoadReport:
-    """Every concurrency's level against ``model`` at ``url`` (gRPC), random images of its input shape."""
+                  batch: int = 1, size: tuple[int, int] | None = None) -> LoadReport:
+    """Every concurrency's level against ``model`` at ``url`` (gRPC), random images of its input shape (of ``size``
+    where the model takes any H and W)."""
     import tritonclient.grpc.aio as grpc_aio
 
     client = grpc_aio.InferenceServerClient(url=url)
@@ -101,7 +114,8 @@ async def measure(url: str, model: str, concurrencies: list[int], window_s: floa
         except Exception as error:
             raise PipelineError(f"no Triton server serves {model} over gRPC at {url} "
                                 f"({str(error).splitlines()[0][:200]}): start it, or pass --url and --model") from None
-        images = np.random.default_rng(0).normal(size=(batch, *spec.dims)).astype(spec.dtype)
+        dims = _image_dims(model, spec.dims, size)
+        images = np.random.default_rng(0).normal(size=(batch, *dims)).astype(spec.dtype)
         request = grpc_aio.InferInput(spec.name, list(images.shape), spec.datatype)
         request.set_data_from_numpy(images)
         levels = [await _level(client, model, [request], c, warmup_s, window_s) for c in concurrencies]
@@ -109,7 +123,15 @@ async def measure(url: str, model: str, concurrencies: list[int], window_s: floa
         await client.close()
     return LoadReport(url, model, batch, warmup_s, tuple(levels), server, platform.node(), os.cpu_count() or 0,
                       platform.python_version(), metadata.version("tritonclient"),
-                      datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+                      datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      None if spec.dims[1:] != (-1, -1) else (dims[1], dims[2]))
+
+
+def parse_size_argument(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="each concurrency's measurement window")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds sent and discarded before each window")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
+    parser.add_argument("--img-size", type=parse_size_argument, help="HxW of the images, for a model that takes any "
+                                                                      "size (its config has -1 for H and W)")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="folder of the JSON")
     args = parser.parse_args(argv)
     try:
-        report = asyncio.run(measure(args.url, args.model, args.concurrency, args.seconds, args.warmup, args.batch))
+        report = asyncio.run(measure(args.url, args.model, args.concurrency, args.seconds, args.warmup, args.batch,
+                                     args.img_size))
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -727,9 +727,10 @@ def replace_window_attention(in_path: str | Path, out_path: str | Path, report_p
                            attention=attention)
     if report_path is not None:
         write_json(report_path, report.to_json())
-    log.info("surgery: replaced %d of %d window-attention blocks (%d shifted) in %s with %s, %d → %d nodes, "
-             "self-check error %.1e", report.blocks_replaced, report.blocks_found, report.blocks_shifted, in_path,
-             replaced_op, sum(report.nodes_before.values()), sum(report.nodes_after.values()), report.max_rel_error)
+    log.info("surgery: replaced %d of %d window-attention blocks (%d shifted%s) in %s with %s, %d → %d nodes, "
+             "self-check error %.1e", report.blocks_replaced, report.blocks_found, report.blocks_shifted,
+             f", {already} already {replaced_op} nodes" if already else "", in_path, replaced_op,
+             sum(report.nodes_before.values()), sum(report.nodes_after.values()), report.max_rel_error)
     return report
 
 
