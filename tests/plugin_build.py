@@ -75,47 +75,16 @@ def swin_node(inputs: list[str], output: str, name: str, version: str = PLUGIN_V
 
 def synthetic_onnx(path: Path, blocks: list[dict], *, channels: int, height: int, width: int,
                    dtype: type = np.float32, seed: int = 0) -> Path:
-    """Input [B, H·W, C] → per block: MatMul+Add to 3C → SwinWindowAttention → MatMul (proj) → next block.
+    """Input ``tokens`` [B, H·W, C] → per block: MatMul+Add to 3C → SwinWindowAttention → MatMul (proj) → next block.
 
     ``blocks`` holds each node's window_size, shift_size, num_heads and optionally scale; height and width
     default to the graph's (overriding them makes deliberately inconsistent nodes).
     """
-    rng = np.random.default_rng(seed)
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    initializers, nodes = [], []
-    current = "tokens"
-    for b, block in enumerate(blocks):
-        heads, window = block["num_heads"], block["window_size"]
-        n = window * window
-        weights = {
-            f"qkv_w{b}": rng.normal(0, channels ** -0.5, (channels, 3 * channels)),
-            f"qkv_b{b}": rng.normal(0, 0.1, (3 * channels,)),
-            f"rel_bias{b}": rng.normal(0, 0.5, (heads, n, n)),
-            f"proj_w{b}": rng.normal(0, channels ** -0.5, (channels, channels)),
-        }
-        initializers += [numpy_helper.from_array(w.astype(dtype), name) for name, w in weights.items()]
-        attributes = {
-            "height": block.get("height", height), "width": block.get("width", width), "window_size": window,
-            "shift_size": block["shift_size"], "num_heads": heads,
-            "scale": float(block.get("scale", (channels // heads) ** -0.5)),
-        }
-        nodes += [
-            helper.make_node("MatMul", [current, f"qkv_w{b}"], [f"qkv_mm{b}"], name=f"qkv_matmul{b}"),
-            helper.make_node("Add", [f"qkv_mm{b}", f"qkv_b{b}"], [f"qkv{b}"], name=f"qkv_add{b}"),
-            swin_node([f"qkv{b}", f"rel_bias{b}", f"qkv_b{b}"], f"attn{b}", f"swin_attention{b}", **attributes),
-            helper.make_node("MatMul", [f"attn{b}", f"proj_w{b}"], [f"proj{b}"], name=f"proj_matmul{b}"),
-        ]
-        current = f"proj{b}"
-    graph = helper.make_graph(
-        nodes, "swin_window_attention_synthetic",
-        [helper.make_tensor_value_info("tokens", elem, ["batch", height * width, channels])],
-        [helper.make_tensor_value_info(current, elem, ["batch", height * width, channels])],
-        initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid(PLUGIN_DOMAIN, 1)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    def attributes(block: dict) -> dict:
+        return {"height": block.get("height", height), "width": block.get("width", width)}
+
+    return _synthetic_graph(path, blocks, "tokens", ["batch", height * width, channels], PLUGIN_VERSION, attributes,
+                            channels=channels, dtype=dtype, seed=seed)
 
 
 def synthetic_map_onnx(path: Path, blocks: list[dict], *, channels: int, dtype: type = np.float32,
@@ -125,10 +94,18 @@ def synthetic_map_onnx(path: Path, blocks: list[dict], *, channels: int, dtype: 
 
     ``blocks`` holds each node's window_size, shift_size, num_heads and optionally scale.
     """
+    return _synthetic_graph(path, blocks, "maps", ["batch", "height", "width", channels], MAP_VERSION,
+                            lambda block: {}, channels=channels, dtype=dtype, seed=seed)
+
+
+def _synthetic_graph(path: Path, blocks: list[dict], input_name: str, shape: list, version: str,
+                     size_attributes, *, channels: int, dtype: type, seed: int) -> Path:
+    """The blocks of :func:`synthetic_onnx` over an input of ``shape``, nodes of contract ``version`` (with
+    ``size_attributes(block)`` besides window_size, shift_size, num_heads and scale)."""
     rng = np.random.default_rng(seed)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     initializers, nodes = [], []
-    current = "maps"
+    current = input_name
     for b, block in enumerate(blocks):
         heads, n = block["num_heads"], block["window_size"] ** 2
         weights = {
@@ -139,18 +116,17 @@ def synthetic_map_onnx(path: Path, blocks: list[dict], *, channels: int, dtype: 
         }
         initializers += [numpy_helper.from_array(w.astype(dtype), name) for name, w in weights.items()]
         attributes = {"window_size": block["window_size"], "shift_size": block["shift_size"], "num_heads": heads,
-                      "scale": float(block.get("scale", (channels // heads) ** -0.5))}
+                      "scale": float(block.get("scale", (channels // heads) ** -0.5)), **size_attributes(block)}
         nodes += [
             helper.make_node("MatMul", [current, f"qkv_w{b}"], [f"qkv_mm{b}"], name=f"qkv_matmul{b}"),
             helper.make_node("Add", [f"qkv_mm{b}", f"qkv_b{b}"], [f"qkv{b}"], name=f"qkv_add{b}"),
-            swin_node([f"qkv{b}", f"rel_bias{b}", f"qkv_b{b}"], f"attn{b}", f"swin_attention{b}", MAP_VERSION,
+            swin_node([f"qkv{b}", f"rel_bias{b}", f"qkv_b{b}"], f"attn{b}", f"swin_attention{b}", version,
                       **attributes),
             helper.make_node("MatMul", [f"attn{b}", f"proj_w{b}"], [f"proj{b}"], name=f"proj_matmul{b}"),
         ]
         current = f"proj{b}"
-    shape = ["batch", "height", "width", channels]
-    graph = helper.make_graph(nodes, "swin_window_attention_map_synthetic",
-                              [helper.make_tensor_value_info("maps", elem, shape)],
+    graph = helper.make_graph(nodes, f"swin_window_attention_synthetic_v{version}",
+                              [helper.make_tensor_value_info(input_name, elem, shape)],
                               [helper.make_tensor_value_info(current, elem, shape)], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid(PLUGIN_DOMAIN, 1)])
