@@ -85,7 +85,8 @@ BENCH_RESULTS = "build/device-check/bench"
 #: The test files with GPU tests, named rather than collected from tests/: other files import packages the device
 #: image lacks (tritonclient, TensorRT-RTX), and one collection error stops a pytest run.
 GPU_TEST_FILES = ("tests/test_plugin_gpu.py", "tests/test_triton_kernel.py", "tests/test_fused.py",
-                  "tests/test_bench_runner.py", "tests/test_build_gpu.py", "tests/test_runtime.py")
+                  "tests/test_bench_runner.py", "tests/test_build_gpu.py", "tests/test_runtime.py",
+                  "tests/test_dynamic_sizes.py")
 # Both kernels' GPU test cases without the CUDA kernel's batch-64 one (racecheck on it alone takes minutes); pytest
 # ids join the parameters.
 SANITIZED_TESTS = ("tests/test_plugin_gpu.py", "tests/test_triton_kernel.py", "-k", "not 64-56-56-96")

@@ -171,7 +171,7 @@ def test_one_engine_over_the_range_builds_ahead_of_time(tiny_dynamic, plugin_lib
     assert (metadata.profile.min, metadata.profile.opt, metadata.profile.max) == (
         (1, 3, 40, 40), (2, 3, 100, 132), (4, 3, 160, 160))
     assert metadata.profile.image_range == TINY_RANGE
-    with pytest.raises(PipelineError, match="dynamic in H and W: give the size range"):
+    with pytest.raises(PipelineError, match="or give the size range"):
         build_engine(path, tmp_path / "no_range.engine", plugin_library=plugin_library, backend="rtx", sm=86)
     assert not (tmp_path / "no_range.engine").exists()
 
