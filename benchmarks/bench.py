@@ -413,6 +413,7 @@ def plan_run(args: argparse.Namespace) -> tuple[RunPlan, EngineRecipe, BenchSett
     # One export serves every route, so its dynamic batch reaches the largest batch of either list.
     batch = engine_batch_profile(gpu_batches, max(*gpu_batches, *cpu_batches))
     recipe = recipe_from_args(args, args.groups, batch=batch, backend="tensorrt", detailed_profile=True)
+    recipe.require_one_size("make bench")
     recipe.validate(until="surgery")
     budgets = {"cuda": Budget(warmup=args.warmup, iterations=args.iterations, min_iterations=args.iterations),
                "cpu": Budget(warmup=args.cpu_warmup, iterations=args.iterations,

@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
               "engine, and deserializing needs the GPU. Nothing was written.")
         return 0
     try:
+        recipe.require_one_size("make profile")
         recipe.validate(until="surgery")
         inputs = Inputs(recipe, None, ROOT / "build" / f"bench_{recipe.model_tag}", engine_dir)
         result = profile_routes(inputs, variant, args)

@@ -165,6 +165,12 @@ class EngineRecipe:
                                        detailed_profile=self.detailed_profile, sizes=self.img_range)
         return None
 
+    def require_one_size(self, command: str) -> None:
+        """PipelineError for a size range where ``command`` measures one image size."""
+        if self.img_range is not None:
+            raise PipelineError(f"{command} measures one image size, not the range {self.img_range}: give one "
+                                f"--img-size / IMG_SIZE, e.g. its opt {format_size(self.img_range.opt)}")
+
     def _check_range(self, sizes: SizeRange) -> None:
         """A size range is refused where this pipeline cannot build it yet, before any stage."""
         if self.img_size is not None:

@@ -81,15 +81,20 @@ def test_recipe_refuses_a_range_it_cannot_build(fields, message) -> None:
         EngineRecipe(**fields).validate("surgery")
 
 
-def test_a_bad_range_is_one_error_line_and_writes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "message"), [
+    (["pipeline", "engine", "--features-only", "--img-size", "1344x1344:800x1344:320x320"],
+     "error: --img-size 1344x1344:800x1344:320x320: expected min <= opt <= max in height and in width; reorder the "
+     "sizes as min:opt:max"),
+    (["benchmarks.bench", "--img-size", "224:288:384"],
+     "error: make bench measures one image size, not the range 224x224:288x288:384x384: give one --img-size / "
+     "IMG_SIZE, e.g. its opt 288x288"),
+])
+def test_a_range_refused_is_one_error_line_and_writes_nothing(tmp_path: Path, command, message) -> None:
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "pipeline", "engine", "--features-only", "--img-size",
-                             "1344x1344:800x1344:320x320", "--out-dir", str(out)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-m", *command, "--out-dir" if command[0] == "pipeline" else "--work-dir",
+                             str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and not out.exists()
-    assert result.stderr.strip().splitlines() == [
-        "error: --img-size 1344x1344:800x1344:320x320: expected min <= opt <= max in height and in width; reorder "
-        "the sizes as min:opt:max"]
+    assert result.stderr.strip().splitlines() == [message]
 
 
 def test_recipe_names_a_ranged_model_apart() -> None:
