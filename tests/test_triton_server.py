@@ -25,10 +25,11 @@ import onnx
 import pytest
 import torch
 from conftest import export_config
-from test_triton import fake_engine, write_photos
+from test_triton import fake_engine, photos_of_sizes, write_photos
 
 from pipeline.common.artifacts import file_sha256
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange
 from pipeline.common.onnx_io import ort_session
 from pipeline.models import SwinTransformer, perturb_weights_
 from pipeline.serving import triton_client
@@ -44,6 +45,7 @@ pytest.importorskip("tritonclient.grpc")
 #: What tritonserver says when a repository is right up to the engine: this machine has no TensorRT backend.
 NO_TENSORRT = "unable to find backend library for backend 'tensorrt'"
 SIZE = (64, 64)
+DYNAMIC_SIZES = SizeRange.parse("48x48:64x64:96x96")
 MAX_BATCH = 8
 #: The dynamic batcher's wait: long enough for eight threads' requests to meet on 2 busy cores.
 QUEUE_DELAY_US = 2000
@@ -129,21 +131,28 @@ class ServedModel:
     typed: Path  #: the typed ONNX the stand-in engine was "built" from, which the repository serves
 
 
-def typed_engine(folder: Path, features_only: bool) -> Path:
-    """A narrow Swin-T at 64x64 through export, surgery and FP16 (model.swin.fp16.onnx), and stand-in engine metadata
-    with its tensors, a 1..8 batch profile and its SHA-256: what `make engine` leaves in a build folder."""
+def typed_engine(folder: Path, features_only: bool, sizes: SizeRange | None = None) -> Path:
+    """A narrow Swin-T at 64x64 (or over ``sizes``, fused, H and W dynamic) through export, surgery and FP16
+    (model.swin.fp16.onnx), and stand-in engine metadata with its tensors, a 1..8 batch profile and its SHA-256: what
+    `make engine` leaves in a build folder."""
     torch.manual_seed(0)
-    model = perturb_weights_(SwinTransformer(export_config("T"), features_only=features_only)).eval()
-    export_onnx(model, folder / "model.onnx", img_size=SIZE, max_batch=MAX_BATCH)
+    model = perturb_weights_(SwinTransformer(export_config("T"), features_only=features_only,
+                                             fused_attention=sizes is not None)).eval()
+    export_onnx(model, folder / "model.onnx", img_size=SIZE, max_batch=MAX_BATCH, sizes=sizes)
     replace_window_attention(folder / "model.onnx", folder / "model.swin.onnx")
     typed = folder / "model.swin.fp16.onnx"
     convert_fp16(folder / "model.swin.onnx", typed)
     graph = onnx.load(typed, load_external_data=False).graph
-    tensors = tuple(tuple(TensorSpec(v.name, "float32", (-1, *(d.dim_value for d in v.type.tensor_type.shape.dim[1:])))
-                          for v in values) for values in (graph.input, graph.output))
+
+    def spec(value: onnx.ValueInfoProto) -> TensorSpec:  # -1 where dynamic, as the build records it
+        dims = value.type.tensor_type.shape.dim[1:]
+        return TensorSpec(value.name, "float32", (-1, *(d.dim_value or -1 for d in dims)))
+
+    tensors = tuple(tuple(spec(v) for v in values) for values in (graph.input, graph.output))
     assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in (*graph.input, *graph.output))
     return fake_engine(folder, stand_in_plugin(folder / "plugin"), tensors=tensors, batch=(1, 4, MAX_BATCH),
-                       onnx_sha256=file_sha256(typed))
+                       onnx_sha256=file_sha256(typed),
+                       sizes=None if sizes is None else (sizes.min, sizes.opt, sizes.max))
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +160,11 @@ def python_models(tmp_path_factory: pytest.TempPathFactory, serving: ServingEnv)
     """The classifier's and the backbone's python-backend repositories, as `make triton TRITON_BACKEND=python`
     writes them."""
     models = {}
-    for kind, model in (("classifier", "swin_t_64x64"), ("backbone", "swin_t_features_64x64")):
+    for kind, model in (("classifier", "swin_t_64x64"), ("backbone", "swin_t_features_64x64"),
+                        ("dynamic", "swin_t_features_48x48-96x96")):
         folder = tmp_path_factory.mktemp(kind)
-        engine = typed_engine(folder / "build", features_only=kind == "backbone")
+        engine = typed_engine(folder / "build", features_only=kind != "classifier",
+                              sizes=DYNAMIC_SIZES if kind == "dynamic" else None)
         repository = folder / "triton"
         write_model_repository([engine], repository, model_name=model, backend="python",
                                max_queue_delay_us=QUEUE_DELAY_US)
@@ -228,6 +239,25 @@ def test_backbone_returns_its_four_maps(python_models: dict[str, ServedModel], p
     for (name, got), want, stride in zip(outputs.items(), expected, (4, 8, 16, 32), strict=True):
         assert got.shape == want.shape and got.shape[2:] == (-(-SIZE[0] // stride), -(-SIZE[1] // stride)), name
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_a_dynamic_backbone_serves_each_photo_at_its_own_size(python_models: dict[str, ServedModel],
+                                                               python_server: TritonServer, tmp_path: Path) -> None:
+    """config.pbtxt has -1 for H and W; the client sends each photo unresized, one request per size, and every map
+    is what onnxruntime computes for that photo at that size."""
+    served = python_models["dynamic"]
+    config = (served.repository / served.model / "config.pbtxt").read_text()
+    assert "dims: [ 3, -1, -1 ]" in config
+    sizes = [(48, 96), (96, 48), (77, 61), (48, 96)]
+    photos = photos_of_sizes(tmp_path / "photos", sizes)
+    client = triton_client.TritonModelClient(python_server.url("grpc"), "grpc", served.model)
+    each = client.infer_each(photos)
+    session = ort_session(served.typed)
+    for photo, size, outputs in zip(photos, sizes, each, strict=True):
+        expected = session.run(None, {"images": triton_client.preprocess(photo, None)[None]})
+        for (name, got), want, stride in zip(outputs.items(), expected, (4, 8, 16, 32), strict=True):
+            assert got.shape[1:] == (-(-size[0] // stride), -(-size[1] // stride)), (name, size)
+            np.testing.assert_allclose(got, want[0], rtol=0, atol=1e-5)
 
 
 def test_concurrent_single_image_clients_are_batched(python_models: dict[str, ServedModel],
