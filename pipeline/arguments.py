@@ -41,6 +41,14 @@ def image_size(text: str) -> Size | SizeRange:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def size_range(text: str) -> SizeRange:
+    """``320x320:800x1344:1344x1344`` → a SizeRange (min:opt:max)."""
+    try:
+        return SizeRange.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _image_size_fields(value: Size | SizeRange | None) -> dict[str, Any]:
     """``--img-size`` as the recipe's field: ``img_range`` for a range, else ``img_size``."""
     return {"img_range": value} if isinstance(value, SizeRange) else {"img_size": value}

@@ -23,10 +23,13 @@ from pipeline.arguments import (
     PluginArguments,
     add_groups,
     batch_list,
+    image_size,
     negative_values_joined,
     recipe_from_args,
+    size_range,
 )
 from pipeline.common.errors import PipelineError
+from pipeline.common.image_sizes import SizeRange
 from pipeline.make import PRECISIONS, EngineRecipe, export_model, make_engine
 from pipeline.serving import TRITON_BACKENDS
 
@@ -77,7 +80,9 @@ def _cmd_surgery(args: argparse.Namespace) -> None:
 def _cmd_check(args: argparse.Namespace) -> None:
     from pipeline.stages.check import compare_onnx
 
-    report = compare_onnx(Path(args.reference), Path(args.candidate), args.batch, args.tolerance)
+    if isinstance(args.img_size, SizeRange):
+        raise PipelineError(f"check --img-size {args.img_size}: expected one size HxW to run the graphs at")
+    report = compare_onnx(Path(args.reference), Path(args.candidate), args.batch, args.tolerance, size=args.img_size)
     print(json.dumps(report.to_json(), indent=2))
     report.raise_if_failed()
 
@@ -103,7 +108,7 @@ def _cmd_build(args: argparse.Namespace) -> None:
     metadata = build_engine(Path(args.input), Path(args.engine), plugin_library=args.plugin, batch=args.batch,
                             backend=args.backend, sm=args.sm, timing_cache=args.timing_cache,
                             opt_level=args.opt_level, embed_plugin=args.embed_plugin,
-                            detailed_profile=args.detailed_profile)
+                            detailed_profile=args.detailed_profile, sizes=args.img_size)
     print(json.dumps({k: v for k, v in metadata.to_json().items() if k != "plugin_layer_names"}, indent=2))
 
 
@@ -149,6 +154,8 @@ def _add_graph_commands(sub: argparse._SubParsersAction) -> None:
     check.add_argument("candidate", help="candidate .onnx, e.g. model.swin.onnx")
     check.add_argument("--batch", type=batch_list, default=(1, 3), help="batch sizes, e.g. 1,3")
     check.add_argument("--tolerance", type=float, default=1e-4, help="max abs error relative to output scale")
+    check.add_argument("--img-size", type=image_size, help="HxW to run graphs exported with dynamic height and "
+                                                           "width at")
 
     fp16 = sub.add_parser("fp16", help="strongly typed FP16 graph (LayerNorm kept FP32)")
     fp16.add_argument("input", help="FP32 (or FP32 + Q/DQ) .onnx, e.g. model.swin.onnx")
@@ -174,6 +181,9 @@ def _add_engine_commands(sub: argparse._SubParsersAction) -> None:
     build.add_argument("engine", help="engine to write; its metadata JSON goes beside it")
     add_groups(build, BuildArguments(), PluginArguments())
     build.add_argument("--timing-cache", help="persistent timing cache file")
+    build.add_argument("--img-size", type=size_range, help="for a graph exported with dynamic height and width: the "
+                                                           "H x W range of the profile, min:opt:max (e.g. "
+                                                           "320x320:800x1344:1344x1344)")
 
     check_engine = sub.add_parser("check-engine", help="does this engine fit this machine's TensorRT and GPU?")
     check_engine.add_argument("engine", help="engine with its metadata JSON beside it")

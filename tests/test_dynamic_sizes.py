@@ -132,6 +132,17 @@ def test_dynamic_graph_matches_pytorch_at_sizes_it_never_ran(tiny_dynamic, size)
         assert relative_error(e.numpy(), a) <= 1e-4
 
 
+def test_check_command_runs_a_dynamic_graph_at_the_size_given(tiny_dynamic, tmp_path: Path) -> None:
+    _, path = tiny_dynamic
+    command = [sys.executable, "-m", "pipeline", "check", str(path), str(path), "--batch", "1"]
+    result = subprocess.run([*command, "--img-size", "77x61"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert all(r["passed"] and r["relative_error"] == 0.0 for r in json.loads(result.stdout)["results"])
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+        "a graph exported with dynamic height and width needs its sizes (--img-size)")
+
+
 def test_build_profile_spans_the_range() -> None:
     assert profile_shapes((1, 2, 4), [None, 3, None, None], "images", TINY_RANGE) == {
         "min": [1, 3, 40, 40], "opt": [2, 3, 100, 132], "max": [4, 3, 160, 160]}
@@ -176,7 +187,7 @@ def test_one_engine_over_the_range_builds_ahead_of_time(tiny_dynamic, plugin_lib
     assert (metadata.profile.min, metadata.profile.opt, metadata.profile.max) == (
         (1, 3, 40, 40), (2, 3, 100, 132), (4, 3, 160, 160))
     assert metadata.profile.image_range == TINY_RANGE
-    with pytest.raises(PipelineError, match="or give the size range"):
+    with pytest.raises(PipelineError, match="a graph exported with dynamic height and width needs its sizes"):
         build_engine(path, tmp_path / "no_range.engine", plugin_library=plugin_library, backend="rtx", sm=86)
     assert not (tmp_path / "no_range.engine").exists()
 

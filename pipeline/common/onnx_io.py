@@ -73,7 +73,8 @@ def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path, *,
     if not dims or None in dims[1:]:
         raise PipelineError(f"input {input_name!r} of {source} has shape {dims}: only the batch dimension may be "
                             "dynamic; export with a fixed image size"
-                            + (", or give the size range (--img-size min:opt:max)" if not dynamic_size else ""))
+                            + ("; a graph exported with dynamic height and width needs its sizes (--img-size)"
+                               if not dynamic_size else ""))
     return input_name, dims
 
 
