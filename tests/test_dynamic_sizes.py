@@ -16,6 +16,7 @@ import pytest
 import torch
 from plugin_build import plugin_library_for
 
+from pipeline import cli
 from pipeline.common.compare import relative_error
 from pipeline.common.errors import PipelineError
 from pipeline.common.image_sizes import SizeRange
@@ -132,14 +133,13 @@ def test_dynamic_graph_matches_pytorch_at_sizes_it_never_ran(tiny_dynamic, size)
         assert relative_error(e.numpy(), a) <= 1e-4
 
 
-def test_check_command_runs_a_dynamic_graph_at_the_size_given(tiny_dynamic, tmp_path: Path) -> None:
+def test_check_command_runs_a_dynamic_graph_at_the_size_given(tiny_dynamic, capsys) -> None:
     _, path = tiny_dynamic
-    command = [sys.executable, "-m", "pipeline", "check", str(path), str(path), "--batch", "1"]
-    result = subprocess.run([*command, "--img-size", "77x61"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert all(r["passed"] and r["relative_error"] == 0.0 for r in json.loads(result.stdout)["results"])
-    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+    command = ["check", str(path), str(path), "--batch", "1"]
+    assert cli.main([*command, "--img-size", "77x61"]) == 0
+    assert all(r["passed"] and r["relative_error"] == 0.0 for r in json.loads(capsys.readouterr().out)["results"])
+    assert cli.main(command) == 2
+    assert capsys.readouterr().err.strip().endswith(
         "a graph exported with dynamic height and width needs its sizes (--img-size)")
 
 
