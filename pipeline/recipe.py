@@ -179,9 +179,6 @@ class EngineRecipe:
         if self.attention != "plugin":
             raise PipelineError(f"--img-size {sizes}: a size range needs --attention plugin (its version-2 nodes take "
                                 "H and W at run time); the tensorrt route builds one size, so give one --img-size")
-        if self.precision == "int8":
-            raise PipelineError(f"--img-size {sizes}: INT8 engines are built at one size so far; use --precision fp16 "
-                                "for a size range, or give one --img-size for INT8")
 
     def model_record(self) -> ModelRecord:
         checkpoint = None if self.checkpoint is None else Path(self.checkpoint)

@@ -26,6 +26,8 @@ from pipeline.kernels.reference import MAP_VERSION, PLUGIN_OP
 from pipeline.models import SwinTransformer, perturb_weights_
 from pipeline.recipe import EngineRecipe
 from pipeline.stages.export import export_onnx
+from pipeline.stages.int8 import quantize_int8
+from pipeline.stages.precision import convert_fp16
 from pipeline.stages.verify import verify
 from pipeline.tensorrt.backends import cuda_device
 from pipeline.tensorrt.build import build_engine, profile_shapes
@@ -75,7 +77,6 @@ def test_size_range_parses_and_picks_verification_sizes() -> None:
     ({"img_range": SizeRange.parse("16:224:384")}, "at least 32 pixels"),
     ({"img_range": SizeRange.parse("224:384"), "img_size": (224, 224)}, "give one"),
     ({"img_range": SizeRange.parse("224:384"), "attention": "tensorrt"}, "needs --attention plugin"),
-    ({"img_range": SizeRange.parse("224:384"), "precision": "int8"}, "INT8 engines are built at one size"),
 ])
 def test_recipe_refuses_a_range_it_cannot_build(fields, message) -> None:
     with pytest.raises(PipelineError, match=message):
@@ -166,6 +167,20 @@ def test_verify_judges_each_size(tiny_dynamic, tmp_path: Path) -> None:
         assert all(o["cosine_min"] > 0.99999 and o["passed"] for o in size["outputs"].values())
     with pytest.raises(PipelineError, match="give the sizes to verify at"):
         verify(unfused, path, "fp32", image_count=4)
+
+
+def test_int8_calibrated_at_opt_verifies_at_every_size(tiny_dynamic, tmp_path: Path) -> None:
+    """Q/DQ placement is structural and the ranges come from the opt size's activations: the INT8 graph keeps its
+    dynamic H and W and meets the INT8 thresholds (SQNR, cosine, top-1, Polygraphy) at each verification size."""
+    unfused, path = tiny_dynamic
+    quantized = quantize_int8(path, tmp_path / "model.qdq.onnx", samples=8, img_size=TINY_RANGE.opt)
+    # qkv, proj, fc1 and fc2 of each block, 3 patch mergings, the embedding, and a classifier's head
+    assert len(quantized.quantized_layers) == 4 * sum(TINY.depths) + 3 + 1 + (unfused.head is not None)
+    typed = tmp_path / "model.swin.int8.onnx"
+    convert_fp16(tmp_path / "model.qdq.onnx", typed)
+    assert has_dynamic_size(onnx.load(str(typed)))
+    report = verify(unfused, typed, "int8", sizes=TINY_RANGE.verification_sizes(), image_count=8, batch=4)
+    assert report.passed and all(v.passed for v in report.sizes) and len(report.sizes) == 4
 
 
 def test_fixed_verify_report_has_no_sizes(tmp_path: Path) -> None:

@@ -287,4 +287,5 @@ def run(job: EngineJob) -> Int8Report:
     assert images is not None  # INT8 always calibrates
     return quantize_int8(files.swin, files.qdq, calib_dir=images.folder, calib_files=images.files,
                          samples=recipe.calib_samples, method=recipe.calib_method, exclude=recipe.calib_exclude,
-                         cache_path=files.calibration_cache)
+                         cache_path=files.calibration_cache,
+                         img_size=None if recipe.img_range is None else recipe.img_range.opt)
