@@ -51,11 +51,27 @@ def tiny_models(features_only: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
     return unfused, fused
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["backbone", "classifier"])
-def tiny_dynamic(request, tmp_path_factory) -> tuple[torch.nn.Module, Path]:
-    unfused, fused = tiny_models(request.param)
-    path = tmp_path_factory.mktemp("dynamic") / "model.onnx"
-    return unfused, export_onnx(fused, path, max_batch=4, sizes=TINY_RANGE)
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory) -> dict[bool, tuple[torch.nn.Module, Path]]:
+    """``features_only`` → (unfused model, its dynamic export), each exported once for the module."""
+    exports: dict[bool, tuple[torch.nn.Module, Path]] = {}
+    for features_only in (True, False):
+        unfused, fused = tiny_models(features_only)
+        path = tmp_path_factory.mktemp("dynamic") / "model.onnx"
+        exports[features_only] = unfused, export_onnx(fused, path, max_batch=4, sizes=TINY_RANGE)
+    return exports
+
+
+@pytest.fixture(params=[True, False], ids=["backbone", "classifier"])
+def tiny_dynamic(request, tiny_exports) -> tuple[torch.nn.Module, Path]:
+    """Both heads: what depends on the model's outputs runs for each."""
+    return tiny_exports[request.param]
+
+
+@pytest.fixture
+def tiny_backbone(tiny_exports) -> tuple[torch.nn.Module, Path]:
+    """The backbone alone: what exercises the stages (the classifier's engine runs are covered by make engine)."""
+    return tiny_exports[True]
 
 
 def test_size_range_parses_and_picks_verification_sizes() -> None:
@@ -134,8 +150,8 @@ def test_dynamic_graph_matches_pytorch_at_sizes_it_never_ran(tiny_dynamic, size)
         assert relative_error(e.numpy(), a) <= 1e-4
 
 
-def test_check_command_runs_a_dynamic_graph_at_the_size_given(tiny_dynamic, capsys) -> None:
-    _, path = tiny_dynamic
+def test_check_command_runs_a_dynamic_graph_at_the_size_given(tiny_backbone, capsys) -> None:
+    _, path = tiny_backbone
     command = ["check", str(path), str(path), "--batch", "1"]
     assert cli.main([*command, "--img-size", "77x61"]) == 0
     assert all(r["passed"] and r["relative_error"] == 0.0 for r in json.loads(capsys.readouterr().out)["results"])
@@ -153,8 +169,8 @@ def test_build_profile_spans_the_range() -> None:
         profile_shapes((1, 2, 4), [None, 3, 224, 224], "images", TINY_RANGE)
 
 
-def test_verify_judges_each_size(tiny_dynamic, tmp_path: Path) -> None:
-    unfused, path = tiny_dynamic
+def test_verify_judges_each_size(tiny_backbone, tmp_path: Path) -> None:
+    unfused, path = tiny_backbone
     sizes = TINY_RANGE.verification_sizes()
     assert sizes == ((40, 40), (100, 132), (160, 160), (132, 100))
     out = tmp_path / "verify.json"
@@ -169,13 +185,13 @@ def test_verify_judges_each_size(tiny_dynamic, tmp_path: Path) -> None:
         verify(unfused, path, "fp32", image_count=4)
 
 
-def test_int8_calibrated_at_opt_verifies_at_every_size(tiny_dynamic, tmp_path: Path) -> None:
+def test_int8_calibrated_at_opt_verifies_at_every_size(tiny_backbone, tmp_path: Path) -> None:
     """Q/DQ placement is structural and the ranges come from the opt size's activations: the INT8 graph keeps its
     dynamic H and W and meets the INT8 thresholds (SQNR, cosine, top-1, Polygraphy) at each verification size."""
-    unfused, path = tiny_dynamic
+    unfused, path = tiny_backbone
     quantized = quantize_int8(path, tmp_path / "model.qdq.onnx", samples=8, img_size=TINY_RANGE.opt)
-    # qkv, proj, fc1 and fc2 of each block, 3 patch mergings, the embedding, and a classifier's head
-    assert len(quantized.quantized_layers) == 4 * sum(TINY.depths) + 3 + 1 + (unfused.head is not None)
+    # qkv, proj, fc1 and fc2 of each block, 3 patch mergings and the embedding
+    assert len(quantized.quantized_layers) == 4 * sum(TINY.depths) + 3 + 1
     typed = tmp_path / "model.swin.int8.onnx"
     convert_fp16(tmp_path / "model.qdq.onnx", typed)
     assert has_dynamic_size(onnx.load(str(typed)))
@@ -183,18 +199,9 @@ def test_int8_calibrated_at_opt_verifies_at_every_size(tiny_dynamic, tmp_path: P
     assert report.passed and all(v.passed for v in report.sizes) and len(report.sizes) == 4
 
 
-def test_fixed_verify_report_has_no_sizes(tmp_path: Path) -> None:
-    backbone, fused = tiny_models(True)
-    fixed = export_onnx(fused, tmp_path / "fixed.onnx", img_size=(64, 64), max_batch=2)
-    report = verify(backbone, fixed, "fp32", images=np.zeros((2, 3, 64, 64), np.float32), batch=2)
-    assert "sizes" not in report.to_json() and report.sizes == ()
-    with pytest.raises(PipelineError, match="takes 64x64 images only"):
-        verify(backbone, fixed, "fp32", sizes=((64, 64),))
-
-
-def test_one_engine_over_the_range_builds_ahead_of_time(tiny_dynamic, plugin_library, tmp_path: Path) -> None:
+def test_one_engine_over_the_range_builds_ahead_of_time(tiny_backbone, plugin_library, tmp_path: Path) -> None:
     """TensorRT-RTX parses every version-2 node with symbolic H and W and builds one profile over batch × H × W."""
-    _, path = tiny_dynamic
+    _, path = tiny_backbone
     metadata = build_engine(path, tmp_path / "dynamic.engine", plugin_library=plugin_library, batch=(1, 2, 4),
                             backend="rtx", sm=86, sizes=TINY_RANGE)
     assert metadata.plugin_layers == sum(TINY.depths)

@@ -43,6 +43,9 @@ def test_fp32_onnx_matches_pytorch(swin_t, swin_t_onnx, images, tmp_path):
                                   "gpu": None, "instead_of": None,
                                   "attention_kernel": "reference (pipeline/kernels/reference.py)"}
     assert report["thresholds"] == TOLERANCES["fp32"].to_json()
+    assert "sizes" not in report  # only an engine taking a range of sizes has them
+    with pytest.raises(PipelineError, match="takes 224x224 images only"):
+        verify(swin_t, swin_t_onnx[1], "fp32", sizes=((224, 224),))
     assert VerifyImages.from_json(report["images"]) == VerifyImages(source="given", count=8, batch=BATCH)
     logits = report["outputs"]["logits"]
     assert logits["max_abs"] < 1e-4 and logits["cosine_min"] > 0.99999 and logits["top1_agreement"] == 1.0
