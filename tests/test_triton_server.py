@@ -160,11 +160,10 @@ def python_models(tmp_path_factory: pytest.TempPathFactory, serving: ServingEnv)
     """The classifier's and the backbone's python-backend repositories, as `make triton TRITON_BACKEND=python`
     writes them."""
     models = {}
-    for kind, model in (("classifier", "swin_t_64x64"), ("backbone", "swin_t_features_64x64"),
-                        ("dynamic", "swin_t_features_48x48-96x96")):
+    for kind, model in (("classifier", "swin_t_64x64"), ("backbone", "swin_t_features_48x48-96x96")):
         folder = tmp_path_factory.mktemp(kind)
-        engine = typed_engine(folder / "build", features_only=kind != "classifier",
-                              sizes=DYNAMIC_SIZES if kind == "dynamic" else None)
+        engine = typed_engine(folder / "build", features_only=kind == "backbone",
+                              sizes=DYNAMIC_SIZES if kind == "backbone" else None)
         repository = folder / "triton"
         write_model_repository([engine], repository, model_name=model, backend="python",
                                max_queue_delay_us=QUEUE_DELAY_US)
@@ -228,24 +227,12 @@ def test_client_round_trip_equals_onnxruntime(python_models: dict[str, ServedMod
         np.testing.assert_allclose([p for _, p in got], [p for _, p in want], rtol=0, atol=1e-5)
 
 
-def test_backbone_returns_its_four_maps(python_models: dict[str, ServedModel], python_server: TritonServer,
-                                       tmp_path: Path) -> None:
+def test_backbone_serves_each_photo_at_its_own_size(python_models: dict[str, ServedModel],
+                                                    python_server: TritonServer, tmp_path: Path) -> None:
+    """The backbone (one engine over 48..96): config.pbtxt has -1 for H and W; the client sends each photo unresized,
+    one request per size (the two 48x96 photos in one), and each of the four maps is what onnxruntime computes for
+    that photo at that size."""
     served = python_models["backbone"]
-    photos = write_photos(tmp_path / "photos")[:2]
-    outputs = triton_client.TritonModelClient(python_server.url("grpc"), "grpc", served.model).infer(photos)
-    batch = np.stack([triton_client.preprocess(photo, SIZE) for photo in photos])
-    expected = ort_session(served.typed).run(None, {"images": batch})
-    assert len(outputs) == 4 == len(expected)
-    for (name, got), want, stride in zip(outputs.items(), expected, (4, 8, 16, 32), strict=True):
-        assert got.shape == want.shape and got.shape[2:] == (-(-SIZE[0] // stride), -(-SIZE[1] // stride)), name
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
-
-
-def test_a_dynamic_backbone_serves_each_photo_at_its_own_size(python_models: dict[str, ServedModel],
-                                                               python_server: TritonServer, tmp_path: Path) -> None:
-    """config.pbtxt has -1 for H and W; the client sends each photo unresized, one request per size, and every map
-    is what onnxruntime computes for that photo at that size."""
-    served = python_models["dynamic"]
     config = (served.repository / served.model / "config.pbtxt").read_text()
     assert "dims: [ 3, -1, -1 ]" in config
     sizes = [(48, 96), (96, 48), (77, 61), (48, 96)]
@@ -255,6 +242,7 @@ def test_a_dynamic_backbone_serves_each_photo_at_its_own_size(python_models: dic
     session = ort_session(served.typed)
     for photo, size, outputs in zip(photos, sizes, each, strict=True):
         expected = session.run(None, {"images": triton_client.preprocess(photo, None)[None]})
+        assert len(outputs) == 4 == len(expected)
         for (name, got), want, stride in zip(outputs.items(), expected, (4, 8, 16, 32), strict=True):
             assert got.shape[1:] == (-(-size[0] // stride), -(-size[1] // stride)), (name, size)
             np.testing.assert_allclose(got, want[0], rtol=0, atol=1e-5)
