@@ -237,3 +237,15 @@ def test_dynamic_engine_runs_every_size_on_a_gpu(tmp_path: Path) -> None:
                 assert relative_error(e.numpy(), outputs[name]) <= 1e-4, (size, name)
         with pytest.raises(PipelineError, match="takes images of 40x40 to 160x160"):
             engine.infer(np.zeros((1, 3, 161, 100), np.float32))
+
+
+def test_a_missing_ranged_engine_names_the_command_that_builds_it(tmp_path: Path) -> None:
+    from pipeline.serving.triton import find_engine
+
+    recipe = EngineRecipe(features_only=True, img_range=SizeRange.parse("320x320:800x1344:1344x1344"),
+                          precision="fp32")
+    with pytest.raises(PipelineError) as missing:
+        find_engine(recipe, tmp_path)
+    assert "no fp32 engine of the Swin-T backbone over sizes 320x320:800x1344:1344x1344" in str(missing.value)
+    assert str(missing.value).endswith("`make engine VARIANT=T PRECISION=fp32 FEATURES=1 "
+                                       f"IMG_SIZE=320x320:800x1344:1344x1344 BUILD_DIR={tmp_path}`")

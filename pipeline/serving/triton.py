@@ -97,7 +97,9 @@ def make_variables(recipe: EngineRecipe, img_size: str | None = None) -> str:
     given, is IMG_SIZE's value (an engine's range, :func:`img_size_value`)."""
     words = [f"VARIANT={recipe.variant.upper()}", f"PRECISION={recipe.precision}"]
     words += ["FEATURES=1"] if recipe.features_only else []
-    if img_size is None and recipe.img_size is not None:
+    if img_size is None and recipe.img_range is not None:
+        img_size = str(recipe.img_range)
+    elif img_size is None and recipe.img_size is not None:
         img_size = format_size(recipe.img_size)
     words += [f"IMG_SIZE={img_size}"] if img_size is not None else []
     words += ["ATTENTION=tensorrt"] if recipe.attention == "tensorrt" else []
@@ -125,6 +127,8 @@ def _describe(recipe: EngineRecipe) -> str:
     if recipe.model_tag == recipe.variant.lower():
         return name
     kind = "backbone" if recipe.features_only else "classifier"
+    if recipe.img_range is not None:
+        return f"the {name} {kind} over sizes {recipe.img_range}"
     return f"the {name} {kind} at {recipe.image_size[0]}x{recipe.image_size[1]}"
 
 
@@ -582,7 +586,9 @@ def write_model_repository(engines: list[Path], repository: Path, *, model_name:
         for engine, meta in zip(engines, metadata, strict=True):
             _check_model(recipe, engine, meta)
     else:  # only the variant is unknown: the engine's metadata says the rest
-        recipe = EngineRecipe(variant="<variant>", img_size=first.profile.image_range.opt,
+        sizes = first.profile.image_range
+        recipe = EngineRecipe(variant="<variant>", img_size=None if first.dynamic_size else sizes.opt,
+                              img_range=sizes if first.dynamic_size else None,
                               features_only=served_kind(first) == "backbone")
     library, registers_with = (_checked_plugin(engines, metadata, plugin_library) if backend == "tensorrt"
                                else (None, None))
