@@ -49,11 +49,11 @@ def recorded_model(folder: Path) -> ModelRecord | None:
 
 def export_model(recipe: EngineRecipe, path: Path, model: Any = None) -> Path:
     """The export stage alone (``python -m pipeline export``): the recipe's model (or ``model``) to ``path``."""
-    from pipeline.stages.export import export_onnx
+    from pipeline.stages.export import export_recipe
 
     recipe.validate(until="export")
     check_writable(path)
-    return export_onnx(model or build_model(recipe), path, img_size=recipe.image_size, max_batch=recipe.max_batch)
+    return export_recipe(recipe, model or build_model(recipe), path)
 
 
 #: What make_engine writes besides model.onnx: removed when the model changes, so no engine, graph or report of the

@@ -35,7 +35,7 @@ from pipeline.models import build_swin
 from pipeline.recipe import ModelRecord
 
 if TYPE_CHECKING:
-    from pipeline.recipe import EngineJob
+    from pipeline.recipe import EngineJob, EngineRecipe
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +157,15 @@ class ExportReport(JsonRecord):
     model: ModelRecord
 
 
-def run(job: EngineJob) -> ExportReport:
-    """make_engine's export stage: the job's model to ``model.onnx``; for a size range, the same weights in the fused
+def export_recipe(recipe: EngineRecipe, model: nn.Module, path: str | Path) -> Path:
+    """``model`` (the recipe's) to ``path`` at the recipe's size; for a size range, the same weights in the fused
     model, whose version-2 nodes take H and W at run time (surgery then has nothing to rewrite)."""
-    recipe = job.recipe
-    model = job.model()
     if recipe.img_range is not None:
         model = build_swin(recipe.variant, model.state_dict(), features_only=recipe.features_only,
                            fused_attention=True)
-    path = export_onnx(model, job.files.onnx, img_size=recipe.image_size, max_batch=recipe.max_batch,
-                       sizes=recipe.img_range)
-    return ExportReport(onnx=path, model=job.model_record)
+    return export_onnx(model, path, img_size=recipe.image_size, max_batch=recipe.max_batch, sizes=recipe.img_range)
+
+
+def run(job: EngineJob) -> ExportReport:
+    """make_engine's export stage: the job's model to ``model.onnx`` (:func:`export_recipe`)."""
+    return ExportReport(onnx=export_recipe(job.recipe, job.model(), job.files.onnx), model=job.model_record)
