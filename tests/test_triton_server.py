@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -294,6 +295,18 @@ def test_a_wrong_shape_or_dtype_is_triton_s_refusal_in_one_line(python_models: d
             assert "\n" not in message and says in message and "images" in message, message
 
 
+def session_ends(session: int, timeout_s: float) -> bool:
+    """Whether every process of the session (process group) ``session`` is gone within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(session, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_server_stopped_while_clients_send_then_restarted(python_models: dict[str, ServedModel],
                                                           serving: ServingEnv, tmp_path: Path) -> None:
     """The server dies (killed: a crash, an OOM kill) in the middle of client.py's requests: one error line naming
@@ -310,7 +323,9 @@ def test_server_stopped_while_clients_send_then_restarted(python_models: dict[st
                 start = int(server.statistics(served.model)["inference_count"])
                 while int(server.statistics(served.model)["inference_count"]) == start:
                     assert client.poll() is None, client.stderr.read()
+                session = server.process.pid
                 server.stop(grace_s=0)
+                assert session_ends(session, timeout_s=10)  # no Python backend stub outlives the killed server
                 err = client.communicate(timeout=120)[1]
             finally:
                 client.kill()

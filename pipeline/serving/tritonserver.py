@@ -13,7 +13,9 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -141,16 +143,20 @@ class TritonServer:
 
     def stop(self, grace_s: float = 15) -> None:
         """SIGTERM, then SIGKILL after ``grace_s`` (0: at once, as a crash would). Given time, Triton drains its HTTP
-        connections and in-flight requests first (up to --exit-timeout-secs), so a busy client may still finish."""
-        if self.process is None or self.process.poll() is not None:
+        connections and in-flight requests first (up to --exit-timeout-secs), so a busy client may still finish.
+        What is left of its session afterwards (the Python backend's stubs outlive a killed server) is killed too."""
+        if self.process is None:
             return
-        if grace_s > 0:
-            self.process.terminate()
-        try:
-            self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            if grace_s > 0:
+                self.process.terminate()
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def __enter__(self) -> TritonServer:
         return self.start()
