@@ -73,11 +73,11 @@ def test_image_range_reads_back_from_the_json(tmp_path: Path) -> None:
     read = EngineMetadata.read(engine)
     assert read.inputs == (DYNAMIC_INPUT,) and read.outputs[3].shape == (-1, 768, -1, -1)
     assert read.profile.image_range == SizeRange((320, 320), (800, 1344), (1344, 1344))
-    assert read.dynamic_size and read.profile.dynamic_size
+    assert read.dynamic_size and read.profile.image_range.dynamic
     assert read.profile.image_range.text() == "320x320 to 1344x1344"
     fixed = EngineMetadata.read(engine_files(tmp_path, FIXED))
     assert fixed.profile.image_range == SizeRange((224, 224), (224, 224), (224, 224))
-    assert not fixed.dynamic_size and not fixed.profile.dynamic_size
+    assert not fixed.dynamic_size and not fixed.profile.image_range.dynamic
     assert fixed.profile.image_range.text() == "224x224"
 
 

@@ -116,11 +116,18 @@ def window_attention_map(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: to
     shift is dropped where ``min(H, W) <= window_size``. Exported as the version-2 ``SwinWindowAttention`` node, so a
     graph exported with dynamic H and W holds the node unchanged at every size.
     """
+    return _on_tokens(torch.ops.swin.window_attention, qkv, rel_bias, qkv_bias, window_size, shift_size, num_heads,
+                      scale)
+
+
+def _on_tokens(op: Callable, qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, window_size: int,
+               shift_size: int, num_heads: int, scale: float) -> torch.Tensor:
+    """A version-2 node run by ``op``, a version-1 op: ``qkv [B, H, W, 3C]`` viewed as tokens at the node's
+    :func:`~pipeline.kernels.reference.launch_params`, the result viewed back as ``[B, H, W, C]``."""
     p = launch_params(MAP_VERSION, tuple(qkv.shape), window_size=window_size, shift_size=shift_size,
                       num_heads=num_heads, scale=scale)
-    tokens = qkv.reshape(p.batch, p.height * p.width, 3 * p.channels)
-    out = torch.ops.swin.window_attention(tokens, rel_bias, qkv_bias, p.height, p.width, p.window_size, p.shift_size,
-                                          p.num_heads, p.scale)
+    out = op(qkv.reshape(p.batch, p.height * p.width, 3 * p.channels), rel_bias, qkv_bias, p.height, p.width,
+             p.window_size, p.shift_size, p.num_heads, p.scale)
     return out.view(p.batch, p.height, p.width, p.channels)
 
 
@@ -143,12 +150,8 @@ def attend(qkv: torch.Tensor, rel_bias: torch.Tensor, qkv_bias: torch.Tensor, wi
     if not (qkv.is_cuda and triton_selected()):
         return torch.ops.swin.window_attention_map(qkv, rel_bias, qkv_bias, window_size, shift_size, num_heads,
                                                    scale)
-    p = launch_params(MAP_VERSION, tuple(qkv.shape), window_size=window_size, shift_size=shift_size,
-                      num_heads=num_heads, scale=scale)
-    out = torch.ops.swin.window_attention_triton(qkv.reshape(p.batch, p.height * p.width, 3 * p.channels), rel_bias,
-                                                 qkv_bias, p.height, p.width, p.window_size, p.shift_size,
-                                                 p.num_heads, p.scale)
-    return out.view(p.batch, p.height, p.width, p.channels)
+    return _on_tokens(torch.ops.swin.window_attention_triton, qkv, rel_bias, qkv_bias, window_size, shift_size,
+                      num_heads, scale)
 
 
 @window_attention.register_fake

@@ -53,6 +53,12 @@ def node_attributes(version: str = PLUGIN_VERSION, **values: float) -> dict[str,
     return typed | {"plugin_version": version, "plugin_namespace": PLUGIN_NAMESPACE}
 
 
+def applied_shift(height: int, width: int, window_size: int, shift_size: int) -> int:
+    """The shift a block of an ``height`` × ``width`` map applies: none where ``min(H, W) <= window_size`` (one window
+    covers that side; official Swin drops it), else ``shift_size``."""
+    return 0 if min(height, width) <= window_size else shift_size
+
+
 @dataclasses.dataclass(frozen=True)
 class LaunchParams:
     """What the kernels run one node with: the C ABI's ``SwinAttnParams`` (``ABI_PARAMS``), field for field."""
@@ -79,7 +85,7 @@ def launch_params(version: str, qkv_shape: tuple[int, ...], *, window_size: int,
         if len(qkv_shape) != 4:
             raise ValueError(f"{PLUGIN_OP} version {MAP_VERSION}: qkv must be [B, H, W, 3C], got {list(qkv_shape)}")
         batch, height, width, three_c = qkv_shape
-        shift_size = 0 if min(height, width) <= window_size else shift_size
+        shift_size = applied_shift(height, width, window_size, shift_size)
     else:
         if len(qkv_shape) != 3 or height is None or width is None:
             raise ValueError(f"{PLUGIN_OP} version {PLUGIN_VERSION}: qkv must be [B, H*W, 3C] with height and width "

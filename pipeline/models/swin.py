@@ -17,7 +17,7 @@ from torch import nn
 
 import pipeline.kernels.ops
 from pipeline.common.variants import SwinConfig
-from pipeline.kernels.reference import padded_size, shift_mask
+from pipeline.kernels.reference import applied_shift, padded_size, shift_mask
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -135,7 +135,7 @@ class SwinTransformerBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def effective_shift(self, height: int, width: int) -> int:
-        return 0 if min(height, width) <= self.window_size else self.shift_size
+        return applied_shift(height, width, self.window_size, self.shift_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_attention:

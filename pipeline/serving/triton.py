@@ -91,17 +91,14 @@ def model_name(recipe: EngineRecipe) -> str:
     return f"swin_{recipe.model_tag}"
 
 
-def make_variables(recipe: EngineRecipe, img_size: str | None = None) -> str:
+def make_variables(recipe: EngineRecipe) -> str:
     """The make variables that select ``recipe``'s model and engine: ``VARIANT=T PRECISION=fp16 FEATURES=1
-    IMG_SIZE=800x1333 ATTENTION=tensorrt`` (the defaults left out but VARIANT and PRECISION); ``img_size``, when
-    given, is IMG_SIZE's value (an engine's range, :func:`img_size_value`)."""
+    IMG_SIZE=800x1333 ATTENTION=tensorrt`` (the defaults left out but VARIANT and PRECISION; a size range as
+    ``IMG_SIZE=320x320:800x1344:1344x1344``)."""
     words = [f"VARIANT={recipe.variant.upper()}", f"PRECISION={recipe.precision}"]
     words += ["FEATURES=1"] if recipe.features_only else []
-    if img_size is None and recipe.img_range is not None:
-        img_size = str(recipe.img_range)
-    elif img_size is None and recipe.img_size is not None:
-        img_size = format_size(recipe.img_size)
-    words += [f"IMG_SIZE={img_size}"] if img_size is not None else []
+    words += [f"IMG_SIZE={recipe.img_range}"] if recipe.img_range is not None else []
+    words += [f"IMG_SIZE={format_size(recipe.img_size)}"] if recipe.img_size is not None else []
     words += ["ATTENTION=tensorrt"] if recipe.attention == "tensorrt" else []
     return " ".join(words)
 
@@ -505,8 +502,7 @@ def _readme(record: TritonModel, metadata: list[EngineMetadata], recipe: EngineR
             for e, meta in zip(record.engines, metadata, strict=True)]
     embedded = any(meta.embeds_plugin and meta.plugin_layers for meta in metadata)
     rtx = [e for e in record.engines if e.backend.name == TENSORRT_RTX.name]
-    make = make_variables(dataclasses.replace(recipe, precision=first.precision, attention=first.attention),
-                          img_size_value(first) if first.dynamic_size else None)
+    make = make_variables(dataclasses.replace(recipe, precision=first.precision, attention=first.attention))
     text = [f"# Triton Inference Server model repository: `{model}`", "",
             f"Written by `{WRITTEN_BY}` (`make triton`) on {record.written_at}; `{MARKER}` records what was written "
             "(a rerun may replace this folder because of it).", "",

@@ -79,11 +79,6 @@ class BatchProfile(JsonRecord):
         """The (H, W) range: the last two dimensions of the shapes."""
         return SizeRange(tuple(self.min[-2:]), tuple(self.opt[-2:]), tuple(self.max[-2:]))
 
-    @property
-    def dynamic_size(self) -> bool:
-        """Whether the profile takes more than one image size."""
-        return self.image_range.dynamic
-
 
 
 @dataclasses.dataclass(frozen=True)
