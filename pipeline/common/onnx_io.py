@@ -78,12 +78,6 @@ def graph_input(model: onnx.ModelProto, input_name: str | None, source: Path, *,
     return input_name, dims
 
 
-def has_dynamic_size(model: onnx.ModelProto) -> bool:
-    """Whether the graph's image input ``[B, 3, H, W]`` has a symbolic H or W (an export over a size range)."""
-    _, dims = graph_input(model, None, Path("<graph>"), dynamic_size=True)
-    return None in dims[2:]
-
-
 
 
 #: onnxruntime-extensions runs Python custom ops only from this domain.

@@ -27,7 +27,7 @@ from pipeline.common.artifacts import write_json
 from pipeline.common.errors import PipelineError
 from pipeline.common.image_sizes import parse_size
 from pipeline.common.records import JsonRecord
-from pipeline.serving.triton_client import input_spec, model_config
+from pipeline.serving.triton_client import InputSpec, input_spec, model_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +90,14 @@ async def _level(client: object, model: str, inputs: list, concurrency: int, war
                      tuple(round(v, 3) for v in latencies))
 
 
-def _image_dims(model: str, dims: tuple[int, ...], size: tuple[int, int] | None) -> tuple[int, ...]:
+def _image_dims(model: str, spec: InputSpec, size: tuple[int, int] | None) -> tuple[int, ...]:
     """``[3, H, W]`` of the random images: the model's, or ``size`` where it takes any H and W (-1)."""
-    if dims[1:] != (-1, -1):
-        return dims
+    if spec.size is not None:
+        return spec.dims
     if size is None:
         raise PipelineError(f"{model} takes images of any size (H and W are -1 in its config): pass --img-size HxW, "
                             "the size to measure at")
-    return (dims[0], *size)
+    return (spec.dims[0], *size)
 
 
 async def measure(url: str, model: str, concurrencies: list[int], window_s: float, warmup_s: float,
@@ -114,7 +114,7 @@ async def measure(url: str, model: str, concurrencies: list[int], window_s: floa
         except Exception as error:
             raise PipelineError(f"no Triton server serves {model} over gRPC at {url} "
                                 f"({str(error).splitlines()[0][:200]}): start it, or pass --url and --model") from None
-        dims = _image_dims(model, spec.dims, size)
+        dims = _image_dims(model, spec, size)
         images = np.random.default_rng(0).normal(size=(batch, *dims)).astype(spec.dtype)
         request = grpc_aio.InferInput(spec.name, list(images.shape), spec.datatype)
         request.set_data_from_numpy(images)
@@ -124,7 +124,7 @@ async def measure(url: str, model: str, concurrencies: list[int], window_s: floa
     return LoadReport(url, model, batch, warmup_s, tuple(levels), server, platform.node(), os.cpu_count() or 0,
                       platform.python_version(), metadata.version("tritonclient"),
                       datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      None if spec.dims[1:] != (-1, -1) else (dims[1], dims[2]))
+                      None if spec.size is not None else (dims[1], dims[2]))
 
 
 def parse_size_argument(text: str) -> tuple[int, int]:
